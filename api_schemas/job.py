@@ -1,0 +1,340 @@
+"""The job document: one steering job, the same through the CLI and through HTTP.
+
+Every field carries bounds and a description; unknown fields are rejected. Fields left out
+(``None``) take the model's defaults when the job is resolved, and the resolved document is what
+the manifest records.
+"""
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from api_schemas.refs import check_image_ref
+
+MAX_SEED = 2**63 - 1
+
+
+class Strict(BaseModel):
+    """Base of every request model: unknown fields are an error, not a silent drop."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+ImageRef = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=16 * 1024 * 1024,
+        description=(
+            "An image: `asset:<id>` (uploaded with POST /v1/assets), a `data:image/...;base64,...` URI, "
+            "or, in the CLI only, a local file path."
+        ),
+    ),
+]
+
+Window = Annotated[
+    tuple[float, float],
+    Field(description="A fraction window `[a, b]` with 0 <= a <= b <= 1."),
+]
+
+
+def _check_window(value: tuple[float, float] | None, field: str) -> None:
+    if value is None:
+        return
+    a, b = value
+    if not (0.0 <= a <= b <= 1.0):
+        raise ValueError(f"`{field}` must satisfy 0 <= a <= b <= 1, got [{a}, {b}]")
+
+
+class GuidanceShape(StrEnum):
+    linear = "linear"
+    triangle = "triangle"
+    constant = "constant"
+
+
+class Interpolation(StrEnum):
+    linear = "linear"
+    slerp = "slerp"
+    geodesic = "geodesic"
+
+
+class Guidance(Strict):
+    """Classifier-free guidance scale per frame."""
+
+    min: float = Field(1.0, ge=0.0, le=30.0, description="Scale at the ends of the ramp.")
+    max: float = Field(3.0, ge=0.0, le=30.0, description="Scale at the peak of the ramp.")
+    shape: GuidanceShape = Field(
+        GuidanceShape.linear,
+        description=(
+            "`linear`: min at the first frame to max at the last (diffusers' ramp); "
+            "`triangle`: min at both ends, max at the middle frame; `constant`: max on every frame."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.min > self.max:
+            raise ValueError(f"`guidance.min` must be <= `guidance.max`, got {self.min} > {self.max}")
+        return self
+
+
+class Generation(Strict):
+    """SVD's own controls. `None` takes the model's default."""
+
+    num_frames: int | None = Field(None, ge=2, le=128, description="Frames per clip (model default if unset).")
+    width: int | None = Field(
+        None, ge=64, le=2048, multiple_of=64, description="Frame width in pixels, a multiple of 64."
+    )
+    height: int | None = Field(
+        None, ge=64, le=2048, multiple_of=64, description="Frame height in pixels, a multiple of 64."
+    )
+    steps: int = Field(25, ge=1, le=200, description="Denoising steps.")
+    fps: int = Field(7, ge=1, le=60, description="Frame rate the model is conditioned on.")
+    motion_bucket_id: int = Field(127, ge=0, le=1023, description="Amount of motion; higher moves more.")
+    noise_aug_strength: float = Field(
+        0.02, ge=0.0, le=1.0, description="Noise added to the conditioning image before encoding."
+    )
+    guidance: Guidance = Field(default_factory=Guidance)
+    decode_chunk_size: int | None = Field(
+        None, ge=1, le=128, description="Frames the VAE decodes at once (all frames if unset)."
+    )
+
+
+class Variation(Strict):
+    """Slerp the initial noise toward a second seed's noise."""
+
+    seed: int = Field(ge=0, le=MAX_SEED, description="Seed of the second noise.")
+    strength: float = Field(ge=0.0, le=1.0, description="0 keeps the job's noise, 1 is the second seed's.")
+
+
+class Keyframe(Strict):
+    image: ImageRef
+    at: float = Field(ge=0.0, le=1.0, description="Position in the clip, 0 = first frame, 1 = last.")
+
+    _check_image = field_validator("image")(check_image_ref)
+
+
+class Reference(Strict):
+    image: ImageRef
+    weight: float = Field(
+        ge=0.0,
+        le=10.0,
+        description="Attention weight of this extra CLIP token relative to the main one (0 = ignored).",
+    )
+
+    _check_image = field_validator("image")(check_image_ref)
+
+
+class Curve(StrEnum):
+    linear = "linear"
+    cosine = "cosine"
+
+
+class Ramp(Strict):
+    """A strength that changes over frames or over denoising steps."""
+
+    from_: float = Field(alias="from", ge=-100.0, le=100.0, description="Value at the start.")
+    to: float = Field(ge=-100.0, le=100.0, description="Value at the end.")
+    over: Literal["frames", "steps"] = Field("frames", description="What the ramp runs over.")
+    curve: Curve = Field(Curve.linear, description="Shape of the ramp.")
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+
+
+Strength = Annotated[
+    float | Ramp,
+    Field(description="A number, or a ramp `{from, to, over, curve}`."),
+]
+
+
+class DirectionSource(Strict):
+    """Where a direction comes from: exactly one of `id`, `path`, `vector`."""
+
+    id: str | None = Field(None, pattern=r"^dir_[A-Za-z0-9_-]{1,64}$", description="A stored direction.")
+    path: str | None = Field(None, max_length=4096, description="A local safetensors file (CLI only).")
+    vector: list[float] | None = Field(
+        None, min_length=1, max_length=65536, description="An inline direction vector."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [k for k in ("id", "path", "vector") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a direction `source` needs exactly one of id, path, vector; got {given or 'none'}")
+        return self
+
+
+class Direction(Strict):
+    """z' = z + alpha * d, in the CLIP embedding space or on the latents."""
+
+    source: DirectionSource
+    space: Literal["embedding", "latent"] = Field("embedding", description="Where the direction acts.")
+    strength: Strength = 1.0
+    frames: Window | None = Field(None, description="Fraction window of frames it acts on (all if unset).")
+    steps: Window | None = Field(None, description="Fraction window of denoising steps it acts on (all if unset).")
+    preserve: list[DirectionSource] = Field(
+        default_factory=list, max_length=16, description="Directions projected out of this one first."
+    )
+
+    @model_validator(mode="after")
+    def _windows(self) -> Self:
+        _check_window(self.frames, "frames")
+        _check_window(self.steps, "steps")
+        return self
+
+
+class Style(Strict):
+    """AdaIN of the latents toward a reference image's latent statistics."""
+
+    image: ImageRef
+    strength: float = Field(ge=0.0, le=1.0, description="Blend between the latents (0) and AdaIN's output (1).")
+    steps: Window = Field((0.0, 1.0), description="Fraction window of denoising steps it acts in.")
+    over_frames: bool = Field(False, description="Take statistics over frames too, not per frame.")
+
+    _check_image = field_validator("image")(check_image_ref)
+
+    @model_validator(mode="after")
+    def _window(self) -> Self:
+        _check_window(self.steps, "steps")
+        return self
+
+
+class SweepTarget(StrEnum):
+    seed = "seed"
+    image = "image"
+    direction = "direction"
+    motion_bucket_id = "motion_bucket_id"
+
+
+class Sweep(Strict):
+    """Render `count` clips along a path from the job's value to `to`."""
+
+    target: SweepTarget
+    to: int | float | str = Field(
+        description="End of the path: a seed, an image, a direction strength or a motion bucket."
+    )
+    count: int = Field(ge=1, le=16, description="Clips along the path, both ends included.")
+    interpolation: Interpolation = Interpolation.slerp
+    direction: int = Field(0, ge=0, le=15, description="With target `direction`: index into `directions`.")
+    batch_size: int | None = Field(None, ge=1, le=16, description="Clips per UNet batch (all if unset).")
+
+    @model_validator(mode="after")
+    def _to_matches_target(self) -> Self:
+        t, to = self.target, self.to
+        if t in (SweepTarget.seed, SweepTarget.motion_bucket_id):
+            if isinstance(to, bool) or not isinstance(to, int):
+                raise ValueError(f"`sweep.to` must be an integer for target `{t}`, got {to!r}")
+            high = MAX_SEED if t is SweepTarget.seed else 1023
+            if not 0 <= to <= high:
+                raise ValueError(f"`sweep.to` must be between 0 and {high} for target `{t}`, got {to}")
+        elif t is SweepTarget.image:
+            if not isinstance(to, str):
+                raise ValueError(f"`sweep.to` must be an image reference for target `image`, got {to!r}")
+            check_image_ref(to)
+        elif isinstance(to, str) or not -100.0 <= float(to) <= 100.0:
+            raise ValueError(f"`sweep.to` must be a strength between -100 and 100 for target `direction`, got {to!r}")
+        return self
+
+
+class Output(Strict):
+    format: Literal["mp4"] = Field("mp4", description="Container of the video (H.264 in MP4).")
+    fps: int | None = Field(None, ge=1, le=60, description="Playback frame rate (generation.fps if unset).")
+    crf: int = Field(18, ge=0, le=51, description="H.264 constant rate factor; lower is better quality.")
+    preview: Literal["gif", "webp", "none"] = Field("gif", description="Animated preview format.")
+    raw: bool = Field(False, description="Also store frames.npy (float32, F x H x W x 3 in [0, 1]).")
+
+
+class WebhookEvent(StrEnum):
+    completed = "completed"
+    failed = "failed"
+    canceled = "canceled"
+    progress = "progress"
+
+
+class Webhook(Strict):
+    url: str = Field(min_length=8, max_length=2048, pattern=r"^https?://", description="Receiver URL.")
+    events: list[WebhookEvent] = Field(
+        default_factory=lambda: [WebhookEvent.completed, WebhookEvent.failed, WebhookEvent.canceled],
+        min_length=1,
+        max_length=4,
+    )
+
+
+Metadata = dict[Annotated[str, Field(max_length=64)], str | int | float | bool | None]
+
+
+class JobRequest(Strict):
+    """A steering job: what to generate and how to steer it."""
+
+    model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Registered model name (the service's default if unset).",
+    )
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Seed; chosen and recorded if unset.")
+    image: ImageRef | None = Field(None, description="Conditioning image (required unless `keyframes` is given).")
+    generation: Generation = Field(default_factory=Generation)
+    variation: Variation | None = None
+    keyframes: list[Keyframe] | None = Field(
+        None, min_length=2, max_length=64, description="Images to morph between, `at` ascending."
+    )
+    interpolation: Interpolation = Field(Interpolation.slerp, description="How keyframes are interpolated.")
+    references: list[Reference] = Field(default_factory=list, max_length=8)
+    negative_image: ImageRef | None = Field(
+        None, description="Conditioning of the unconditional branch of guidance (zeros if unset)."
+    )
+    directions: list[Direction] = Field(default_factory=list, max_length=16)
+    style: Style | None = None
+    sweep: Sweep | None = None
+    output: Output = Field(default_factory=Output)
+    webhook: Webhook | None = None
+    metadata: Metadata = Field(default_factory=dict, max_length=64)
+
+    _check_image = field_validator("image", "negative_image")(check_image_ref)
+
+    @model_validator(mode="after")
+    def _conditioning(self) -> Self:
+        if self.image is None and self.keyframes is None:
+            raise ValueError("a job needs `image` or `keyframes`")
+        if self.image is not None and self.keyframes is not None:
+            raise ValueError("give either `image` or `keyframes`, not both")
+        if self.keyframes is not None:
+            ats = [k.at for k in self.keyframes]
+            for i in range(1, len(ats)):
+                if ats[i] <= ats[i - 1]:
+                    raise ValueError(
+                        f"`keyframes[{i}].at` must be greater than `keyframes[{i - 1}].at` "
+                        f"(ascending), got {ats[i]} after {ats[i - 1]}"
+                    )
+        if self.sweep is not None:
+            if self.sweep.target is SweepTarget.direction and self.sweep.direction >= len(self.directions):
+                raise ValueError(
+                    f"`sweep.direction` must index `directions` (length {len(self.directions)}), "
+                    f"got {self.sweep.direction}"
+                )
+            if self.sweep.target is SweepTarget.image and self.keyframes is not None:
+                raise ValueError("`sweep.target` `image` needs `image`, not `keyframes`")
+        return self
+
+    def conditioning_images(self) -> list[str]:
+        """Every image reference the job reads, in a stable order."""
+        refs: list[str] = []
+        if self.image is not None:
+            refs.append(self.image)
+        refs += [k.image for k in self.keyframes or []]
+        refs += [r.image for r in self.references]
+        if self.negative_image is not None:
+            refs.append(self.negative_image)
+        if self.style is not None:
+            refs.append(self.style.image)
+        if self.sweep is not None and self.sweep.target is SweepTarget.image:
+            assert isinstance(self.sweep.to, str)
+            refs.append(self.sweep.to)
+        return refs
+
+    def dump(self) -> dict[str, Any]:
+        """The document as JSON-ready data, with field aliases (`from`)."""
+        return self.model_dump(mode="json", by_alias=True)

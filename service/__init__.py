@@ -1,0 +1,1 @@
+"""The HTTP edge: FastAPI routes, auth, job state, enqueue by task name."""

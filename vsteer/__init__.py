@@ -1,0 +1,1 @@
+"""The vsteer command line and the Python client."""
