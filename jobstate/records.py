@@ -1,0 +1,176 @@
+"""What job state holds: job and asset records, stored results, and how a record becomes a resource.
+
+A record is what Redis keeps; a resource (`api_schemas.JobResource`) is what a client sees. The
+difference is small but real: a stored result names storage keys, and a resource carries presigned
+URLs computed when it is answered, so their expiry is always fresh.
+"""
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api_schemas import Artifact, JobRequest, JobResource, JobResult, JobStatus, Problem, Progress
+
+JOB_ID_PATTERN = r"^job_[0-9a-f]{28}$"
+ASSET_ID_PATTERN = r"^ast_[0-9a-f]{28}$"
+
+
+def _time_ordered_id(prefix: str, now: float | None = None) -> str:
+    """`<prefix>_` + 12 hex digits of milliseconds + 16 random hex digits: sorts by creation time."""
+    ms = int((time.time() if now is None else now) * 1000)
+    return f"{prefix}_{ms:012x}{secrets.token_hex(8)}"
+
+
+def new_job_id(now: float | None = None) -> str:
+    return _time_ordered_id("job", now)
+
+
+def new_asset_id(now: float | None = None) -> str:
+    return _time_ordered_id("ast", now)
+
+
+class StoredArtifact(BaseModel):
+    """One result file as stored: its storage key, not a URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(description="Storage key, e.g. `jobs/<tenant>/<job_id>/video.mp4`.")
+    content_type: str
+    bytes: int = Field(ge=0)
+    sha256: str | None = None
+
+
+class StoredResult(BaseModel):
+    """What a worker records when a job succeeds; mirrors `api_schemas.JobResult` with keys for URLs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    video: StoredArtifact | None = None
+    poster: StoredArtifact | None = None
+    preview: StoredArtifact | None = None
+    manifest: StoredArtifact | None = None
+    frames: StoredArtifact | None = None
+    clips: list[StoredArtifact] = Field(default_factory=list)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+    def artifacts(self) -> dict[str, StoredArtifact]:
+        """Every artifact by name: `video`, `poster`, ..., `clips/0`, `clips/1`, ..."""
+        named = {n: getattr(self, n) for n in ("video", "poster", "preview", "manifest", "frames")}
+        named |= {f"clips/{i}": a for i, a in enumerate(self.clips)}
+        return {n: a for n, a in named.items() if a is not None}
+
+
+def _ts(value: str | None) -> datetime | None:
+    return None if not value else datetime.fromtimestamp(float(value), UTC)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as Redis holds it."""
+
+    id: str
+    tenant: str
+    status: JobStatus
+    model: str
+    request: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: Progress | None
+    result: StoredResult | None
+    error: Problem | None
+    cancel_requested: bool
+    attempts: int
+
+    @classmethod
+    def from_hash(cls, h: Mapping[str, str]) -> "JobRecord":
+        progress = None
+        if h.get("stage"):
+            step, total = int(h.get("step", "0")), int(h.get("total", "0"))
+            fraction = min(1.0, step / total) if total > 0 else 0.0
+            progress = Progress(stage=h["stage"], step=step, total=total, fraction=fraction)
+        created_at = _ts(h["created_at"])
+        assert created_at is not None
+        return cls(
+            id=h["id"],
+            tenant=h["tenant"],
+            status=JobStatus(h["status"]),
+            model=h["model"],
+            request=json.loads(h["request"]),
+            created_at=created_at,
+            started_at=_ts(h.get("started_at")),
+            finished_at=_ts(h.get("finished_at")),
+            progress=progress,
+            result=StoredResult.model_validate_json(h["result"]) if h.get("result") else None,
+            error=Problem.model_validate_json(h["error"]) if h.get("error") else None,
+            cancel_requested=h.get("cancel") == "1",
+            attempts=int(h.get("attempts", "0")),
+        )
+
+    def webhook(self) -> tuple[str, list[str]] | None:
+        """The job's webhook `(url, events)`, if it asked for one."""
+        hook = self.request.get("webhook")
+        if not hook:
+            return None
+        return hook["url"], list(hook.get("events") or [])
+
+
+Presign = Callable[[str], str]
+
+
+def _artifact(stored: StoredArtifact, presign: Presign) -> Artifact:
+    return Artifact(
+        url=presign(stored.key), content_type=stored.content_type, bytes=stored.bytes, sha256=stored.sha256
+    )
+
+
+def to_resource(record: JobRecord, presign: Presign) -> JobResource:
+    """The client's view of a record; `presign(key)` turns a storage key into a URL."""
+    result = None
+    if record.result is not None:
+        r = record.result
+        result = JobResult(
+            video=r.video and _artifact(r.video, presign),
+            poster=r.poster and _artifact(r.poster, presign),
+            preview=r.preview and _artifact(r.preview, presign),
+            manifest=r.manifest and _artifact(r.manifest, presign),
+            frames=r.frames and _artifact(r.frames, presign),
+            clips=[_artifact(c, presign) for c in r.clips],
+            metrics=r.metrics,
+        )
+    return JobResource(
+        id=record.id,
+        status=record.status,
+        progress=record.progress,
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        model=record.model,
+        request=JobRequest.model_validate(record.request),
+        result=result,
+        error=record.error,
+    )
+
+
+class AssetRecord(BaseModel):
+    """An uploaded asset's metadata; the bytes live in storage at `key`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    tenant: str
+    key: str
+    kind: str
+    content_type: str
+    sha256: str
+    bytes: int
+    width: int | None = None
+    height: int | None = None
+    frames: int | None = None
+    created_at: datetime

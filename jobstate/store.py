@@ -1,0 +1,283 @@
+"""Job state stores over Redis: `JobStore` (sync, for Celery workers) and `AsyncJobStore` (for the API).
+
+Both run the same operations from `jobstate.layout`, where the key layout, the Lua scripts and the
+decoding live; each method here is one round trip to Redis.
+
+How a worker drives a job (see also `jobstate.webhooks.enqueue_job_webhook`):
+
+    store = JobStore.from_url(redis_url)
+    t = store.mark_running(job_id)            # queued/running → running; stamps started_at
+    if not t.applied: return                  # already terminal (redelivered after it finished)
+    ack = store.progress(job_id, "denoising", step, total)   # every step; cheap; tells SSE clients
+    if ack.cancel_requested: store.mark_canceled(job_id); return
+    store.succeed(job_id, StoredResult(video=StoredArtifact(key=..., content_type="video/mp4", ...)))
+    # or: store.fail(job_id, failure("Out of memory", "CUDA ran out of memory at 1024x576"))
+
+A terminal job never changes again: every transition is refused (``applied=False``) once the job has
+succeeded, failed or been canceled.
+"""
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import anyio
+import redis
+import redis.asyncio as aioredis
+
+from api_schemas import JobStatus, Problem, Progress
+from jobstate import layout
+from jobstate.layout import Created, Op, Page, ProgressAck, Transition
+from jobstate.records import AssetRecord, JobRecord, StoredResult
+
+T = TypeVar("T")
+
+
+def failure(title: str, detail: str, type_: str = "about:blank", status: int = 500) -> Problem:
+    """The `error` of a failed job, as problem details."""
+    return Problem(type=type_, title=title, status=status, detail=detail)
+
+
+class JobStore:
+    """Synchronous job state; one instance per process, over a `redis.Redis` client."""
+
+    def __init__(self, client: "redis.Redis") -> None:
+        self.redis = client
+        self._scripts = {name: client.register_script(src) for name, src in layout.SCRIPTS.items()}
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> "JobStore":
+        return cls(redis.Redis.from_url(url, **kwargs))
+
+    def run(self, op: Op[T]) -> T:
+        if op.script is not None:
+            raw = self._scripts[op.script](keys=list(op.keys), args=list(op.args))
+        else:
+            raw = self.redis.execute_command(*op.command)
+        return op.decode(raw)
+
+    # jobs
+    def create(
+        self,
+        job_id: str,
+        tenant: str,
+        model: str,
+        request: Mapping[str, Any],
+        idempotency: tuple[str, str] | None = None,
+        idempotency_ttl_s: int = 86400,
+    ) -> Created:
+        return self.run(
+            layout.create_op(
+                job_id, tenant, model, request, idempotency=idempotency, idempotency_ttl_s=idempotency_ttl_s
+            )
+        )
+
+    def get(self, tenant: str, job_id: str) -> JobRecord | None:
+        return self.run(layout.get_op(tenant, job_id))
+
+    def get_any(self, job_id: str) -> JobRecord | None:
+        return self.run(layout.get_any_op(job_id))
+
+    def list_jobs(
+        self, tenant: str, cursor: str | None = None, limit: int = 20, status: JobStatus | None = None
+    ) -> Page:
+        return self.run(layout.list_op(tenant, cursor=cursor, limit=limit, status=status))
+
+    def mark_running(self, job_id: str) -> Transition:
+        return self.run(layout.mark_running_op(job_id))
+
+    def progress(self, job_id: str, stage: str, step: int, total: int) -> ProgressAck:
+        return self.run(layout.progress_op(job_id, stage, step, total))
+
+    def succeed(self, job_id: str, result: StoredResult) -> Transition:
+        return self.run(layout.succeed_op(job_id, result))
+
+    def fail(self, job_id: str, error: Problem) -> Transition:
+        return self.run(layout.fail_op(job_id, error))
+
+    def request_cancel(self, job_id: str) -> tuple[str, JobRecord | None]:
+        return self.run(layout.request_cancel_op(job_id))
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        return self.run(layout.is_cancel_requested_op(job_id))
+
+    def mark_canceled(self, job_id: str) -> Transition:
+        return self.run(layout.mark_canceled_op(job_id))
+
+    # assets, workers, stats
+    def put_asset(self, asset: AssetRecord) -> None:
+        self.run(layout.put_asset_op(asset))
+
+    def get_asset(self, tenant: str, asset_id: str) -> AssetRecord | None:
+        return self.run(layout.get_asset_op(tenant, asset_id))
+
+    def heartbeat(self, model: str, worker: str, ttl_s: float = 60.0) -> None:
+        self.run(layout.heartbeat_op(model, worker, ttl_s))
+
+    def warm_workers(self, model: str) -> list[str]:
+        return self.run(layout.warm_workers_op(model))
+
+    def ping(self) -> bool:
+        return self.run(layout.ping_op())
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One event of a job's stream: the whole record (`job`), a progress tick, or a heartbeat."""
+
+    kind: Literal["job", "progress", "heartbeat"]
+    record: JobRecord | None = None
+    progress: Progress | None = None
+
+
+class AsyncJobStore:
+    """Asynchronous job state for the API, over a `redis.asyncio.Redis` client."""
+
+    def __init__(self, client: "aioredis.Redis") -> None:
+        self.redis = client
+        self._scripts = {name: client.register_script(src) for name, src in layout.SCRIPTS.items()}
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> "AsyncJobStore":
+        return cls(aioredis.Redis.from_url(url, **kwargs))
+
+    async def run(self, op: Op[T]) -> T:
+        if op.script is not None:
+            raw = await self._scripts[op.script](keys=list(op.keys), args=list(op.args))
+        else:
+            raw = await self.redis.execute_command(*op.command)
+        return op.decode(raw)
+
+    # jobs
+    async def create(
+        self,
+        job_id: str,
+        tenant: str,
+        model: str,
+        request: Mapping[str, Any],
+        idempotency: tuple[str, str] | None = None,
+        idempotency_ttl_s: int = 86400,
+    ) -> Created:
+        return await self.run(
+            layout.create_op(
+                job_id, tenant, model, request, idempotency=idempotency, idempotency_ttl_s=idempotency_ttl_s
+            )
+        )
+
+    async def get(self, tenant: str, job_id: str) -> JobRecord | None:
+        return await self.run(layout.get_op(tenant, job_id))
+
+    async def get_any(self, job_id: str) -> JobRecord | None:
+        return await self.run(layout.get_any_op(job_id))
+
+    async def list_jobs(
+        self, tenant: str, cursor: str | None = None, limit: int = 20, status: JobStatus | None = None
+    ) -> Page:
+        return await self.run(layout.list_op(tenant, cursor=cursor, limit=limit, status=status))
+
+    async def mark_running(self, job_id: str) -> Transition:
+        return await self.run(layout.mark_running_op(job_id))
+
+    async def progress(self, job_id: str, stage: str, step: int, total: int) -> ProgressAck:
+        return await self.run(layout.progress_op(job_id, stage, step, total))
+
+    async def succeed(self, job_id: str, result: StoredResult) -> Transition:
+        return await self.run(layout.succeed_op(job_id, result))
+
+    async def fail(self, job_id: str, error: Problem) -> Transition:
+        return await self.run(layout.fail_op(job_id, error))
+
+    async def request_cancel(self, job_id: str) -> tuple[str, JobRecord | None]:
+        return await self.run(layout.request_cancel_op(job_id))
+
+    async def is_cancel_requested(self, job_id: str) -> bool:
+        return await self.run(layout.is_cancel_requested_op(job_id))
+
+    async def mark_canceled(self, job_id: str) -> Transition:
+        return await self.run(layout.mark_canceled_op(job_id))
+
+    # assets, workers, stats
+    async def put_asset(self, asset: AssetRecord) -> None:
+        await self.run(layout.put_asset_op(asset))
+
+    async def get_asset(self, tenant: str, asset_id: str) -> AssetRecord | None:
+        return await self.run(layout.get_asset_op(tenant, asset_id))
+
+    async def warm_workers(self, model: str) -> list[str]:
+        return await self.run(layout.warm_workers_op(model))
+
+    async def status_counts(self) -> dict[str, int]:
+        return await self.run(layout.status_counts_op())
+
+    async def duration_stats(self, status: str) -> dict[str, float]:
+        return await self.run(layout.duration_stats_op(status))
+
+    async def queue_depth(self, queue: str) -> int:
+        return await self.run(layout.queue_depth_op(queue))
+
+    async def ping(self) -> bool:
+        return await self.run(layout.ping_op())
+
+    # events
+    async def watch(self, job_id: str, heartbeat_s: float = 15.0) -> AsyncIterator[JobEvent]:
+        """The job's events: first the current record (so late subscribers see the state), then
+        progress ticks and the record again on every status change, until a terminal status.
+        A `heartbeat` event comes after `heartbeat_s` of silence. Nothing if the job does not exist.
+        """
+        pubsub = self.redis.pubsub()
+        # Subscribe before reading the state, so no change can fall between the two.
+        await pubsub.subscribe(layout.events_channel(job_id))
+        try:
+            record = await self.get_any(job_id)
+            if record is None:
+                return
+            yield JobEvent("job", record=record)
+            if record.status.is_terminal():
+                return
+            quiet_since = time.monotonic()
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=heartbeat_s)
+                if message is None:
+                    if time.monotonic() - quiet_since >= heartbeat_s:
+                        quiet_since = time.monotonic()
+                        yield JobEvent("heartbeat")
+                    continue
+                quiet_since = time.monotonic()
+                event = json.loads(message["data"])
+                if event["type"] == "progress":
+                    step, total = int(event["step"]), int(event["total"])
+                    fraction = min(1.0, step / total) if total > 0 else 0.0
+                    yield JobEvent(
+                        "progress",
+                        progress=Progress(stage=event["stage"], step=step, total=total, fraction=fraction),
+                    )
+                    continue
+                record = await self.get_any(job_id)
+                if record is None:
+                    return
+                yield JobEvent("job", record=record)
+                if record.status.is_terminal():
+                    return
+        finally:
+            # Shielded: when the consumer is cancelled (client gone, wait over) the connection
+            # must still go back to the pool.
+            with anyio.CancelScope(shield=True):
+                await pubsub.unsubscribe()
+                await pubsub.aclose()
+
+    async def wait_terminal(self, tenant: str, job_id: str, timeout_s: float) -> JobRecord | None:
+        """The record once terminal, or its latest state after `timeout_s`; None if not this tenant's."""
+        latest = await self.get(tenant, job_id)
+        if latest is None or latest.status.is_terminal() or timeout_s <= 0:
+            return latest
+        with anyio.move_on_after(timeout_s):
+            async with aclosing(self.watch(job_id, heartbeat_s=timeout_s)) as events:
+                async for event in events:
+                    if event.record is not None:
+                        latest = event.record
+                        if latest.status.is_terminal():
+                            break
+        return latest
