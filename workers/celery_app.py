@@ -1,0 +1,138 @@
+"""The Celery app of the GPU workers, and what a worker process builds when it starts.
+
+Start one worker per GPU, consuming the queues of the models it serves:
+
+    celery -A workers.celery_app worker --pool solo --concurrency 1 -Q gpu.tiny --hostname gpu0@%h
+
+Why these settings (see DESIGN.md, "Worker process model"):
+
+- solo pool, one process: CUDA cannot be used in a forked child once the parent initialised it, and
+  the model must be loaded once and stay warm in the process that runs the jobs;
+- `task_acks_late` + `task_reject_on_worker_lost`: a job whose worker died is delivered again, not lost
+  (the job body is idempotent, see `workers.service_job`);
+- prefetch 1: an idle worker can take the next job instead of it waiting behind a long one;
+- the broker's visibility timeout exceeds the longest queue wait plus the longest job, or Redis would
+  hand a running job to a second worker;
+- `worker_cancel_long_running_tasks_on_connection_loss`: after a broker disconnect the message comes
+  back, so the running copy is stopped rather than run twice.
+
+Models load in `worker_init`, in the worker's main process before it consumes anything; not in
+`worker_process_init`, whose handlers must finish within 4 seconds.
+"""
+
+import logging
+import threading
+
+from celery import Celery, signals
+from kombu import Queue
+
+from workers.settings import WorkerSettings, get_settings, queue_for
+
+log = logging.getLogger(__name__)
+
+RUN_JOB_TASK = "vsteer.run_job.v1"
+WEBHOOK_TASK = "vsteer.deliver_webhook.v1"
+WEBHOOK_QUEUE = "webhooks"
+GPU_QUEUE_PREFIX = "gpu."
+
+
+def create_app(settings: WorkerSettings) -> Celery:
+    app = Celery("vsteer", broker=settings.broker, include=["workers.tasks"])
+    app.conf.update(
+        worker_pool="solo",
+        worker_concurrency=1,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry_on_startup=True,
+        task_queues=[Queue(q) for q in settings.queues],
+        task_default_queue=settings.queues[0],
+        task_serializer="json",
+        accept_content=["json"],
+        # Outcomes live in job state, not in a Celery result backend.
+        task_ignore_result=True,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+app = create_app(get_settings())
+
+_deps_lock = threading.Lock()
+_deps = None
+_stop_heartbeat = threading.Event()
+
+
+def worker_deps():  # type: ignore[no-untyped-def]
+    """The job store, storage and model registry of this process, built on first use."""
+    global _deps
+    with _deps_lock:
+        if _deps is None:
+            _deps = build_deps(get_settings())
+        return _deps
+
+
+def build_deps(settings: WorkerSettings):  # type: ignore[no-untyped-def]
+    # Imported here: a webhook-only worker of the same app never loads torch.
+    from jobstate.store import JobStore
+    from storage.factory import make_storage
+    from workers.models import ModelRegistry
+    from workers.service_job import WorkerDeps
+
+    def enqueue_webhook(job_id: str, tenant: str, event: str) -> None:
+        app.send_task(
+            WEBHOOK_TASK, kwargs={"job_id": job_id, "tenant": tenant, "event": event}, queue=WEBHOOK_QUEUE
+        )
+
+    return WorkerDeps(
+        store=JobStore.from_url(settings.redis_url),
+        storage=make_storage(settings.storage, **settings.storage_settings()),
+        registry=ModelRegistry.from_env(),
+        enqueue_webhook=enqueue_webhook,
+        work_dir=settings.work_dir,
+    )
+
+
+def consumed_models(worker) -> list[str]:  # type: ignore[no-untyped-def]
+    """Models whose `gpu.<model>` queue this worker consumes (its `-Q`, or the configured queues)."""
+    queues = worker.app.amqp.queues
+    names = list((queues.consume_from or queues).keys())
+    return [n.removeprefix(GPU_QUEUE_PREFIX) for n in names if n.startswith(GPU_QUEUE_PREFIX)]
+
+
+@signals.worker_init.connect
+def load_models(sender=None, **_: object) -> None:  # type: ignore[no-untyped-def]
+    """Build the process's dependencies and load every served model before consuming."""
+    models = consumed_models(sender)
+    if not models:
+        return
+    deps = worker_deps()
+    log.info("loading models %s", ", ".join(models))
+    deps.registry.warm(models)
+    log.info("models loaded: %s", ", ".join(deps.registry.warm_names()))
+    _stop_heartbeat.clear()
+    beat = threading.Thread(
+        target=_heartbeat, args=(deps, sender.hostname, get_settings().heartbeat_s), daemon=True
+    )
+    beat.start()
+
+
+@signals.worker_shutdown.connect
+def stop_heartbeat(**_: object) -> None:
+    _stop_heartbeat.set()
+
+
+def _heartbeat(deps, hostname: str, every_s: float) -> None:  # type: ignore[no-untyped-def]
+    """Report warm models to job state (GET /v1/models lists them) until the worker stops."""
+    while not _stop_heartbeat.is_set():
+        try:
+            for model in deps.registry.warm_names():
+                deps.store.heartbeat(model, hostname, ttl_s=3 * every_s)
+        except Exception:
+            log.warning("heartbeat to job state failed", exc_info=True)
+        _stop_heartbeat.wait(every_s)
+
+
+__all__ = ["RUN_JOB_TASK", "WEBHOOK_QUEUE", "WEBHOOK_TASK", "app", "queue_for", "worker_deps"]

@@ -1,0 +1,241 @@
+"""One job as the service runs it: job state in, engine run, outputs to storage, job state out.
+
+The Celery task (`workers.tasks`) is a thin edge over :func:`execute`; everything that makes a job
+safe to deliver more than once lives here:
+
+- a job that already reached a terminal status is not run again (Redis delivers at least once);
+- object keys depend only on the tenant and job id, so a re-run overwrites its own outputs;
+- every failure becomes problem details on the job and the worker goes on to the next job, an
+  out-of-memory error included (the accelerator's cache is emptied first).
+"""
+
+import gc
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from api_schemas import JobRequest, JobStatus, Problem
+from jobstate.records import JobRecord, StoredArtifact, StoredResult
+from jobstate.store import JobStore
+from storage.base import Storage
+from storage.keys import asset_key, content_type_for, job_key
+from workers.errors import JobCanceled, JobInputError, ModelUnavailableError
+from workers.images import ImageResolver
+from workers.models import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+PROBLEM_BASE = "https://vsteer.dev/problems/"
+# Terminal status → the webhook event that announces it.
+WEBHOOK_EVENTS = {
+    JobStatus.succeeded: "completed",
+    JobStatus.failed: "failed",
+    JobStatus.canceled: "canceled",
+}
+_SINGLE_ARTIFACTS = ("video", "poster", "preview", "manifest", "frames")
+
+EnqueueWebhook = Callable[[str, str, str], None]
+"""`(job_id, tenant, event)` → queue the delivery of the job's webhook."""
+
+
+@dataclass
+class WorkerDeps:
+    """What a worker process builds once and every job uses."""
+
+    store: JobStore
+    storage: Storage
+    registry: ModelRegistry
+    enqueue_webhook: EnqueueWebhook | None = None
+    work_dir: Path | None = None
+    run_job: Callable[..., Any] | None = None
+    """The engine's `workers.runner.run_job` (the default), or a stand-in with its signature."""
+
+
+def execute(job_id: str, tenant: str, deps: WorkerDeps) -> JobStatus | None:
+    """Run job `job_id` of `tenant` to a terminal status and return it (None for an unknown job)."""
+    # 1. load the job; a terminal job is a redelivery of work already done
+    record = deps.store.get(tenant, job_id)
+    if record is None:
+        log.warning("job %s of tenant %s does not exist; dropping the message", job_id, tenant)
+        return None
+    if record.status.is_terminal():
+        log.info("job %s is already %s; not running it again", job_id, record.status)
+        return record.status
+
+    # 2. claim it (queued or running → running; a running job is one whose worker died)
+    claimed = deps.store.mark_running(job_id)
+    if not claimed.applied:
+        return claimed.record.status if claimed.record else None
+
+    # 3. run the engine, upload, record the outcome
+    status = run_and_record(record, deps)
+
+    # 4. announce the outcome to the job's webhook
+    notify(record, status, deps)
+    return status
+
+
+def run_and_record(record: JobRecord, deps: WorkerDeps) -> JobStatus:
+    """Run a claimed job and write its terminal status; exceptions end as a failed job, not a crash."""
+    job_id = record.id
+    out_of_memory = False
+    try:
+        result = render_and_upload(record, deps)
+        transition = deps.store.succeed(job_id, result)
+    except JobCanceled:
+        log.info("job %s canceled", job_id)
+        transition = deps.store.mark_canceled(job_id)
+    except JobInputError as exc:
+        transition = deps.store.fail(job_id, input_problem(job_id, exc))
+    except ModelUnavailableError as exc:
+        transition = deps.store.fail(job_id, model_problem(job_id, exc))
+    except torch.OutOfMemoryError as exc:  # torch.cuda.OutOfMemoryError is the same class
+        log.error("job %s ran out of accelerator memory: %s", job_id, exc)
+        out_of_memory = True
+        transition = deps.store.fail(job_id, out_of_memory_problem(job_id, record, exc))
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        transition = deps.store.fail(job_id, internal_problem(job_id, exc))
+    if out_of_memory:
+        # Outside the except block, so that the traceback's frames (and their tensors) are gone.
+        free_accelerator_memory()
+    if transition.record is None:
+        return JobStatus.failed
+    return transition.record.status
+
+
+def render_and_upload(record: JobRecord, deps: WorkerDeps) -> StoredResult:
+    """Render the job in a temporary folder and store every output under the job's keys."""
+    # Imported here: the runner pulls in the pipeline, which the module's importers do not all need.
+    from workers.runner import Progress, run_job
+
+    run = deps.run_job or run_job
+    job_id, tenant = record.id, record.tenant
+    request = JobRequest.model_validate(record.request)
+    images = ImageResolver(fetch_asset=lambda asset_id: fetch_asset(deps, tenant, asset_id))
+
+    def on_progress(progress: Progress) -> None:
+        deps.store.progress(job_id, progress.stage, progress.step, progress.total)
+
+    def should_cancel() -> bool:
+        return deps.store.is_cancel_requested(job_id)
+
+    with tempfile.TemporaryDirectory(prefix=f"vsteer-{job_id}-", dir=deps.work_dir) as tmp:
+        out_dir = Path(tmp)
+        outputs = run(
+            request,
+            out_dir,
+            registry=deps.registry,
+            images=images,
+            on_progress=on_progress,
+            should_cancel=should_cancel,
+            job_id=job_id,
+        )
+        return upload_outputs(deps, record, outputs.files, out_dir, outputs.metrics)
+
+
+def fetch_asset(deps: WorkerDeps, tenant: str, asset_id: str) -> bytes:
+    """An asset's bytes; KeyError (unknown asset) when the tenant has no such asset."""
+    asset = deps.store.get_asset(tenant, asset_id)
+    key = asset.key if asset is not None else asset_key(tenant, asset_id)
+    return deps.storage.get(key)
+
+
+def upload_outputs(
+    deps: WorkerDeps, record: JobRecord, files: dict[str, Path], out_dir: Path, metrics: dict[str, Any]
+) -> StoredResult:
+    """Store each output at `jobs/<tenant>/<job_id>/<its path under out_dir>` and describe it."""
+    stored: dict[str, StoredArtifact] = {}
+    total = len(files)
+    for done, (name, path) in enumerate(sorted(files.items()), start=1):
+        relative = Path(path).resolve().relative_to(out_dir.resolve()).as_posix()
+        key = job_key(record.tenant, record.id, relative)
+        info = deps.storage.put(key, Path(path), content_type_for(relative))
+        stored[name] = StoredArtifact(
+            key=key,
+            content_type=info.content_type or content_type_for(relative),
+            bytes=info.size,
+            sha256=info.sha256,
+        )
+        deps.store.progress(record.id, "uploading", done, total)
+    clips = sorted((n for n in stored if n.startswith("clips/")), key=lambda n: int(n.split("/", 1)[1]))
+    return StoredResult(
+        **{n: stored[n] for n in _SINGLE_ARTIFACTS if n in stored},
+        clips=[stored[n] for n in clips],
+        metrics=metrics,
+    )
+
+
+def notify(record: JobRecord, status: JobStatus, deps: WorkerDeps) -> None:
+    """Queue the webhook when the job has one and subscribed to this outcome; never fails the job."""
+    hook = record.webhook()
+    event = WEBHOOK_EVENTS.get(status)
+    if hook is None or event is None or event not in hook[1] or deps.enqueue_webhook is None:
+        return
+    try:
+        deps.enqueue_webhook(record.id, record.tenant, event)
+    except Exception:
+        log.exception("could not queue the %s webhook of job %s", event, record.id)
+
+
+def free_accelerator_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --- problem details --------------------------------------------------------------------------------
+
+
+def input_problem(job_id: str, exc: JobInputError) -> Problem:
+    return Problem(
+        type=PROBLEM_BASE + "invalid-input",
+        title="Invalid job input",
+        status=422,
+        detail=f"`{exc.field}`: {exc.detail}",
+        instance=f"/v1/jobs/{job_id}",
+        field=exc.field,
+    )
+
+
+def model_problem(job_id: str, exc: ModelUnavailableError) -> Problem:
+    return Problem(
+        type=PROBLEM_BASE + "model-unavailable",
+        title="Model unavailable",
+        status=503,
+        detail=exc.detail,
+        instance=f"/v1/jobs/{job_id}",
+        field="model",
+    )
+
+
+def out_of_memory_problem(job_id: str, record: JobRecord, exc: BaseException) -> Problem:
+    generation = record.request.get("generation") or {}
+    size = f"{generation.get('width') or 'default'}x{generation.get('height') or 'default'}"
+    frames = generation.get("num_frames") or "default"
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return Problem(
+        type=PROBLEM_BASE + "out-of-memory",
+        title="Out of accelerator memory",
+        status=507,
+        detail=(
+            f"the job ran out of accelerator memory at {size} with {frames} frames ({first_line}); "
+            "lower `generation.width`/`height` or `num_frames`, or set `generation.decode_chunk_size`"
+        ),
+        instance=f"/v1/jobs/{job_id}",
+    )
+
+
+def internal_problem(job_id: str, exc: BaseException) -> Problem:
+    return Problem(
+        type=PROBLEM_BASE + "internal-error",
+        title="Job failed",
+        status=500,
+        detail=f"{type(exc).__name__}: {exc}"[:2000],
+        instance=f"/v1/jobs/{job_id}",
+    )
