@@ -118,7 +118,8 @@ class JobRecord:
         hook = self.request.get("webhook")
         if not hook:
             return None
-        return hook["url"], list(hook.get("events") or [])
+        # A stored document has its defaults dumped; a hand-written one may leave `events` out.
+        return hook["url"], list(hook.get("events") or ["completed", "failed", "canceled"])
 
 
 Presign = Callable[[str], str]

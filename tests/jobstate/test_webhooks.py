@@ -1,0 +1,183 @@
+"""Standard Webhooks signing, the SSRF guard, backoff, and delivery through a real Celery worker."""
+
+import ipaddress
+import json
+import random
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+from jobstate.config import DEV_WEBHOOK_SECRET, JobStateSettings
+from jobstate.records import StoredArtifact, StoredResult, new_job_id
+from jobstate.store import JobStore
+from jobstate.webhooks import (
+    UnsafeURL,
+    backoff_delay,
+    deliver,
+    enqueue_job_webhook,
+    is_public_address,
+    job_webhook_message,
+    resolve_target,
+    sign,
+    verify,
+)
+from tests.servers import start_celery_worker
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def test_signature_matches_the_standard_webhooks_example() -> None:
+    body = '{"test": 2432232314}'
+    signature = sign(SECRET, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
+    assert signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    assert verify(SECRET, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, signature, now=1614265330)
+
+
+def test_verify_rejects_tampering_other_secret_and_stale_timestamps() -> None:
+    now = int(time.time())
+    sig = sign(SECRET, "msg_1", now, b"{}")
+    assert verify(SECRET, "msg_1", now, b"{}", f"v1,bogus {sig}")
+    assert not verify(SECRET, "msg_1", now, b'{"x":1}', sig)
+    assert not verify(SECRET, "msg_2", now, b"{}", sig)
+    assert not verify(DEV_WEBHOOK_SECRET, "msg_1", now, b"{}", sig)
+    assert not verify(SECRET, "msg_1", now - 600, b"{}", sign(SECRET, "msg_1", now - 600, b"{}"))
+    assert not verify(SECRET, "msg_1", "not-a-number", b"{}", sig)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
+     "224.0.0.1", "240.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+     "2002:7f00:1::1", "ff02::1", "::"],
+)  # fmt: skip
+def test_non_public_addresses_are_refused(address: str) -> None:
+    assert not is_public_address(ipaddress.ip_address(address))
+    host = f"[{address}]" if ":" in address else address
+    with pytest.raises(UnsafeURL):
+        resolve_target(f"http://{host}/hook")
+
+
+def test_public_addresses_and_allow_private() -> None:
+    assert is_public_address(ipaddress.ip_address("93.184.216.34"))
+    assert is_public_address(ipaddress.ip_address("2606:4700::1111"))
+    assert resolve_target("https://93.184.216.34/x") == [ipaddress.ip_address("93.184.216.34")]
+    assert resolve_target("http://127.0.0.1:9/x", allow_private=True) == [ipaddress.ip_address("127.0.0.1")]
+    with pytest.raises(UnsafeURL):
+        resolve_target("http://localhost/x")
+    with pytest.raises(UnsafeURL):
+        resolve_target("ftp://93.184.216.34/x")
+    assert deliver("http://127.0.0.1:9/x", "{}", SECRET, "msg_1").permanent
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    rng = random.Random(0)
+    for attempt in range(1, 12):
+        ceiling = min(60.0, 1.0 * 2 ** (attempt - 1))
+        delays = [backoff_delay(attempt, 1.0, 60.0, rng) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that answers 500 to the first `failures` POSTs, then 204."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.requests: list[tuple[dict[str, str], bytes, float]] = []
+        self.done = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body, time.time()))
+                ok = len(outer.requests) > outer.failures
+                self.send_response(204 if ok else 500)
+                self.end_headers()
+                if ok:
+                    outer.done.set()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/vsteer"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver(failures=2)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def test_message_is_built_only_for_requested_terminal_events(store: JobStore) -> None:
+    job_id = new_job_id()
+    request = {"image": "asset:a", "webhook": {"url": "https://example.com/h", "events": ["failed"]}}
+    store.create(job_id, "t1", "svd-xt", request)
+    store.mark_running(job_id)
+    record = store.succeed(job_id, StoredResult()).record
+    assert record is not None and job_webhook_message(record, str) is None
+
+
+@pytest.mark.integration
+def test_worker_retries_a_failing_receiver_with_the_same_webhook_id(
+    tmp_path: Path, redis_url: str, store: JobStore, receiver: Receiver
+) -> None:
+    env = {
+        "VSTEER_REDIS_URL": redis_url,
+        "VSTEER_WEBHOOK_SECRET": SECRET,
+        "VSTEER_WEBHOOK_ALLOW_PRIVATE": "true",
+        "VSTEER_WEBHOOK_BACKOFF_BASE_S": "0.2",
+        "VSTEER_WEBHOOK_MAX_ATTEMPTS": "5",
+    }
+    worker = start_celery_worker("jobstate.webhook_tasks", ["webhooks"], tmp_path / "worker.log", env=env)
+    try:
+        # As the GPU worker will do: finish the job, then enqueue its webhook by task name.
+        job_id = new_job_id()
+        store.create(job_id, "t1", "svd-xt", {"image": "asset:a", "webhook": {"url": receiver.url}})
+        store.mark_running(job_id)
+        key = f"jobs/t1/{job_id}/video.mp4"
+        record = store.succeed(
+            job_id, StoredResult(video=StoredArtifact(key=key, content_type="video/mp4", bytes=3))
+        )
+        producer = Celery(broker=redis_url)
+        assert record.record is not None
+        assert enqueue_job_webhook(producer, record.record, lambda k: f"https://files.example/{k}")
+        assert receiver.done.wait(30), (tmp_path / "worker.log").read_text()[-3000:]
+    finally:
+        worker.stop()
+
+    assert len(receiver.requests) == 3
+    ids = {headers["webhook-id"] for headers, _, _ in receiver.requests}
+    assert ids == {f"msg_{job_id}_succeeded"}
+    for headers, body, _ in receiver.requests:
+        assert verify(
+            SECRET, headers["webhook-id"], headers["webhook-timestamp"], body, headers["webhook-signature"]
+        )
+    gaps = [b[2] - a[2] for a, b in zip(receiver.requests, receiver.requests[1:], strict=False)]
+    assert gaps[0] >= 0.1 and gaps[1] >= 0.2  # backoff 0.2 s then 0.4 s, half of it fixed
+    payload = json.loads(receiver.requests[-1][1])
+    assert payload["type"] == "job.succeeded"
+    assert payload["data"]["id"] == job_id and payload["data"]["status"] == "succeeded"
+    assert payload["data"]["result"]["video"]["url"] == f"https://files.example/{key}"
+
+
+def test_settings_refuse_dev_secret_in_production() -> None:
+    with pytest.raises(ValueError, match="WEBHOOK_SECRET"):
+        JobStateSettings(environment="production")
+    with pytest.raises(ValueError, match="whsec_"):
+        JobStateSettings(webhook_secret="plain")
+    assert JobStateSettings(environment="production", webhook_secret=SECRET).webhook_secret_for("t") == SECRET
