@@ -31,8 +31,6 @@ from workers.settings import WorkerSettings, get_settings, queue_for
 log = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "vsteer.run_job.v1"
-WEBHOOK_TASK = "vsteer.deliver_webhook.v1"
-WEBHOOK_QUEUE = "webhooks"
 GPU_QUEUE_PREFIX = "gpu."
 
 
@@ -76,19 +74,24 @@ def worker_deps():  # type: ignore[no-untyped-def]
 
 def build_deps(settings: WorkerSettings):  # type: ignore[no-untyped-def]
     # Imported here: a webhook-only worker of the same app never loads torch.
+    from jobstate.records import JobRecord
     from jobstate.store import JobStore
+    from jobstate.webhooks import enqueue_job_webhook
     from storage.factory import make_storage
     from workers.models import ModelRegistry
     from workers.service_job import WorkerDeps
 
-    def enqueue_webhook(job_id: str, tenant: str, event: str) -> None:
-        app.send_task(
-            WEBHOOK_TASK, kwargs={"job_id": job_id, "tenant": tenant, "event": event}, queue=WEBHOOK_QUEUE
+    storage = make_storage(settings.storage, **settings.storage_settings())
+
+    def enqueue_webhook(record: JobRecord) -> bool:
+        # The webhook body carries the job resource, with URLs as fresh as the API's.
+        return enqueue_job_webhook(
+            app, record, presign=lambda key: storage.presigned_url(key, settings.presign_expires_s)
         )
 
     return WorkerDeps(
         store=JobStore.from_url(settings.redis_url),
-        storage=make_storage(settings.storage, **settings.storage_settings()),
+        storage=storage,
         registry=ModelRegistry.from_env(),
         enqueue_webhook=enqueue_webhook,
         work_dir=settings.work_dir,
@@ -135,4 +138,4 @@ def _heartbeat(deps, hostname: str, every_s: float) -> None:  # type: ignore[no-
         _stop_heartbeat.wait(every_s)
 
 
-__all__ = ["RUN_JOB_TASK", "WEBHOOK_QUEUE", "WEBHOOK_TASK", "app", "queue_for", "worker_deps"]
+__all__ = ["RUN_JOB_TASK", "app", "queue_for", "worker_deps"]

@@ -39,8 +39,9 @@ WEBHOOK_EVENTS = {
 }
 _SINGLE_ARTIFACTS = ("video", "poster", "preview", "manifest", "frames")
 
-EnqueueWebhook = Callable[[str, str, str], None]
-"""`(job_id, tenant, event)` → queue the delivery of the job's webhook."""
+EnqueueWebhook = Callable[[JobRecord], bool]
+"""Queue the webhook of a terminal job if it asked for one for this outcome (True when queued);
+the worker's is `jobstate.webhooks.enqueue_job_webhook` bound to its Celery app and storage."""
 
 
 @dataclass
@@ -73,15 +74,20 @@ def execute(job_id: str, tenant: str, deps: WorkerDeps) -> JobStatus | None:
         return claimed.record.status if claimed.record else None
 
     # 3. run the engine, upload, record the outcome
-    status = run_and_record(record, deps)
+    final = run_and_record(record, deps)
+    if final is None:
+        return None
 
     # 4. announce the outcome to the job's webhook
-    notify(record, status, deps)
-    return status
+    notify(final, deps)
+    return final.status
 
 
-def run_and_record(record: JobRecord, deps: WorkerDeps) -> JobStatus:
-    """Run a claimed job and write its terminal status; exceptions end as a failed job, not a crash."""
+def run_and_record(record: JobRecord, deps: WorkerDeps) -> JobRecord | None:
+    """Run a claimed job and write its terminal status; exceptions end as a failed job, not a crash.
+
+    Returns the job's record after the last transition.
+    """
     job_id = record.id
     out_of_memory = False
     try:
@@ -104,9 +110,7 @@ def run_and_record(record: JobRecord, deps: WorkerDeps) -> JobStatus:
     if out_of_memory:
         # Outside the except block, so that the traceback's frames (and their tensors) are gone.
         free_accelerator_memory()
-    if transition.record is None:
-        return JobStatus.failed
-    return transition.record.status
+    return transition.record
 
 
 def render_and_upload(record: JobRecord, deps: WorkerDeps) -> StoredResult:
@@ -171,16 +175,14 @@ def upload_outputs(
     )
 
 
-def notify(record: JobRecord, status: JobStatus, deps: WorkerDeps) -> None:
-    """Queue the webhook when the job has one and subscribed to this outcome; never fails the job."""
-    hook = record.webhook()
-    event = WEBHOOK_EVENTS.get(status)
-    if hook is None or event is None or event not in hook[1] or deps.enqueue_webhook is None:
+def notify(record: JobRecord, deps: WorkerDeps) -> None:
+    """Queue the job's webhook for its terminal status; a broker error is logged, the job stands."""
+    if deps.enqueue_webhook is None or not record.status.is_terminal():
         return
     try:
-        deps.enqueue_webhook(record.id, record.tenant, event)
+        deps.enqueue_webhook(record)
     except Exception:
-        log.exception("could not queue the %s webhook of job %s", event, record.id)
+        log.exception("could not queue the webhook of job %s (%s)", record.id, record.status)
 
 
 def free_accelerator_memory() -> None:

@@ -39,6 +39,9 @@ class WorkerSettings(BaseSettings):
         SecretStr(PLACEHOLDER_FILES_SECRET), description="HMAC key of local file URLs (the API's too)."
     )
     public_url: str = Field("", description="API base URL that local file URLs start with.")
+    presign_expires_s: int = Field(
+        3600, ge=1, le=7 * 24 * 3600, description="Lifetime of the download URLs in webhook bodies."
+    )
     s3_bucket: str = "vsteer"
     s3_endpoint_url: str | None = Field(None, description="S3-compatible server the workers talk to.")
     s3_public_endpoint_url: str | None = Field(None, description="Endpoint clients download from.")

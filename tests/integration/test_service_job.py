@@ -5,6 +5,7 @@ The engine is stood in for by small functions with `run_job`'s signature, so tha
 tests run the real engine.
 """
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from api_schemas import JobStatus
 from jobstate.records import new_job_id
 from jobstate.store import JobStore
+from jobstate.webhooks import enqueue_job_webhook
 from storage.local import LocalStorage
 from tests.servers import RedisServer, start_redis
 from workers.errors import JobCanceled, JobInputError
@@ -50,8 +52,13 @@ def storage(tmp_path: Path) -> LocalStorage:
 
 
 class Webhooks(list):
-    def __call__(self, job_id: str, tenant: str, event: str) -> None:
-        self.append((job_id, tenant, event))
+    """Queues webhook tasks into a list, through the real message builder."""
+
+    def send_task(self, name, args=None, kwargs=None, **options):
+        self.append((name, kwargs, options))
+
+    def __call__(self, record) -> bool:
+        return enqueue_job_webhook(self, record, presign=lambda key: f"https://files.test/{key}")
 
 
 def deps_with(store, storage, run) -> WorkerDeps:
@@ -208,7 +215,13 @@ def test_webhook_is_queued_for_subscribed_events_only(store, storage):
     deps.run_job = raising(RuntimeError("boom"))
     execute(bad, TENANT, deps)
 
-    assert deps.enqueue_webhook == [(ok, TENANT, "completed")]
+    [(name, kwargs, options)] = deps.enqueue_webhook
+    assert (name, options) == ("vsteer.deliver_webhook.v1", {"queue": "webhooks"})
+    assert kwargs["msg_id"] == f"msg_{ok}_succeeded"
+    assert kwargs["tenant"] == TENANT
+    body = json.loads(kwargs["body"])
+    assert body["type"] == "job.succeeded"
+    assert body["data"]["result"]["video"]["url"] == f"https://files.test/jobs/{TENANT}/{ok}/video.mp4"
 
 
 def test_unknown_or_foreign_jobs_are_dropped(store, storage):
