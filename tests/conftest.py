@@ -1,0 +1,49 @@
+"""Fixtures shared by the whole suite: the tiny SVD (built once per session) and test images."""
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+
+
+def make_image(seed: int, size: tuple[int, int] = (80, 64)) -> PIL.Image.Image:
+    """A smooth random picture: low-frequency noise upsampled, so resizing it is well behaved."""
+    rng = np.random.default_rng(seed)
+    small = (rng.random((6, 6, 3)) * 255).astype(np.uint8)
+    return PIL.Image.fromarray(small).resize(size, PIL.Image.BICUBIC)
+
+
+def data_uri(image: PIL.Image.Image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from workers.tiny import save_tiny_svd
+
+    return save_tiny_svd(tmp_path_factory.mktemp("models") / "tiny-svd")
+
+
+@pytest.fixture(scope="session")
+def registry(tiny_model_dir: Path):
+    from workers.models import ModelRegistry, ModelSpec
+    from workers.tiny import TINY_DEFAULTS
+
+    spec = ModelSpec(name="tiny", source=str(tiny_model_dir), **TINY_DEFAULTS)
+    return ModelRegistry({"tiny": spec}, default="tiny")
+
+
+@pytest.fixture(scope="session")
+def image_paths(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for seed in range(4):
+        path = folder / f"image{seed}.png"
+        make_image(seed).save(path)
+        paths.append(path)
+    return paths

@@ -1,0 +1,260 @@
+"""The model registry: names → weights on disk, loaded once and kept warm under a memory budget.
+
+A model is a local diffusers folder (`save_pretrained` layout) or a hub id + revision resolved from
+the local hub cache only: loading never downloads. When weights are missing the error says what to
+download and where it must go. The built-in `tiny` model is built from small configs on first use.
+"""
+
+import gc
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from workers.errors import ModelUnavailableError
+from workers.pipeline import SteerableVideoPipeline
+
+log = logging.getLogger(__name__)
+
+DTypeName = Literal["float32", "float16", "bfloat16"]
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+TINY = "tiny"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model's weights are and how to run it."""
+
+    name: str
+    source: str  # a local folder, or a hub id such as stabilityai/stable-video-diffusion-img2vid-xt
+    revision: str | None = None
+    variant: str | None = None  # e.g. "fp16" for the hub's half-precision files
+    dtype: DTypeName | None = None  # float16 on CUDA, float32 on CPU when unset
+    device: str | None = None  # cuda when available, else cpu, when unset
+    width: int = 1024
+    height: int = 576
+    num_frames: int | None = None  # the UNet's own when unset (14 for SVD, 25 for SVD-XT)
+
+    def resolved_device(self) -> str:
+        return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    def resolved_dtype(self) -> torch.dtype:
+        device = self.resolved_device()
+        name = self.dtype or ("float16" if device.startswith("cuda") else "float32")
+        if name not in DTYPES:
+            raise ValueError(f"model {self.name!r}: `dtype` must be one of {sorted(DTYPES)}, got {name!r}")
+        if device == "cpu" and name == "float16":
+            raise ValueError(f"model {self.name!r}: dtype float16 does not run on the CPU; use float32")
+        return DTYPES[name]
+
+
+def builtin_specs(cache_dir: Path) -> dict[str, ModelSpec]:
+    from workers.tiny import TINY_DEFAULTS
+
+    return {
+        TINY: ModelSpec(name=TINY, source=str(cache_dir / "tiny-svd"), **TINY_DEFAULTS),  # type: ignore[arg-type]
+        "svd": ModelSpec(name="svd", source="stabilityai/stable-video-diffusion-img2vid", variant="fp16"),
+        "svd-xt": ModelSpec(
+            name="svd-xt", source="stabilityai/stable-video-diffusion-img2vid-xt", variant="fp16"
+        ),
+    }
+
+
+@dataclass
+class LoadedModel:
+    """A warm pipeline and the facts the manifest records about it."""
+
+    spec: ModelSpec
+    pipeline: SteerableVideoPipeline
+    folder: Path
+    weight_hash: str
+    bytes: int
+    defaults: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def device(self) -> str:
+        return str(self.pipeline._execution_device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pipeline.unet.dtype
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.name,
+            "source": self.spec.source,
+            "revision": self.spec.revision,
+            "variant": self.spec.variant,
+            "weight_hash": self.weight_hash,
+            "device": self.device,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+
+def weight_hash(folder: Path) -> str:
+    """sha256 over the relative paths and contents of every weight file in a pipeline folder."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.suffix in {".safetensors", ".bin"} and p.is_file())
+    for path in files:
+        digest.update(str(path.relative_to(folder)).encode())
+        file_digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                file_digest.update(block)
+        digest.update(file_digest.digest())
+    return "sha256:" + digest.hexdigest()
+
+
+def resolve_folder(spec: ModelSpec) -> Path:
+    """The local folder holding the spec's weights; never downloads."""
+    if spec.name == TINY and not Path(spec.source, "model_index.json").is_file():
+        from workers.tiny import save_tiny_svd
+
+        save_tiny_svd(Path(spec.source))
+    local = Path(spec.source).expanduser()
+    if local.is_dir():
+        if not (local / "model_index.json").is_file():
+            raise ModelUnavailableError(
+                spec.name, f"{local} is not a diffusers pipeline folder (no model_index.json)"
+            )
+        return local
+    if local.is_absolute() or spec.source.startswith("."):
+        raise ModelUnavailableError(spec.name, f"model folder {local} does not exist")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(spec.source, revision=spec.revision, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError) as exc:
+        cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        revision = f" --revision {spec.revision}" if spec.revision else ""
+        raise ModelUnavailableError(
+            spec.name,
+            f"weights for model {spec.name!r} ({spec.source}) are not in the local hub cache ({cache}). "
+            f"Download them where there is network access with `hf download {spec.source}{revision}` "
+            f"and copy the cache here, or save the pipeline with save_pretrained and register the folder "
+            f'in VSTEER_MODELS as {{"{spec.name}": {{"source": "/path/to/folder"}}}}.',
+        ) from exc
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Load a spec's pipeline onto its device, in its dtype."""
+    folder = resolve_folder(spec)
+    device, dtype = spec.resolved_device(), spec.resolved_dtype()
+    variant = spec.variant if spec.variant and any(folder.rglob(f"*.{spec.variant}.*")) else None
+    pipeline = SteerableVideoPipeline.from_pretrained(folder, torch_dtype=dtype, variant=variant)
+    pipeline.to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    size = sum(
+        p.numel() * p.element_size()
+        for module in (pipeline.unet, pipeline.vae, pipeline.image_encoder)
+        for p in module.parameters()
+    )
+    defaults = {
+        "width": spec.width,
+        "height": spec.height,
+        "num_frames": spec.num_frames or int(pipeline.unet.config.num_frames),
+    }
+    return LoadedModel(spec, pipeline, folder, weight_hash(folder), size, defaults)
+
+
+class ModelRegistry:
+    """Named models, loaded on first use and kept warm; least recently used ones leave first
+    when the budget would be exceeded. Thread-safe."""
+
+    def __init__(
+        self, specs: dict[str, ModelSpec], default: str, memory_budget_bytes: int | None = None
+    ) -> None:
+        if default not in specs:
+            raise ValueError(f"default model {default!r} is not registered; known: {sorted(specs)}")
+        self.specs = specs
+        self.default = default
+        self.budget = memory_budget_bytes
+        self._warm: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "ModelRegistry":
+        """VSTEER_MODELS (JSON: name → spec fields or a folder path), VSTEER_DEFAULT_MODEL,
+        VSTEER_MODEL_MEMORY_BUDGET_GB, VSTEER_CACHE_DIR (where `tiny` is built)."""
+        env = dict(os.environ if env is None else env)
+        cache_dir = Path(env.get("VSTEER_CACHE_DIR", "~/.cache/vsteer")).expanduser()
+        specs = builtin_specs(cache_dir)
+        raw = env.get("VSTEER_MODELS", "").strip()
+        if raw:
+            try:
+                configured = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"VSTEER_MODELS is not valid JSON: {exc}") from exc
+            if not isinstance(configured, dict):
+                raise ValueError("VSTEER_MODELS must be a JSON object of name → spec")
+            for name, value in configured.items():
+                fields = {"source": value} if isinstance(value, str) else dict(value)
+                try:
+                    specs[name] = ModelSpec(name=name, **fields)
+                except TypeError as exc:
+                    raise ValueError(f"VSTEER_MODELS[{name!r}]: {exc}") from exc
+        budget = env.get("VSTEER_MODEL_MEMORY_BUDGET_GB")
+        return cls(
+            specs,
+            default=env.get("VSTEER_DEFAULT_MODEL", TINY),
+            memory_budget_bytes=int(float(budget) * 2**30) if budget else None,
+        )
+
+    def names(self) -> list[str]:
+        return sorted(self.specs)
+
+    def warm_names(self) -> list[str]:
+        return list(self._warm)
+
+    def spec(self, name: str | None) -> ModelSpec:
+        key = name or self.default
+        if key in self.specs:
+            return self.specs[key]
+        path = Path(key).expanduser()
+        if path.is_dir():  # a folder given directly (CLI --model PATH)
+            return ModelSpec(name=path.name, source=str(path.resolve()))
+        raise ModelUnavailableError(key, f"unknown model {key!r}; registered: {', '.join(self.names())}")
+
+    def get(self, name: str | None = None) -> LoadedModel:
+        spec = self.spec(name)
+        with self._lock:
+            if spec.name in self._warm and self._warm[spec.name].spec == spec:
+                self._warm.move_to_end(spec.name)
+                return self._warm[spec.name]
+            loaded = load_model(spec)
+            if self.budget is not None and loaded.bytes > self.budget:
+                raise ModelUnavailableError(
+                    spec.name, f"model {spec.name!r} needs {loaded.bytes / 2**30:.2f} GiB, over the budget"
+                )
+            while self.budget is not None and self._warm and self._used() + loaded.bytes > self.budget:
+                evicted, _ = self._warm.popitem(last=False)
+                log.info("evicting model %s to stay under the memory budget", evicted)
+                self._release()
+            self._warm[spec.name] = loaded
+            return loaded
+
+    def warm(self, names: list[str]) -> None:
+        for name in names:
+            self.get(name)
+
+    def _used(self) -> int:
+        return sum(m.bytes for m in self._warm.values())
+
+    @staticmethod
+    def _release() -> None:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,332 @@
+"""The steerable SVD pipeline: diffusers' `StableVideoDiffusionPipeline` with per-frame conditioning.
+
+Two seams, and no others:
+
+* **Conditioning** arrives precomputed as a `Conditioning` (per clip, per frame): CLIP tokens with
+  per-token attention weights, VAE image latents, extra time ids and per-frame guidance scales. It
+  reaches the UNet's cross-attention through attention processors (`set_attn_processor`), because
+  the UNet repeats one context for every frame internally; the processors substitute the per-frame
+  context and add the log-weights of reference tokens to the attention logits.
+* **Latents** change only through `callback_on_step_end`, as in diffusers.
+
+`__call__` below follows diffusers 0.42.1 `StableVideoDiffusionPipeline.__call__` step for step
+(scale_model_input, channel concat, guidance, `scheduler.step`), so a job with no steering gives the
+same frames as the stock pipeline to float rounding; the tests hold it to 1e-5.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import (
+    AutoencoderKLTemporalDecoder,
+    EulerDiscreteScheduler,
+    StableVideoDiffusionPipeline,
+    UNetSpatioTemporalConditionModel,
+)
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import retrieve_timesteps
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+StepCallback = Callable[[Any, int, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+@dataclass
+class Conditioning:
+    """Everything the denoiser is conditioned on, for B clips of F frames.
+
+    Shapes: `tokens` / `negative_tokens` (B, F, T, D) CLIP tokens (token 0 is the image embedding,
+    tokens 1.. are references); `token_bias` (B, F, T) additive attention-logit bias for the positive
+    half (log of the token weights; `None` when T == 1); `image_latents` / `negative_image_latents`
+    (B, F, C, h, w) unscaled VAE latents; `added_time_ids` (B, 3) = [fps - 1, motion_bucket_id,
+    noise_aug_strength]; `guidance` (B, F) classifier-free guidance scale per frame.
+    """
+
+    tokens: torch.Tensor
+    negative_tokens: torch.Tensor
+    token_bias: torch.Tensor | None
+    image_latents: torch.Tensor
+    negative_image_latents: torch.Tensor
+    added_time_ids: torch.Tensor
+    guidance: torch.Tensor
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        # diffusers' rule: guidance is on when any frame's scale exceeds 1.
+        return bool(self.guidance.max() > 1)
+
+
+@dataclass
+class _Slot:
+    """What the attention processors read during one UNet call sequence (set by `__call__`)."""
+
+    spatial_context: torch.Tensor | None = None  # (rows * F, T, D), rows = 2B under guidance
+    spatial_bias: torch.Tensor | None = None  # (rows * F, 1, T)
+    temporal_bias: torch.Tensor | None = None  # (rows, 1, T)
+
+
+class FrameContextProcessor:
+    """Cross-attention of the spatial transformer blocks with a per-frame context.
+
+    The UNet hands every frame the same context (it `repeat_interleave`s one per clip); this
+    processor swaps in the slot's per-frame context and reference-token bias, then runs the stock
+    `AttnProcessor2_0`. With an empty slot it is the stock processor.
+    """
+
+    def __init__(self, slot: _Slot) -> None:
+        self.slot = slot
+        self.inner = AttnProcessor2_0()
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        context = self.slot.spatial_context
+        if context is not None:
+            if encoder_hidden_states is None or encoder_hidden_states.shape[0] != context.shape[0]:
+                got = None if encoder_hidden_states is None else encoder_hidden_states.shape[0]
+                raise RuntimeError(f"per-frame context has {context.shape[0]} rows, the UNet passed {got}")
+            encoder_hidden_states = context.to(hidden_states.dtype)
+            if self.slot.spatial_bias is not None:
+                attention_mask = self.slot.spatial_bias.to(hidden_states.dtype)
+        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
+
+
+class TemporalBiasProcessor:
+    """Cross-attention of the temporal blocks: the context is already the first frame's (as in
+    diffusers' `TransformerSpatioTemporalModel`); only the reference-token bias is added."""
+
+    def __init__(self, slot: _Slot) -> None:
+        self.slot = slot
+        self.inner = AttnProcessor2_0()
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        bias = self.slot.temporal_bias
+        if bias is not None and encoder_hidden_states is not None:
+            # rows = clips x spatial positions; every position of a clip shares the clip's bias.
+            per_clip = hidden_states.shape[0] // bias.shape[0]
+            attention_mask = bias.repeat_interleave(per_clip, dim=0).to(hidden_states.dtype)
+        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
+
+
+def _install_processors(unet: torch.nn.Module, slot: _Slot) -> None:
+    processors: dict[str, Any] = {}
+    for name in unet.attn_processors:  # type: ignore[attr-defined]
+        if not name.endswith("attn2.processor"):
+            processors[name] = AttnProcessor2_0()
+        elif "temporal_transformer_blocks" in name:
+            processors[name] = TemporalBiasProcessor(slot)
+        else:
+            processors[name] = FrameContextProcessor(slot)
+    unet.set_attn_processor(processors)  # type: ignore[attr-defined, operator]
+
+
+@dataclass
+class EncodedImage:
+    """One conditioning image encoded both ways: CLIP embedding (D,) and VAE latent (C, h, w)."""
+
+    embedding: torch.Tensor
+    latent: torch.Tensor
+
+
+@dataclass
+class Noise:
+    """Per-clip random draws, in diffusers' order: augmentation noise first, then initial latents."""
+
+    augmentation: torch.Tensor  # (1, 3, H, W)
+    latents: torch.Tensor  # (1, F, C, h, w), unit variance
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class SteerableVideoPipeline(StableVideoDiffusionPipeline):
+    """SVD with per-frame, weighted, batched conditioning. Load it like the stock pipeline."""
+
+    def __init__(
+        self,
+        vae: AutoencoderKLTemporalDecoder,
+        image_encoder: CLIPVisionModelWithProjection,
+        unet: UNetSpatioTemporalConditionModel,
+        scheduler: EulerDiscreteScheduler,
+        feature_extractor: CLIPImageProcessor,
+    ) -> None:
+        super().__init__(vae, image_encoder, unet, scheduler, feature_extractor)
+        self._slot = _Slot()
+        _install_processors(self.unet, self._slot)
+
+    # -- encoders (the stock pipeline's, one image at a time) --------------------------------------
+
+    def draw_noise(self, generator: torch.Generator, num_frames: int, height: int, width: int) -> Noise:
+        """Draw exactly what the stock pipeline draws from `generator`, in the same order."""
+        device, dtype = self._execution_device, self.image_encoder.dtype
+        augmentation = randn_tensor(
+            (1, 3, height, width), generator=generator, device=device, dtype=torch.float32
+        )
+        latent_shape = (
+            1,
+            num_frames,
+            self.unet.config.in_channels // 2,
+            height // self.vae_scale_factor,
+            width // self.vae_scale_factor,
+        )
+        latents = randn_tensor(latent_shape, generator=generator, device=device, dtype=dtype)
+        return Noise(augmentation=augmentation, latents=latents)
+
+    @torch.no_grad()
+    def encode_image_embedding(self, image: PIL.Image.Image) -> torch.Tensor:
+        """The CLIP image embedding (D,) the stock pipeline conditions on."""
+        return self._encode_image(image, self._execution_device, 1, False)[0, 0]
+
+    @torch.no_grad()
+    def encode_image(
+        self,
+        image: PIL.Image.Image,
+        height: int,
+        width: int,
+        augmentation: torch.Tensor,
+        noise_aug_strength: float,
+    ) -> EncodedImage:
+        """CLIP embedding of the image and VAE latent of the noise-augmented image (unscaled)."""
+        device = self._execution_device
+        embedding = self.encode_image_embedding(image)
+        pixels = self.video_processor.preprocess(image, height=height, width=width).to(device)
+        pixels = pixels + noise_aug_strength * augmentation.to(pixels.dtype)
+        needs_upcasting = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
+        if needs_upcasting:
+            self.vae.to(dtype=torch.float32)
+        latent = self._encode_vae_image(pixels, device, 1, False)[0]
+        if needs_upcasting:
+            self.vae.to(dtype=torch.float16)
+        return EncodedImage(embedding=embedding, latent=latent.to(embedding.dtype))
+
+    @torch.no_grad()
+    def time_ids(self, fps: int, motion_bucket_id: int, noise_aug_strength: float) -> torch.Tensor:
+        """(3,) extra conditioning; SVD was trained on fps - 1, as diffusers notes."""
+        ids = self._get_add_time_ids(
+            fps - 1, motion_bucket_id, noise_aug_strength, self.image_encoder.dtype, 1, 1, False
+        )
+        return ids[0].to(self._execution_device)
+
+    # -- generation -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(  # type: ignore[override]
+        self,
+        conditioning: Conditioning,
+        noise: torch.Tensor,
+        num_inference_steps: int = 25,
+        decode_chunk_size: int | None = None,
+        callback_on_step_end: StepCallback | None = None,
+        output_type: str = "np",
+    ) -> np.ndarray | torch.Tensor:
+        """Denoise B clips from unit-variance `noise` (B, F, C, h, w) and decode them.
+
+        Returns frames (B, F, H, W, 3) float32 in [0, 1] for `output_type="np"`, or the final latents
+        for `"latent"`.
+        """
+        cond = conditioning
+        num_frames = noise.shape[1]
+        device = self._execution_device
+        dtype = cond.tokens.dtype
+        do_cfg = cond.do_classifier_free_guidance
+        self._guidance_scale = cond.guidance  # read by diffusers' properties and by callbacks
+
+        # 1. Assemble the UNet inputs: [negative, positive] halves under guidance.
+        image_latents, context, bias = self.assemble(cond, do_cfg)
+
+        # 2. Timesteps and initial latents (the scheduler's first sigma times unit noise).
+        timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device)
+        latents = noise.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+
+        # 3. Per-frame guidance scale, broadcast over (C, h, w).
+        guidance = cond.guidance.to(device=device, dtype=latents.dtype)[:, :, None, None, None]
+
+        # 4. Denoising loop, with per-frame context held in the processors' slot.
+        self._num_timesteps = len(timesteps)
+        self._fill_slot(context, bias, num_frames)
+        try:
+            for i, t in enumerate(timesteps):
+                model_input = torch.cat([latents] * 2) if do_cfg else latents
+                model_input = self.scheduler.scale_model_input(model_input, t)
+                model_input = torch.cat([model_input, image_latents], dim=2)
+                noise_pred = self.unet(
+                    model_input,
+                    t,
+                    # The first frame's tokens: what the temporal blocks attend to, as in diffusers.
+                    encoder_hidden_states=context[:, 0],
+                    added_time_ids=self._time_ids,
+                    return_dict=False,
+                )[0]
+                if do_cfg:
+                    noise_uncond, noise_cond = noise_pred.chunk(2)
+                    noise_pred = noise_uncond + guidance * (noise_cond - noise_uncond)
+                latents = self.scheduler.step(noise_pred, t, latents).prev_sample
+                if callback_on_step_end is not None:
+                    latents = callback_on_step_end(self, i, t, {"latents": latents}).pop("latents", latents)
+        finally:
+            self._fill_slot(None, None, num_frames)
+
+        if output_type == "latent":
+            return latents
+
+        # 5. Decode each clip on its own, so decode chunks never straddle two clips.
+        return self.decode(latents, decode_chunk_size)
+
+    def assemble(
+        self, cond: Conditioning, do_cfg: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Stack the halves: image latents (R, F, C, h, w), context (R, F, T, D), bias (R, F, T)."""
+        device = self._execution_device
+        if do_cfg:
+            image_latents = torch.cat([cond.negative_image_latents, cond.image_latents])
+            context = torch.cat([cond.negative_tokens, cond.tokens])
+            time_ids = torch.cat([cond.added_time_ids, cond.added_time_ids])
+            bias = None
+            if cond.token_bias is not None:
+                # The negative half sees its own first token only: references steer the positive half.
+                negative_bias = torch.full_like(cond.token_bias, float("-inf"))
+                negative_bias[..., 0] = 0.0
+                bias = torch.cat([negative_bias, cond.token_bias])
+        else:
+            image_latents, context, time_ids, bias = (
+                cond.image_latents,
+                cond.tokens,
+                cond.added_time_ids,
+                cond.token_bias,
+            )
+        self._time_ids = time_ids.to(device)
+        return image_latents.to(device), context.to(device), None if bias is None else bias.to(device)
+
+    def _fill_slot(self, context: torch.Tensor | None, bias: torch.Tensor | None, num_frames: int) -> None:
+        slot = self._slot
+        if context is None:
+            slot.spatial_context = slot.spatial_bias = slot.temporal_bias = None
+            return
+        slot.spatial_context = context.flatten(0, 1)  # (R * F, T, D), frame-major within each row
+        slot.spatial_bias = None if bias is None else bias.flatten(0, 1)[:, None, :]
+        slot.temporal_bias = None if bias is None else bias[:, 0, None, :]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, decode_chunk_size: int | None) -> np.ndarray:
+        num_frames = latents.shape[1]
+        chunk = decode_chunk_size or num_frames
+        # Decoding runs in the VAE's own dtype, as in the stock pipeline (it upcasts for encoding only).
+        clips = []
+        for clip in latents.split(1):
+            frames = self.decode_latents(clip, num_frames, chunk)
+            clips.append(self.video_processor.postprocess_video(video=frames, output_type="np"))
+        return np.concatenate(clips, axis=0).astype(np.float32, copy=False)
