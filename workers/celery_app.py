@@ -81,12 +81,13 @@ def build_deps(settings: WorkerSettings):  # type: ignore[no-untyped-def]
     from workers.models import ModelRegistry
     from workers.service_job import WorkerDeps
 
-    storage = make_storage(settings.storage, **settings.storage_settings())
+    kind, storage_settings = settings.storage_kwargs()
+    storage = make_storage(kind, **storage_settings)
 
     def enqueue_webhook(record: JobRecord) -> bool:
         # The webhook body carries the job resource, with URLs as fresh as the API's.
         return enqueue_job_webhook(
-            app, record, presign=lambda key: storage.presigned_url(key, settings.presign_expires_s)
+            app, record, presign=lambda key: storage.presigned_url(key, settings.presign_expiry_s)
         )
 
     return WorkerDeps(

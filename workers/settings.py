@@ -1,28 +1,28 @@
 """Settings of the GPU worker deployable, read once from `VSTEER_*` environment variables.
 
-Model definitions (`VSTEER_MODELS`, `VSTEER_DEFAULT_MODEL`, `VSTEER_MODEL_MEMORY_BUDGET_GB`,
-`VSTEER_CACHE_DIR`) are read by `workers.models.ModelRegistry.from_env`; this object holds the rest
-and the list of models this worker serves, which decides its queues.
+Job state and webhook settings (`VSTEER_REDIS_URL`, `VSTEER_ENVIRONMENT`, `VSTEER_WEBHOOK_*`) come
+from `jobstate.config.JobStateSettings`. Model definitions (`VSTEER_MODELS`, `VSTEER_DEFAULT_MODEL`,
+`VSTEER_MODEL_MEMORY_BUDGET_GB`, `VSTEER_CACHE_DIR`) are read by `workers.models.ModelRegistry.from_env`;
+this object holds the rest and the list of models this worker serves, which decides its queues.
 """
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
-# The development default; refused in production so that file URLs cannot be forged.
-PLACEHOLDER_FILES_SECRET = "dev-only-files-secret"
+from jobstate.config import JobStateSettings
+
+# The same development default as the API's, so that a local stack signs and checks file URLs alike;
+# refused in production so that file URLs cannot be forged.
+PLACEHOLDER_FILES_SECRET = "change-me-vsteer-files-secret"
 
 
-class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VSTEER_", extra="ignore")
+class WorkerSettings(JobStateSettings):
+    """Variable names follow the API's settings (`service.settings`), so one environment serves both."""
 
-    environment: Literal["development", "production"] = Field(
-        "development", description="`production` refuses placeholder secrets."
-    )
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Job state (and the broker by default).")
     broker_url: str | None = Field(None, description="Celery broker; `redis_url` if unset.")
 
     default_model: str = Field("tiny", description="Model of jobs that name none.")
@@ -33,22 +33,24 @@ class WorkerSettings(BaseSettings):
     )
 
     # Storage: `local` keeps objects in a folder and signs URLs to the API's /v1/files route.
-    storage: Literal["local", "s3"] = "local"
-    storage_dir: Path = Field(Path("var/objects"), description="Folder of the local backend.")
+    storage_backend: Literal["local", "s3"] = Field("local", description="Where assets and results live.")
+    storage_local_dir: Path = Field(Path("var/storage"), description="Folder of the `local` backend.")
     files_secret: SecretStr = Field(
         SecretStr(PLACEHOLDER_FILES_SECRET), description="HMAC key of local file URLs (the API's too)."
     )
-    public_url: str = Field("", description="API base URL that local file URLs start with.")
-    presign_expires_s: int = Field(
-        3600, ge=1, le=7 * 24 * 3600, description="Lifetime of the download URLs in webhook bodies."
+    public_base_url: str = Field("http://localhost:8000", description="API base URL of local file URLs.")
+    presign_expiry_s: int = Field(
+        3600, ge=60, le=7 * 24 * 3600, description="Lifetime of the download URLs in webhook bodies."
     )
-    s3_bucket: str = "vsteer"
-    s3_endpoint_url: str | None = Field(None, description="S3-compatible server the workers talk to.")
-    s3_public_endpoint_url: str | None = Field(None, description="Endpoint clients download from.")
-    s3_region: str = "us-east-1"
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: SecretStr | None = None
-    s3_max_attempts: int = Field(5, ge=1, le=20, description="Attempts per S3 call (standard retry mode).")
+    storage_s3_bucket: str | None = Field(None, description="Bucket of the `s3` backend.")
+    storage_s3_endpoint_url: str | None = Field(None, description="S3 endpoint the workers talk to.")
+    storage_s3_public_endpoint_url: str | None = Field(None, description="S3 endpoint clients download from.")
+    storage_s3_region: str = "us-east-1"
+    storage_s3_access_key_id: str | None = None
+    storage_s3_secret_access_key: SecretStr | None = None
+    storage_s3_max_attempts: int = Field(
+        5, ge=1, le=20, description="Attempts per S3 call (standard retries)."
+    )
 
     # Delivery: Redis re-delivers a message not acknowledged within the visibility timeout, so it must
     # exceed the longest wait in the queue plus the longest job, or a long job runs twice.
@@ -79,10 +81,10 @@ class WorkerSettings(BaseSettings):
                 f"got {self.visibility_timeout_s}: a job would be delivered twice"
             )
         placeholder = self.files_secret.get_secret_value() == PLACEHOLDER_FILES_SECRET
-        if self.environment == "production" and self.storage == "local" and placeholder:
+        if self.environment == "production" and self.storage_backend == "local" and placeholder:
             raise ValueError("VSTEER_FILES_SECRET must be set in production (the placeholder is public)")
-        if self.storage == "s3" and not self.s3_bucket:
-            raise ValueError("VSTEER_S3_BUCKET is required with VSTEER_STORAGE=s3")
+        if self.storage_backend == "s3" and not self.storage_s3_bucket:
+            raise ValueError("VSTEER_STORAGE_S3_BUCKET is required with VSTEER_STORAGE_BACKEND=s3")
         return self
 
     @property
@@ -93,24 +95,23 @@ class WorkerSettings(BaseSettings):
     def queues(self) -> list[str]:
         return [queue_for(m) for m in self.worker_models]
 
-    def storage_settings(self) -> dict[str, object]:
-        """Keyword settings of `storage.factory.make_storage(self.storage, ...)`."""
-        if self.storage == "local":
-            return {
-                "root": self.storage_dir,
+    def storage_kwargs(self) -> tuple[str, dict[str, Any]]:
+        """Arguments of `storage.factory.make_storage` for the configured backend."""
+        if self.storage_backend == "local":
+            return "local", {
+                "root": self.storage_local_dir,
                 "secret": self.files_secret.get_secret_value(),
-                "base_url": self.public_url,
+                "base_url": self.public_base_url,
             }
-        return {
-            "bucket": self.s3_bucket,
-            "endpoint_url": self.s3_endpoint_url,
-            "public_endpoint_url": self.s3_public_endpoint_url,
-            "region": self.s3_region,
-            "access_key_id": self.s3_access_key_id,
-            "secret_access_key": self.s3_secret_access_key.get_secret_value()
-            if self.s3_secret_access_key
-            else None,
-            "max_attempts": self.s3_max_attempts,
+        secret = self.storage_s3_secret_access_key
+        return "s3", {
+            "bucket": self.storage_s3_bucket,
+            "endpoint_url": self.storage_s3_endpoint_url,
+            "public_endpoint_url": self.storage_s3_public_endpoint_url,
+            "region": self.storage_s3_region,
+            "access_key_id": self.storage_s3_access_key_id,
+            "secret_access_key": secret.get_secret_value() if secret is not None else None,
+            "max_attempts": self.storage_s3_max_attempts,
         }
 
 

@@ -1,0 +1,470 @@
+"""A typed Python client of the vsteer HTTP API, synchronous (`Client`) and asynchronous (`AsyncClient`).
+
+    from vsteer.client import Client
+
+    with Client("http://127.0.0.1:8000", api_key="...") as vs:
+        asset = vs.upload_asset("face.png")
+        job = vs.submit({"image": f"asset:{asset.id}", "generation": {"num_frames": 14}})
+        job = vs.wait(job.id, timeout=600, on_progress=lambda j: print(j.progress))
+        files = vs.download(job, "out/")          # {"video": Path("out/video.mp4"), ...}
+
+Errors from the API raise :class:`VsteerError` carrying the RFC 9457 problem details; a job that ends
+`failed` is returned by `wait` (its `error` says why), not raised, unless `raise_on_failure=True`.
+Downloads go to the presigned URLs of the result, without the API key, and are checked against
+the SHA-256 the service recorded.
+
+Only httpx and the `api_schemas` contract are imported, so other applications can depend on this
+module without the engine.
+"""
+
+import asyncio
+import hashlib
+import mimetypes
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import urljoin
+
+import httpx
+
+from api_schemas import Artifact, Asset, JobList, JobRequest, JobResource, JobStatus, ModelList, Problem
+
+ProgressCallback = Callable[[JobResource], None]
+"""Called by `wait` with the job whenever its status or progress changed."""
+
+DEFAULT_TIMEOUT_S = 30.0
+_RETRY_STATUSES = {502, 503, 504}
+_PREVIEW_EXTENSIONS = {"image/gif": "gif", "image/webp": "webp"}
+
+
+class VsteerError(Exception):
+    """The API answered with an error; `problem` holds its problem details."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(f"{problem.status} {problem.title}: {problem.detail or ''}".strip())
+        self.problem = problem
+
+    @property
+    def status(self) -> int:
+        return self.problem.status
+
+    @property
+    def field(self) -> str | None:
+        return self.problem.field
+
+
+class JobFailed(VsteerError):
+    """`wait(..., raise_on_failure=True)` on a job that ended `failed` or `canceled`."""
+
+    def __init__(self, job: JobResource) -> None:
+        problem = job.error or Problem(title=f"Job {job.status.value}", status=409, detail=None)
+        super().__init__(problem)
+        self.job = job
+
+
+class WaitTimeout(TimeoutError):
+    """`wait` gave up before the job finished; `job` is its latest state."""
+
+    def __init__(self, job: JobResource, timeout_s: float) -> None:
+        super().__init__(f"job {job.id} still {job.status.value} after {timeout_s:g} s")
+        self.job = job
+
+
+class DownloadError(Exception):
+    """An artifact could not be fetched, or its content did not match its SHA-256."""
+
+
+# --- what both clients share: requests in, typed values out ---------------------------------------
+
+
+def _job_body(job: JobRequest | Mapping[str, Any]) -> dict[str, Any]:
+    # Validating here gives the caller the schema's error message before any network round trip.
+    request = job if isinstance(job, JobRequest) else JobRequest.model_validate(job)
+    return request.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def _submit_headers(idempotency_key: str | None, wait_s: float | None) -> dict[str, str]:
+    headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+    if wait_s:
+        headers["Prefer"] = f"wait={int(wait_s)}"
+    return headers
+
+
+def _problem(response: httpx.Response) -> Problem:
+    try:
+        data = response.json()
+        if isinstance(data, dict) and "title" in data:
+            data.setdefault("status", response.status_code)
+            return Problem.model_validate(data)
+    except ValueError:
+        pass
+    return Problem(
+        title=response.reason_phrase or "HTTP error",
+        status=response.status_code,
+        detail=response.text[:500] or None,
+    )
+
+
+def _check(response: httpx.Response) -> httpx.Response:
+    if response.is_success:
+        return response
+    raise VsteerError(_problem(response))
+
+
+def _list_params(status: JobStatus | str | None, limit: int, cursor: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": limit}
+    if status is not None:
+        params["status"] = JobStatus(status).value
+    if cursor:
+        params["cursor"] = cursor
+    return params
+
+
+def artifacts(job: JobResource) -> dict[str, tuple[Artifact, str]]:
+    """Every artifact of a job's result with the file name it is saved under, by name."""
+    if job.result is None:
+        return {}
+    r = job.result
+    named: dict[str, tuple[Artifact, str]] = {}
+    for name, file_name in [("video", "video.mp4"), ("poster", "poster.png"), ("manifest", "manifest.json")]:
+        artifact = getattr(r, name)
+        if artifact is not None:
+            named[name] = (artifact, file_name)
+    if r.preview is not None:
+        named["preview"] = (r.preview, f"preview.{_PREVIEW_EXTENSIONS.get(r.preview.content_type, 'gif')}")
+    if r.frames is not None:
+        named["frames"] = (r.frames, "frames.npy")
+    for k, clip in enumerate(r.clips):
+        named[f"clips/{k}"] = (clip, f"clips/{k}.mp4")
+    return named
+
+
+def _changed(previous: JobResource | None, job: JobResource) -> bool:
+    return previous is None or (previous.status, previous.progress) != (job.status, job.progress)
+
+
+def _finish_wait(job: JobResource, raise_on_failure: bool) -> JobResource:
+    if raise_on_failure and job.status is not JobStatus.succeeded:
+        raise JobFailed(job)
+    return job
+
+
+class _Digest:
+    """Writes a download to a temporary file and checks size and SHA-256 before renaming it."""
+
+    def __init__(self, target: Path, artifact: Artifact) -> None:
+        self.target = target
+        self.artifact = artifact
+        self.partial = target.with_name(target.name + ".part")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.partial, "wb")  # noqa: SIM115 - closed in finish()/abort()
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.file.write(chunk)
+        self.sha.update(chunk)
+        self.size += len(chunk)
+
+    def finish(self) -> Path:
+        self.file.close()
+        expected = self.artifact.sha256
+        if self.size != self.artifact.bytes or (expected and self.sha.hexdigest() != expected):
+            self.partial.unlink(missing_ok=True)
+            raise DownloadError(
+                f"{self.target.name}: got {self.size} bytes with sha256 {self.sha.hexdigest()}, "
+                f"expected {self.artifact.bytes} bytes with sha256 {expected}"
+            )
+        self.partial.replace(self.target)
+        return self.target
+
+    def abort(self) -> None:
+        self.file.close()
+        self.partial.unlink(missing_ok=True)
+
+
+def _asset_file(path: str | Path, content_type: str | None) -> tuple[str, bytes, str]:
+    path = Path(path)
+    guessed = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return path.name, path.read_bytes(), guessed
+
+
+# --- the synchronous client -------------------------------------------------------------------------
+
+
+class Client:
+    """Synchronous client. Use as a context manager, or call `close()`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retries: int = 3,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/") + "/"
+        self.retries = retries
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # The API key goes on API calls only: presigned download URLs carry their own signature.
+        self._http = httpx.Client(timeout=timeout_s, transport=transport, follow_redirects=False)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One API call; connection errors and 502/503/504 are retried (every call here is
+        idempotent: submits carry an Idempotency-Key)."""
+        headers = {**self._auth, **kwargs.pop("headers", {})}
+        url = urljoin(self.base_url, path.lstrip("/"))
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._http.request(method, url, headers=headers, **kwargs)
+            except httpx.TransportError:
+                if attempt == self.retries:
+                    raise
+            else:
+                if response.status_code not in _RETRY_STATUSES or attempt == self.retries:
+                    return _check(response)
+            time.sleep(min(0.2 * 2**attempt, 2.0))
+        raise AssertionError("unreachable")
+
+    def submit(
+        self,
+        job: JobRequest | Mapping[str, Any],
+        idempotency_key: str | None = None,
+        wait_s: float | None = None,
+    ) -> JobResource:
+        """POST /v1/jobs. Without `idempotency_key` a fresh one is made, so retries are safe."""
+        response = self._request(
+            "POST", "v1/jobs", json=_job_body(job), headers=_submit_headers(idempotency_key, wait_s)
+        )
+        return JobResource.model_validate(response.json())
+
+    def get(self, job_id: str) -> JobResource:
+        return JobResource.model_validate(self._request("GET", f"v1/jobs/{job_id}").json())
+
+    def list(
+        self, status: JobStatus | str | None = None, limit: int = 20, cursor: str | None = None
+    ) -> JobList:
+        """One page of the caller's jobs, newest first; pass `next_cursor` for the next."""
+        response = self._request("GET", "v1/jobs", params=_list_params(status, limit, cursor))
+        return JobList.model_validate(response.json())
+
+    def iter_jobs(self, status: JobStatus | str | None = None, page_size: int = 50) -> Iterator[JobResource]:
+        cursor = None
+        while True:
+            page = self.list(status, page_size, cursor)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def cancel(self, job_id: str) -> JobResource:
+        """POST /v1/jobs/{id}/cancel: a queued job is canceled at once, a running one within a step."""
+        return JobResource.model_validate(self._request("POST", f"v1/jobs/{job_id}/cancel").json())
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float = 600.0,
+        on_progress: ProgressCallback | None = None,
+        poll_s: float = 0.25,
+        raise_on_failure: bool = False,
+    ) -> JobResource:
+        """Poll until the job is terminal; `on_progress(job)` on every change. Raises WaitTimeout."""
+        deadline = time.monotonic() + timeout
+        previous: JobResource | None = None
+        while True:
+            job = self.get(job_id)
+            if on_progress is not None and _changed(previous, job):
+                on_progress(job)
+            previous = job
+            if job.status.is_terminal():
+                return _finish_wait(job, raise_on_failure)
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(job, timeout)
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+    def download(
+        self, job: JobResource, dest_dir: str | Path, names: list[str] | None = None
+    ) -> dict[str, Path]:
+        """Save the result's files (all, or `names`) under `dest_dir`; returns name → path.
+
+        The URLs expire: pass a freshly fetched job (`client.get(id)`) when the one at hand is old.
+        """
+        dest = Path(dest_dir)
+        saved: dict[str, Path] = {}
+        for name, (artifact, file_name) in artifacts(job).items():
+            if names is not None and name not in names:
+                continue
+            sink = _Digest(dest / file_name, artifact)
+            try:
+                with self._http.stream("GET", urljoin(self.base_url, artifact.url)) as response:
+                    if not response.is_success:
+                        response.read()
+                        raise DownloadError(f"{name}: GET {artifact.url} answered {response.status_code}")
+                    for chunk in response.iter_bytes():
+                        sink.write(chunk)
+                saved[name] = sink.finish()
+            except BaseException:
+                sink.abort()
+                raise
+        return saved
+
+    def upload_asset(
+        self, path: str | Path, content_type: str | None = None, *, data: bytes | None = None
+    ) -> Asset:
+        """POST /v1/assets (multipart `file`); give a path, or `data` with `path` as the file name."""
+        name, content, guessed = (
+            _asset_file(path, content_type)
+            if data is None
+            else (
+                Path(path).name,
+                data,
+                content_type or mimetypes.guess_type(str(path))[0] or "application/octet-stream",
+            )
+        )
+        response = self._request("POST", "v1/assets", files={"file": (name, content, guessed)})
+        return Asset.model_validate(response.json())
+
+    def models(self) -> ModelList:
+        return ModelList.model_validate(self._request("GET", "v1/models").json())
+
+
+# --- the asynchronous client ------------------------------------------------------------------------
+
+
+class AsyncClient:
+    """Asynchronous client with the same methods as :class:`Client`, awaited."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retries: int = 3,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/") + "/"
+        self.retries = retries
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(timeout=timeout_s, transport=transport, follow_redirects=False)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {**self._auth, **kwargs.pop("headers", {})}
+        url = urljoin(self.base_url, path.lstrip("/"))
+        for attempt in range(self.retries + 1):
+            try:
+                response = await self._http.request(method, url, headers=headers, **kwargs)
+            except httpx.TransportError:
+                if attempt == self.retries:
+                    raise
+            else:
+                if response.status_code not in _RETRY_STATUSES or attempt == self.retries:
+                    return _check(response)
+            await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
+        raise AssertionError("unreachable")
+
+    async def submit(
+        self,
+        job: JobRequest | Mapping[str, Any],
+        idempotency_key: str | None = None,
+        wait_s: float | None = None,
+    ) -> JobResource:
+        response = await self._request(
+            "POST", "v1/jobs", json=_job_body(job), headers=_submit_headers(idempotency_key, wait_s)
+        )
+        return JobResource.model_validate(response.json())
+
+    async def get(self, job_id: str) -> JobResource:
+        return JobResource.model_validate((await self._request("GET", f"v1/jobs/{job_id}")).json())
+
+    async def list(
+        self, status: JobStatus | str | None = None, limit: int = 20, cursor: str | None = None
+    ) -> JobList:
+        response = await self._request("GET", "v1/jobs", params=_list_params(status, limit, cursor))
+        return JobList.model_validate(response.json())
+
+    async def cancel(self, job_id: str) -> JobResource:
+        return JobResource.model_validate((await self._request("POST", f"v1/jobs/{job_id}/cancel")).json())
+
+    async def wait(
+        self,
+        job_id: str,
+        timeout: float = 600.0,
+        on_progress: ProgressCallback | None = None,
+        poll_s: float = 0.25,
+        raise_on_failure: bool = False,
+    ) -> JobResource:
+        deadline = time.monotonic() + timeout
+        previous: JobResource | None = None
+        while True:
+            job = await self.get(job_id)
+            if on_progress is not None and _changed(previous, job):
+                on_progress(job)
+            previous = job
+            if job.status.is_terminal():
+                return _finish_wait(job, raise_on_failure)
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(job, timeout)
+            await asyncio.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+    async def download(
+        self, job: JobResource, dest_dir: str | Path, names: list[str] | None = None
+    ) -> dict[str, Path]:
+        dest = Path(dest_dir)
+        saved: dict[str, Path] = {}
+        for name, (artifact, file_name) in artifacts(job).items():
+            if names is not None and name not in names:
+                continue
+            sink = _Digest(dest / file_name, artifact)
+            try:
+                async with self._http.stream("GET", urljoin(self.base_url, artifact.url)) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        raise DownloadError(f"{name}: GET {artifact.url} answered {response.status_code}")
+                    async for chunk in response.aiter_bytes():
+                        sink.write(chunk)
+                saved[name] = sink.finish()
+            except BaseException:
+                sink.abort()
+                raise
+        return saved
+
+    async def upload_asset(
+        self, path: str | Path, content_type: str | None = None, *, data: bytes | None = None
+    ) -> Asset:
+        name, content, guessed = (
+            _asset_file(path, content_type)
+            if data is None
+            else (
+                Path(path).name,
+                data,
+                content_type or mimetypes.guess_type(str(path))[0] or "application/octet-stream",
+            )
+        )
+        response = await self._request("POST", "v1/assets", files={"file": (name, content, guessed)})
+        return Asset.model_validate(response.json())
+
+    async def models(self) -> ModelList:
+        return ModelList.model_validate((await self._request("GET", "v1/models")).json())
