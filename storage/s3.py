@@ -149,12 +149,16 @@ class S3Storage:
         except ClientError as exc:
             if not _is_not_found(exc):
                 raise StorageError(f"bucket {self.bucket!r} is not usable: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"bucket {self.bucket!r} is not reachable: {exc}") from exc
         try:
             self.client.create_bucket(Bucket=self.bucket)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise StorageError(f"cannot create bucket {self.bucket!r}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"cannot create bucket {self.bucket!r}: {exc}") from exc
 
 
 def _is_not_found(exc: ClientError) -> bool:

@@ -84,3 +84,22 @@ def test_missing_bucket_fails_ping(moto_endpoint: str):
     store = S3Storage("never-created", endpoint_url=moto_endpoint, access_key_id="x", secret_access_key="y")
     with pytest.raises(StorageError):
         store.ping()
+
+
+def test_ensure_bucket_command_creates_the_bucket_once(moto_endpoint: str, monkeypatch):
+    from storage.__main__ import main
+
+    monkeypatch.setenv("VSTEER_STORAGE_S3_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("VSTEER_STORAGE_S3_SECRET_ACCESS_KEY", "testing")
+    argv = ["ensure-bucket", "--bucket", "made-by-command", "--endpoint-url", moto_endpoint, "--wait", "5"]
+    assert main(argv) == 0
+    assert main(argv) == 0  # already there: still fine
+    S3Storage("made-by-command", endpoint_url=moto_endpoint, access_key_id="t", secret_access_key="t").ping()
+
+
+def test_ensure_bucket_command_fails_when_the_server_never_answers():
+    from storage.__main__ import main
+
+    assert (
+        main(["ensure-bucket", "--bucket", "b", "--endpoint-url", "http://127.0.0.1:9", "--wait", "0"]) == 1
+    )
