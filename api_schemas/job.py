@@ -5,6 +5,7 @@ Every field carries bounds and a description; unknown fields are rejected. Field
 the manifest records.
 """
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
@@ -82,7 +83,9 @@ class Guidance(Strict):
 class Generation(Strict):
     """SVD's own controls. `None` takes the model's default."""
 
-    num_frames: int | None = Field(None, ge=2, le=128, description="Frames per clip (model default if unset).")
+    num_frames: int | None = Field(
+        None, ge=2, le=128, description="Frames per clip (model default if unset)."
+    )
     width: int | None = Field(
         None, ge=64, le=2048, multiple_of=64, description="Frame width in pixels, a multiple of 64."
     )
@@ -161,7 +164,9 @@ class DirectionSource(Strict):
     def _exactly_one(self) -> Self:
         given = [k for k in ("id", "path", "vector") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"a direction `source` needs exactly one of id, path, vector; got {given or 'none'}")
+            raise ValueError(
+                f"a direction `source` needs exactly one of id, path, vector; got {given or 'none'}"
+            )
         return self
 
 
@@ -172,7 +177,9 @@ class Direction(Strict):
     space: Literal["embedding", "latent"] = Field("embedding", description="Where the direction acts.")
     strength: Strength = 1.0
     frames: Window | None = Field(None, description="Fraction window of frames it acts on (all if unset).")
-    steps: Window | None = Field(None, description="Fraction window of denoising steps it acts on (all if unset).")
+    steps: Window | None = Field(
+        None, description="Fraction window of denoising steps it acts on (all if unset)."
+    )
     preserve: list[DirectionSource] = Field(
         default_factory=list, max_length=16, description="Directions projected out of this one first."
     )
@@ -188,7 +195,9 @@ class Style(Strict):
     """AdaIN of the latents toward a reference image's latent statistics."""
 
     image: ImageRef
-    strength: float = Field(ge=0.0, le=1.0, description="Blend between the latents (0) and AdaIN's output (1).")
+    strength: float = Field(
+        ge=0.0, le=1.0, description="Blend between the latents (0) and AdaIN's output (1)."
+    )
     steps: Window = Field((0.0, 1.0), description="Fraction window of denoising steps it acts in.")
     over_frames: bool = Field(False, description="Take statistics over frames too, not per frame.")
 
@@ -233,7 +242,9 @@ class Sweep(Strict):
                 raise ValueError(f"`sweep.to` must be an image reference for target `image`, got {to!r}")
             check_image_ref(to)
         elif isinstance(to, str) or not -100.0 <= float(to) <= 100.0:
-            raise ValueError(f"`sweep.to` must be a strength between -100 and 100 for target `direction`, got {to!r}")
+            raise ValueError(
+                f"`sweep.to` must be a strength between -100 and 100 for target `direction`, got {to!r}"
+            )
         return self
 
 
@@ -275,7 +286,9 @@ class JobRequest(Strict):
         description="Registered model name (the service's default if unset).",
     )
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Seed; chosen and recorded if unset.")
-    image: ImageRef | None = Field(None, description="Conditioning image (required unless `keyframes` is given).")
+    image: ImageRef | None = Field(
+        None, description="Conditioning image (required unless `keyframes` is given)."
+    )
     generation: Generation = Field(default_factory=Generation)
     variation: Variation | None = None
     keyframes: list[Keyframe] | None = Field(
@@ -334,6 +347,21 @@ class JobRequest(Strict):
             assert isinstance(self.sweep.to, str)
             refs.append(self.sweep.to)
         return refs
+
+    def map_image_refs(self, fn: Callable[[str], str]) -> "JobRequest":
+        """A copy with every image reference replaced by `fn(ref)`."""
+        doc = self.dump()
+        for key in ("image", "negative_image"):
+            if doc.get(key) is not None:
+                doc[key] = fn(doc[key])
+        for item in (doc.get("keyframes") or []) + doc["references"]:
+            item["image"] = fn(item["image"])
+        if doc.get("style") is not None:
+            doc["style"]["image"] = fn(doc["style"]["image"])
+        sweep = doc.get("sweep")
+        if sweep is not None and sweep["target"] == SweepTarget.image:
+            sweep["to"] = fn(sweep["to"])
+        return JobRequest.model_validate(doc)
 
     def dump(self) -> dict[str, Any]:
         """The document as JSON-ready data, with field aliases (`from`)."""

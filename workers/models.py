@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -149,12 +150,33 @@ def resolve_folder(spec: ModelSpec) -> Path:
         ) from exc
 
 
+def quiet_libraries() -> None:
+    """Keep diffusers' and transformers' loading bars and notices out of job output."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
+def _is_tiny(folder: Path) -> bool:
+    """Whether a folder holds the tiny architecture (its UNet is far below SVD's channel widths)."""
+    try:
+        config = json.loads((folder / "unet" / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return max(config.get("block_out_channels", [320])) <= 64
+
+
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Load a spec's pipeline onto its device, in its dtype."""
+    quiet_libraries()
     folder = resolve_folder(spec)
     device, dtype = spec.resolved_device(), spec.resolved_dtype()
     variant = spec.variant if spec.variant and any(folder.rglob(f"*.{spec.variant}.*")) else None
-    pipeline = SteerableVideoPipeline.from_pretrained(folder, torch_dtype=dtype, variant=variant)
+    pipeline = SteerableVideoPipeline.from_pretrained(folder, dtype=dtype, variant=variant)
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
     size = sum(
@@ -223,10 +245,34 @@ class ModelRegistry:
         key = name or self.default
         if key in self.specs:
             return self.specs[key]
-        path = Path(key).expanduser()
-        if path.is_dir():  # a folder given directly (CLI --model PATH)
-            return ModelSpec(name=path.name, source=str(path.resolve()))
         raise ModelUnavailableError(key, f"unknown model {key!r}; registered: {', '.join(self.names())}")
+
+    def register(self, name_or_path: str) -> str:
+        """A registered name as is; a local pipeline folder (CLI `--model PATH`) is registered under
+        its folder name, with the tiny model's defaults when it is the tiny architecture."""
+        if name_or_path in self.specs:
+            return name_or_path
+        path = Path(name_or_path).expanduser()
+        if not path.is_dir():
+            raise ModelUnavailableError(
+                name_or_path,
+                f"{name_or_path!r} is neither a registered model ({', '.join(self.names())}) nor a folder",
+            )
+        name = re.sub(r"[^A-Za-z0-9._-]", "-", path.resolve().name) or "local"
+        defaults = (
+            self.specs[TINY] if _is_tiny(path) and TINY in self.specs else ModelSpec(name=name, source="")
+        )
+        spec = ModelSpec(
+            name=name,
+            source=str(path.resolve()),
+            width=defaults.width,
+            height=defaults.height,
+            num_frames=defaults.num_frames,
+        )
+        if name in self.specs and self.specs[name] != spec:
+            raise ModelUnavailableError(name, f"a different model named {name!r} is already registered")
+        self.specs[name] = spec
+        return name
 
     def get(self, name: str | None = None) -> LoadedModel:
         spec = self.spec(name)

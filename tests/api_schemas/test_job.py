@@ -1,0 +1,100 @@
+"""The job document rejects bad input with the field's path and the rule it broke."""
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from api_schemas import JobRequest
+
+BASE = {"image": "asset:abc123"}
+
+
+def errors_of(doc: dict) -> list[tuple[str, str]]:
+    with pytest.raises(ValidationError) as info:
+        JobRequest.model_validate(doc)
+    return [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in info.value.errors()]
+
+
+@pytest.mark.parametrize(
+    ("patch", "field", "rule"),
+    [
+        ({"generation": {"num_frames": 1}}, "generation.num_frames", "greater than or equal to 2"),
+        ({"generation": {"num_frames": 500}}, "generation.num_frames", "less than or equal to 128"),
+        ({"generation": {"width": 100}}, "generation.width", "multiple of 64"),
+        ({"generation": {"height": 4096}}, "generation.height", "less than or equal to 2048"),
+        ({"generation": {"width": 0}}, "generation.width", "greater than or equal to 64"),
+        ({"generation": {"steps": 0}}, "generation.steps", "greater than or equal to 1"),
+        ({"generation": {"guidance": {"min": 4.0, "max": 3.0}}}, "generation.guidance", "min` must be <="),
+        (
+            {"generation": {"guidance": {"shape": "square"}}},
+            "generation.guidance.shape",
+            "'linear', 'triangle'",
+        ),
+        ({"variation": {"seed": 1, "strength": 1.5}}, "variation.strength", "less than or equal to 1"),
+        ({"variation": {"seed": -1, "strength": 0.5}}, "variation.seed", "greater than or equal to 0"),
+        (
+            {"references": [{"image": "asset:x", "weight": -0.1}]},
+            "references.0.weight",
+            "greater than or equal",
+        ),
+        ({"seed": 2**64}, "seed", "less than or equal to"),
+        ({"generation": {"noise_aug_strength": float("nan")}}, "generation.noise_aug_strength", "finite"),
+        ({"colour": "red"}, "colour", "Extra inputs are not permitted"),
+        ({"generation": {"frames": 8}}, "generation.frames", "Extra inputs are not permitted"),
+        ({"image": "asset:../../etc"}, "image", "asset:<id>"),
+        ({"image": "data:text/plain;base64,AAAA"}, "image", "data URI"),
+    ],
+)
+def test_bad_fields_are_named_with_their_rule(patch, field, rule):
+    errors = errors_of({**BASE, **patch})
+    assert any(loc == field and rule in msg for loc, msg in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("keyframes", "rule"),
+    [
+        ([{"image": "a.png", "at": 0.5}, {"image": "b.png", "at": 0.2}], "keyframes[1].at` must be greater"),
+        ([{"image": "a.png", "at": 0.5}, {"image": "b.png", "at": 0.5}], "ascending"),
+        ([{"image": "a.png", "at": 0.0}, {"image": "b.png", "at": 1.5}], "less than or equal to 1"),
+        ([{"image": "a.png", "at": 0.0}], "at least 2 items"),
+    ],
+)
+def test_keyframes_must_be_ascending_within_zero_one(keyframes, rule):
+    errors = errors_of({"keyframes": keyframes})
+    assert any(rule in msg for _, msg in errors), errors
+
+
+def test_image_or_keyframes_exactly_one():
+    assert any("needs `image` or `keyframes`" in m for _, m in errors_of({}))
+    both = {"image": "a.png", "keyframes": [{"image": "a.png", "at": 0}, {"image": "b.png", "at": 1}]}
+    assert any("not both" in m for _, m in errors_of(both))
+
+
+def test_a_valid_document_round_trips_through_json():
+    doc = {
+        "seed": 42,
+        "keyframes": [{"image": "asset:a", "at": 0.0}, {"image": "asset:b", "at": 1.0}],
+        "interpolation": "geodesic",
+        "references": [{"image": "asset:c", "weight": 0.5}],
+        "generation": {"num_frames": 14, "width": 1024, "height": 576, "guidance": {"shape": "triangle"}},
+        "directions": [{"source": {"vector": [0.0, 1.0]}, "strength": {"from": 0, "to": 2, "over": "steps"}}],
+    }
+    job = JobRequest.model_validate(doc)
+    again = JobRequest.model_validate(json.loads(json.dumps(job.dump())))
+    assert again == job
+    assert job.dump()["directions"][0]["strength"]["from"] == 0.0
+
+
+def test_map_image_refs_reaches_every_image_field():
+    job = JobRequest.model_validate(
+        {
+            "image": "a.png",
+            "references": [{"image": "b.png", "weight": 1}],
+            "negative_image": "c.png",
+            "style": {"image": "d.png", "strength": 0.5},
+            "sweep": {"target": "image", "to": "e.png", "count": 2},
+        }
+    )
+    mapped = job.map_image_refs(lambda ref: "/abs/" + ref)
+    assert sorted(mapped.conditioning_images()) == [f"/abs/{c}.png" for c in "abcde"]

@@ -1,0 +1,125 @@
+"""`vsteer run` and `vsteer replay` through the real command line."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vsteer.cli import app
+from workers.video import probe
+
+
+@pytest.fixture
+def cli_env(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    models = json.dumps({"tiny": {"source": str(tiny_model_dir), "width": 64, "height": 64, "num_frames": 6}})
+    monkeypatch.setenv("VSTEER_MODELS", models)
+    return {**os.environ, "VSTEER_MODELS": models}
+
+
+def write_job(folder: Path, image_paths: list[Path], **extra) -> Path:
+    doc = {
+        "seed": 11,
+        "keyframes": [{"image": str(image_paths[0]), "at": 0.0}, {"image": image_paths[1].name, "at": 1.0}],
+        "references": [{"image": str(image_paths[2]), "weight": 0.7}],
+        "generation": {"num_frames": 6, "steps": 2, "width": 128, "height": 64},
+        "output": {"raw": True},
+        **extra,
+    }
+    # A relative path is read from the job file's folder.
+    (folder / image_paths[1].name).write_bytes(image_paths[1].read_bytes())
+    path = folder / "job.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_run_writes_a_playable_video_and_replay_reproduces_the_frames(cli_env, image_paths, tmp_path):
+    runner = CliRunner()
+    job_file = write_job(tmp_path, image_paths)
+    result = runner.invoke(app, ["run", str(job_file), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+
+    info = probe(tmp_path / "out" / "video.mp4")
+    assert (info.codec, info.pix_fmt, info.width, info.height, info.frame_count) == (
+        "h264",
+        "yuv420p",
+        128,
+        64,
+        6,
+    )
+    assert info.faststart
+    for name in ("poster.png", "preview.gif", "manifest.json", "frames.npy"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["request"]["seed"] == 11
+    assert manifest["request"]["generation"]["decode_chunk_size"] == 6
+    assert manifest["request"]["keyframes"][1]["image"] == str((tmp_path / image_paths[1].name).resolve())
+    assert set(manifest["timings"]) >= {"encode", "denoise", "decode", "video_encode"}
+    assert manifest["model"]["weight_hash"].startswith("sha256:")
+    assert manifest["libraries"]["torch"] and manifest["libraries"]["diffusers"]
+
+    result = runner.invoke(
+        app, ["replay", str(tmp_path / "out" / "manifest.json"), "--out", str(tmp_path / "again")]
+    )
+    assert result.exit_code == 0, result.output
+    first = (tmp_path / "out" / "frames.npy").read_bytes()
+    assert (tmp_path / "again" / "frames.npy").read_bytes() == first
+    assert np.load(tmp_path / "again" / "frames.npy").shape == (6, 64, 128, 3)
+
+
+def test_replay_notices_different_frames(cli_env, image_paths, tmp_path):
+    runner = CliRunner()
+    job_file = write_job(tmp_path, image_paths)
+    assert runner.invoke(app, ["run", str(job_file), "--out", str(tmp_path / "out")]).exit_code == 0
+    manifest_path = tmp_path / "out" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["request"]["seed"] = 12
+    manifest_path.write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["replay", str(manifest_path), "--out", str(tmp_path / "again")])
+    assert result.exit_code == 1
+    assert "frames    DIFFERENT" in result.output
+
+
+def test_an_invalid_document_exits_non_zero_naming_the_field(cli_env, image_paths, tmp_path):
+    job_file = write_job(tmp_path, image_paths, generation={"num_frames": 6, "width": 100})
+    proc = subprocess.run(
+        [sys.executable, "-m", "vsteer.cli", "run", str(job_file), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=cli_env,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "generation.width: Input should be a multiple of 64" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_image_fails_naming_the_field(cli_env, image_paths, tmp_path):
+    job_file = write_job(tmp_path, image_paths, negative_image="nowhere.png")
+    result = CliRunner().invoke(app, ["run", str(job_file), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "negative_image: no such file" in result.output
+
+
+def test_models_tiny_builds_a_folder_diffusers_loads(tmp_path):
+    from diffusers import StableVideoDiffusionPipeline
+
+    result = CliRunner().invoke(app, ["models", "tiny", str(tmp_path / "tiny")])
+    assert result.exit_code == 0, result.output
+    pipe = StableVideoDiffusionPipeline.from_pretrained(tmp_path / "tiny")
+    assert pipe.unet.config.in_channels == 8
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert pipe.scheduler.config.use_karras_sigmas
+
+
+def test_unknown_model_fails_with_what_to_do(cli_env, image_paths, tmp_path):
+    job_file = write_job(tmp_path, image_paths, model="svd-xt")
+    result = CliRunner().invoke(app, ["run", str(job_file), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "not in the local hub cache" in result.output
+    assert "hf download stabilityai/stable-video-diffusion-img2vid-xt" in result.output
