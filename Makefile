@@ -1,0 +1,56 @@
+# One virtual environment per checkout; torch is installed first, pinned, so pip never pulls a CUDA build
+# on a CPU machine (on a GPU machine set TORCH to the CUDA wheel you want).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: install system-deps demo run test test-fast lint format openapi clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: system-deps $(VENV)/.installed
+
+# redis-server for the service and its tests; docker-compose (config validation only: no engine needed).
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "please install:$$missing"; fi; \
+	fi
+
+# The main job end to end on the tiny model: a keyframe morph with a reference and a variation.
+demo: install
+	$(BIN)/vsteer run examples/morph.json --out out/morph
+	@echo "play out/morph/video.mp4"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not integration"
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+openapi: install
+	$(PY) -m service.openapi > api_schemas/openapi.json
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
