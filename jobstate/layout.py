@@ -38,6 +38,11 @@ ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 
+def bucket_name(le: float) -> str:
+    """How a histogram bound is named in Redis (`le:<name>`) and in Prometheus."""
+    return format(le, "g")
+
+
 def job_key(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
 
@@ -85,6 +90,7 @@ local function is_terminal(s)
   return s == 'succeeded' or s == 'failed' or s == 'canceled'
 end
 local BUCKETS = {__BUCKETS__}
+local BUCKET_NAMES = {__BUCKET_NAMES__}
 -- Move job `id` (hash `jk`) from status `from` to `to`, keep the indexes and counters right,
 -- stamp the times and tell subscribers. Returns nothing; the caller checked `from` is allowed.
 local function move(jk, id, from, to, now)
@@ -108,13 +114,15 @@ local function move(jk, id, from, to, now)
     local hk = P .. 'stats:duration:' .. to
     redis.call('HINCRBYFLOAT', hk, 'sum', d)
     redis.call('HINCRBY', hk, 'count', 1)
-    for _, le in ipairs(BUCKETS) do
-      if d <= le then redis.call('HINCRBY', hk, 'le:' .. le, 1) end
+    for i, le in ipairs(BUCKETS) do
+      if d <= le then redis.call('HINCRBY', hk, 'le:' .. BUCKET_NAMES[i], 1) end
     end
   end
   redis.call('PUBLISH', jk .. ':events', cjson.encode({type = 'status', status = to}))
 end
-""".replace("__BUCKETS__", ", ".join(repr(b) for b in DURATION_BUCKETS))
+""".replace("__BUCKETS__", ", ".join(repr(b) for b in DURATION_BUCKETS)).replace(
+    "__BUCKET_NAMES__", ", ".join(f"'{bucket_name(b)}'" for b in DURATION_BUCKETS)
+)
 
 # KEYS: job hash, idempotency key ('' for none)
 # ARGV: prefix, id, tenant, model, request, now, idem value, idem ttl

@@ -1,0 +1,82 @@
+"""The FastAPI application: `create_app(settings)`; clients are built in the lifespan and kept on `app.state`.
+
+Run it with:
+
+    uvicorn service.app:create_app --factory --host 0.0.0.0 --port 8000
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from PIL import Image
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from jobstate.store import AsyncJobStore
+from service.errors import BodyLimitMiddleware, install_error_handlers
+from service.metrics import Metrics, MetricsMiddleware
+from service.queue import JobQueue, make_producer
+from service.routes import assets, files, health, jobs, models
+from service.settings import Settings, get_settings
+from storage.base import Storage
+from storage.factory import make_storage
+
+# Room for the multipart envelope around an upload of exactly the limit.
+MULTIPART_SLACK = 64 * 1024
+
+
+def make_redis(settings: Settings) -> aioredis.Redis:
+    # Few, quick retries: when Redis is down a request should answer 503 in well under a second.
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=2,
+        socket_timeout=30,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+        health_check_interval=30,
+    )
+
+
+def create_app(settings: Settings | None = None, storage: Storage | None = None) -> FastAPI:
+    """The API. `storage` replaces the configured backend (tests); otherwise the lifespan builds it."""
+    settings = settings or get_settings()
+    # Pillow refuses images over twice this and warns over it; the upload check refuses over it.
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = make_redis(settings)
+        app.state.store = AsyncJobStore(client)
+        app.state.storage = storage if storage is not None else _make_storage(settings)
+        app.state.queue = JobQueue(make_producer(settings))
+        try:
+            yield
+        finally:
+            app.state.queue.close()
+            await client.aclose()
+
+    app = FastAPI(
+        title="vsteer",
+        version="1",
+        summary="Latent-space steering of Stable Video Diffusion, as a service.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.tenants = settings.tenants_by_key_hash()
+    app.state.metrics = Metrics()
+    install_error_handlers(app)
+    for module in (jobs, assets, models, files, health):
+        app.include_router(module.router)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        json_limit=settings.max_json_bytes,
+        upload_limit=settings.max_upload_bytes + MULTIPART_SLACK,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app
+
+
+def _make_storage(settings: Settings) -> Storage:
+    kind, kwargs = settings.storage_kwargs()
+    return make_storage(kind, **{k: v for k, v in kwargs.items() if v is not None})

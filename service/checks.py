@@ -1,0 +1,121 @@
+"""What a job document must satisfy on this deployment, beyond its schema: known model, assets that
+exist for the tenant, no local paths, decodable inline images, a webhook URL that passes the SSRF guard.
+
+Every broken rule is collected, so one 422 names them all.
+"""
+
+import base64
+import binascii
+import io
+from functools import partial
+
+import anyio.to_thread
+
+from api_schemas import FieldError, JobRequest, SweepTarget
+from api_schemas.refs import RefKind, asset_id, ref_kind
+from jobstate.store import AsyncJobStore
+from jobstate.webhooks import UnsafeURL, resolve_target
+from service.errors import invalid
+from service.images import MediaRejected, inspect_image
+from service.settings import Settings
+
+LOCAL_PATHS = "local paths are accepted by the CLI only"
+
+
+def image_fields(doc: JobRequest) -> list[tuple[str, str]]:
+    """Every image reference in the document with the path of its field."""
+    refs: list[tuple[str, str]] = []
+    if doc.image is not None:
+        refs.append(("image", doc.image))
+    refs += [(f"keyframes[{i}].image", k.image) for i, k in enumerate(doc.keyframes or [])]
+    refs += [(f"references[{i}].image", r.image) for i, r in enumerate(doc.references)]
+    if doc.negative_image is not None:
+        refs.append(("negative_image", doc.negative_image))
+    if doc.style is not None:
+        refs.append(("style.image", doc.style.image))
+    if doc.sweep is not None and doc.sweep.target is SweepTarget.image and isinstance(doc.sweep.to, str):
+        refs.append(("sweep.to", doc.sweep.to))
+    return refs
+
+
+def _decode_data_uri(ref: str, max_pixels: int) -> None:
+    header, _, payload = ref.partition(",")
+    if not header.lower().startswith("data:image/"):
+        raise MediaRejected("data_uri_image", "a data URI here must hold an image (data:image/...)")
+    try:
+        raw = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise MediaRejected("data_uri_base64", "the data URI is not valid base64") from None
+    inspect_image(io.BytesIO(raw), max_pixels)
+
+
+async def check_document(doc: JobRequest, tenant: str, store: AsyncJobStore, settings: Settings) -> None:
+    """Raise a 422 `ProblemError` naming every field that breaks a deployment rule."""
+    errors: list[FieldError] = []
+    # 1. the model
+    if doc.model is not None and doc.model not in settings.models:
+        errors.append(
+            FieldError(
+                field="model",
+                rule="known_model",
+                message=f"unknown model {doc.model!r}; known: {', '.join(settings.models)}",
+            )
+        )
+    # 2. image references
+    for field, ref in image_fields(doc):
+        kind = ref_kind(ref)
+        if kind is RefKind.path:
+            errors.append(FieldError(field=field, rule="no_local_paths", message=LOCAL_PATHS))
+        elif kind is RefKind.url and not settings.allow_remote_images:
+            errors.append(
+                FieldError(
+                    field=field,
+                    rule="no_remote_images",
+                    message="remote image URLs are not enabled; upload with POST /v1/assets",
+                )
+            )
+        elif kind is RefKind.asset:
+            ident = asset_id(ref)
+            asset = await store.get_asset(tenant, ident)
+            if asset is None:
+                errors.append(FieldError(field=field, rule="unknown_asset", message=f"no asset {ident!r}"))
+            elif asset.kind != "image":
+                errors.append(
+                    FieldError(
+                        field=field, rule="image_asset", message=f"asset {ident!r} is a {asset.kind}, not an image"
+                    )
+                )
+        elif kind is RefKind.data:
+            try:
+                await anyio.to_thread.run_sync(_decode_data_uri, ref, settings.max_image_pixels)
+            except MediaRejected as exc:
+                errors.append(FieldError(field=field, rule=exc.rule, message=str(exc)))
+    # 3. direction sources
+    for i, direction in enumerate(doc.directions):
+        sources = [("source", direction.source)] + [(f"preserve[{j}]", p) for j, p in enumerate(direction.preserve)]
+        for name, source in sources:
+            if source.path is not None:
+                errors.append(
+                    FieldError(field=f"directions[{i}].{name}.path", rule="no_local_paths", message=LOCAL_PATHS)
+                )
+    # 4. the webhook target
+    if doc.webhook is not None:
+        try:
+            await anyio.to_thread.run_sync(partial(resolve_target, doc.webhook.url, settings.webhook_allow_private))
+        except UnsafeURL as exc:
+            errors.append(FieldError(field="webhook.url", rule="public_url", message=str(exc)))
+    if errors:
+        raise invalid(errors)
+
+
+def resolve_defaults(doc: JobRequest, settings: Settings, seed: int) -> JobRequest:
+    """The document as accepted: the model named and a seed chosen (and so recorded) when left out."""
+    update: dict[str, object] = {}
+    if doc.model is None:
+        update["model"] = settings.default_model
+    if doc.seed is None:
+        update["seed"] = seed
+    return doc.model_copy(update=update) if update else doc
+
+
+__all__ = ["LOCAL_PATHS", "check_document", "image_fields", "resolve_defaults"]

@@ -1,0 +1,234 @@
+"""Every error becomes RFC 9457 problem details (`application/problem+json`), here and nowhere else.
+
+Routes raise `ProblemError` (or let library errors through); the handlers below turn validation
+errors into 422 naming the field and the rule, a body over the limit into 413, an unreachable Redis,
+storage or broker into 503, and anything unexpected into a 500 that says nothing of the internals.
+"""
+
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis.exceptions
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError as BrokerError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api_schemas import FieldError, Problem
+from storage.base import StorageError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://vsteer.dev/problems/"
+RETRY_AFTER_S = "5"
+
+
+class ProblemError(Exception):
+    """An error the client should see as problem details."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        type_: str | None = None,
+        field: str | None = None,
+        errors: Sequence[FieldError] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or title)
+        self.problem = Problem(
+            type=TYPE_BASE + type_ if type_ else "about:blank",
+            title=title,
+            status=status,
+            detail=detail,
+            field=field,
+            errors=list(errors),
+        )
+        self.headers = dict(headers or {})
+
+
+def not_found(what: str, ident: str) -> ProblemError:
+    """404 for an id that does not exist or belongs to another tenant (the two look the same)."""
+    return ProblemError(404, "Not Found", f"no {what} {ident!r}", type_="not-found")
+
+
+def invalid(errors: Sequence[FieldError], title: str = "Invalid job document") -> ProblemError:
+    """422 naming every field and rule; `field` is the first one."""
+    first = errors[0]
+    detail = "; ".join(f"`{e.field}`: {e.message}" if e.field else e.message for e in errors)
+    return ProblemError(422, title, detail, type_="validation", field=first.field or None, errors=errors)
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised while the body streams in, as soon as it passes the limit (FastAPI lets HTTPException through)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body exceeds the limit of {limit} bytes")
+        self.limit = limit
+
+
+def problem_response(problem: Problem, request: Request | None = None, headers: Mapping[str, str] | None = None):  # type: ignore[no-untyped-def]
+    if request is not None and problem.instance is None:
+        problem = problem.model_copy(update={"instance": request.url.path})
+    return JSONResponse(
+        problem.model_dump(mode="json", exclude_none=True),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=dict(headers or {}),
+    )
+
+
+def field_path(loc: Sequence[Any]) -> str:
+    """`("body", "keyframes", 1, "image")` → `keyframes[1].image`."""
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        where, parts = parts[0], parts[1:]
+        if where == "header" and parts:
+            return str(parts[0])
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif str(p).startswith(("function-", "tagged-union", "json-or-python")):
+            continue  # pydantic's internal validator names, not fields
+        else:
+            out += f".{p}" if out else str(p)
+    return out
+
+
+def _validation_errors(exc: RequestValidationError) -> list[FieldError]:
+    errors = []
+    for e in exc.errors():
+        # The input is not echoed: it may be a 16 MiB data URI or a secret.
+        message = str(e.get("msg", "invalid"))
+        errors.append(
+            FieldError(field=field_path(e.get("loc", ())), rule=str(e.get("type", "invalid")), message=message)
+        )
+    return errors or [FieldError(field="", rule="invalid", message="the request is invalid")]
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(exc.problem, request, exc.headers)
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _validation_errors(exc)
+    title = "Invalid job document" if request.url.path == "/v1/jobs" else "Invalid request"
+    return problem_response(invalid(errors, title).problem, request)
+
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
+
+
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    title = _TITLES.get(exc.status_code, "Error")
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+    problem = Problem(title=title, status=exc.status_code, detail=detail)
+    if exc.status_code == 413:
+        problem = problem.model_copy(update={"type": TYPE_BASE + "too-large"})
+    return problem_response(problem, request, exc.headers)
+
+
+async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    what = (
+        "storage" if isinstance(exc, StorageError) else "the job queue" if isinstance(exc, BrokerError) else "job state"
+    )
+    log.warning("%s unavailable on %s %s: %s", what, request.method, request.url.path, exc)
+    problem = Problem(
+        type=TYPE_BASE + "unavailable",
+        title="Service Unavailable",
+        status=503,
+        detail=f"{what} is unreachable; retry later",
+    )
+    return problem_response(problem, request, {"Retry-After": RETRY_AFTER_S})
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    incident = uuid.uuid4().hex
+    log.error("unexpected error %s on %s %s", incident, request.method, request.url.path, exc_info=exc)
+    problem = Problem(
+        title="Internal Server Error", status=500, detail=f"an unexpected error occurred (incident {incident})"
+    )
+    return problem_response(problem, request)
+
+
+UNAVAILABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    StorageError,
+    BrokerError,
+)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    for exc_type in UNAVAILABLE:
+        app.add_exception_handler(exc_type, _on_unavailable)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over the limit: at once from `Content-Length`, else as soon as the stream passes it.
+
+    Uploads (`POST /v1/assets`) get `upload_limit`; every other request `json_limit`.
+    """
+
+    def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int) -> None:
+        self.app = app
+        self.json_limit = json_limit
+        self.upload_limit = upload_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.upload_limit if scope["path"].rstrip("/") == "/v1/assets" else self.json_limit
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            problem = Problem(
+                type=TYPE_BASE + "too-large",
+                title="Content Too Large",
+                status=413,
+                detail=f"the request body of {int(declared)} bytes exceeds the limit of {limit} bytes",
+                instance=scope["path"],
+            )
+            await problem_response(problem, headers={"Connection": "close"})(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, limited, send)

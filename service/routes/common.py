@@ -1,0 +1,38 @@
+"""Pieces several routes share: OpenAPI error responses and record → resource."""
+
+from typing import Any
+
+from api_schemas import JobResource, Problem
+from jobstate.records import JobRecord, to_resource
+from service.settings import Settings
+from storage.base import Storage
+
+_DESCRIPTIONS = {
+    401: "Missing or invalid API key.",
+    404: "No such id for this tenant (another tenant's ids look the same).",
+    409: "The request conflicts with the current state.",
+    413: "The body is over the limit.",
+    415: "The content is not a supported image or video.",
+    422: "The document breaks a rule; `field` and `errors` name the fields and rules.",
+    503: "Redis, storage or the queue is unreachable; retry after `Retry-After` seconds.",
+}
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error codes, all `application/problem+json` bodies."""
+    return {
+        code: {"model": Problem, "description": _DESCRIPTIONS[code], "content": {"application/problem+json": {}}}
+        for code in codes
+    }
+
+
+def presigner(storage: Storage, settings: Settings):  # type: ignore[no-untyped-def]
+    def presign(key: str) -> str:
+        return storage.presigned_url(key, settings.presign_expiry_s)
+
+    return presign
+
+
+def resource(record: JobRecord, storage: Storage, settings: Settings) -> JobResource:
+    """The job as the client sees it; result URLs are presigned now, so their expiry is fresh."""
+    return to_resource(record, presigner(storage, settings))

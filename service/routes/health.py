@@ -1,0 +1,52 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
+
+from api_schemas import Health
+from service.deps import SettingsDep, StorageDep, StoreDep
+from service.metrics import render
+from service.queue import queue_for
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "A dependency is unreachable."}},
+    summary="Readiness: Redis and storage are reachable",
+)
+async def readyz(store: StoreDep, storage: StorageDep) -> Response:
+    checks: dict[str, str] = {}
+    try:
+        await store.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"unavailable: {type(exc).__name__}"
+    try:
+        await run_in_threadpool(storage.ping)
+        checks["storage"] = "ok"
+    except Exception as exc:
+        checks["storage"] = f"unavailable: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    health = Health(status="ok" if ok else "unavailable", checks=checks)
+    return JSONResponse(health.model_dump(mode="json"), status_code=200 if ok else 503)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}},
+    summary="Prometheus metrics",
+)
+async def metrics(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
+    body = await render(request.app.state.metrics, store, [queue_for(m) for m in settings.models])
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
