@@ -308,9 +308,7 @@ def write_preview(
         images = [im.resize(size, Image.Resampling.LANCZOS) for im in images]
     duration_ms = round(1000 / rate)
     if fmt == "gif":
-        images[0].save(
-            path, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0
-        )
+        images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
     else:
         images[0].save(
             path,
@@ -360,9 +358,7 @@ def contact_sheet(clips: list[np.ndarray], cols: int | None = None) -> np.ndarra
     for k, clip in enumerate(clips):
         check_frames(clip)
         if clip.shape != clips[0].shape:
-            raise ValueError(
-                f"every clip must have shape {clips[0].shape} like clip 0, clip {k} has {clip.shape}"
-            )
+            raise ValueError(f"every clip must have shape {clips[0].shape} like clip 0, clip {k} has {clip.shape}")
     n = len(clips)
     if cols is None:
         cols = math.ceil(math.sqrt(n))

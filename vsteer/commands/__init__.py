@@ -1,0 +1,1 @@
+"""Command implementations as plain typed functions; `vsteer.cli` registers them with typer."""
