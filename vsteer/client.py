@@ -31,6 +31,8 @@ import httpx
 
 from api_schemas import Artifact, Asset, JobList, JobRequest, JobResource, JobStatus, ModelList, Problem
 
+Names = list[str]
+"""Artifact names: `video`, `poster`, `preview`, `manifest`, `frames`, `clips/<k>`."""
 ProgressCallback = Callable[[JobResource], None]
 """Called by `wait` with the job whenever its status or progress changed."""
 
@@ -253,9 +255,7 @@ class Client:
     def get(self, job_id: str) -> JobResource:
         return JobResource.model_validate(self._request("GET", f"v1/jobs/{job_id}").json())
 
-    def list(
-        self, status: JobStatus | str | None = None, limit: int = 20, cursor: str | None = None
-    ) -> JobList:
+    def list(self, status: JobStatus | str | None = None, limit: int = 20, cursor: str | None = None) -> JobList:
         """One page of the caller's jobs, newest first; pass `next_cursor` for the next."""
         response = self._request("GET", "v1/jobs", params=_list_params(status, limit, cursor))
         return JobList.model_validate(response.json())
@@ -295,9 +295,7 @@ class Client:
                 raise WaitTimeout(job, timeout)
             time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
-    def download(
-        self, job: JobResource, dest_dir: str | Path, names: list[str] | None = None
-    ) -> dict[str, Path]:
+    def download(self, job: JobResource, dest_dir: str | Path, names: Names | None = None) -> dict[str, Path]:
         """Save the result's files (all, or `names`) under `dest_dir`; returns name → path.
 
         The URLs expire: pass a freshly fetched job (`client.get(id)`) when the one at hand is old.
@@ -321,9 +319,7 @@ class Client:
                 raise
         return saved
 
-    def upload_asset(
-        self, path: str | Path, content_type: str | None = None, *, data: bytes | None = None
-    ) -> Asset:
+    def upload_asset(self, path: str | Path, content_type: str | None = None, *, data: bytes | None = None) -> Asset:
         """POST /v1/assets (multipart `file`); give a path, or `data` with `path` as the file name."""
         name, content, guessed = (
             _asset_file(path, content_type)
@@ -399,9 +395,7 @@ class AsyncClient:
     async def get(self, job_id: str) -> JobResource:
         return JobResource.model_validate((await self._request("GET", f"v1/jobs/{job_id}")).json())
 
-    async def list(
-        self, status: JobStatus | str | None = None, limit: int = 20, cursor: str | None = None
-    ) -> JobList:
+    async def list(self, status: JobStatus | str | None = None, limit: int = 20, cursor: str | None = None) -> JobList:
         response = await self._request("GET", "v1/jobs", params=_list_params(status, limit, cursor))
         return JobList.model_validate(response.json())
 
@@ -429,9 +423,7 @@ class AsyncClient:
                 raise WaitTimeout(job, timeout)
             await asyncio.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
-    async def download(
-        self, job: JobResource, dest_dir: str | Path, names: list[str] | None = None
-    ) -> dict[str, Path]:
+    async def download(self, job: JobResource, dest_dir: str | Path, names: Names | None = None) -> dict[str, Path]:
         dest = Path(dest_dir)
         saved: dict[str, Path] = {}
         for name, (artifact, file_name) in artifacts(job).items():

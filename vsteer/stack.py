@@ -1,0 +1,342 @@
+"""A local vsteer stack without Docker: redis-server, the API, a GPU worker and the webhook worker.
+
+    vsteer up                      # prints the URL and an API key; Ctrl-C stops everything
+
+or from Python (tests, the demo):
+
+    with start_stack() as stack:
+        client = Client(stack.url, stack.api_key)
+
+Every process is a child of this one, on free ports, with its state in a private folder (Redis data,
+local storage, logs) that is removed on exit unless it was given. Storage is a local folder unless
+`VSTEER_STORAGE_BACKEND=s3` (with `VSTEER_STORAGE_S3_BUCKET` and `VSTEER_STORAGE_S3_ENDPOINT_URL`) is
+set, in which case the bucket is created when missing. The worker serves the tiny model unless
+`VSTEER_DEFAULT_MODEL` (and `VSTEER_MODELS` with real weights) say otherwise.
+"""
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TENANT = "local"
+
+
+class StackError(RuntimeError):
+    """A process of the stack did not start, or stopped on its own."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Child:
+    """One process of the stack and its log file."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout_s: float) -> None:
+        if not self.alive():
+            return
+        # SIGTERM: uvicorn and redis shut down; Celery finishes its current task (warm shutdown).
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout_s)
+
+
+@dataclass
+class Stack:
+    """A running stack: where the API is, the key to call it with, and its processes."""
+
+    url: str
+    api_key: str
+    tenant: str
+    redis_url: str
+    state_dir: Path
+    env: dict[str, str]
+    children: list[Child] = field(default_factory=list)
+    _cleanup: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def check(self) -> None:
+        """Raise StackError when a process has exited."""
+        for child in self.children:
+            if not child.alive():
+                raise StackError(f"{child.name} exited with code {child.proc.returncode}\n{child.tail()}")
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """Stop the workers first (no new jobs), then the API, then Redis; remove private state."""
+        while self.children:
+            self.children.pop().stop(timeout_s)
+        while self._cleanup:
+            self._cleanup.pop()()
+
+    def __enter__(self) -> "Stack":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _spawn(name: str, argv: list[str], env: Mapping[str, str], logs: Path) -> Child:
+    log = logs / f"{name}.log"
+    with open(log, "wb") as out:
+        # A new session: Ctrl-C in the terminal reaches this process only, which stops the children
+        # in order instead of every one at once.
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=dict(env), cwd=REPO_ROOT, start_new_session=True
+        )
+    return Child(name, proc, log)
+
+
+def _wait(child: Child, ready: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not child.alive():
+            raise StackError(f"{child.name} exited with code {child.proc.returncode}\n{child.tail()}")
+        try:
+            if ready():
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise StackError(f"{child.name} did not become ready within {timeout_s:g} s\n{child.tail()}")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=1) as response:
+        return bool(response.status == 200)
+
+
+def _model_names(worker_env: Mapping[str, str], default_model: str) -> list[str]:
+    """The models the API accepts: the worker's registry (VSTEER_MODELS, a JSON object) plus the default."""
+    names = {default_model, "tiny"}
+    raw = worker_env.get("VSTEER_MODELS", "").strip()
+    if raw:
+        specs = json.loads(raw)
+        if not isinstance(specs, dict):
+            raise StackError("VSTEER_MODELS must be a JSON object of model name → weights for the worker")
+        names |= set(specs)
+    return sorted(names)
+
+
+def _stack_env(base: Mapping[str, str], *, redis_url: str, api_url: str, state_dir: Path, model: str) -> dict[str, str]:
+    env = dict(base)
+    pythonpath = [str(REPO_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join(pythonpath),
+            "PYTHONUNBUFFERED": "1",
+            "VSTEER_ENVIRONMENT": env.get("VSTEER_ENVIRONMENT", "dev"),
+            "VSTEER_REDIS_URL": redis_url,
+            "VSTEER_PUBLIC_BASE_URL": api_url,
+            "VSTEER_DEFAULT_MODEL": model,
+            "VSTEER_FILES_SECRET": env.get("VSTEER_FILES_SECRET") or secrets.token_hex(32),
+            # Webhook receivers of a local stack are usually on this machine.
+            "VSTEER_WEBHOOK_ALLOW_PRIVATE": env.get("VSTEER_WEBHOOK_ALLOW_PRIVATE", "true"),
+        }
+    )
+    if env.get("VSTEER_STORAGE_BACKEND", "local") == "local":
+        env["VSTEER_STORAGE_BACKEND"] = "local"
+        env.setdefault("VSTEER_STORAGE_LOCAL_DIR", str(state_dir / "storage"))
+    env.pop("VSTEER_DEV_API_KEYS", None)
+    return env
+
+
+def _ensure_bucket(env: Mapping[str, str]) -> None:
+    if env.get("VSTEER_STORAGE_BACKEND") != "s3":
+        return
+    from storage.s3 import S3Storage
+
+    bucket = env.get("VSTEER_STORAGE_S3_BUCKET")
+    if not bucket:
+        raise StackError("VSTEER_STORAGE_BACKEND=s3 needs VSTEER_STORAGE_S3_BUCKET")
+    S3Storage(
+        bucket,
+        endpoint_url=env.get("VSTEER_STORAGE_S3_ENDPOINT_URL"),
+        region=env.get("VSTEER_STORAGE_S3_REGION", "us-east-1"),
+        access_key_id=env.get("VSTEER_STORAGE_S3_ACCESS_KEY_ID"),
+        secret_access_key=env.get("VSTEER_STORAGE_S3_SECRET_ACCESS_KEY"),
+    ).ensure_bucket()
+
+
+def start_stack(
+    *,
+    port: int | None = None,
+    model: str | None = None,
+    state_dir: Path | None = None,
+    api_key: str | None = None,
+    env: Mapping[str, str] | None = None,
+    webhooks: bool = True,
+    ready_timeout_s: float = 180.0,
+) -> Stack:
+    """Start redis-server, the API, a GPU worker and (unless `webhooks=False`) the webhook worker.
+
+    `env` (default: this process's environment) configures every process; `model` is the model the
+    worker loads and serves (`VSTEER_DEFAULT_MODEL`, else `tiny`). Returns once all are ready; use the
+    result as a context manager, or call `stop()`.
+    """
+    # 1. a private folder and free ports
+    base_env = dict(os.environ if env is None else env)
+    model = model or base_env.get("VSTEER_DEFAULT_MODEL") or "tiny"
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        raise StackError("redis-server is not on PATH (Debian/Ubuntu: apt-get install redis-server)")
+    owned = state_dir is None
+    root = Path(tempfile.mkdtemp(prefix="vsteer-stack-")) if state_dir is None else Path(state_dir)
+    logs = root / "logs"
+    (root / "redis").mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    redis_port, api_port = free_port(), port or free_port()
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    api_url = f"http://127.0.0.1:{api_port}"
+    key = api_key or "vs_" + secrets.token_urlsafe(24)
+    stack_env = _stack_env(base_env, redis_url=redis_url, api_url=api_url, state_dir=root, model=model)
+    stack = Stack(api_url, key, TENANT, redis_url, root, stack_env)
+    if owned:
+        stack._cleanup.append(lambda: shutil.rmtree(root, ignore_errors=True))
+
+    try:
+        # 2. Redis, private: no persistence beyond the stack's life
+        redis = _spawn(
+            "redis",
+            [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(root / "redis"),
+             "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+            stack_env,
+            logs,
+        )  # fmt: skip
+        stack.children.append(redis)
+        _wait(redis, lambda: _port_open(redis_port), 15)
+        _ensure_bucket(stack_env)
+
+        # 3. the GPU worker: it loads the model before consuming, so it is ready when it says so
+        worker_env = {**stack_env, "VSTEER_WORKER_MODELS": model}
+        worker = _spawn(
+            "worker",
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool", "solo",
+             "--concurrency", "1", "-Q", f"gpu.{model}", "--loglevel", "INFO", "--without-gossip",
+             "--without-mingle", "-n", f"gpu-{model}@%h"],
+            worker_env,
+            logs,
+        )  # fmt: skip
+        stack.children.append(worker)
+
+        # 4. the API: it reads VSTEER_MODELS as the list of model names
+        api_env = {
+            **stack_env,
+            "VSTEER_MODELS": json.dumps(_model_names(worker_env, model)),
+            "VSTEER_DEV_API_KEYS": json.dumps({key: TENANT}),
+        }
+        api = _spawn(
+            "api",
+            [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host", "127.0.0.1",
+             "--port", str(api_port), "--log-level", "info"],
+            api_env,
+            logs,
+        )  # fmt: skip
+        stack.children.insert(1, api)
+
+        # 5. the webhook worker (no torch)
+        if webhooks:
+            hooks = _spawn(
+                "webhooks",
+                [sys.executable, "-m", "celery", "-A", "jobstate.webhook_tasks", "worker", "-Q", "webhooks",
+                 "--pool", "threads", "--concurrency", "4", "--loglevel", "INFO", "--without-gossip",
+                 "--without-mingle", "-n", "webhooks@%h"],
+                stack_env,
+                logs,
+            )  # fmt: skip
+            stack.children.insert(2, hooks)
+            _wait(hooks, lambda: "ready." in hooks.tail(100_000), 60)
+
+        _wait(api, lambda: _http_ok(f"{api_url}/healthz"), 60)
+        _wait(worker, lambda: "ready." in worker.tail(1_000_000), ready_timeout_s)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+@contextmanager
+def running_stack(**kwargs: Any) -> Iterator[Stack]:
+    """`start_stack(**kwargs)` as a context manager that always stops it."""
+    stack = start_stack(**kwargs)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def up_command(
+    port: Annotated[int, typer.Option(help="Port of the API.")] = 8000,
+    model: Annotated[
+        str | None, typer.Option(help="Model the worker serves (VSTEER_DEFAULT_MODEL, else tiny).")
+    ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Keep Redis data, storage and logs here (a temporary folder if unset).")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key to accept (a random one if unset).")] = None,
+) -> None:
+    """Run the whole service locally without Docker: Redis, the API, a GPU worker, the webhook worker."""
+    typer.echo("starting redis-server, the API, the worker (loading the model) and the webhook worker…")
+    try:
+        stack = start_stack(port=port, model=model, state_dir=state_dir, api_key=api_key)
+    except StackError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"vsteer is up at {stack.url}")
+    typer.echo(f"  API key:  {stack.api_key}   (tenant {stack.tenant})")
+    typer.echo(f"  storage:  {stack.env.get('VSTEER_STORAGE_BACKEND')}")
+    typer.echo(f"  logs:     {stack.state_dir / 'logs'}")
+    typer.echo(f'  try:      curl -H "Authorization: Bearer {stack.api_key}" {stack.url}/v1/models')
+    typer.echo("Ctrl-C stops everything.")
+    code = 0
+    try:
+        while True:
+            stack.check()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        typer.echo("\nstopping…")
+    except StackError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        code = 1
+    finally:
+        stack.stop()
+    raise typer.Exit(code)
