@@ -9,10 +9,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -63,9 +65,7 @@ class Process:
         return self.proc.poll() is None
 
 
-def spawn(
-    argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
-) -> Process:
+def spawn(argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Process:
     """Start `argv` with stdout and stderr into `log`; `env` is added to the current environment."""
     full_env = {**os.environ, **(env or {})}
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -145,3 +145,99 @@ def start_celery_worker(
     if not process.alive():
         raise RuntimeError(f"celery worker exited\n{log.read_text(errors='replace')[-3000:]}")
     return CeleryWorker(process)
+
+
+@dataclass
+class ThreadedUvicorn:
+    url: str
+    server: Any = field(repr=False)
+    thread: threading.Thread = field(repr=False)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def serve_in_thread(app: Any, host: str = "127.0.0.1") -> ThreadedUvicorn:
+    """Serve an ASGI app with a real uvicorn (lifespan included) on a free port, in a thread."""
+    import uvicorn
+
+    port = free_port(host)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: bool(server.started), 10, "uvicorn")
+    return ThreadedUvicorn(f"http://{host}:{port}", server, thread)
+
+
+@dataclass
+class MotoServer:
+    """moto in server mode: a real S3 HTTP endpoint (any access key is accepted)."""
+
+    url: str
+    port: int
+    process: Process = field(repr=False)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def restart(self) -> None:
+        """Start it again on the same port (state is lost), e.g. after `stop` to test an outage."""
+        self.process = _spawn_moto(self.port, self.process.log)
+        wait_for(lambda: port_open("127.0.0.1", self.port), 20, "moto_server", self.process.log)
+
+
+def _spawn_moto(port: int, log: Path) -> Process:
+    return spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], log)
+
+
+def start_moto(tmp_path: Path) -> MotoServer:
+    """`moto_server` on a free port as its own process, log in `tmp_path/moto.log`."""
+    port = free_port()
+    process = _spawn_moto(port, tmp_path / "moto.log")
+    wait_for(lambda: port_open("127.0.0.1", port), 20, "moto_server", process.log)
+    return MotoServer(f"http://127.0.0.1:{port}", port, process)
+
+
+@dataclass
+class UvicornServer:
+    """The API under uvicorn, as its own process."""
+
+    url: str
+    process: Process = field(repr=False)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_uvicorn(
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    app: str = "service.app:create_app",
+    factory: bool = True,
+    ready_timeout_s: float = 30.0,
+) -> UvicornServer:
+    """`uvicorn <app>` on a free port; returns once `GET /healthz` answers 200."""
+    import urllib.request
+
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"]
+    if factory:
+        argv.append("--factory")
+    process = spawn(argv, log, env=env, cwd=Path(__file__).resolve().parents[1])
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if not process.alive():
+            raise RuntimeError("uvicorn exited")
+        with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+            return bool(response.status == 200)
+
+    try:
+        wait_for(healthy, ready_timeout_s, "uvicorn", log)
+    except BaseException:
+        process.stop()
+        raise
+    if not process.alive():
+        raise RuntimeError(f"uvicorn exited\n{log.read_text(errors='replace')[-3000:]}")
+    return UvicornServer(url, process)

@@ -91,7 +91,7 @@ def _field_error(exc: MediaRejected) -> FieldError:
     return FieldError(field="file", rule=exc.rule, message=str(exc))
 
 
-@router.get("/{asset_id}", response_model=Asset, responses=problems(401, 404, 503), summary="Get an asset")
+@router.get("/{asset_id}", response_model=Asset, responses=problems(401, 404, 422, 503), summary="Get an asset")
 async def get_asset(
     asset_id: Annotated[str, Path(max_length=64, description="Asset id, `ast_...`.")], tenant: Tenant, store: StoreDep
 ) -> Asset:

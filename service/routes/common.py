@@ -20,8 +20,10 @@ _DESCRIPTIONS = {
 
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for these error codes, all `application/problem+json` bodies."""
+    # `Problem` is in the components already (it is `JobResource.error`).
+    schema = {"$ref": f"#/components/schemas/{Problem.__name__}"}
     return {
-        code: {"model": Problem, "description": _DESCRIPTIONS[code], "content": {"application/problem+json": {}}}
+        code: {"description": _DESCRIPTIONS[code], "content": {"application/problem+json": {"schema": schema}}}
         for code in codes
     }
 

@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 @router.get(
     "/{key:path}",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file."}, **problems(404)},
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file."}, **problems(404, 422)},
     summary="Download a file by presigned URL (local storage)",
 )
 async def get_file(

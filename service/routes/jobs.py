@@ -123,7 +123,7 @@ async def submit_job(
     return resource(record, storage, settings)
 
 
-@router.get("/{job_id}", response_model=JobResource, responses=problems(401, 404, 503), summary="Get a job")
+@router.get("/{job_id}", response_model=JobResource, responses=problems(401, 404, 422, 503), summary="Get a job")
 async def get_job(
     job_id: JobId, tenant: Tenant, store: StoreDep, storage: StorageDep, settings: SettingsDep
 ) -> JobResource:
@@ -162,7 +162,7 @@ async def list_jobs(
     response_model=JobResource,
     responses={
         202: {"model": JobResource, "description": "Cancel requested; the worker stops within a step."},
-        **problems(401, 404, 409, 503),
+        **problems(401, 404, 409, 422, 503),
     },
     summary="Cancel a queued or running job",
 )
@@ -197,7 +197,7 @@ async def cancel_job(
             "description": "`job` events (the whole resource: first, and on every status change) and "
             "`progress` events; the stream ends after a terminal status.",
         },
-        **problems(401, 404, 503),
+        **problems(401, 404, 422, 503),
     },
     response_class=StreamingResponse,
     summary="Follow a job (server-sent events)",
@@ -226,7 +226,7 @@ async def job_events(
     "/{job_id}/result/{name:path}",
     status_code=307,
     response_class=RedirectResponse,
-    responses={307: {"description": "Redirect to a fresh presigned URL."}, **problems(401, 404, 503)},
+    responses={307: {"description": "Redirect to a fresh presigned URL."}, **problems(401, 404, 422, 503)},
     summary="Download one result file (`video`, `poster`, `preview`, `manifest`, `frames`, `clips/<k>`)",
 )
 async def job_result_file(

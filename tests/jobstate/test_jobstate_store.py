@@ -42,9 +42,7 @@ def test_lifecycle_running_progress_succeeded(store: JobStore) -> None:
     assert (record.progress.stage, record.progress.step, record.progress.total) == ("denoising", 3, 25)
     assert record.progress.fraction == pytest.approx(3 / 25)
     result = StoredResult(
-        video=StoredArtifact(
-            key=f"jobs/t1/{job_id}/video.mp4", content_type="video/mp4", bytes=10, sha256="ab"
-        ),
+        video=StoredArtifact(key=f"jobs/t1/{job_id}/video.mp4", content_type="video/mp4", bytes=10, sha256="ab"),
         metrics={"seconds": 1.5},
     )
     t = store.succeed(job_id, result)
@@ -86,9 +84,7 @@ def test_concurrent_finishers_only_one_wins(store: JobStore) -> None:
     with ThreadPoolExecutor(8) as pool:
         outcomes = list(
             pool.map(
-                lambda i: (
-                    (store.succeed(job_id, StoredResult()) if i % 2 else store.mark_canceled(job_id)).applied
-                ),
+                lambda i: (store.succeed(job_id, StoredResult()) if i % 2 else store.mark_canceled(job_id)).applied,
                 range(16),
             )
         )
@@ -119,9 +115,7 @@ def test_idempotency_same_body_same_job_other_body_conflict(store: JobStore) -> 
     assert first.created and not again.created
     assert again.record.id == first.record.id
     with pytest.raises(IdempotencyConflict):
-        store.create(
-            new_job_id(), "t1", "svd-xt", {**REQUEST, "seed": 2}, idempotency=("key-1", body_hash({"x": 1}))
-        )
+        store.create(new_job_id(), "t1", "svd-xt", {**REQUEST, "seed": 2}, idempotency=("key-1", body_hash({"x": 1})))
     # Keys are per tenant.
     other = store.create(new_job_id(), "t2", "svd-xt", REQUEST, idempotency=("key-1", h))
     assert other.created and other.record.id != first.record.id

@@ -150,9 +150,7 @@ def test_worker_retries_a_failing_receiver_with_the_same_webhook_id(
         store.create(job_id, "t1", "svd-xt", {"image": "asset:a", "webhook": {"url": receiver.url}})
         store.mark_running(job_id)
         key = f"jobs/t1/{job_id}/video.mp4"
-        record = store.succeed(
-            job_id, StoredResult(video=StoredArtifact(key=key, content_type="video/mp4", bytes=3))
-        )
+        record = store.succeed(job_id, StoredResult(video=StoredArtifact(key=key, content_type="video/mp4", bytes=3)))
         producer = Celery(broker=redis_url)
         assert record.record is not None
         assert enqueue_job_webhook(producer, record.record, lambda k: f"https://files.example/{k}")
@@ -164,9 +162,7 @@ def test_worker_retries_a_failing_receiver_with_the_same_webhook_id(
     ids = {headers["webhook-id"] for headers, _, _ in receiver.requests}
     assert ids == {f"msg_{job_id}_succeeded"}
     for headers, body, _ in receiver.requests:
-        assert verify(
-            SECRET, headers["webhook-id"], headers["webhook-timestamp"], body, headers["webhook-signature"]
-        )
+        assert verify(SECRET, headers["webhook-id"], headers["webhook-timestamp"], body, headers["webhook-signature"])
     gaps = [b[2] - a[2] for a, b in zip(receiver.requests, receiver.requests[1:], strict=False)]
     assert gaps[0] >= 0.1 and gaps[1] >= 0.2  # backoff 0.2 s then 0.4 s, half of it fixed
     payload = json.loads(receiver.requests[-1][1])

@@ -1,0 +1,34 @@
+"""The checked-in OpenAPI document is the one the code generates."""
+
+import json
+from pathlib import Path
+
+from service.openapi import render
+
+CHECKED_IN = Path(__file__).resolve().parents[2] / "api_schemas" / "openapi.json"
+
+
+def test_checked_in_openapi_matches_the_code() -> None:
+    generated = render()
+    assert CHECKED_IN.exists(), (
+        "api_schemas/openapi.json is missing: run `python -m service.openapi > api_schemas/openapi.json`"
+    )
+    assert json.loads(CHECKED_IN.read_text()) == json.loads(generated), (
+        "api_schemas/openapi.json is out of date: run `python -m service.openapi > api_schemas/openapi.json`"
+    )
+    assert CHECKED_IN.read_text() == generated
+
+
+def test_document_names_the_contract() -> None:
+    doc = json.loads(render())
+    paths = doc["paths"]
+    for path in ["/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/events",
+                 "/v1/assets", "/v1/models", "/healthz", "/readyz", "/metrics"]:  # fmt: skip
+        assert path in paths, path
+    schemas = doc["components"]["schemas"]
+    for name in ["JobRequest", "JobResource", "JobList", "Problem", "Asset", "ModelInfo"]:
+        assert name in schemas, name
+    assert set(schemas["JobStatus"]["enum"]) == {"queued", "running", "succeeded", "failed", "canceled"}
+    submit = paths["/v1/jobs"]["post"]
+    assert {"202", "200", "422", "413"} <= set(submit["responses"])
+    assert "HTTPValidationError" not in schemas
