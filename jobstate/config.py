@@ -34,9 +34,7 @@ class JobStateSettings(BaseSettings):
     environment: Literal["dev", "test", "production"] = Field(
         "dev", description="`production` refuses development conveniences and placeholder secrets."
     )
-    redis_url: str = Field(
-        "redis://localhost:6379/0", description="Redis for job state and the Celery broker."
-    )
+    redis_url: str = Field("redis://localhost:6379/0", description="Redis for job state and the Celery broker.")
     webhook_secret: SecretStr = Field(
         SecretStr(DEV_WEBHOOK_SECRET), description="Default webhook signing secret, `whsec_<base64>`."
     )
@@ -67,9 +65,7 @@ class JobStateSettings(BaseSettings):
     @model_validator(mode="after")
     def _no_dev_secret_in_production(self) -> Self:
         if self.environment == "production" and self.webhook_secret.get_secret_value() == DEV_WEBHOOK_SECRET:
-            raise ValueError(
-                "VSTEER_WEBHOOK_SECRET must be set in production (the development secret is public)"
-            )
+            raise ValueError("VSTEER_WEBHOOK_SECRET must be set in production (the development secret is public)")
         return self
 
     def webhook_secret_for(self, tenant: str) -> str:

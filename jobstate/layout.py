@@ -384,9 +384,7 @@ def progress_op(job_id: str, stage: str, step: int, total: int, now: float | Non
         return ProgressAck(written=int(raw[0]) == 1, cancel_requested=int(raw[1]) == 1)
 
     t = time.time() if now is None else now
-    return Op(
-        decode, script="progress", keys=(job_key(job_id),), args=(stage, int(step), int(total), repr(t))
-    )
+    return Op(decode, script="progress", keys=(job_key(job_id),), args=(stage, int(step), int(total), repr(t)))
 
 
 def get_any_op(job_id: str) -> Op[JobRecord | None]:
@@ -408,9 +406,7 @@ def is_cancel_requested_op(job_id: str) -> Op[bool]:
     return Op(lambda raw: raw is not None and _str(raw) == "1", command=("HGET", job_key(job_id), "cancel"))
 
 
-def list_op(
-    tenant: str, *, cursor: str | None = None, limit: int = 20, status: JobStatus | None = None
-) -> Op[Page]:
+def list_op(tenant: str, *, cursor: str | None = None, limit: int = 20, status: JobStatus | None = None) -> Op[Page]:
     """One page newest first; `cursor` is the `next_cursor` of the previous page."""
 
     def decode(raw: Any) -> Page:
@@ -419,9 +415,7 @@ def list_op(
         records = records[:limit]
         return Page(records, next_cursor=_str(raw[limit - 1][0]) if more else None)
 
-    return Op(
-        decode, script="list", keys=(tenant_index(tenant, status),), args=(PREFIX, cursor or "", limit + 1)
-    )
+    return Op(decode, script="list", keys=(tenant_index(tenant, status),), args=(PREFIX, cursor or "", limit + 1))
 
 
 def put_asset_op(asset: AssetRecord) -> Op[None]:

@@ -126,9 +126,7 @@ Presign = Callable[[str], str]
 
 
 def _artifact(stored: StoredArtifact, presign: Presign) -> Artifact:
-    return Artifact(
-        url=presign(stored.key), content_type=stored.content_type, bytes=stored.bytes, sha256=stored.sha256
-    )
+    return Artifact(url=presign(stored.key), content_type=stored.content_type, bytes=stored.bytes, sha256=stored.sha256)
 
 
 def to_resource(record: JobRecord, presign: Presign) -> JobResource:

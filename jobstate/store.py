@@ -19,7 +19,7 @@ succeeded, failed or been canceled.
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -222,7 +222,7 @@ class AsyncJobStore:
         return await self.run(layout.ping_op())
 
     # events
-    async def watch(self, job_id: str, heartbeat_s: float = 15.0) -> AsyncIterator[JobEvent]:
+    async def watch(self, job_id: str, heartbeat_s: float = 15.0) -> AsyncGenerator[JobEvent, None]:
         """The job's events: first the current record (so late subscribers see the state), then
         progress ticks and the record again on every status change, until a terminal status.
         A `heartbeat` event comes after `heartbeat_s` of silence. Nothing if the job does not exist.

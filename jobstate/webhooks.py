@@ -183,24 +183,21 @@ def deliver(
     extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
     try:
         with httpx.Client(timeout=timeout_s, follow_redirects=False, transport=transport) as client:
-            response = client.post(
-                _pinned(url, ip), content=_as_bytes(body), headers=headers, extensions=extensions
-            )
+            response = client.post(_pinned(url, ip), content=_as_bytes(body), headers=headers, extensions=extensions)
     except httpx.HTTPError as exc:
         log.info("webhook %s attempt %d to %s failed: %s", msg_id, attempt, parts.hostname, exc)
         return Delivery(ok=False, error=f"{type(exc).__name__}: {exc}")
     ok = 200 <= response.status_code < 300
     log.info("webhook %s attempt %d to %s answered %d", msg_id, attempt, parts.hostname, response.status_code)
-    return Delivery(
-        ok=ok, status_code=response.status_code, error=None if ok else f"HTTP {response.status_code}"
-    )
+    return Delivery(ok=ok, status_code=response.status_code, error=None if ok else f"HTTP {response.status_code}")
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
     """Delay before retry number `attempt` (1-based): exponential, capped, with "equal jitter" — half
     fixed, half random — so retries from many jobs spread out but never collapse to zero."""
     ceiling = min(max_s, base_s * 2 ** (attempt - 1))
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+    jitter: float = (rng or random).uniform(0, ceiling / 2)
+    return ceiling / 2 + jitter
 
 
 # --- messages -------------------------------------------------------------------------------------
@@ -238,9 +235,7 @@ def job_webhook_message(record: JobRecord, presign: Presign) -> WebhookMessage |
         "data": to_resource(record, presign).model_dump(mode="json", by_alias=True),
     }
     body = json.dumps(payload, separators=(",", ":"))
-    return WebhookMessage(
-        url=url, body=body, msg_id=f"msg_{record.id}_{record.status.value}", tenant=record.tenant
-    )
+    return WebhookMessage(url=url, body=body, msg_id=f"msg_{record.id}_{record.status.value}", tenant=record.tenant)
 
 
 def enqueue_job_webhook(sender: TaskSender, record: JobRecord, presign: Presign) -> bool:

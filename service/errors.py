@@ -74,7 +74,9 @@ class BodyTooLarge(StarletteHTTPException):
         self.limit = limit
 
 
-def problem_response(problem: Problem, request: Request | None = None, headers: Mapping[str, str] | None = None):  # type: ignore[no-untyped-def]
+def problem_response(
+    problem: Problem, request: Request | None = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     if request is not None and problem.instance is None:
         problem = problem.model_copy(update={"instance": request.url.path})
     return JSONResponse(

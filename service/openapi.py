@@ -11,7 +11,7 @@ from service.settings import Settings
 
 
 def openapi_document() -> dict[str, object]:
-    app = create_app(Settings(_env_file=None, environment="dev"))  # type: ignore[call-arg]
+    app = create_app(Settings(_env_file=None, environment="dev"))
     return app.openapi()
 
 

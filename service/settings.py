@@ -67,6 +67,12 @@ class Settings(JobStateSettings):
     sse_heartbeat_s: float = Field(15.0, gt=0, description="Comment line sent on a quiet event stream.")
     list_limit_max: int = Field(100, ge=1, le=1000, description="Largest page of `GET /v1/jobs`.")
 
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_names(cls, value: object) -> object:
+        # The workers' VSTEER_MODELS maps names to weights; the API needs only the names.
+        return list(value) if isinstance(value, dict) else value
+
     @field_validator("api_keys")
     @classmethod
     def _hashed_keys(cls, value: dict[str, str]) -> dict[str, str]:

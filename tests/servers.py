@@ -241,3 +241,46 @@ def start_uvicorn(
     if not process.alive():
         raise RuntimeError(f"uvicorn exited\n{log.read_text(errors='replace')[-3000:]}")
     return UvicornServer(url, process)
+
+
+@dataclass
+class WebhookReceiver:
+    """An HTTP receiver on 127.0.0.1 that answers 500 to the first `failures` POSTs, then 204.
+
+    `requests` holds `(headers (lowercased), body, arrival time)`; `delivered` is set on the first 2xx.
+    """
+
+    url: str
+    failures: int
+    requests: list[tuple[dict[str, str], bytes, float]] = field(default_factory=list)
+    delivered: threading.Event = field(default_factory=threading.Event)
+    server: Any = field(default=None, repr=False)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_webhook_receiver(failures: int = 0, path: str = "/hooks/vsteer") -> WebhookReceiver:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    receiver = WebhookReceiver(url="", failures=failures)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body, time.time()))
+            ok = len(receiver.requests) > receiver.failures
+            self.send_response(204 if ok else 500)
+            self.end_headers()
+            if ok:
+                receiver.delivered.set()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    receiver.server = server
+    receiver.url = f"http://127.0.0.1:{server.server_address[1]}{path}"
+    return receiver

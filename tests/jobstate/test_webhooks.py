@@ -3,10 +3,8 @@
 import ipaddress
 import json
 import random
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ from jobstate.webhooks import (
     sign,
     verify,
 )
-from tests.servers import start_celery_worker
+from tests.servers import WebhookReceiver, start_celery_worker, start_webhook_receiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -83,44 +81,13 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
         assert len(set(delays)) > 1
 
 
-class Receiver:
-    """An HTTP server on 127.0.0.1 that answers 500 to the first `failures` POSTs, then 204."""
-
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.requests: list[tuple[dict[str, str], bytes, float]] = []
-        self.done = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body, time.time()))
-                ok = len(outer.requests) > outer.failures
-                self.send_response(204 if ok else 500)
-                self.end_headers()
-                if ok:
-                    outer.done.set()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/vsteer"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver(failures=2)
+def receiver() -> Iterator[WebhookReceiver]:
+    r = start_webhook_receiver(failures=2)
     try:
         yield r
     finally:
-        r.close()
+        r.stop()
 
 
 def test_message_is_built_only_for_requested_terminal_events(store: JobStore) -> None:
@@ -134,7 +101,7 @@ def test_message_is_built_only_for_requested_terminal_events(store: JobStore) ->
 
 @pytest.mark.integration
 def test_worker_retries_a_failing_receiver_with_the_same_webhook_id(
-    tmp_path: Path, redis_url: str, store: JobStore, receiver: Receiver
+    tmp_path: Path, redis_url: str, store: JobStore, receiver: WebhookReceiver
 ) -> None:
     env = {
         "VSTEER_REDIS_URL": redis_url,
@@ -154,7 +121,7 @@ def test_worker_retries_a_failing_receiver_with_the_same_webhook_id(
         producer = Celery(broker=redis_url)
         assert record.record is not None
         assert enqueue_job_webhook(producer, record.record, lambda k: f"https://files.example/{k}")
-        assert receiver.done.wait(30), (tmp_path / "worker.log").read_text()[-3000:]
+        assert receiver.delivered.wait(30), (tmp_path / "worker.log").read_text()[-3000:]
     finally:
         worker.stop()
 
