@@ -184,9 +184,7 @@ def test_unknown_asset_is_an_input_error(store, storage):
 
 def test_out_of_memory_fails_the_job_and_the_worker_goes_on(store, storage):
     oom = create(store)
-    deps = deps_with(
-        store, storage, raising(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
-    )
+    deps = deps_with(store, storage, raising(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")))
 
     assert execute(oom, TENANT, deps) is JobStatus.failed
     error = store.get(TENANT, oom).error

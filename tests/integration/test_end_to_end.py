@@ -1,0 +1,153 @@
+"""The service end to end on real servers: HTTP in, a Celery worker running the tiny SVD, S3 out."""
+
+import asyncio
+import io
+import json
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from api_schemas import JobResource, JobStatus
+from jobstate.webhooks import verify
+from tests.conftest import make_image
+from tests.integration.conftest import WEBHOOK_SECRET, Service
+from vsteer.client import AsyncClient, Client
+from workers.video import probe
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FRAMES, SIZE = 4, 64
+
+
+def png(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    make_image(seed, (96, 80)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def upload_pictures(client: Client, count: int = 3) -> list[str]:
+    return [client.upload_asset(f"picture{k}.png", data=png(k)).id for k in range(count)]
+
+
+def steering_job(assets: list[str], steps: int, **extra) -> dict:
+    return {
+        "model": "tiny",
+        "seed": 11,
+        "keyframes": [{"image": f"asset:{assets[0]}", "at": 0.0}, {"image": f"asset:{assets[1]}", "at": 1.0}],
+        "interpolation": "slerp",
+        "references": [{"image": f"asset:{assets[2]}", "weight": 0.7}],
+        "generation": {"num_frames": FRAMES, "width": SIZE, "height": SIZE, "steps": steps},
+        "output": {"preview": "gif"},
+        **extra,
+    }
+
+
+def test_steering_job_end_to_end(service: Service, tmp_path):
+    with service.client() as client:
+        assets = upload_pictures(client)
+        request = steering_job(assets, steps=4, webhook={"url": service.receiver.url, "events": ["completed"]})
+
+        job = client.submit(request)
+        assert job.status in (JobStatus.queued, JobStatus.running)
+
+        # 1. progress is visible while the job runs: the denoising step goes up
+        seen: list[JobResource] = []
+        job = client.wait(job.id, timeout=240, on_progress=seen.append, poll_s=0.05)
+        assert job.status is JobStatus.succeeded, job.error
+        denoising = [j for j in seen if j.status is JobStatus.running and j.progress and j.progress.stage == "denoise"]
+        steps = [j.progress.step for j in denoising]
+        assert len(set(steps)) >= 2, [(j.status, j.progress) for j in seen]
+        assert steps == sorted(steps)
+
+        # 2. the result's URLs are presigned URLs of the S3 server
+        video_url = urlsplit(job.result.video.url)
+        assert f"{video_url.scheme}://{video_url.netloc}" == service.s3.url
+        assert video_url.path.endswith(f"/jobs/acme/{job.id}/video.mp4")
+        assert "X-Amz-Signature=" in video_url.query
+
+        # 3. the MP4 decodes with the requested frame count and size (downloads check sha256)
+        files = client.download(job, tmp_path)
+        info = probe(files["video"])
+        assert (info.frame_count, info.width, info.height) == (FRAMES, SIZE, SIZE)
+        assert info.codec == "h264" and info.faststart
+        assert {"video", "poster", "preview", "manifest"} <= set(files)
+
+        # 4. the manifest is there and records the request
+        manifest = json.loads(files["manifest"].read_text())
+        assert manifest["job_id"] == job.id
+        recorded = manifest["request"]
+        assert recorded["keyframes"] == request["keyframes"]
+        assert recorded["references"] == request["references"]
+        assert recorded["interpolation"] == "slerp"
+        assert recorded["seed"] == 11
+        for name, value in request["generation"].items():
+            assert recorded["generation"][name] == value
+
+    # 5. the webhook arrives, signed
+    assert service.receiver.arrived.wait(30), service.log("webhooks")[-3000:]
+    [hook] = [r for r in service.receiver.received if json.loads(r.body)["data"]["id"] == job.id]
+    assert verify(
+        WEBHOOK_SECRET,
+        hook.headers["webhook-id"],
+        hook.headers["webhook-timestamp"],
+        hook.body,
+        hook.headers["webhook-signature"],
+    )
+    assert not verify(
+        WEBHOOK_SECRET,
+        hook.headers["webhook-id"],
+        hook.headers["webhook-timestamp"],
+        hook.body + b" ",
+        hook.headers["webhook-signature"],
+    )
+    payload = json.loads(hook.body)
+    assert payload["type"] == "job.succeeded"
+    assert payload["data"]["status"] == "succeeded"
+
+
+def test_cancel_a_running_job_then_the_same_worker_runs_the_next(service: Service):
+    worker_pid = service.worker.process.proc.pid
+    with service.client() as client:
+        assets = upload_pictures(client)
+        job = client.submit(steering_job(assets, steps=60))
+
+        # 1. wait until it is denoising, then cancel
+        deadline = time.monotonic() + 240
+        while True:
+            current = client.get(job.id)
+            if current.progress is not None and current.progress.stage == "denoise" and current.progress.step >= 2:
+                break
+            assert current.status in (JobStatus.queued, JobStatus.running), current
+            assert time.monotonic() < deadline, "the job never started denoising"
+            time.sleep(0.05)
+        step_at_cancel = current.progress.step
+        answered = client.cancel(job.id)
+        assert answered.status in (JobStatus.running, JobStatus.canceled)
+
+        # 2. it stops within a few steps
+        final = client.wait(job.id, timeout=120)
+        assert final.status is JobStatus.canceled
+        assert final.progress.stage == "denoise"
+        assert final.progress.step <= step_at_cancel + 3, (step_at_cancel, final.progress)
+        assert final.result is None
+
+        # 3. the same worker process completes the next job
+        nxt = client.wait(client.submit(steering_job(assets, steps=2)).id, timeout=240)
+        assert nxt.status is JobStatus.succeeded, nxt.error
+        assert service.worker.process.alive() and service.worker.process.proc.pid == worker_pid
+
+
+def test_async_client_lists_and_reads_jobs(service: Service):
+    async def scenario() -> None:
+        async with AsyncClient(service.url, "integration-key") as client:
+            page = await client.list(limit=5)
+            assert page.items, "earlier tests submitted jobs"
+            newest = page.items[0]
+            again = await client.get(newest.id)
+            assert again.id == newest.id
+            models = await client.models()
+            assert [m.name for m in models.items] == ["tiny"]
+            assert models.items[0].warm_workers
+
+    asyncio.run(scenario())
