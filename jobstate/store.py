@@ -274,7 +274,7 @@ class AsyncJobStore:
         if latest is None or latest.status.is_terminal() or timeout_s <= 0:
             return latest
         with anyio.move_on_after(timeout_s):
-            async with aclosing(self.watch(job_id, heartbeat_s=timeout_s)) as events:
+            async with aclosing(self.watch(job_id, heartbeat_s=min(timeout_s, 10.0))) as events:
                 async for event in events:
                     if event.record is not None:
                         latest = event.record

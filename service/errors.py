@@ -108,12 +108,23 @@ def field_path(loc: Sequence[Any]) -> str:
 def _validation_errors(exc: RequestValidationError) -> list[FieldError]:
     errors = []
     for e in exc.errors():
-        # The input is not echoed: it may be a 16 MiB data URI or a secret.
-        message = str(e.get("msg", "invalid"))
-        errors.append(
-            FieldError(field=field_path(e.get("loc", ())), rule=str(e.get("type", "invalid")), message=message)
-        )
+        rule = str(e.get("type", "invalid"))
+        loc = e.get("loc", ())
+        if rule == "json_invalid":
+            where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+            reason = (e.get("ctx") or {}).get("error", "")
+            errors.append(FieldError(field="", rule=rule, message=f"the body is not valid JSON{where}: {reason}"))
+            continue
+        message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        errors.append(FieldError(field=field_path(loc), rule=rule, message=message + _shown(e.get("input"))))
     return errors or [FieldError(field="", rule="invalid", message="the request is invalid")]
+
+
+def _shown(value: Any) -> str:
+    """`, got <value>` for short scalars; long strings (a data URI) and documents are not echoed."""
+    if isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) <= 80):
+        return f", got {value!r}"
+    return ""
 
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:

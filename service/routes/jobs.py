@@ -11,7 +11,6 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from api_schemas import FieldError, JobList, JobRequest, JobResource, JobStatus
-from api_schemas.job import MAX_SEED
 from jobstate.layout import IdempotencyConflict, body_hash
 from jobstate.records import JOB_ID_PATTERN, JobRecord, new_job_id
 from jobstate.store import AsyncJobStore, failure
@@ -77,7 +76,7 @@ async def submit_job(
     # 1. check the document against this deployment (models, assets, paths, inline images, webhook)
     await check_document(document, tenant, store, settings)
     # 2. resolve what the service decides: the model and, when left out, the seed
-    accepted = resolve_defaults(document, settings, seed=secrets.randbelow(2**32) % (MAX_SEED + 1))
+    accepted = resolve_defaults(document, settings, seed=secrets.randbelow(2**32))
     model = accepted.model or settings.default_model
     # 3. record it, once per Idempotency-Key (the hash is of the document as sent, before defaults)
     idempotency = (idempotency_key, body_hash(document.dump())) if idempotency_key else None
@@ -181,7 +180,11 @@ async def cancel_job(
         raise not_found("job", job_id)
     if outcome == "canceled":
         # Canceled while queued: no worker will announce it, so the API sends the webhook.
-        await queue.enqueue_webhook(record, presigner(storage, settings))
+        try:
+            await queue.enqueue_webhook(record, presigner(storage, settings))
+        except Exception:
+            # The job is canceled either way; a lost webhook must not turn that into an error.
+            log.exception("could not queue the webhook of canceled job %s", job_id)
     elif outcome == "requested":
         response.status_code = 202
     elif record.status is not JobStatus.canceled:
