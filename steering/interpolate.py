@@ -181,7 +181,7 @@ def shell_penalty(radius: float) -> ShellPenalty:
     return ShellPenalty(radius=float(radius))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GaussianPenalty:
     """Negative log-density, up to a constant, under a Gaussian fitted to reference vectors.
 
@@ -220,8 +220,7 @@ class GaussianPenalty:
         chol, info = torch.linalg.cholesky_ex(cov)
         if int(info) != 0:
             raise ValueError(
-                f"covariance is not positive definite with shrinkage={shrinkage} (N={n}, D={d}); "
-                "increase `shrinkage`"
+                f"covariance is not positive definite with shrinkage={shrinkage} (N={n}, D={d}); increase `shrinkage`"
             )
         return cls(mean=mean, cholesky=chol)
 
@@ -243,7 +242,7 @@ class GaussianPenalty:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GeodesicPath:
     """Result of :func:`geodesic`.
 

@@ -58,9 +58,7 @@ def test_lerp_is_linear_in_the_endpoints(seed: int, shape: tuple[int, ...], t: f
 
 @settings(max_examples=50, deadline=None)
 @given(seed=seeds, shape=shapes, dtype=dtypes)
-def test_slerp_and_lerp_endpoints_are_bitwise_exact(
-    seed: int, shape: tuple[int, ...], dtype: torch.dtype
-) -> None:
+def test_slerp_and_lerp_endpoints_are_bitwise_exact(seed: int, shape: tuple[int, ...], dtype: torch.dtype) -> None:
     a, b = _pair(seed, shape, dtype)
     for fn in (slerp, lerp):
         assert torch.equal(fn(a, b, 0.0), a)
@@ -110,9 +108,7 @@ def test_dtype_and_shape_are_kept(dtype: torch.dtype) -> None:
     assert slerp(a, b, 0.3).shape == (3, 4, 5)
     assert lerp(a, b, 0.3).dtype == dtype
     assert slerp(a, b, torch.tensor([0.2, 0.7])).shape == (2, 3, 4, 5)
-    assert (
-        geodesic(a, b, torch.tensor([0.25, 0.5]), penalty=shell_penalty(7.0), iters=3).points.dtype == dtype
-    )
+    assert geodesic(a, b, torch.tensor([0.25, 0.5]), penalty=shell_penalty(7.0), iters=3).points.dtype == dtype
 
 
 @settings(max_examples=30, deadline=None)
@@ -219,10 +215,7 @@ def _energy(
             interior.append(pk)
     nodes.append(1.0)
     chain.append(b.double().flatten())
-    e = sum(
-        float((chain[i + 1] - chain[i]).square().sum()) / (nodes[i + 1] - nodes[i])
-        for i in range(len(chain) - 1)
-    )
+    e = sum(float((chain[i + 1] - chain[i]).square().sum()) / (nodes[i + 1] - nodes[i]) for i in range(len(chain) - 1))
     if interior and penalty is not None:
         e += weight * float(penalty(torch.stack(interior).reshape(len(interior), *a.shape)).sum())
     return e
@@ -256,9 +249,7 @@ def test_geodesic_energy_never_exceeds_slerp_energy(
     if kind == "shell":
         penalty = shell_penalty(radius)
     else:
-        ref = torch.randn(
-            4, a.numel(), generator=torch.Generator().manual_seed(seed + 7), dtype=torch.float64
-        )
+        ref = torch.randn(4, a.numel(), generator=torch.Generator().manual_seed(seed + 7), dtype=torch.float64)
         penalty = GaussianPenalty.fit(ref)
     path = geodesic(a, b, t, penalty=penalty, weight=weight, iters=20, lr=lr)
     assert path.energy <= path.slerp_energy

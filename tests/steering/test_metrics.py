@@ -18,9 +18,7 @@ shapes = st.lists(st.integers(min_value=1, max_value=5), min_size=1, max_size=3)
 
 def _pair(seed: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(
-        shape, generator=g, dtype=torch.float64
-    )
+    return torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(shape, generator=g, dtype=torch.float64)
 
 
 @settings(max_examples=40, deadline=None)
@@ -30,9 +28,7 @@ def test_straight_equally_spaced_path(seed: int, shape: tuple[int, ...], k: int)
     points = lerp(a, b, torch.linspace(0, 1, k, dtype=torch.float64))
     distance = float((b - a).norm())
     assert float(path_length(points)) == pytest.approx(distance, rel=1e-9)
-    torch.testing.assert_close(
-        step_norms(points), torch.full((k - 1,), distance / (k - 1), dtype=torch.float64)
-    )
+    torch.testing.assert_close(step_norms(points), torch.full((k - 1,), distance / (k - 1), dtype=torch.float64))
     assert float(path_smoothness(points)) == pytest.approx(0.0, abs=1e-20 + 1e-18 * distance**2)
 
 

@@ -36,9 +36,7 @@ def test_ramp_curves_follow_their_formulas(start: float, end: float, n: int) -> 
     linear = [start + (end - start) * xi for xi in x]
     cosine = [start + (end - start) * (1 - math.cos(math.pi * xi)) / 2 for xi in x]
     tol = 1e-5 * (1.0 + abs(start) + abs(end))
-    torch.testing.assert_close(
-        ramp(start, end, n), torch.tensor(linear, dtype=torch.float32), atol=tol, rtol=0
-    )
+    torch.testing.assert_close(ramp(start, end, n), torch.tensor(linear, dtype=torch.float32), atol=tol, rtol=0)
     torch.testing.assert_close(
         ramp(start, end, n, "cosine"), torch.tensor(cosine, dtype=torch.float32), atol=tol, rtol=0
     )
@@ -85,9 +83,7 @@ def test_triangle_guidance_is_symmetric_with_its_peak_in_the_middle(lo: float, s
 
 
 def test_triangle_and_constant_values() -> None:
-    torch.testing.assert_close(
-        guidance_scales(1.0, 3.0, 5, "triangle"), torch.tensor([1.0, 2.0, 3.0, 2.0, 1.0])
-    )
+    torch.testing.assert_close(guidance_scales(1.0, 3.0, 5, "triangle"), torch.tensor([1.0, 2.0, 3.0, 2.0, 1.0]))
     torch.testing.assert_close(guidance_scales(1.0, 3.0, 4, "constant"), torch.full((4,), 3.0))
     # one frame sits at x = 0, an end of the triangle
     assert guidance_scales(1.0, 3.0, 1, "triangle").tolist() == [1.0]
