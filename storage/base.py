@@ -82,9 +82,7 @@ class Storage(Protocol):
 def check_expiry(expires_s: int) -> int:
     valid = isinstance(expires_s, int) and not isinstance(expires_s, bool)
     if not valid or not 1 <= expires_s <= MAX_PRESIGN_SECONDS:
-        raise ValueError(
-            f"`expires_s` must be an integer between 1 and {MAX_PRESIGN_SECONDS}, got {expires_s!r}"
-        )
+        raise ValueError(f"`expires_s` must be an integer between 1 and {MAX_PRESIGN_SECONDS}, got {expires_s!r}")
     return expires_s
 
 

@@ -32,9 +32,7 @@ CONTENT_TYPES = {
 
 def _segment(value: str, what: str) -> str:
     if not isinstance(value, str) or not _SEGMENT.match(value) or ".." in value:
-        raise ValueError(
-            f"`{what}` must match [A-Za-z0-9_-][A-Za-z0-9._-]{{0,127}} without '..', got {value!r}"
-        )
+        raise ValueError(f"`{what}` must match [A-Za-z0-9_-][A-Za-z0-9._-]{{0,127}} without '..', got {value!r}")
     return value
 
 
@@ -48,8 +46,7 @@ def check_key(key: str) -> str:
     for part in key.split("/"):
         if not _KEY_PART.match(part):
             raise ValueError(
-                "every part of an object key must match [A-Za-z0-9_-][A-Za-z0-9._=-]*, "
-                f"got {part!r} in {key!r}"
+                f"every part of an object key must match [A-Za-z0-9_-][A-Za-z0-9._=-]*, got {part!r} in {key!r}"
             )
     return key
 

@@ -42,9 +42,7 @@ def sign_file_url(key: str, expires_at: int, secret: str | bytes, base_url: str 
     return f"{base_url.rstrip('/')}{FILES_ROUTE}{quote(key)}?expires={int(expires_at)}&sig={sig}"
 
 
-def verify_file_token(
-    key: str, expires: int | str, sig: str, secret: str | bytes, *, now: float | None = None
-) -> bool:
+def verify_file_token(key: str, expires: int | str, sig: str, secret: str | bytes, *, now: float | None = None) -> bool:
     """True when ``sig`` signs ``key`` and ``expires`` with ``secret`` and ``expires`` is not past."""
     try:
         expires_at = int(expires)

@@ -78,13 +78,9 @@ class S3Storage:
             extra["Metadata"] = {"sha256": body.sha256}
             try:
                 if body.path is not None:
-                    self.client.upload_file(
-                        str(body.path), self.bucket, key, ExtraArgs=extra, Config=self.transfer
-                    )
+                    self.client.upload_file(str(body.path), self.bucket, key, ExtraArgs=extra, Config=self.transfer)
                 else:
-                    self.client.upload_fileobj(
-                        body.open(), self.bucket, key, ExtraArgs=extra, Config=self.transfer
-                    )
+                    self.client.upload_fileobj(body.open(), self.bucket, key, ExtraArgs=extra, Config=self.transfer)
             except (BotoCoreError, ClientError) as exc:
                 raise StorageError(f"upload of {key!r} to bucket {self.bucket!r} failed: {exc}") from exc
             return ObjectInfo(key=key, size=body.size, content_type=content_type, sha256=body.sha256)

@@ -117,9 +117,7 @@ def load_models(sender=None, **_: object) -> None:  # type: ignore[no-untyped-de
     deps.registry.warm(models)
     log.info("models loaded: %s", ", ".join(deps.registry.warm_names()))
     _stop_heartbeat.clear()
-    beat = threading.Thread(
-        target=_heartbeat, args=(deps, sender.hostname, get_settings().heartbeat_s), daemon=True
-    )
+    beat = threading.Thread(target=_heartbeat, args=(deps, sender.hostname, get_settings().heartbeat_s), daemon=True)
     beat.start()
 
 

@@ -48,9 +48,7 @@ class WorkerSettings(JobStateSettings):
     storage_s3_region: str = "us-east-1"
     storage_s3_access_key_id: str | None = None
     storage_s3_secret_access_key: SecretStr | None = None
-    storage_s3_max_attempts: int = Field(
-        5, ge=1, le=20, description="Attempts per S3 call (standard retries)."
-    )
+    storage_s3_max_attempts: int = Field(5, ge=1, le=20, description="Attempts per S3 call (standard retries).")
 
     # Delivery: Redis re-delivers a message not acknowledged within the visibility timeout, so it must
     # exceed the longest wait in the queue plus the longest job, or a long job runs twice.

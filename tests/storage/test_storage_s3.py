@@ -100,6 +100,4 @@ def test_ensure_bucket_command_creates_the_bucket_once(moto_endpoint: str, monke
 def test_ensure_bucket_command_fails_when_the_server_never_answers():
     from storage.__main__ import main
 
-    assert (
-        main(["ensure-bucket", "--bucket", "b", "--endpoint-url", "http://127.0.0.1:9", "--wait", "0"]) == 1
-    )
+    assert main(["ensure-bucket", "--bucket", "b", "--endpoint-url", "http://127.0.0.1:9", "--wait", "0"]) == 1
