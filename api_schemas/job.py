@@ -83,9 +83,7 @@ class Guidance(Strict):
 class Generation(Strict):
     """SVD's own controls. `None` takes the model's default."""
 
-    num_frames: int | None = Field(
-        None, ge=2, le=128, description="Frames per clip (model default if unset)."
-    )
+    num_frames: int | None = Field(None, ge=2, le=128, description="Frames per clip (model default if unset).")
     width: int | None = Field(
         None, ge=64, le=2048, multiple_of=64, description="Frame width in pixels, a multiple of 64."
     )
@@ -156,17 +154,13 @@ class DirectionSource(Strict):
 
     id: str | None = Field(None, pattern=r"^dir_[A-Za-z0-9_-]{1,64}$", description="A stored direction.")
     path: str | None = Field(None, max_length=4096, description="A local safetensors file (CLI only).")
-    vector: list[float] | None = Field(
-        None, min_length=1, max_length=65536, description="An inline direction vector."
-    )
+    vector: list[float] | None = Field(None, min_length=1, max_length=65536, description="An inline direction vector.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
         given = [k for k in ("id", "path", "vector") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(
-                f"a direction `source` needs exactly one of id, path, vector; got {given or 'none'}"
-            )
+            raise ValueError(f"a direction `source` needs exactly one of id, path, vector; got {given or 'none'}")
         return self
 
 
@@ -177,9 +171,7 @@ class Direction(Strict):
     space: Literal["embedding", "latent"] = Field("embedding", description="Where the direction acts.")
     strength: Strength = 1.0
     frames: Window | None = Field(None, description="Fraction window of frames it acts on (all if unset).")
-    steps: Window | None = Field(
-        None, description="Fraction window of denoising steps it acts on (all if unset)."
-    )
+    steps: Window | None = Field(None, description="Fraction window of denoising steps it acts on (all if unset).")
     preserve: list[DirectionSource] = Field(
         default_factory=list, max_length=16, description="Directions projected out of this one first."
     )
@@ -188,6 +180,12 @@ class Direction(Strict):
     def _windows(self) -> Self:
         _check_window(self.frames, "frames")
         _check_window(self.steps, "steps")
+        if self.space == "embedding":
+            # The conditioning is fixed for the whole denoising run: it has no steps to vary over.
+            if self.steps is not None:
+                raise ValueError("`steps` needs `space: latent`; an embedding direction acts on every step")
+            if isinstance(self.strength, Ramp) and self.strength.over == "steps":
+                raise ValueError("`strength.over: steps` needs `space: latent`; use `over: frames`")
         return self
 
 
@@ -195,9 +193,7 @@ class Style(Strict):
     """AdaIN of the latents toward a reference image's latent statistics."""
 
     image: ImageRef
-    strength: float = Field(
-        ge=0.0, le=1.0, description="Blend between the latents (0) and AdaIN's output (1)."
-    )
+    strength: float = Field(ge=0.0, le=1.0, description="Blend between the latents (0) and AdaIN's output (1).")
     steps: Window = Field((0.0, 1.0), description="Fraction window of denoising steps it acts in.")
     over_frames: bool = Field(False, description="Take statistics over frames too, not per frame.")
 
@@ -242,9 +238,7 @@ class Sweep(Strict):
                 raise ValueError(f"`sweep.to` must be an image reference for target `image`, got {to!r}")
             check_image_ref(to)
         elif isinstance(to, str) or not -100.0 <= float(to) <= 100.0:
-            raise ValueError(
-                f"`sweep.to` must be a strength between -100 and 100 for target `direction`, got {to!r}"
-            )
+            raise ValueError(f"`sweep.to` must be a strength between -100 and 100 for target `direction`, got {to!r}")
         return self
 
 
@@ -286,9 +280,7 @@ class JobRequest(Strict):
         description="Registered model name (the service's default if unset).",
     )
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Seed; chosen and recorded if unset.")
-    image: ImageRef | None = Field(
-        None, description="Conditioning image (required unless `keyframes` is given)."
-    )
+    image: ImageRef | None = Field(None, description="Conditioning image (required unless `keyframes` is given).")
     generation: Generation = Field(default_factory=Generation)
     variation: Variation | None = None
     keyframes: list[Keyframe] | None = Field(
@@ -328,6 +320,8 @@ class JobRequest(Strict):
                     f"`sweep.direction` must index `directions` (length {len(self.directions)}), "
                     f"got {self.sweep.direction}"
                 )
+            if self.sweep.target is SweepTarget.seed and self.variation is not None:
+                raise ValueError("`sweep.target` `seed` moves the noise itself: leave out `variation`")
             if self.sweep.target is SweepTarget.image and self.keyframes is not None:
                 raise ValueError("`sweep.target` `image` needs `image`, not `keyframes`")
         return self

@@ -14,9 +14,10 @@ import PIL.Image
 import torch
 
 from api_schemas import Interpolation, JobRequest
+from steering.directions import apply_direction
 from steering.interpolate import GaussianPenalty, geodesic, lerp, slerp
 from steering.schedules import guidance_scales
-from workers.pipeline import Conditioning, EncodedImage, Noise, SteerableVideoPipeline
+from workers.pipeline import Conditioning, EncodedImage, SteerableVideoPipeline
 
 
 @dataclass
@@ -28,6 +29,43 @@ class Inputs:
     references: list[PIL.Image.Image] = field(default_factory=list)
     reference_weights: list[float] = field(default_factory=list)
     negative: PIL.Image.Image | None = None
+    style: PIL.Image.Image | None = None
+    sweep_image: PIL.Image.Image | None = None  # the end of an image sweep
+
+
+@dataclass
+class ClipParams:
+    """What one clip of a sweep changes; the defaults are the job as written."""
+
+    image_mix: float | None = None  # position on the path from `image` to `sweep.to`
+    motion_bucket_id: int | None = None
+    embedding_edits: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (D,), alpha (F,)
+
+
+class Encoder:
+    """Encodes each image once per job (a sweep reuses the encodings for every clip)."""
+
+    def __init__(self, pipe: SteerableVideoPipeline, job: JobRequest, augmentation: torch.Tensor) -> None:
+        gen = job.generation
+        assert gen.height is not None and gen.width is not None
+        self.pipe, self.height, self.width = pipe, gen.height, gen.width
+        self.augmentation, self.strength = augmentation, gen.noise_aug_strength
+        self._images: dict[int, EncodedImage] = {}
+        self._embeddings: dict[int, torch.Tensor] = {}
+
+    def image(self, image: PIL.Image.Image) -> EncodedImage:
+        key = id(image)
+        if key not in self._images:
+            self._images[key] = self.pipe.encode_image(image, self.height, self.width, self.augmentation, self.strength)
+        return self._images[key]
+
+    def embedding(self, image: PIL.Image.Image) -> torch.Tensor:
+        key = id(image)
+        if key in self._images:
+            return self._images[key].embedding
+        if key not in self._embeddings:
+            self._embeddings[key] = self.pipe.encode_image_embedding(image)
+        return self._embeddings[key]
 
 
 def frame_positions(num_frames: int) -> torch.Tensor:
@@ -41,14 +79,17 @@ def interpolate_frames(
     num_frames: int,
     method: Interpolation,
     penalty: GaussianPenalty | None = None,
+    at: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Per-frame values (F, *shape) along the keyframe values (K, *shape) at `positions`.
+    """Per-frame values (F, *shape) along the keyframe values (K, *shape) at `positions`
+    (or the single value at position `at`, shaped (1, *shape)).
 
     Returns the values and a report: the method used and, for geodesic, path energies beside slerp's.
     """
-    t = frame_positions(num_frames)
+    t = frame_positions(num_frames) if at is None else torch.tensor([at], dtype=torch.float64)
     out = values[0].unsqueeze(0).repeat(num_frames, *([1] * (values.ndim - 1)))
     out[t >= positions[-1]] = values[-1]
+    num_frames = len(t)
     report: dict[str, Any] = {"method": str(method)}
     energies: list[tuple[float, float]] = []
     for k in range(len(positions) - 1):
@@ -95,36 +136,56 @@ def reference_tokens(
     return tokens, bias
 
 
+def density_penalty(embeddings: torch.Tensor) -> GaussianPenalty | None:
+    """The geodesic's manifold model, fitted to the job's own conditioning embeddings (N, D);
+    None (geodesic falls back to slerp) when they have no spread to fit."""
+    if torch.unique(embeddings, dim=0).shape[0] < 2:
+        return None
+    return GaussianPenalty.fit(embeddings)
+
+
 def build_conditioning(
-    pipe: SteerableVideoPipeline, job: JobRequest, inputs: Inputs, noise: Noise
+    pipe: SteerableVideoPipeline,
+    job: JobRequest,
+    inputs: Inputs,
+    encoder: Encoder,
+    clip: ClipParams | None = None,
 ) -> tuple[Conditioning, dict[str, Any]]:
     """One clip's conditioning (B = 1) and a report of how keyframes were interpolated."""
     gen = job.generation
-    assert gen.num_frames is not None and gen.width is not None and gen.height is not None
-    num_frames, height, width = gen.num_frames, gen.height, gen.width
-
-    def encode(image: PIL.Image.Image) -> EncodedImage:
-        return pipe.encode_image(image, height, width, noise.augmentation, gen.noise_aug_strength)
+    clip = clip or ClipParams()
+    assert gen.num_frames is not None
+    num_frames = gen.num_frames
 
     # 1. Encode keyframes (a single image is one keyframe held over the clip).
-    keys = [encode(image) for image in inputs.keyframes]
+    keys = [encoder.image(image) for image in inputs.keyframes]
     embeddings = torch.stack([k.embedding for k in keys])  # (K, D)
     latents = torch.stack([k.latent for k in keys])  # (K, C, h, w)
-    reference_embeddings = [pipe.encode_image_embedding(image) for image in inputs.references]
+    reference_embeddings = [encoder.embedding(image) for image in inputs.references]
 
-    # 2. Interpolate per frame, in both conditioning spaces.
+    # 2. Interpolate per frame, in both conditioning spaces (an image sweep moves the one image).
     report: dict[str, Any] = {}
-    if len(keys) == 1:
+    if clip.image_mix is not None:
+        assert inputs.sweep_image is not None
+        end = encoder.image(inputs.sweep_image)
+        method = job.sweep.interpolation if job.sweep else Interpolation.slerp
+        penalty = density_penalty(torch.stack([embeddings[0], end.embedding, *reference_embeddings]))
+        pair = [0.0, 1.0]
+        mix_embedding, report["embedding"] = interpolate_frames(
+            torch.stack([embeddings[0], end.embedding]), pair, 1, method, penalty, at=clip.image_mix
+        )
+        mix_latent, report["image_latent"] = interpolate_frames(
+            torch.stack([latents[0], end.latent]), pair, 1, method, None, at=clip.image_mix
+        )
+        embeddings, latents = mix_embedding, mix_latent
+    if len(embeddings) == 1:
         frame_embeddings = embeddings.expand(num_frames, -1)
         frame_latents = latents.expand(num_frames, -1, -1, -1)
     else:
         method = job.interpolation
         penalty = None
-        reference_set = torch.cat([embeddings, *[e[None] for e in reference_embeddings]])
-        if method is Interpolation.geodesic and torch.unique(reference_set, dim=0).shape[0] >= 2:
-            # The density model is fitted to the job's own conditioning images; identical images
-            # give no spread to fit, and geodesic falls back to slerp.
-            penalty = GaussianPenalty.fit(reference_set)
+        if method is Interpolation.geodesic:
+            penalty = density_penalty(torch.cat([embeddings, *[e[None] for e in reference_embeddings]]))
         frame_embeddings, report["embedding"] = interpolate_frames(
             embeddings, inputs.keyframe_positions, num_frames, method, penalty
         )
@@ -134,14 +195,16 @@ def build_conditioning(
             latents, inputs.keyframe_positions, num_frames, method, None
         )
 
-    # 3. Tokens: the image's embedding per frame, then weighted reference tokens.
-    tokens, bias = reference_tokens(
-        frame_embeddings[:, None, :], reference_embeddings, inputs.reference_weights
-    )
+    # 3. Semantic directions in the embedding space act on the positive image token, per frame.
+    for vector, alpha in clip.embedding_edits:
+        frame_embeddings = apply_direction(frame_embeddings, vector.to(frame_embeddings), alpha)
 
-    # 4. The unconditional branch: zeros, as in SVD, or the negative image.
+    # 4. Tokens: the image's embedding per frame, then weighted reference tokens.
+    tokens, bias = reference_tokens(frame_embeddings[:, None, :], reference_embeddings, inputs.reference_weights)
+
+    # 5. The unconditional branch: zeros, as in SVD, or the negative image.
     if inputs.negative is not None:
-        negative = encode(inputs.negative)
+        negative = encoder.image(inputs.negative)
         negative_tokens = torch.zeros_like(tokens)
         negative_tokens[:, 0] = negative.embedding
         negative_latents = negative.latent.expand(num_frames, -1, -1, -1)
@@ -149,8 +212,9 @@ def build_conditioning(
         negative_tokens = torch.zeros_like(tokens)
         negative_latents = torch.zeros_like(frame_latents)
 
-    # 5. Extra time ids and per-frame guidance.
-    time_ids = pipe.time_ids(gen.fps, gen.motion_bucket_id, gen.noise_aug_strength)
+    # 6. Extra time ids and per-frame guidance.
+    motion = gen.motion_bucket_id if clip.motion_bucket_id is None else clip.motion_bucket_id
+    time_ids = pipe.time_ids(gen.fps, motion, gen.noise_aug_strength)
     guidance = guidance_scales(gen.guidance.min, gen.guidance.max, num_frames, str(gen.guidance.shape))
 
     conditioning = Conditioning(

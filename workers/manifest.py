@@ -47,6 +47,7 @@ def build_manifest(
     timings: dict[str, float],
     outputs: dict[str, Any],
     metrics: dict[str, Any] | None = None,
+    clips: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The manifest document; `request` is the resolved job, so replaying it needs nothing else."""
     return {
@@ -63,6 +64,7 @@ def build_manifest(
         "timings": {stage: round(seconds, 6) for stage, seconds in timings.items()},
         "outputs": outputs,
         "metrics": metrics or {},
+        **({"clips": clips} if clips is not None else {}),
     }
 
 

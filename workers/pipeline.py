@@ -173,9 +173,7 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
     def draw_noise(self, generator: torch.Generator, num_frames: int, height: int, width: int) -> Noise:
         """Draw exactly what the stock pipeline draws from `generator`, in the same order."""
         device, dtype = self._execution_device, self.image_encoder.dtype
-        augmentation = randn_tensor(
-            (1, 3, height, width), generator=generator, device=device, dtype=torch.float32
-        )
+        augmentation = randn_tensor((1, 3, height, width), generator=generator, device=device, dtype=torch.float32)
         latent_shape = (
             1,
             num_frames,
@@ -286,9 +284,7 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         # 5. Decode each clip on its own, so decode chunks never straddle two clips.
         return self.decode(latents, decode_chunk_size)
 
-    def assemble(
-        self, cond: Conditioning, do_cfg: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def assemble(self, cond: Conditioning, do_cfg: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Stack the halves: image latents (R, F, C, h, w), context (R, F, T, D), bias (R, F, T)."""
         device = self._execution_device
         if do_cfg:

@@ -17,16 +17,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from api_schemas import JobRequest
+from api_schemas import JobRequest, SweepTarget
 from api_schemas.refs import RefKind, ref_kind
-from steering.interpolate import slerp
-from workers.conditioning import Inputs, build_conditioning
-from workers.errors import JobCanceled, JobInputError
+from workers.audit import audit_frames
+from workers.clips import Clip, plan_clips, stack_clips
+from workers.conditioning import Inputs
+from workers.directions import DirectionResolver
+from workers.errors import JobCanceled
 from workers.images import ImageResolver
 from workers.manifest import build_manifest, describe_file, write_manifest
 from workers.models import LoadedModel, ModelRegistry
-from workers.pipeline import Noise, SteerableVideoPipeline
-from workers.video import write_mp4, write_poster, write_preview
+from workers.video import contact_sheet, write_mp4, write_poster, write_preview
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ def run_job(
     *,
     registry: ModelRegistry,
     images: ImageResolver,
+    directions: DirectionResolver | None = None,
     on_progress: ProgressSink | None = None,
     should_cancel: Callable[[], bool] | None = None,
     job_id: str | None = None,
@@ -90,7 +92,6 @@ def run_job(
     # 1. Resolve the document against the model's defaults; choose a seed when none was given.
     model = registry.get(job.model)
     job = resolve_job(job, model)
-    check_supported(job)
     pipe = model.pipeline
     clock = StageClock(model.device)
     if canceled():
@@ -101,39 +102,51 @@ def run_job(
     with clock("load"):
         inputs, input_record = load_inputs(job, images)
 
-    # 3. Draw the noise: the job's seed, then the variation's.
+    # 3. Plan the clips (one, or a sweep's count): noise, conditioning, latent edits.
     report(Progress("encode", 0, 1))
     with clock("encode"):
-        noise = draw_noise(pipe, job)
-        conditioning, interpolation = build_conditioning(pipe, job, inputs, noise)
+        clips, style = plan_clips(pipe, job, inputs, directions or DirectionResolver())
 
-    # 4. Denoise, stopping within one step when the job is canceled.
+    # 4. Denoise batch by batch, stopping within one step when the job is canceled.
+    batches = batched(clips, batch_size(job, len(clips)))
     steps = job.generation.steps
-    report(Progress("denoise", 0, steps))
+    total = steps * len(batches)
+    report(Progress("denoise", 0, total))
+    clip_latents: list[torch.Tensor] = []
+    for b, batch in enumerate(batches):
+        conditioning, noise, steering = stack_clips(batch, style)
 
-    def on_step(
-        pipeline: Any, i: int, t: torch.Tensor, tensors: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
-        report(Progress("denoise", i + 1, steps))
-        if canceled():
-            raise JobCanceled()
-        return tensors
+        def on_step(pipeline: Any, i: int, t: Any, tensors: dict[str, torch.Tensor], b: int = b, steer=steering):
+            if steer:
+                tensors["latents"] = steer(pipeline, i, tensors["latents"])
+            report(Progress("denoise", b * steps + i + 1, total))
+            if canceled():
+                raise JobCanceled()
+            return tensors
 
-    with clock("denoise"):
-        latents = pipe(conditioning, noise.latents, steps, callback_on_step_end=on_step, output_type="latent")
+        with clock("denoise"):
+            clip_latents.append(pipe(conditioning, noise, steps, callback_on_step_end=on_step, output_type="latent"))
+    latents = torch.cat(clip_latents)
 
-    # 5. Decode the latents to frames in [0, 1].
+    # 5. Decode each clip's latents to frames in [0, 1].
     report(Progress("decode", 0, 1))
     with clock("decode"):
-        frames = pipe.decode(latents, job.generation.decode_chunk_size)[0]
+        frames = pipe.decode(latents, job.generation.decode_chunk_size)  # (K, F, H, W, 3)
 
-    # 6. Write the video, the poster, the preview and, when asked, the raw frames.
+    # 6. Audit temporal consistency, clip by clip.
+    with clock("audit"):
+        audits = [
+            audit_frames(clip, latents=clip_latent.float().cpu().numpy()).to_dict()
+            for clip, clip_latent in zip(frames, latents, strict=True)
+        ]
+
+    # 7. Write the video (a contact sheet for a sweep), poster, preview, clips and raw frames.
     report(Progress("video", 0, 1))
     out_dir.mkdir(parents=True, exist_ok=True)
     with clock("video_encode"):
         files = write_outputs(frames, job, out_dir)
 
-    # 7. Write the manifest that reproduces the job.
+    # 8. Write the manifest that reproduces the job.
     clock.seconds["total"] = time.perf_counter() - started
     manifest = build_manifest(
         job=job,
@@ -141,13 +154,24 @@ def run_job(
         model=model,
         inputs=input_record,
         seeds={"seed": job.seed, "variation": job.variation.seed if job.variation else None},
-        interpolation=interpolation,
+        interpolation=clips[0].report if len(clips) == 1 else {},
         timings=clock.seconds,
         outputs={name: describe_file(path) for name, path in files.items()},
+        metrics={"audit": audits[0] if len(audits) == 1 else audits},
+        clips=[{"index": c.index, **c.params, "interpolation": c.report} for c in clips] if job.sweep else None,
     )
     files["manifest"] = write_manifest(manifest, out_dir / "manifest.json")
     report(Progress("video", 1, 1))
-    return JobOutputs(files=files, manifest=manifest, metrics={"timings": clock.seconds})
+    metrics = {"timings": clock.seconds, "audit": manifest["metrics"]["audit"]}
+    return JobOutputs(files=files, manifest=manifest, metrics=metrics)
+
+
+def batch_size(job: JobRequest, count: int) -> int:
+    return job.sweep.batch_size or count if job.sweep else 1
+
+
+def batched(clips: list[Clip], size: int) -> list[list[Clip]]:
+    return [clips[i : i + size] for i in range(0, len(clips), size)]
 
 
 def resolve_job(job: JobRequest, model: LoadedModel) -> JobRequest:
@@ -164,16 +188,7 @@ def resolve_job(job: JobRequest, model: LoadedModel) -> JobRequest:
     )
     output = job.output.model_copy(update={"fps": job.output.fps or gen.fps})
     seed = job.seed if job.seed is not None else secrets.randbelow(2**63)
-    return job.model_copy(
-        update={"model": model.spec.name, "seed": seed, "generation": generation, "output": output}
-    )
-
-
-def check_supported(job: JobRequest) -> None:
-    """Fields the schema accepts that this engine does not run yet fail the job clearly."""
-    for name in ("directions", "style", "sweep"):
-        if getattr(job, name):
-            raise JobInputError(name, f"`{name}` is not supported by this engine yet")
+    return job.model_copy(update={"model": model.spec.name, "seed": seed, "generation": generation, "output": output})
 
 
 def load_inputs(job: JobRequest, images: ImageResolver) -> tuple[Inputs, dict[str, Any]]:
@@ -200,40 +215,43 @@ def load_inputs(job: JobRequest, images: ImageResolver) -> tuple[Inputs, dict[st
         references=[open_image(r.image, f"references[{i}].image") for i, r in enumerate(job.references)],
         reference_weights=[r.weight for r in job.references],
         negative=open_image(job.negative_image, "negative_image") if job.negative_image else None,
+        style=open_image(job.style.image, "style.image") if job.style else None,
+        sweep_image=(
+            open_image(str(job.sweep.to), "sweep.to")
+            if job.sweep is not None and job.sweep.target is SweepTarget.image
+            else None
+        ),
     )
     return inputs, record
 
 
-def draw_noise(pipe: SteerableVideoPipeline, job: JobRequest) -> Noise:
-    """The seed's draws in diffusers' order; a variation slerps the latents toward a second seed's."""
-    gen = job.generation
-    assert job.seed is not None and gen.num_frames and gen.height and gen.width
-    device = pipe._execution_device
-    noise = pipe.draw_noise(
-        torch.Generator(device).manual_seed(job.seed), gen.num_frames, gen.height, gen.width
-    )
-    if job.variation is not None:
-        other = pipe.draw_noise(
-            torch.Generator(device).manual_seed(job.variation.seed), gen.num_frames, gen.height, gen.width
-        )
-        noise.latents = slerp(noise.latents, other.latents, job.variation.strength)
-    return noise
-
-
 def write_outputs(frames: np.ndarray, job: JobRequest, out_dir: Path) -> dict[str, Path]:
-    """video.mp4, poster.png, the preview and, with `output.raw`, frames.npy (F x H x W x 3 float32)."""
+    """video.mp4, poster.png, the preview and, with `output.raw`, frames.npy (float32 in [0, 1]).
+
+    `frames` is (K, F, H, W, 3). One clip: the video is that clip and frames.npy is F x H x W x 3.
+    A sweep: each clip is clips/<k>.mp4, the video is their contact sheet, and frames.npy is
+    K x F x H x W x 3.
+    """
     out = job.output
     assert out.fps is not None
-    files = {
-        "video": out_dir / "video.mp4",
-        "poster": out_dir / "poster.png",
-    }
-    write_mp4(frames, files["video"], fps=out.fps, crf=out.crf)
-    write_poster(frames, files["poster"])
+    files: dict[str, Path] = {}
+    if job.sweep is None:
+        shown = frames[0]
+    else:
+        (out_dir / "clips").mkdir(exist_ok=True)
+        for k, clip in enumerate(frames):
+            files[f"clips/{k}"] = out_dir / "clips" / f"{k}.mp4"
+            write_mp4(clip, files[f"clips/{k}"], fps=out.fps, crf=out.crf)
+        shown = contact_sheet(list(frames))
+    files["video"] = out_dir / "video.mp4"
+    write_mp4(shown, files["video"], fps=out.fps, crf=out.crf)
+    files["poster"] = out_dir / "poster.png"
+    write_poster(shown, files["poster"])
     if out.preview != "none":
         files["preview"] = out_dir / f"preview.{out.preview}"
-        write_preview(frames, files["preview"], fps=out.fps, fmt=out.preview)
+        write_preview(shown, files["preview"], fps=out.fps, fmt=out.preview)
     if out.raw:
         files["frames"] = out_dir / "frames.npy"
-        np.save(files["frames"], frames.astype(np.float32, copy=False))
+        raw = frames[0] if job.sweep is None else frames
+        np.save(files["frames"], raw.astype(np.float32, copy=False))
     return files

@@ -1,0 +1,183 @@
+"""Semantic directions: files on disk, and turning a job's `directions` into per-frame, per-step edits.
+
+A direction is stored as `<id>.safetensors` (tensor `direction`, float32) beside `<id>.json` (method,
+space, dimension, model it came from, fit statistics, leakage report). In a job, a direction is unit
+length after its `preserve` directions are projected out, so `strength` is a distance: z' = z + α·d.
+"""
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load, save
+
+from api_schemas import DirectionSource, JobRequest, Ramp
+from steering.directions import DependentDirectionError, normalize, project_out
+from steering.schedules import frame_window, ramp, step_window
+from workers.errors import JobInputError
+
+DIRECTION_ID = re.compile(r"^dir_[A-Za-z0-9_-]{1,64}$")
+
+
+def save_direction(folder: Path, direction_id: str, vector: torch.Tensor, meta: dict[str, Any]) -> Path:
+    """Write `<id>.safetensors` and `<id>.json` into `folder`; returns the safetensors path."""
+    if not DIRECTION_ID.match(direction_id):
+        raise ValueError(f"a direction id must match {DIRECTION_ID.pattern}, got {direction_id!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{direction_id}.safetensors"
+    path.write_bytes(direction_bytes(vector))
+    (folder / f"{direction_id}.json").write_text(json.dumps({"id": direction_id, **meta}, indent=2) + "\n")
+    return path
+
+
+def direction_bytes(vector: torch.Tensor) -> bytes:
+    return save({"direction": vector.detach().to(torch.float32).contiguous().cpu()})
+
+
+def read_direction(data: bytes, where: str) -> torch.Tensor:
+    try:
+        tensors = load(data)
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise JobInputError(where, f"not a readable safetensors direction file ({exc})") from exc
+    if "direction" not in tensors:
+        raise JobInputError(where, "the direction file has no tensor named `direction`")
+    return tensors["direction"]
+
+
+class DirectionResolver:
+    """Turns a `source` into a vector: inline, a local file (CLI only) or a stored id.
+
+    `fetch` maps a direction id to its safetensors bytes (a folder in the CLI, storage in the workers).
+    """
+
+    def __init__(self, *, fetch: Callable[[str], bytes] | None = None, allow_paths: bool = False) -> None:
+        self.fetch = fetch
+        self.allow_paths = allow_paths
+
+    @classmethod
+    def from_folder(cls, folder: Path, allow_paths: bool = True) -> "DirectionResolver":
+        def fetch(direction_id: str) -> bytes:
+            path = folder / f"{direction_id}.safetensors"
+            if not path.is_file():
+                raise KeyError(direction_id)
+            return path.read_bytes()
+
+        return cls(fetch=fetch, allow_paths=allow_paths)
+
+    def vector(self, source: DirectionSource, where: str) -> torch.Tensor:
+        if source.vector is not None:
+            return torch.tensor(source.vector, dtype=torch.float32)
+        if source.path is not None:
+            if not self.allow_paths:
+                raise JobInputError(f"{where}.path", "local direction files are accepted by the CLI only")
+            path = Path(source.path).expanduser()
+            if not path.is_file():
+                raise JobInputError(f"{where}.path", f"no such file: {source.path}")
+            return read_direction(path.read_bytes(), f"{where}.path")
+        assert source.id is not None
+        if self.fetch is None:
+            raise JobInputError(f"{where}.id", "stored directions need a direction store")
+        try:
+            return read_direction(self.fetch(source.id), f"{where}.id")
+        except KeyError as exc:
+            raise JobInputError(f"{where}.id", f"unknown direction {source.id!r}") from exc
+
+
+@dataclass(frozen=True)
+class ResolvedDirection:
+    """A job direction ready to apply: unit `vector` after `preserve` projection, per-frame/step `alpha`.
+
+    `vector` is (D,) in the embedding space, or (C, h, w) / (C, 1, 1) on the latents. `alpha` is
+    (S, F): the strength at step s and frame f, zero outside the direction's windows. For `latent`
+    directions it is already divided by the number of steps in the window, so the latents move by
+    about α·d in total, spread evenly over the window.
+    """
+
+    index: int
+    space: str
+    vector: torch.Tensor
+    alpha: torch.Tensor
+
+
+def strength_table(strength: float | Ramp, num_steps: int, num_frames: int) -> torch.Tensor:
+    """(S, F) strength before windows: a number everywhere, or a ramp over frames or over steps."""
+    if not isinstance(strength, Ramp):
+        return torch.full((num_steps, num_frames), float(strength), dtype=torch.float32)
+    if strength.over == "frames":
+        values = ramp(strength.from_, strength.to, num_frames, str(strength.curve))  # type: ignore[arg-type]
+        return values[None, :].expand(num_steps, num_frames).clone()
+    values = ramp(strength.from_, strength.to, num_steps, str(strength.curve))  # type: ignore[arg-type]
+    return values[:, None].expand(num_steps, num_frames).clone()
+
+
+def resolve_directions(
+    job: JobRequest,
+    resolver: DirectionResolver,
+    *,
+    embedding_dim: int,
+    latent_shape: tuple[int, int, int],
+    strengths: dict[int, float] | None = None,
+) -> list[ResolvedDirection]:
+    """Every direction of the job, checked against the model's spaces; `strengths` overrides the
+    strength of some directions by index (a sweep over a direction's strength)."""
+    gen = job.generation
+    assert gen.num_frames is not None
+    steps, frames = gen.steps, gen.num_frames
+    resolved = []
+    for i, spec in enumerate(job.directions):
+        where = f"directions[{i}]"
+
+        def shaped(source: DirectionSource, at: str, space: str = spec.space) -> torch.Tensor:
+            return fit_space(resolver.vector(source, at), space, at, embedding_dim, latent_shape)
+
+        vector = shaped(spec.source, f"{where}.source")
+        try:
+            if spec.preserve:
+                preserve = torch.stack(
+                    [shaped(p, f"{where}.preserve[{k}]").flatten() for k, p in enumerate(spec.preserve)]
+                )
+                vector = project_out(vector.flatten(), preserve).reshape(vector.shape)
+            else:
+                vector = normalize(vector.flatten()).reshape(vector.shape)
+        except (DependentDirectionError, ValueError) as exc:
+            field = f"{where}.preserve" if spec.preserve else f"{where}.source"
+            raise JobInputError(field, str(exc)) from exc
+        strength = (strengths or {}).get(i, spec.strength)
+        alpha = strength_table(strength, steps, frames)
+        if spec.frames is not None:
+            alpha = alpha * frame_window(frames, *spec.frames)[None, :].to(alpha.dtype)
+        if spec.space == "latent":
+            window = step_window(steps, *(spec.steps or (0.0, 1.0)))
+            alpha = alpha * window[:, None].to(alpha.dtype) / max(int(window.sum()), 1)
+        resolved.append(ResolvedDirection(index=i, space=spec.space, vector=vector, alpha=alpha))
+    return resolved
+
+
+def fit_space(
+    vector: torch.Tensor, space: str, where: str, embedding_dim: int, latent_shape: tuple[int, int, int]
+) -> torch.Tensor:
+    """Shape a raw vector for its space, or fail naming the sizes the model accepts (`where` = field)."""
+    flat = vector.flatten().to(torch.float32)
+    if not bool(torch.isfinite(flat).all()):
+        raise JobInputError(where, "the direction has NaN or infinite entries")
+    if space == "embedding":
+        if flat.numel() != embedding_dim:
+            raise JobInputError(
+                where,
+                f"an embedding direction for this model has {embedding_dim} entries, got {flat.numel()}",
+            )
+        return flat
+    channels, height, width = latent_shape
+    if flat.numel() == channels:
+        return flat.reshape(channels, 1, 1)
+    if flat.numel() == channels * height * width:
+        return flat.reshape(channels, height, width)
+    raise JobInputError(
+        where,
+        f"a latent direction for this job has {channels} (per channel) or {channels * height * width} "
+        f"({channels}x{height}x{width}) entries, got {flat.numel()}",
+    )
