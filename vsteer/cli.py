@@ -10,11 +10,11 @@ from pydantic import ValidationError
 
 from api_schemas import JobRequest
 
-app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Latent-space steering of Stable Video Diffusion."
-)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Latent-space steering of Stable Video Diffusion.")
 models_app = typer.Typer(no_args_is_help=True, help="Models: list the registry, build the tiny SVD.")
 app.add_typer(models_app, name="models")
+directions_app = typer.Typer(no_args_is_help=True, help="Semantic directions: discover and save them.")
+app.add_typer(directions_app, name="directions")
 
 EXIT_INVALID = 2  # the job document is invalid
 EXIT_FAILED = 1  # the job ran and failed (bad image, missing weights)
@@ -49,6 +49,13 @@ def load_job(path: Path) -> JobRequest:
     raise AssertionError("unreachable")
 
 
+def default_directions_dir() -> Path:
+    """Where `{"id": "dir_…"}` sources are read from: VSTEER_DIRECTIONS_DIR, else ./directions."""
+    import os
+
+    return Path(os.environ.get("VSTEER_DIRECTIONS_DIR", "directions"))
+
+
 def absolute_path(ref: str, base_dir: Path) -> str:
     from api_schemas.refs import RefKind, ref_kind
 
@@ -57,10 +64,13 @@ def absolute_path(ref: str, base_dir: Path) -> str:
     return str((base_dir / Path(ref).expanduser()).resolve())
 
 
-def execute(job: JobRequest, out: Path, model: str | None, base_dir: Path | None) -> dict[str, Any]:
+def execute(
+    job: JobRequest, out: Path, model: str | None, base_dir: Path | None, directions_dir: Path | None = None
+) -> dict[str, Any]:
     """Run a job in-process with a progress bar; map failures to exit codes."""
     from tqdm import tqdm
 
+    from workers.directions import DirectionResolver
     from workers.errors import JobCanceled, JobInputError, ModelUnavailableError
     from workers.images import ImageResolver
     from workers.models import ModelRegistry, quiet_libraries
@@ -87,6 +97,7 @@ def execute(job: JobRequest, out: Path, model: str | None, base_dir: Path | None
             out,
             registry=registry,
             images=ImageResolver(allow_paths=True),
+            directions=DirectionResolver.from_folder(directions_dir or default_directions_dir()),
             on_progress=on_progress,
         )
     except JobInputError as exc:
@@ -108,13 +119,14 @@ def execute(job: JobRequest, out: Path, model: str | None, base_dir: Path | None
 def run(
     job_file: Annotated[Path, typer.Argument(help="The job document (JSON).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
-    model: Annotated[
-        str | None, typer.Option(help="A registered model name or a local pipeline folder.")
+    model: Annotated[str | None, typer.Option(help="A registered model name or a local pipeline folder.")] = None,
+    directions: Annotated[
+        Path | None, typer.Option(help="Folder of stored directions (VSTEER_DIRECTIONS_DIR, else ./directions).")
     ] = None,
 ) -> None:
     """Validate a job document and run it here, writing video.mp4, poster, preview and manifest.json."""
     job = load_job(job_file)
-    execute(job, out, model, base_dir=job_file.resolve().parent)
+    execute(job, out, model, base_dir=job_file.resolve().parent, directions_dir=directions)
 
 
 @app.command()
@@ -184,6 +196,85 @@ def audit(
     from vsteer.commands.audit import audit_command
 
     audit_command(video, plot=plot, json_out=json_out)
+
+
+def read_numbers(value: str, what: str) -> list[float]:
+    """Numbers given inline ("1,0,1") or as a file with one per line."""
+    path = Path(value)
+    text = path.read_text() if path.is_file() else value
+    try:
+        return [float(x) for x in text.replace(",", "\n").split() if x.strip()]
+    except ValueError as exc:
+        fail(f"{what}: {exc}", EXIT_INVALID)
+    raise AssertionError("unreachable")
+
+
+@directions_app.command("fit")
+def directions_fit(
+    method: Annotated[str, typer.Option(help="pca, ica, supervised, probe or contrastive.")],
+    images: Annotated[list[Path] | None, typer.Option("--images", help="Example images (repeat the option).")] = None,
+    labels: Annotated[str | None, typer.Option(help="One number per image: inline 1,0,1 or a file.")] = None,
+    pairs: Annotated[
+        Path | None, typer.Option(help="A file of `with,without` image path pairs, one pair per line.")
+    ] = None,
+    space: Annotated[str, typer.Option(help="embedding (CLIP image) or latent (VAE).")] = "embedding",
+    k: Annotated[int, typer.Option("--k", help="Components for pca / ica.")] = 1,
+    model: Annotated[str | None, typer.Option(help="A registered model name or a local pipeline folder.")] = None,
+    width: Annotated[int | None, typer.Option(help="Latent space: image width (model default).")] = None,
+    height: Annotated[int | None, typer.Option(help="Latent space: image height (model default).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the direction files.")] = Path("directions"),
+    name: Annotated[str, typer.Option(help="Id prefix: files are <name>_<k>.safetensors/.json.")] = "dir_fit",
+    seed: Annotated[int, typer.Option(help="Seed for ica and the supervised predictor.")] = 0,
+) -> None:
+    """Fit semantic directions from encoded images and save them with a leakage report."""
+    import torch
+
+    from workers.fitting import encode_images, fit, save_fitted
+    from workers.images import ImageResolver
+    from workers.models import ModelRegistry, quiet_libraries
+
+    methods = ("pca", "ica", "supervised", "probe", "contrastive")
+    if method not in methods:
+        fail(f"--method must be one of {', '.join(methods)}, got {method!r}", EXIT_INVALID)
+    if space not in ("embedding", "latent"):
+        fail(f"--space must be embedding or latent, got {space!r}", EXIT_INVALID)
+    resolver = ImageResolver(allow_paths=True)
+    if method == "contrastive":
+        if pairs is None:
+            fail("--pairs is required with --method contrastive", EXIT_INVALID)
+        rows = [line.split(",") for line in pairs.read_text().splitlines() if line.strip()]
+        if any(len(row) != 2 for row in rows):
+            fail("--pairs: every line must be `with,without`", EXIT_INVALID)
+        paths = [Path(a.strip()) for a, _ in rows] + [Path(b.strip()) for _, b in rows]
+    else:
+        paths = list(images or [])
+        if len(paths) < 2:
+            fail("--images: give at least 2 images", EXIT_INVALID)
+        if method in ("supervised", "probe") and labels is None:
+            fail(f"--labels is required with --method {method}", EXIT_INVALID)
+    quiet_libraries()
+    registry = ModelRegistry.from_env()
+    loaded = registry.get(registry.register(model) if model else None)
+    try:
+        decoded = [resolver.open(str(path), str(path)) for path in paths]
+    except Exception as exc:
+        fail(str(exc), EXIT_FAILED)
+    size_w, size_h = width or loaded.defaults["width"], height or loaded.defaults["height"]
+    X = encode_images(loaded, decoded, space, size_w, size_h)  # type: ignore[arg-type]
+    y = torch.tensor(read_numbers(labels, "--labels"), dtype=torch.float64) if labels else None
+    try:
+        if method == "contrastive":
+            half = len(X) // 2
+            fitted = fit("contrastive", X[half:], X_b=X[:half], seed=seed)
+        else:
+            fitted = fit(method, X, k=k, labels=y, seed=seed)  # type: ignore[arg-type]
+    except ValueError as exc:
+        fail(str(exc), EXIT_INVALID)
+    extra = {"images": [str(p) for p in paths], "width": size_w, "height": size_h}
+    saved = save_fitted(fitted, out, name, method=method, space=space, model=loaded, extra=extra)  # type: ignore[arg-type]
+    for path in saved:
+        typer.echo(str(path))
+    typer.echo(f"disentanglement {fitted.leakage['disentanglement']:.3f}")
 
 
 def main() -> None:

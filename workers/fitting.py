@@ -1,0 +1,126 @@
+"""Discovering directions from images: encode them with a model, fit, save with a leakage report."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import PIL.Image
+import torch
+
+from steering import discovery
+from steering.leakage import disentanglement, leakage_matrix, linear_scorers
+from workers.directions import save_direction
+from workers.models import LoadedModel
+
+Method = Literal["pca", "ica", "supervised", "probe", "contrastive"]
+Space = Literal["embedding", "latent"]
+
+
+@dataclass
+class FittedSet:
+    """Directions (K, D) with their per-direction statistics and the set's leakage report."""
+
+    vectors: torch.Tensor
+    stats: list[dict[str, Any]]
+    leakage: dict[str, Any]
+
+
+def encode_images(
+    model: LoadedModel, images: Sequence[PIL.Image.Image], space: Space, width: int, height: int
+) -> torch.Tensor:
+    """(N, D): CLIP image embeddings, or flattened VAE latents (scaled, as the denoiser sees them)."""
+    pipe = model.pipeline
+    rows = []
+    clean = torch.zeros((1, 3, height, width), dtype=torch.float32, device=pipe._execution_device)
+    for image in images:
+        if space == "embedding":
+            rows.append(pipe.encode_image_embedding(image).float().cpu())
+        else:
+            latent = pipe.encode_image(image, height, width, clean, 0.0).latent * pipe.vae.config.scaling_factor
+            rows.append(latent.float().cpu().flatten())
+    return torch.stack(rows)
+
+
+def fit(
+    method: Method,
+    X: torch.Tensor,
+    *,
+    k: int = 1,
+    labels: torch.Tensor | None = None,
+    X_b: torch.Tensor | None = None,
+    seed: int = 0,
+) -> FittedSet:
+    """Fit directions by `method` on encoded examples X (N, D); `X_b` pairs with X for contrastive."""
+    if method == "pca":
+        found = discovery.pca(X, k)
+        vectors = found.components
+        stats = [
+            {"explained_variance": float(v), "explained_variance_ratio": float(r), "n": found.n}
+            for v, r in zip(found.explained_variance, found.explained_variance_ratio, strict=True)
+        ]
+    elif method == "ica":
+        ica = discovery.ica(X, k, seed=seed)
+        vectors = ica.mixing
+        stats = [{"n": ica.n, "iterations": ica.iterations, "converged": ica.converged} for _ in range(k)]
+    elif method in ("supervised", "probe"):
+        if labels is None or len(labels) != len(X):
+            raise ValueError(f"`--labels` must give one number per image ({len(X)})")
+        if method == "probe":
+            probe = discovery.linear_probe(X, labels)
+            vectors = probe.direction[None]
+            stats = [{"task": probe.task, "train_score": probe.train_score, "n": probe.n}]
+        else:
+            predictor = discovery.fit_attribute_predictor(X, labels, seed=seed)
+            vectors = discovery.predictor_direction(predictor, X.mean(dim=0))[None]
+            stats = [
+                {
+                    "task": predictor.task,
+                    "train_score": predictor.train_score,
+                    "validation_score": predictor.validation_score,
+                    "n": predictor.n,
+                    "at": "mean of the examples",
+                }
+            ]
+    elif method == "contrastive":
+        if X_b is None:
+            raise ValueError("contrastive fitting needs pairs")
+        pair = discovery.contrastive(X, X_b)
+        vectors = pair.direction[None]
+        stats = [
+            {
+                "n_pairs": pair.n_pairs,
+                "mean_difference_norm": pair.mean_difference_norm,
+                "consistency": pair.consistency,
+            }
+        ]
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    vectors = vectors.to(torch.float32)
+    matrix = leakage_matrix(vectors, linear_scorers(vectors), X.to(torch.float32))
+    leakage = {
+        "scorers": "linear (score_j = x . d_j)",
+        "matrix": matrix.tolist(),
+        "disentanglement": disentanglement(matrix),
+    }
+    return FittedSet(vectors=vectors, stats=stats, leakage=leakage)
+
+
+def save_fitted(
+    fitted: FittedSet, folder: Path, prefix: str, *, method: Method, space: Space, model: LoadedModel, extra: dict
+) -> list[Path]:
+    """One `<prefix>_<k>.safetensors` + `.json` per direction; every JSON carries the set's leakage."""
+    paths = []
+    for i, (vector, stats) in enumerate(zip(fitted.vectors, fitted.stats, strict=True)):
+        meta = {
+            "method": method,
+            "space": space,
+            "dimension": int(vector.numel()),
+            "model": model.describe(),
+            "fit": stats,
+            "leakage": fitted.leakage,
+            "index_in_set": i,
+            **extra,
+        }
+        paths.append(save_direction(folder, f"{prefix}_{i}", vector, meta))
+    return paths
