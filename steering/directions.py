@@ -159,6 +159,8 @@ def apply_direction(z: Tensor, d: Tensor, alpha: float | Tensor) -> Tensor:
         raise ValueError(f"`z` must be a floating tensor (..., D), got {z.dtype} of shape {tuple(z.shape)}")
     if d.dim() != 1 or d.shape[0] != z.shape[-1]:
         raise ValueError(f"`d` must be ({z.shape[-1]},) to match z's last axis, got {tuple(d.shape)}")
+    if not bool(torch.isfinite(d).all()):
+        raise ValueError("`d` must be finite")
     lead = z.shape[:-1]
     a64 = torch.as_tensor(alpha, dtype=torch.float64, device=z.device)
     if not broadcasts_to(a64.shape, lead):

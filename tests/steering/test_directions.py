@@ -42,6 +42,15 @@ def test_gram_schmidt_is_orthonormal_and_spans_the_same_space(seed: int, k: int,
     assert float(coefficients.triu(1).abs().max()) <= 1e-8 * float(ds.abs().max())
 
 
+def test_gram_schmidt_stays_orthonormal_for_nearly_parallel_directions() -> None:
+    # rows 1e-5 rad apart: one projection pass leaves an overlap of ~ machine eps / 1e-5 ≈ 1e-11, which
+    # the second pass removes
+    base = _randn(0, 256)
+    ds = torch.stack([base + 1e-5 * float(base.norm()) * _randn(k + 1, 256) / 16 for k in range(4)])
+    q = gram_schmidt(ds)
+    torch.testing.assert_close(q @ q.T, torch.eye(4, dtype=torch.float64), atol=1e-14, rtol=0)
+
+
 def test_gram_schmidt_dependent_rows_raise_or_are_dropped() -> None:
     a, b = _randn(0, 2, 16)
     ds = torch.stack([a, b, 2 * a - 3 * b, _randn(1, 16)])
