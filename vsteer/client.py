@@ -22,14 +22,15 @@ import hashlib
 import mimetypes
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import aclosing, closing
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urljoin
 
 import httpx
 
-from api_schemas import Artifact, Asset, JobList, JobRequest, JobResource, JobStatus, ModelList, Problem
+from api_schemas import Artifact, Asset, JobList, JobRequest, JobResource, JobStatus, ModelList, Problem, Progress
 
 Names = list[str]
 """Artifact names: `video`, `poster`, `preview`, `manifest`, `frames`, `clips/<k>`."""
@@ -37,6 +38,8 @@ ProgressCallback = Callable[[JobResource], None]
 """Called by `wait` with the job whenever its status or progress changed."""
 
 DEFAULT_TIMEOUT_S = 30.0
+# The server sends a keep-alive comment every 15 s on a quiet event stream.
+EVENTS_READ_TIMEOUT_S = 60.0
 _RETRY_STATUSES = {502, 503, 504}
 _PREVIEW_EXTENSIONS = {"image/gif": "gif", "image/webp": "webp"}
 
@@ -145,6 +148,45 @@ def artifacts(job: JobResource) -> dict[str, tuple[Artifact, str]]:
 
 def _changed(previous: JobResource | None, job: JobResource) -> bool:
     return previous is None or (previous.status, previous.progress) != (job.status, job.progress)
+
+
+class _EventStream:
+    """Folds a server-sent event stream (`event: job` / `event: progress`) into the job's latest state."""
+
+    def __init__(self) -> None:
+        self.job: JobResource | None = None
+        self._event = "message"
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> JobResource | None:
+        """One line of the stream; returns the job when this line completed an event that changed it."""
+        if line.startswith(":"):
+            return None
+        if line:
+            name, _, value = line.partition(":")
+            if name == "event":
+                self._event = value.strip()
+            elif name == "data":
+                self._data.append(value.removeprefix(" "))
+            return None
+        event, data = self._event, "\n".join(self._data)
+        self._event, self._data = "message", []
+        if event == "job" and data:
+            self.job = JobResource.model_validate_json(data)
+            return self.job
+        if event == "progress" and data and self.job is not None:
+            self.job = self.job.model_copy(update={"progress": Progress.model_validate_json(data)})
+            return self.job
+        return None
+
+
+def _events_request(base_url: str, auth: dict[str, str], job_id: str) -> dict[str, Any]:
+    return {
+        "method": "GET",
+        "url": urljoin(base_url, f"v1/jobs/{job_id}/events"),
+        "headers": {**auth, "Accept": "text/event-stream"},
+        "timeout": httpx.Timeout(DEFAULT_TIMEOUT_S, read=EVENTS_READ_TIMEOUT_S),
+    }
 
 
 def _finish_wait(job: JobResource, raise_on_failure: bool) -> JobResource:
@@ -273,6 +315,21 @@ class Client:
         """POST /v1/jobs/{id}/cancel: a queued job is canceled at once, a running one within a step."""
         return JobResource.model_validate(self._request("POST", f"v1/jobs/{job_id}/cancel").json())
 
+    def events(self, job_id: str) -> Iterator[JobResource]:
+        """Follow the job through `GET /v1/jobs/{id}/events`: its state after every change, first the
+        current one; ends after a terminal status (or when the server closes the stream)."""
+        stream = _EventStream()
+        with self._http.stream(**_events_request(self.base_url, self._auth, job_id)) as response:
+            if not response.is_success:
+                response.read()
+                _check(response)
+            for line in response.iter_lines():
+                job = stream.feed(line)
+                if job is not None:
+                    yield job
+                    if job.status.is_terminal():
+                        return
+
     def wait(
         self,
         job_id: str,
@@ -280,10 +337,25 @@ class Client:
         on_progress: ProgressCallback | None = None,
         poll_s: float = 0.25,
         raise_on_failure: bool = False,
+        stream: bool = False,
     ) -> JobResource:
-        """Poll until the job is terminal; `on_progress(job)` on every change. Raises WaitTimeout."""
+        """Wait until the job is terminal, calling `on_progress(job)` on every change; raises WaitTimeout.
+
+        Polls every `poll_s` seconds, or with `stream=True` follows the server-sent events (every step
+        without polling; the timeout is then checked whenever an event or keep-alive arrives).
+        """
         deadline = time.monotonic() + timeout
         previous: JobResource | None = None
+        if stream:
+            with closing(self.events(job_id)) as events:
+                for job in events:
+                    if on_progress is not None and _changed(previous, job):
+                        on_progress(job)
+                    previous = job
+                    if job.status.is_terminal():
+                        return _finish_wait(job, raise_on_failure)
+                    if time.monotonic() >= deadline:
+                        raise WaitTimeout(job, timeout)
         while True:
             job = self.get(job_id)
             if on_progress is not None and _changed(previous, job):
@@ -402,6 +474,19 @@ class AsyncClient:
     async def cancel(self, job_id: str) -> JobResource:
         return JobResource.model_validate((await self._request("POST", f"v1/jobs/{job_id}/cancel")).json())
 
+    async def events(self, job_id: str) -> AsyncIterator[JobResource]:
+        stream = _EventStream()
+        async with self._http.stream(**_events_request(self.base_url, self._auth, job_id)) as response:
+            if not response.is_success:
+                await response.aread()
+                _check(response)
+            async for line in response.aiter_lines():
+                job = stream.feed(line)
+                if job is not None:
+                    yield job
+                    if job.status.is_terminal():
+                        return
+
     async def wait(
         self,
         job_id: str,
@@ -409,9 +494,20 @@ class AsyncClient:
         on_progress: ProgressCallback | None = None,
         poll_s: float = 0.25,
         raise_on_failure: bool = False,
+        stream: bool = False,
     ) -> JobResource:
         deadline = time.monotonic() + timeout
         previous: JobResource | None = None
+        if stream:
+            async with aclosing(self.events(job_id)) as events:
+                async for job in events:
+                    if on_progress is not None and _changed(previous, job):
+                        on_progress(job)
+                    previous = job
+                    if job.status.is_terminal():
+                        return _finish_wait(job, raise_on_failure)
+                    if time.monotonic() >= deadline:
+                        raise WaitTimeout(job, timeout)
         while True:
             job = await self.get(job_id)
             if on_progress is not None and _changed(previous, job):

@@ -12,7 +12,7 @@ from api_schemas import JobResource, JobStatus
 from jobstate.webhooks import verify
 from tests.conftest import make_image
 from tests.integration.conftest import WEBHOOK_SECRET, Service
-from vsteer.client import AsyncClient, Client
+from vsteer.client import AsyncClient, Client, VsteerError
 from workers.video import probe
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -151,3 +151,35 @@ def test_async_client_lists_and_reads_jobs(service: Service):
             assert models.items[0].warm_workers
 
     asyncio.run(scenario())
+
+
+def test_wait_on_server_sent_events_sees_every_step(service: Service):
+    async def scenario() -> JobResource:
+        async with AsyncClient(service.url, "integration-key") as client:
+            with service.client() as sync_client:
+                assets = upload_pictures(sync_client)
+            job = await client.submit(steering_job(assets, steps=5))
+            seen: list[JobResource] = []
+            final = await client.wait(job.id, timeout=240, on_progress=seen.append, stream=True)
+            steps = [j.progress.step for j in seen if j.progress and j.progress.stage == "denoise"]
+            # Events carry every step from the moment the stream opened, in order.
+            assert steps and steps[-1] == 5
+            assert steps == list(range(steps[0], 6))
+            return final
+
+    final = asyncio.run(scenario())
+    assert final.status is JobStatus.succeeded
+    with service.client() as client:
+        again = client.wait(final.id, timeout=10, stream=True)
+        assert again.status is JobStatus.succeeded
+
+
+def test_api_errors_carry_problem_details(service: Service):
+    with service.client() as client:
+        with pytest.raises(VsteerError) as missing:
+            client.get("job_0000000000000000000000000000")
+        assert missing.value.status == 404
+        assert missing.value.problem.type.endswith("/not-found")
+    with Client(service.url, "wrong-key") as stranger, pytest.raises(VsteerError) as denied:
+        stranger.list()
+    assert denied.value.status == 401
