@@ -304,6 +304,10 @@ def running_stack(**kwargs: Any) -> Iterator[Stack]:
         stack.stop()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def up_command(
     port: Annotated[int, typer.Option(help="Port of the API.")] = 8000,
     model: Annotated[
@@ -327,6 +331,8 @@ def up_command(
     typer.echo(f"  logs:     {stack.state_dir / 'logs'}")
     typer.echo(f'  try:      curl -H "Authorization: Bearer {stack.api_key}" {stack.url}/v1/models')
     typer.echo("Ctrl-C stops everything.")
+    # A process manager stops with SIGTERM: take the same orderly way out as Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
     code = 0
     try:
         while True:

@@ -112,9 +112,15 @@ def load_models(sender=None, **_: object) -> None:  # type: ignore[no-untyped-de
     models = consumed_models(sender)
     if not models:
         return
-    deps = worker_deps()
     log.info("loading models %s", ", ".join(models))
-    deps.registry.warm(models)
+    try:
+        deps = worker_deps()
+        deps.registry.warm(models)
+    except Exception as exc:
+        # Celery logs and ignores exceptions of signal handlers; a GPU worker that cannot load what it
+        # serves must not consume its queue, so it stops here (SystemExit passes through).
+        log.critical("cannot load models %s: %s", ", ".join(models), exc, exc_info=True)
+        raise SystemExit(f"vsteer worker: cannot load models {', '.join(models)}: {exc}") from exc
     log.info("models loaded: %s", ", ".join(deps.registry.warm_names()))
     _stop_heartbeat.clear()
     beat = threading.Thread(target=_heartbeat, args=(deps, sender.hostname, get_settings().heartbeat_s), daemon=True)

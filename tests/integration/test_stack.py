@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import httpx
 import pytest
@@ -77,3 +78,39 @@ def test_stack_uses_s3_when_configured(tmp_path, stack_env):
         assert store.info(f"jobs/local/{job.id}/manifest.json").content_type == "application/json"
     finally:
         moto.stop()
+
+
+def test_up_command_prints_the_url_and_stops_everything_on_sigterm(tmp_path, stack_env):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.servers import free_port, port_open, wait_for
+
+    port = free_port()
+    log = tmp_path / "up.log"
+    code = "import typer; from vsteer.stack import up_command; typer.run(up_command)"
+    with open(log, "wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-c", code, "--port", str(port), "--state-dir", str(tmp_path / "state")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=stack_env,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+    try:
+        wait_for(lambda: "vsteer is up at" in log.read_text(), 180, "vsteer up", log)
+        text = log.read_text()
+        assert f"http://127.0.0.1:{port}" in text and "API key:" in text
+        key = text.split("API key:", 1)[1].split()[0]
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}).is_success
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(60) == 0
+        time.sleep(0.5)
+        assert not port_open("127.0.0.1", port)
+        assert (tmp_path / "state" / "logs" / "worker.log").exists()  # a given state dir is kept
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait(10)

@@ -1,5 +1,8 @@
 """The Celery app and the worker settings keep the delivery guarantees DESIGN.md asks for."""
 
+import sys
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -64,3 +67,28 @@ def test_models_loaded_at_start_follow_the_consumed_queues():
     app = create_app(settings(worker_models="tiny,svd-xt"))
     assert consumed_models(FakeWorker(app, ["gpu.svd-xt"])) == ["svd-xt"]
     assert consumed_models(FakeWorker(app, ["webhooks"])) == []
+
+
+@pytest.mark.integration
+def test_a_worker_that_cannot_load_its_model_stops_before_consuming(tmp_path):
+    from tests.servers import spawn, start_redis
+
+    redis = start_redis(tmp_path)
+    try:
+        env = {
+            "VSTEER_REDIS_URL": redis.url,
+            "VSTEER_MODELS": '{"broken": {"source": "/nonexistent/weights"}}',
+            "VSTEER_WORKER_MODELS": "broken",
+        }
+        argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool", "solo",
+                "-Q", "gpu.broken", "--without-gossip", "--without-mingle"]  # fmt: skip
+        worker = spawn(argv, tmp_path / "worker.log", env=env, cwd=Path(__file__).resolve().parents[2])
+        try:
+            assert worker.proc.wait(90) != 0
+        finally:
+            worker.stop()
+        log = (tmp_path / "worker.log").read_text()
+        assert "cannot load models broken" in log
+        assert "ready." not in log
+    finally:
+        redis.stop()
