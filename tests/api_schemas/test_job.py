@@ -78,7 +78,9 @@ def test_a_valid_document_round_trips_through_json():
         "interpolation": "geodesic",
         "references": [{"image": "asset:c", "weight": 0.5}],
         "generation": {"num_frames": 14, "width": 1024, "height": 576, "guidance": {"shape": "triangle"}},
-        "directions": [{"source": {"vector": [0.0, 1.0]}, "strength": {"from": 0, "to": 2, "over": "steps"}}],
+        "directions": [
+            {"source": {"vector": [0.0, 1.0]}, "space": "latent", "strength": {"from": 0, "to": 2, "over": "steps"}}
+        ],
     }
     job = JobRequest.model_validate(doc)
     again = JobRequest.model_validate(json.loads(json.dumps(job.dump())))
@@ -98,3 +100,23 @@ def test_map_image_refs_reaches_every_image_field():
     )
     mapped = job.map_image_refs(lambda ref: "/abs/" + ref)
     assert sorted(mapped.conditioning_images()) == [f"/abs/{c}.png" for c in "abcde"]
+
+
+@pytest.mark.parametrize(
+    ("patch", "rule"),
+    [
+        ({"directions": [{"source": {"vector": [1.0]}, "steps": [0.2, 0.8]}]}, "`steps` needs `space: latent`"),
+        (
+            {"directions": [{"source": {"vector": [1.0]}, "strength": {"from": 0, "to": 1, "over": "steps"}}]},
+            "`strength.over: steps` needs `space: latent`",
+        ),
+        ({"directions": [{"source": {"vector": [1.0], "id": "dir_x"}}]}, "exactly one of id, path, vector"),
+        ({"sweep": {"target": "seed", "to": 3, "count": 2}, "variation": {"seed": 1, "strength": 0.5}}, "leave out"),
+        ({"sweep": {"target": "direction", "to": 1.0, "count": 2}}, "`sweep.direction` must index"),
+        ({"sweep": {"target": "motion_bucket_id", "to": 5000, "count": 2}}, "between 0 and 1023"),
+        ({"style": {"image": "asset:s", "strength": 0.5, "steps": [0.8, 0.2]}}, "0 <= a <= b <= 1"),
+    ],
+)
+def test_steering_fields_check_their_combinations(patch, rule):
+    errors = errors_of({**BASE, **patch})
+    assert any(rule in msg for _, msg in errors), errors

@@ -58,9 +58,13 @@ def test_events_deliver_progress_and_the_final_state(api: ThreadedUvicorn, store
         job_id = submit(client)
         store.mark_running(job_id)
 
+        first_event_seen = threading.Event()
+
         def work() -> None:
-            # As a GPU worker: progress every step, then the result.
+            # As a GPU worker: progress every step, then the result, once the stream has shown the
+            # current state (a worker faster than that would make the final state the first event).
             wait_subscribed(sync_redis, job_id)
+            assert first_event_seen.wait(5)
             for step in range(1, 4):
                 store.progress(job_id, "denoising", step, 3)
             video = StoredArtifact(key=f"jobs/tenant-a/{job_id}/video.mp4", content_type="video/mp4", bytes=3)
@@ -71,7 +75,10 @@ def test_events_deliver_progress_and_the_final_state(api: ThreadedUvicorn, store
         with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=AUTH_A) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
-            events = list(read_events(response))
+            events = []
+            for event in read_events(response):
+                events.append(event)
+                first_event_seen.set()
         worker.join()
 
     assert events[0][0] == "job" and events[0][1]["status"] == "running"
