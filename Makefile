@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps demo run test test-fast lint format openapi clean
+.PHONY: install system-deps demo up run test test-fast lint format openapi clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,19 @@ system-deps:
 	  else echo "please install:$$missing"; fi; \
 	fi
 
-# The main job end to end on the tiny model: a keyframe morph with a reference and a variation.
+# The main job end to end through HTTP: a local stack (redis-server, API, GPU worker, webhook worker)
+# runs a keyframe + reference steering job on the tiny model unless real weights are configured.
 demo: install
+	$(BIN)/vsteer demo --out out/demo
+	@echo "play out/demo/video.mp4"
+
+# The same job in-process, no servers.
+run: install
 	$(BIN)/vsteer run examples/morph.json --out out/morph
-	@echo "play out/morph/video.mp4"
+
+# The whole service on this machine, until Ctrl-C.
+up: install
+	$(BIN)/vsteer up
 
 lint: install
 	$(BIN)/ruff check .

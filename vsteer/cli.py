@@ -277,6 +277,18 @@ def directions_fit(
     typer.echo(f"disentanglement {fitted.leakage['disentanglement']:.3f}")
 
 
+def register_service_commands() -> None:
+    """`vsteer up` and `vsteer demo`: the local stack, and one job through it over HTTP."""
+    from vsteer.demo import demo_command
+    from vsteer.stack import up_command
+
+    app.command("up")(up_command)
+    app.command("demo")(demo_command)
+
+
+register_service_commands()
+
+
 def main() -> None:
     app()
 

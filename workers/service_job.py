@@ -23,7 +23,8 @@ from api_schemas import JobRequest, JobStatus, Problem
 from jobstate.records import JobRecord, StoredArtifact, StoredResult
 from jobstate.store import JobStore
 from storage.base import Storage
-from storage.keys import asset_key, content_type_for, job_key
+from storage.keys import asset_key, content_type_for, direction_key, job_key
+from workers.directions import DirectionResolver
 from workers.errors import JobCanceled, JobInputError, ModelUnavailableError
 from workers.images import ImageResolver
 from workers.models import ModelRegistry
@@ -122,6 +123,7 @@ def render_and_upload(record: JobRecord, deps: WorkerDeps) -> StoredResult:
     job_id, tenant = record.id, record.tenant
     request = JobRequest.model_validate(record.request)
     images = ImageResolver(fetch_asset=lambda asset_id: fetch_asset(deps, tenant, asset_id))
+    directions = DirectionResolver(fetch=lambda direction_id: fetch_direction(deps, tenant, direction_id))
 
     def on_progress(progress: Progress) -> None:
         deps.store.progress(job_id, progress.stage, progress.step, progress.total)
@@ -136,6 +138,7 @@ def render_and_upload(record: JobRecord, deps: WorkerDeps) -> StoredResult:
             out_dir,
             registry=deps.registry,
             images=images,
+            directions=directions,
             on_progress=on_progress,
             should_cancel=should_cancel,
             job_id=job_id,
@@ -148,6 +151,11 @@ def fetch_asset(deps: WorkerDeps, tenant: str, asset_id: str) -> bytes:
     asset = deps.store.get_asset(tenant, asset_id)
     key = asset.key if asset is not None else asset_key(tenant, asset_id)
     return deps.storage.get(key)
+
+
+def fetch_direction(deps: WorkerDeps, tenant: str, direction_id: str) -> bytes:
+    """A stored direction's safetensors bytes; KeyError (ObjectNotFound) when the tenant has none."""
+    return deps.storage.get(direction_key(tenant, direction_id))
 
 
 def upload_outputs(
