@@ -64,8 +64,10 @@ def test_contrastive_direction_is_the_mean_pair_difference(cli_env, tiny_model_d
     (tmp_path / "pairs.txt").write_text("\n".join(f"{paths[i]},{paths[i + 4]}" for i in range(4)))
     result = CliRunner().invoke(
         app,
-        ["directions", "fit", "--method", "contrastive", "--pairs", str(tmp_path / "pairs.txt")]
-        + ["--out", str(tmp_path / "dirs"), "--name", "dir_pair"],
+        [
+            *("directions", "fit", "--method", "contrastive", "--pairs", str(tmp_path / "pairs.txt")),
+            *("--out", str(tmp_path / "dirs"), "--name", "dir_pair"),
+        ],
     )
     assert result.exit_code == 0, result.output
 

@@ -121,13 +121,9 @@ def plain(registry, image_paths, tmp_path_factory) -> np.ndarray:
 
 
 def test_variation_strength_zero_is_a_no_op(registry, plain, image_paths, tmp_path):
-    varied = frames_of(
-        job(image=str(image_paths[0]), variation={"seed": 99, "strength": 0.0}), registry, tmp_path
-    )
+    varied = frames_of(job(image=str(image_paths[0]), variation={"seed": 99, "strength": 0.0}), registry, tmp_path)
     assert np.abs(varied - plain).max() <= TOL
-    moved = frames_of(
-        job(image=str(image_paths[0]), variation={"seed": 99, "strength": 0.5}), registry, tmp_path / "m"
-    )
+    moved = frames_of(job(image=str(image_paths[0]), variation={"seed": 99, "strength": 0.5}), registry, tmp_path / "m")
     assert np.abs(moved - plain).max() > 1e-3
 
 
@@ -212,9 +208,7 @@ def test_guidance_shapes_give_their_per_frame_scales(shape, expected, registry, 
         if progress.stage == "denoise" and progress.step == 1:
             seen.append(pipe.guidance_scale.clone())
 
-    request = job(
-        image=str(image_paths[0]), generation={"guidance": {"min": 1.0, "max": 3.0, "shape": shape}}
-    )
+    request = job(image=str(image_paths[0]), generation={"guidance": {"min": 1.0, "max": 3.0, "shape": shape}})
     run_job(request, tmp_path, registry=registry, images=ImageResolver(allow_paths=True), on_progress=record)
     assert torch.allclose(seen[0][0], torch.tensor(expected), atol=1e-6)
 
@@ -242,9 +236,7 @@ def test_cancel_stops_within_one_step(registry, spy, image_paths, tmp_path):
 
 def test_geodesic_keyframes_report_energy_at_most_slerp(registry, image_paths, tmp_path):
     keys = [{"image": str(image_paths[i]), "at": at} for i, at in ((1, 0.0), (2, 0.5), (3, 1.0))]
-    request = job(
-        keyframes=keys, interpolation="geodesic", references=[{"image": str(image_paths[0]), "weight": 0.5}]
-    )
+    request = job(keyframes=keys, interpolation="geodesic", references=[{"image": str(image_paths[0]), "weight": 0.5}])
     outputs = run_job(request, tmp_path, registry=registry, images=ImageResolver(allow_paths=True))
     report = outputs.manifest["interpolation"]["embedding"]
     assert report["method"] == "geodesic"
@@ -257,7 +249,5 @@ def test_unreadable_image_fails_naming_the_field(registry, image_paths, tmp_path
     broken.write_bytes(image_paths[0].read_bytes()[:40])
     keys = [{"image": str(image_paths[0]), "at": 0.0}, {"image": str(broken), "at": 1.0}]
     with pytest.raises(JobInputError) as info:
-        run_job(
-            job(keyframes=keys), tmp_path / "o", registry=registry, images=ImageResolver(allow_paths=True)
-        )
+        run_job(job(keyframes=keys), tmp_path / "o", registry=registry, images=ImageResolver(allow_paths=True))
     assert info.value.field == "keyframes[1].image"
