@@ -19,6 +19,7 @@ Keys (prefix `vsteer:`):
 - `asset:<tenant>:<id>` string: the asset record (JSON).
 - `stats:status` hash: jobs per status; `stats:duration:<status>` hash: histogram of run times.
 - `model:<name>:warm` sorted set: worker name → expiry of its last heartbeat.
+- `ratelimit:<sha256(api key)>` hash: tokens, ts (a token bucket per API key, expiring when full).
 """
 
 import hashlib
@@ -64,6 +65,10 @@ def asset_key(tenant: str, asset_id: str) -> str:
     return f"{PREFIX}asset:{tenant}:{asset_id}"
 
 
+def rate_limit_key(subject: str) -> str:
+    return f"{PREFIX}ratelimit:{subject}"
+
+
 def warm_key(model: str) -> str:
     return f"{PREFIX}model:{model}:warm"
 
@@ -103,6 +108,11 @@ local function move(jk, id, from, to, now)
     redis.call('HINCRBY', P .. 'stats:status', to, 1)
   end
   redis.call('HSET', jk, 'status', to)
+  if to == 'queued' and from == 'running' then
+    -- handed back by a worker that is shutting down: that delivery did not crash, so it does not count
+    redis.call('HINCRBY', jk, 'attempts', -1)
+    redis.call('HDEL', jk, 'stage', 'step', 'total')
+  end
   if to == 'running' then
     redis.call('HSET', jk, 'started_at', now)
     redis.call('HINCRBY', jk, 'attempts', 1)
@@ -125,7 +135,7 @@ end
 )
 
 # KEYS: job hash, idempotency key ('' for none)
-# ARGV: prefix, id, tenant, model, request, now, idem value, idem ttl
+# ARGV: prefix, id, tenant, model, request, now, idem value, idem ttl, most active jobs per tenant (0: no cap)
 _CREATE = (
     _LUA_COMMON
     + """
@@ -139,6 +149,12 @@ if ik ~= '' then
 end
 if redis.call('EXISTS', jk) == 1 then return {'exists', '', {}} end
 local id, tenant = ARGV[2], ARGV[3]
+local cap = tonumber(ARGV[9])
+if cap > 0 then
+  local base = P .. 'tenant:' .. tenant .. ':jobs:'
+  local active = redis.call('ZCARD', base .. 'queued') + redis.call('ZCARD', base .. 'running')
+  if active >= cap then return {'limited', tostring(active), {}} end
+end
 redis.call('HSET', jk, 'id', id, 'tenant', tenant, 'status', 'queued', 'model', ARGV[4],
   'request', ARGV[5], 'created_at', ARGV[6], 'cancel', '0', 'attempts', 0)
 redis.call('ZADD', P .. 'tenant:' .. tenant .. ':jobs', 0, id)
@@ -209,8 +225,32 @@ for i, id in ipairs(ids) do out[i] = {id, redis.call('HGETALL', P .. 'job:' .. i
 return out
 """
 
+# KEYS: bucket. ARGV: refill rate (tokens per second), burst (bucket size), cost.
+# Returns {allowed (0/1), milliseconds until `cost` tokens are there}. Redis's clock, so every API
+# process shares one bucket per key whatever their own clocks say.
+_RATE_LIMIT = """
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens, ts = tonumber(state[1]), tonumber(state[2])
+if tokens == nil then tokens, ts = burst, now end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed = 0
+if tokens >= cost then
+  tokens = tokens - cost
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+local wait = 0
+if allowed == 0 then wait = math.ceil((cost - tokens) / rate * 1000) end
+return {allowed, wait}
+"""
+
 SCRIPTS: dict[str, str] = {
     "create": _CREATE,
+    "rate_limit": _RATE_LIMIT,
     "transition": _TRANSITION,
     "request_cancel": _REQUEST_CANCEL,
     "progress": _PROGRESS,
@@ -236,6 +276,15 @@ def decode_hash(raw: Any) -> dict[str, str]:
 def decode_record(raw: Any) -> JobRecord | None:
     h = decode_hash(raw)
     return JobRecord.from_hash(h) if h else None
+
+
+class TooManyActiveJobs(Exception):
+    """The tenant already has as many queued and running jobs as it may."""
+
+    def __init__(self, active: int, cap: int) -> None:
+        super().__init__(f"the tenant has {active} queued or running jobs, the most it may have is {cap}")
+        self.active = active
+        self.cap = cap
 
 
 class IdempotencyConflict(Exception):
@@ -264,6 +313,12 @@ class Transition:
 class Page:
     records: list[JobRecord]
     next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    retry_after_s: float  # 0 when allowed
 
 
 @dataclass(frozen=True)
@@ -297,10 +352,13 @@ def create_op(
     *,
     idempotency: tuple[str, str] | None = None,
     idempotency_ttl_s: int = 86400,
+    max_active: int = 0,
     now: float | None = None,
 ) -> Op[Created]:
     """Create a queued job. `idempotency` is `(key, body_hash)`; a reused key returns the earlier job
-    when the body hash matches and raises `IdempotencyConflict` when it does not."""
+    when the body hash matches and raises `IdempotencyConflict` when it does not. With `max_active` > 0
+    a tenant that already has that many queued or running jobs gets `TooManyActiveJobs` (a replayed
+    request still gets its job)."""
     ikey, ivalue = "", ""
     if idempotency is not None:
         ikey = idempotency_key(tenant, idempotency[0])
@@ -310,6 +368,8 @@ def create_op(
         outcome = _str(raw[0])
         if outcome == "exists":
             raise RuntimeError(f"job id {job_id} already exists")
+        if outcome == "limited":
+            raise TooManyActiveJobs(int(_str(raw[1])), max_active)
         record = decode_record(raw[2])
         if outcome == "existing":
             prior = json.loads(_str(raw[1]))
@@ -324,7 +384,7 @@ def create_op(
         decode,
         script="create",
         keys=(job_key(job_id), ikey),
-        args=(PREFIX, job_id, tenant, model, json.dumps(request), repr(t), ivalue, idempotency_ttl_s),
+        args=(PREFIX, job_id, tenant, model, json.dumps(request), repr(t), ivalue, idempotency_ttl_s, max_active),
     )
 
 
@@ -367,6 +427,21 @@ def fail_op(job_id: str, error: Problem) -> Op[Transition]:
 
 def mark_canceled_op(job_id: str) -> Op[Transition]:
     return transition_op(job_id, JobStatus.canceled, ACTIVE)
+
+
+def requeue_op(job_id: str) -> Op[Transition]:
+    """Running → queued: a worker shutting down hands the job back (its message goes back to the queue)."""
+    return transition_op(job_id, JobStatus.queued, (JobStatus.running.value,))
+
+
+def rate_limit_op(subject: str, rate_per_s: float, burst: int, cost: int = 1) -> Op[RateDecision]:
+    """Take `cost` tokens from `subject`'s bucket (refilled at `rate_per_s`, holding at most `burst`)."""
+
+    def decode(raw: Any) -> RateDecision:
+        allowed = int(raw[0]) == 1
+        return RateDecision(allowed, 0.0 if allowed else int(raw[1]) / 1000)
+
+    return Op(decode, script="rate_limit", keys=(rate_limit_key(subject),), args=(rate_per_s, burst, cost))
 
 
 def request_cancel_op(job_id: str, now: float | None = None) -> Op[tuple[str, JobRecord | None]]:

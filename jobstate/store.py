@@ -6,12 +6,13 @@ decoding live; each method here is one round trip to Redis.
 How a worker drives a job (see also `jobstate.webhooks.enqueue_job_webhook`):
 
     store = JobStore.from_url(redis_url)
-    t = store.mark_running(job_id)            # queued/running → running; stamps started_at
+    t = store.mark_running(job_id)            # queued/running → running; stamps started_at, counts attempts
     if not t.applied: return                  # already terminal (redelivered after it finished)
     ack = store.progress(job_id, "denoising", step, total)   # every step; cheap; tells SSE clients
     if ack.cancel_requested: store.mark_canceled(job_id); return
     store.succeed(job_id, StoredResult(video=StoredArtifact(key=..., content_type="video/mp4", ...)))
     # or: store.fail(job_id, failure("Out of memory", "CUDA ran out of memory at 1024x576"))
+    # or, shutting down: store.requeue(job_id)  # running → queued; the message goes back to the queue
 
 A terminal job never changes again: every transition is refused (``applied=False``) once the job has
 succeeded, failed or been canceled.
@@ -30,7 +31,7 @@ import redis.asyncio as aioredis
 
 from api_schemas import JobStatus, Problem, Progress
 from jobstate import layout
-from jobstate.layout import Created, Op, Page, ProgressAck, Transition
+from jobstate.layout import Created, Op, Page, ProgressAck, RateDecision, Transition
 from jobstate.records import AssetRecord, JobRecord, StoredResult
 
 T = TypeVar("T")
@@ -68,10 +69,17 @@ class JobStore:
         request: Mapping[str, Any],
         idempotency: tuple[str, str] | None = None,
         idempotency_ttl_s: int = 86400,
+        max_active: int = 0,
     ) -> Created:
         return self.run(
             layout.create_op(
-                job_id, tenant, model, request, idempotency=idempotency, idempotency_ttl_s=idempotency_ttl_s
+                job_id,
+                tenant,
+                model,
+                request,
+                idempotency=idempotency,
+                idempotency_ttl_s=idempotency_ttl_s,
+                max_active=max_active,
             )
         )
 
@@ -106,6 +114,9 @@ class JobStore:
 
     def mark_canceled(self, job_id: str) -> Transition:
         return self.run(layout.mark_canceled_op(job_id))
+
+    def requeue(self, job_id: str) -> Transition:
+        return self.run(layout.requeue_op(job_id))
 
     # assets, workers, stats
     def put_asset(self, asset: AssetRecord) -> None:
@@ -160,10 +171,17 @@ class AsyncJobStore:
         request: Mapping[str, Any],
         idempotency: tuple[str, str] | None = None,
         idempotency_ttl_s: int = 86400,
+        max_active: int = 0,
     ) -> Created:
         return await self.run(
             layout.create_op(
-                job_id, tenant, model, request, idempotency=idempotency, idempotency_ttl_s=idempotency_ttl_s
+                job_id,
+                tenant,
+                model,
+                request,
+                idempotency=idempotency,
+                idempotency_ttl_s=idempotency_ttl_s,
+                max_active=max_active,
             )
         )
 
@@ -198,6 +216,10 @@ class AsyncJobStore:
 
     async def mark_canceled(self, job_id: str) -> Transition:
         return await self.run(layout.mark_canceled_op(job_id))
+
+    async def take_token(self, subject: str, rate_per_s: float, burst: int) -> RateDecision:
+        """One request's token from `subject`'s bucket (see `layout.rate_limit_op`)."""
+        return await self.run(layout.rate_limit_op(subject, rate_per_s, burst))
 
     # assets, workers, stats
     async def put_asset(self, asset: AssetRecord) -> None:

@@ -74,6 +74,12 @@ async def check_document(doc: JobRequest, tenant: str, store: AsyncJobStore, set
                     message="remote image URLs are not enabled; upload with POST /v1/assets",
                 )
             )
+        elif kind is RefKind.url and not ref.startswith("s3://"):
+            # Fetched by a worker inside the network: the same SSRF guard as webhooks.
+            try:
+                await anyio.to_thread.run_sync(partial(resolve_target, ref, settings.webhook_allow_private))
+            except UnsafeURL as exc:
+                errors.append(FieldError(field=field, rule="public_url", message=str(exc).replace("webhook ", "")))
         elif kind is RefKind.asset:
             ident = asset_id(ref)
             asset = await store.get_asset(tenant, ident)

@@ -1,6 +1,7 @@
 """What routes receive by injection: the caller's tenant, the job store, storage, the queue, settings."""
 
 import hashlib
+import math
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -35,8 +36,13 @@ def get_queue(request: Request) -> JobQueue:
     return queue
 
 
-def get_tenant(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
-    """The tenant of the caller's API key; keys are compared by their SHA-256, never stored in clear."""
+async def get_tenant(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> str:
+    """The tenant of the caller's API key; keys are compared by their SHA-256, never stored in clear.
+
+    Every authenticated request takes a token from its key's bucket: over the rate it answers 429.
+    """
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise ProblemError(
@@ -50,7 +56,27 @@ def get_tenant(request: Request, credentials: Annotated[HTTPAuthorizationCredent
     tenant: str | None = request.app.state.tenants.get(digest)
     if tenant is None:
         raise ProblemError(401, "Unauthorized", "the API key is not valid", type_="unauthorized", headers=challenge)
+    await check_rate(request, digest)
     return tenant
+
+
+async def check_rate(request: Request, key_digest: str) -> None:
+    """Raise 429 with `Retry-After` when the key has used up its requests for now."""
+    settings: Settings = request.app.state.settings
+    if settings.rate_limit_per_s <= 0:
+        return
+    store: AsyncJobStore = request.app.state.store
+    decision = await store.take_token(key_digest, settings.rate_limit_per_s, settings.rate_limit_burst)
+    if not decision.allowed:
+        retry_after = max(1, math.ceil(decision.retry_after_s))
+        raise ProblemError(
+            429,
+            "Too Many Requests",
+            f"this API key may make {settings.rate_limit_per_s:g} requests per second "
+            f"(bursts of {settings.rate_limit_burst}); retry after {retry_after} s",
+            type_="rate-limited",
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

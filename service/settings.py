@@ -67,6 +67,16 @@ class Settings(JobStateSettings):
     sse_heartbeat_s: float = Field(15.0, gt=0, description="Comment line sent on a quiet event stream.")
     list_limit_max: int = Field(100, ge=1, le=1000, description="Largest page of `GET /v1/jobs`.")
 
+    rate_limit_per_s: float = Field(
+        20.0, ge=0, description="Requests per second each API key may make on average (token bucket); 0: no limit."
+    )
+    rate_limit_burst: int = Field(
+        100, ge=1, description="Requests an API key may make at once after a quiet spell (the bucket's size)."
+    )
+    max_active_jobs_per_tenant: int = Field(
+        100, ge=0, description="Queued plus running jobs a tenant may have; more is refused with 429. 0: no cap."
+    )
+
     @field_validator("models", mode="before")
     @classmethod
     def _model_names(cls, value: object) -> object:

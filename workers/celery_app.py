@@ -14,7 +14,11 @@ Why these settings (see DESIGN.md, "Worker process model"):
 - the broker's visibility timeout exceeds the longest queue wait plus the longest job, or Redis would
   hand a running job to a second worker;
 - `worker_cancel_long_running_tasks_on_connection_loss`: after a broker disconnect the message comes
-  back, so the running copy is stopped rather than run twice.
+  back, so the running copy is stopped rather than run twice;
+- warm shutdown (SIGTERM): `worker_shutting_down` sets `workers.service_job.SHUTDOWN`; the running job
+  stops at its next step, goes back to `queued` and its message is rejected with requeue, so another
+  worker takes it at once instead of the shutdown waiting for the whole job (or the job being lost
+  when the shutdown grace period runs out and the process is killed).
 
 Models load in `worker_init`, in the worker's main process before it consumes anything; not in
 `worker_process_init`, whose handlers must finish within 4 seconds.
@@ -42,7 +46,7 @@ def create_app(settings: WorkerSettings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options=transport_options(settings),
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_retry_on_startup=True,
         task_queues=[Queue(q) for q in settings.queues],
@@ -54,6 +58,14 @@ def create_app(settings: WorkerSettings) -> Celery:
         worker_send_task_events=False,
     )
     return app
+
+
+def transport_options(settings: WorkerSettings) -> dict[str, float]:
+    options: dict[str, float] = {"visibility_timeout": float(settings.visibility_timeout_s or 0)}
+    if settings.redelivery_check_s is not None:
+        # kombu scans every `interval`, but only acts on one call in `throttle`: scan on each.
+        options |= {"unacked_restore_interval": settings.redelivery_check_s, "unacked_restore_throttle": 1}
+    return options
 
 
 app = create_app(get_settings())
@@ -96,6 +108,9 @@ def build_deps(settings: WorkerSettings):  # type: ignore[no-untyped-def]
         registry=ModelRegistry.from_env(),
         enqueue_webhook=enqueue_webhook,
         work_dir=settings.work_dir,
+        max_deliveries=settings.max_deliveries,
+        storage_retry_budget_s=settings.storage_retry_budget_s,
+        state_retry_budget_s=settings.state_retry_budget_s,
     )
 
 
@@ -125,6 +140,15 @@ def load_models(sender=None, **_: object) -> None:  # type: ignore[no-untyped-de
     _stop_heartbeat.clear()
     beat = threading.Thread(target=_heartbeat, args=(deps, sender.hostname, get_settings().heartbeat_s), daemon=True)
     beat.start()
+
+
+@signals.worker_shutting_down.connect
+def hand_back_running_job(**_: object) -> None:
+    """Warm shutdown: the running job stops at its next step and returns to the queue (see module doc)."""
+    # Imported here: the webhook-only worker of this app never imports torch.
+    from workers.service_job import SHUTDOWN
+
+    SHUTDOWN.set()
 
 
 @signals.worker_shutdown.connect

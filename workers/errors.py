@@ -24,3 +24,8 @@ class ModelUnavailableError(Exception):
 
 class JobCanceled(Exception):
     """The job's cancel flag was seen by the step callback; the job stopped within one step."""
+
+
+class WorkerShuttingDown(Exception):
+    """The worker was asked to stop (SIGTERM: a warm shutdown) while running a job; the step callback
+    raises this so that the job goes back to the queue instead of holding the shutdown for its whole run."""

@@ -6,26 +6,42 @@ safe to deliver more than once lives here:
 - a job that already reached a terminal status is not run again (Redis delivers at least once);
 - object keys depend only on the tenant and job id, so a re-run overwrites its own outputs;
 - every failure becomes problem details on the job and the worker goes on to the next job, an
-  out-of-memory error included (the accelerator's cache is emptied first).
+  out-of-memory error included (the accelerator's cache is emptied first);
+- a job whose worker died `max_deliveries` times (a poison job: it crashes the process) is failed
+  with that reason on its next delivery instead of taking down one worker after another;
+- a worker asked to stop (warm shutdown) stops the job within a step and hands it back: the job goes
+  back to `queued` and `execute` returns `JobStatus.queued`, on which the task rejects its message
+  with requeue, so another worker runs it;
+- storage that is down while results upload is retried with backoff for `storage_retry_budget_s`,
+  then the job fails saying so (it never stays `running`);
+- progress and cancel checks are best effort while Redis is unreachable; the final transition is
+  retried for `state_retry_budget_s`, and if Redis is still gone `JobStateUnavailable` tells the task
+  to leave the message to the broker (it is delivered again once Redis is back).
 """
 
+import contextlib
 import gc
 import logging
 import tempfile
+import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import redis.exceptions
 import torch
 
 from api_schemas import JobRequest, JobStatus, Problem
+from jobstate.layout import Transition
 from jobstate.records import JobRecord, StoredArtifact, StoredResult
 from jobstate.store import JobStore
-from storage.base import Storage
+from storage.base import ObjectNotFound, Storage, StorageError
 from storage.keys import asset_key, content_type_for, direction_key, job_key
 from workers.directions import DirectionResolver
-from workers.errors import JobCanceled, JobInputError, ModelUnavailableError
+from workers.errors import JobCanceled, JobInputError, ModelUnavailableError, WorkerShuttingDown
 from workers.images import ImageResolver
 from workers.models import ModelRegistry
 
@@ -39,6 +55,11 @@ WEBHOOK_EVENTS = {
     JobStatus.canceled: "canceled",
 }
 _SINGLE_ARTIFACTS = ("video", "poster", "preview", "manifest", "frames")
+
+# Set by the Celery app when the worker is asked to stop (`worker_shutting_down`); read every step.
+SHUTDOWN = threading.Event()
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
+T = TypeVar("T")
 
 EnqueueWebhook = Callable[[JobRecord], bool]
 """Queue the webhook of a terminal job if it asked for one for this outcome (True when queued);
@@ -56,6 +77,17 @@ class WorkerDeps:
     work_dir: Path | None = None
     run_job: Callable[..., Any] | None = None
     """The engine's `workers.runner.run_job` (the default), or a stand-in with its signature."""
+    max_deliveries: int = 3
+    """Runs a job may start before its next delivery fails it as a poison job."""
+    storage_retry_budget_s: float = 120.0
+    """How long an upload is retried while storage is unreachable."""
+    state_retry_budget_s: float = 60.0
+    """How long the final job-state transition is retried while Redis is unreachable."""
+    shutdown: threading.Event = field(default_factory=lambda: SHUTDOWN)
+
+
+class JobStateUnavailable(Exception):
+    """Redis stayed unreachable; the task must leave its message unacknowledged for redelivery."""
 
 
 def execute(job_id: str, tenant: str, deps: WorkerDeps) -> JobStatus | None:
@@ -69,17 +101,27 @@ def execute(job_id: str, tenant: str, deps: WorkerDeps) -> JobStatus | None:
         log.info("job %s is already %s; not running it again", job_id, record.status)
         return record.status
 
-    # 2. claim it (queued or running → running; a running job is one whose worker died)
+    # 2. a job whose runs all ended with their worker dead is not given another worker to kill
+    if record.attempts >= deps.max_deliveries:
+        final = _retry_state(partial(deps.store.fail, job_id, poison_problem(job_id, record.attempts)), deps).record
+        log.error("job %s started %d times without finishing; failed as a poison job", job_id, record.attempts)
+        if final is not None:
+            notify(final, deps)
+        return final.status if final is not None else None
+
+    # 3. claim it (queued or running → running; a running job is one whose worker died)
     claimed = deps.store.mark_running(job_id)
     if not claimed.applied:
         return claimed.record.status if claimed.record else None
 
-    # 3. run the engine, upload, record the outcome
+    # 4. run the engine, upload, record the outcome
     final = run_and_record(record, deps)
     if final is None:
         return None
+    if final.status is JobStatus.queued:
+        return final.status  # handed back on shutdown
 
-    # 4. announce the outcome to the job's webhook
+    # 5. announce the outcome to the job's webhook
     notify(final, deps)
     return final.status
 
@@ -91,23 +133,32 @@ def run_and_record(record: JobRecord, deps: WorkerDeps) -> JobRecord | None:
     """
     job_id = record.id
     out_of_memory = False
+    store = deps.store
+    write: Callable[[], Transition]
     try:
         result = render_and_upload(record, deps)
-        transition = deps.store.succeed(job_id, result)
+        write = partial(store.succeed, job_id, result)
+    except WorkerShuttingDown:
+        log.warning("worker shutting down: job %s goes back to the queue", job_id)
+        write = partial(store.requeue, job_id)
     except JobCanceled:
         log.info("job %s canceled", job_id)
-        transition = deps.store.mark_canceled(job_id)
+        write = partial(store.mark_canceled, job_id)
     except JobInputError as exc:
-        transition = deps.store.fail(job_id, input_problem(job_id, exc))
+        write = partial(store.fail, job_id, input_problem(job_id, exc))
     except ModelUnavailableError as exc:
-        transition = deps.store.fail(job_id, model_problem(job_id, exc))
+        write = partial(store.fail, job_id, model_problem(job_id, exc))
+    except StorageUnavailable as exc:
+        log.error("job %s: %s", job_id, exc)
+        write = partial(store.fail, job_id, storage_problem(job_id, exc))
     except torch.OutOfMemoryError as exc:  # torch.cuda.OutOfMemoryError is the same class
         log.error("job %s ran out of accelerator memory: %s", job_id, exc)
         out_of_memory = True
-        transition = deps.store.fail(job_id, out_of_memory_problem(job_id, record, exc))
+        write = partial(store.fail, job_id, out_of_memory_problem(job_id, record, exc))
     except Exception as exc:
         log.exception("job %s failed", job_id)
-        transition = deps.store.fail(job_id, internal_problem(job_id, exc))
+        write = partial(store.fail, job_id, internal_problem(job_id, exc))
+    transition = _retry_state(write, deps)
     if out_of_memory:
         # Outside the except block, so that the traceback's frames (and their tensors) are gone.
         free_accelerator_memory()
@@ -126,10 +177,19 @@ def render_and_upload(record: JobRecord, deps: WorkerDeps) -> StoredResult:
     directions = DirectionResolver(fetch=lambda direction_id: fetch_direction(deps, tenant, direction_id))
 
     def on_progress(progress: Progress) -> None:
-        deps.store.progress(job_id, progress.stage, progress.step, progress.total)
+        try:
+            deps.store.progress(job_id, progress.stage, progress.step, progress.total)
+        except REDIS_DOWN as exc:
+            # Progress is for watchers; the job goes on while Redis is away.
+            log.warning("job %s: progress not recorded, job state unreachable: %s", job_id, exc)
 
     def should_cancel() -> bool:
-        return deps.store.is_cancel_requested(job_id)
+        if deps.shutdown.is_set():
+            raise WorkerShuttingDown()
+        try:
+            return deps.store.is_cancel_requested(job_id)
+        except REDIS_DOWN:
+            return False
 
     with tempfile.TemporaryDirectory(prefix=f"vsteer-{job_id}-", dir=deps.work_dir) as tmp:
         out_dir = Path(tmp)
@@ -167,20 +227,63 @@ def upload_outputs(
     for done, (name, path) in enumerate(sorted(files.items()), start=1):
         relative = Path(path).resolve().relative_to(out_dir.resolve()).as_posix()
         key = job_key(record.tenant, record.id, relative)
-        info = deps.storage.put(key, Path(path), content_type_for(relative))
+        info = put_with_retries(deps, key, Path(path), content_type_for(relative))
         stored[name] = StoredArtifact(
             key=key,
             content_type=info.content_type or content_type_for(relative),
             bytes=info.size,
             sha256=info.sha256,
         )
-        deps.store.progress(record.id, "uploading", done, total)
+        with contextlib.suppress(*REDIS_DOWN):
+            deps.store.progress(record.id, "uploading", done, total)
     clips = sorted((n for n in stored if n.startswith("clips/")), key=lambda n: int(n.split("/", 1)[1]))
     return StoredResult(
         **{n: stored[n] for n in _SINGLE_ARTIFACTS if n in stored},
         clips=[stored[n] for n in clips],
         metrics=metrics,
     )
+
+
+class StorageUnavailable(Exception):
+    """Storage stayed unreachable for the whole retry budget."""
+
+
+def put_with_retries(deps: WorkerDeps, key: str, path: Path, content_type: str) -> Any:
+    """`storage.put`, retried with exponential backoff (0.5 s doubling to 8 s) while storage fails,
+    for `deps.storage_retry_budget_s` in all; then `StorageUnavailable` says how long and why."""
+    started = time.monotonic()
+    delay, attempt = 0.5, 0
+    while True:
+        attempt += 1
+        try:
+            return deps.storage.put(key, path, content_type)
+        except ObjectNotFound:
+            raise
+        except StorageError as exc:
+            waited = time.monotonic() - started
+            if waited + delay > deps.storage_retry_budget_s:
+                raise StorageUnavailable(
+                    f"could not store {key.rsplit('/', 1)[-1]!r}: storage was unreachable for {waited:.0f} s "
+                    f"({attempt} attempts, retry budget {deps.storage_retry_budget_s:g} s): {exc}"
+                ) from exc
+            log.warning("upload of %s failed (attempt %d), retrying in %.1f s: %s", key, attempt, delay, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+
+
+def _retry_state(write: Callable[[], T], deps: WorkerDeps) -> T:
+    """A job-state write, retried while Redis is unreachable (a restart takes seconds)."""
+    started = time.monotonic()
+    delay = 0.2
+    while True:
+        try:
+            return write()
+        except REDIS_DOWN as exc:
+            if time.monotonic() - started + delay > deps.state_retry_budget_s:
+                raise JobStateUnavailable(f"job state unreachable for {deps.state_retry_budget_s:g} s: {exc}") from exc
+            log.warning("job state unreachable, retrying in %.1f s: %s", delay, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def notify(record: JobRecord, deps: WorkerDeps) -> None:
@@ -237,6 +340,29 @@ def out_of_memory_problem(job_id: str, record: JobRecord, exc: BaseException) ->
             f"the job ran out of accelerator memory at {size} with {frames} frames ({first_line}); "
             "lower `generation.width`/`height` or `num_frames`, or set `generation.decode_chunk_size`"
         ),
+        instance=f"/v1/jobs/{job_id}",
+    )
+
+
+def poison_problem(job_id: str, attempts: int) -> Problem:
+    return Problem(
+        type=PROBLEM_BASE + "worker-lost",
+        title="Job crashed its worker",
+        status=500,
+        detail=(
+            f"the job was started {attempts} times and each time its worker process stopped before it "
+            "finished (crashed, killed or out of host memory); it is not run again"
+        ),
+        instance=f"/v1/jobs/{job_id}",
+    )
+
+
+def storage_problem(job_id: str, exc: StorageUnavailable) -> Problem:
+    return Problem(
+        type=PROBLEM_BASE + "storage-unavailable",
+        title="Storage unavailable",
+        status=503,
+        detail=str(exc)[:2000],
         instance=f"/v1/jobs/{job_id}",
     )
 

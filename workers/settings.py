@@ -55,6 +55,25 @@ class WorkerSettings(JobStateSettings):
     job_time_limit_s: int = Field(3600, ge=10, description="Longest a job may run.")
     max_queue_wait_s: int = Field(6 * 3600, ge=0, description="Longest a job may wait in its queue.")
     visibility_timeout_s: int | None = Field(None, description="Broker visibility timeout; derived if unset.")
+    redelivery_check_s: float | None = Field(
+        None,
+        gt=0,
+        description="How often a worker looks for messages whose visibility timeout has passed (a dead worker's "
+        "jobs) and puts them back in their queue; unset: kombu's default (every 100 s, and when a worker starts).",
+    )
+    max_deliveries: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Runs a job may start; a job whose worker died that many times (a poison job) is failed "
+        "on its next delivery instead of being run again.",
+    )
+    storage_retry_budget_s: float = Field(
+        120.0, ge=0, description="How long uploads are retried (with backoff) while storage is unreachable."
+    )
+    state_retry_budget_s: float = Field(
+        60.0, ge=0, description="How long a job's final state write is retried while Redis is unreachable."
+    )
 
     work_dir: Path | None = Field(None, description="Where jobs write before upload (system temp if unset).")
     heartbeat_s: float = Field(20.0, gt=0, description="How often warm models are reported to job state.")

@@ -14,12 +14,18 @@ _DESCRIPTIONS = {
     413: "The body is over the limit.",
     415: "The content is not a supported image or video.",
     422: "The document breaks a rule; `field` and `errors` name the fields and rules.",
+    429: "Over the API key's request rate, or (submit) over the tenant's queued + running jobs; "
+    "retry after `Retry-After` seconds.",
     503: "Redis, storage or the queue is unreachable; retry after `Retry-After` seconds.",
 }
 
 
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for these error codes, all `application/problem+json` bodies."""
+    """OpenAPI `responses` for these error codes, all `application/problem+json` bodies.
+
+    A route that authenticates (401) is also rate limited per API key (429)."""
+    if 401 in codes and 429 not in codes:
+        codes = (*codes, 429)
     # `Problem` is in the components already (it is `JobResource.error`).
     schema = {"$ref": f"#/components/schemas/{Problem.__name__}"}
     return {

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from api_schemas import FieldError, JobList, JobRequest, JobResource, JobStatus
-from jobstate.layout import IdempotencyConflict, body_hash
+from jobstate.layout import IdempotencyConflict, TooManyActiveJobs, body_hash
 from jobstate.records import JOB_ID_PATTERN, JobRecord, new_job_id
 from jobstate.store import AsyncJobStore, failure
 from service.checks import check_document, resolve_defaults
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 JobId = Annotated[str, Path(description="Job id, `job_...`.", max_length=64)]
+ACTIVE_CAP_RETRY_AFTER_S = 5
 _WAIT = re.compile(r"^\s*wait\s*=\s*(\d+(?:\.\d+)?)\s*$", re.IGNORECASE)
 
 
@@ -48,7 +49,7 @@ async def _own(store: AsyncJobStore, tenant: str, job_id: str) -> JobRecord:
     response_model=JobResource,
     responses={
         200: {"model": JobResource, "description": "Finished within `Prefer: wait`."},
-        **problems(401, 413, 422, 503),
+        **problems(401, 413, 422, 429, 503),
     },
     summary="Submit a job",
 )
@@ -82,8 +83,23 @@ async def submit_job(
     idempotency = (idempotency_key, body_hash(document.dump())) if idempotency_key else None
     try:
         created = await store.create(
-            new_job_id(), tenant, model, accepted.dump(), idempotency, settings.idempotency_ttl_s
+            new_job_id(),
+            tenant,
+            model,
+            accepted.dump(),
+            idempotency,
+            settings.idempotency_ttl_s,
+            max_active=settings.max_active_jobs_per_tenant,
         )
+    except TooManyActiveJobs as exc:
+        # 429, not 409: nothing is wrong with this job; the tenant may submit it once others finish.
+        raise ProblemError(
+            429,
+            "Too Many Requests",
+            f"{exc}; submit again when some of them have finished",
+            type_="too-many-active-jobs",
+            headers={"Retry-After": str(ACTIVE_CAP_RETRY_AFTER_S)},
+        ) from None
     except IdempotencyConflict as exc:
         raise invalid(
             [
