@@ -36,9 +36,7 @@ class JobStatus(StrEnum):
 class Progress(Resource):
     """How far the running stage has got."""
 
-    stage: str = Field(
-        description="What the worker is doing, e.g. `loading`, `denoising`, `decoding`, `encoding`."
-    )
+    stage: str = Field(description="What the worker is doing, e.g. `loading`, `denoising`, `decoding`, `encoding`.")
     step: int = Field(ge=0, description="Steps done in this stage.")
     total: int = Field(ge=0, description="Steps in this stage (0 when unknown).")
     fraction: float = Field(ge=0.0, le=1.0, description="`step / total` (0 when the total is unknown).")
@@ -56,20 +54,14 @@ class Artifact(Resource):
 class JobResult(Resource):
     """Everything a finished job produced."""
 
-    video: Artifact | None = Field(
-        None, description="The video (H.264 in MP4); for a sweep, the side-by-side video."
-    )
+    video: Artifact | None = Field(None, description="The video (H.264 in MP4); for a sweep, the side-by-side video.")
     poster: Artifact | None = Field(None, description="A still frame (PNG).")
     preview: Artifact | None = Field(None, description="An animated preview (GIF or WebP), if requested.")
     manifest: Artifact | None = Field(
         None, description="`manifest.json`: request, resolved defaults, seeds, model, versions, timings."
     )
-    frames: Artifact | None = Field(
-        None, description="`frames.npy` (float32, F x H x W x 3), if `output.raw`."
-    )
-    clips: list[Artifact] = Field(
-        default_factory=list, description="For a sweep: one video per clip, in order."
-    )
+    frames: Artifact | None = Field(None, description="`frames.npy` (float32, F x H x W x 3), if `output.raw`.")
+    clips: list[Artifact] = Field(default_factory=list, description="For a sweep: one video per clip, in order.")
     metrics: dict[str, Any] = Field(
         default_factory=dict, description="Timings (seconds) and quality figures (flicker, warp error, ...)."
     )
@@ -92,9 +84,7 @@ class Problem(Resource):
     detail: str | None = Field(None, description="What went wrong in this occurrence.")
     instance: str | None = Field(None, description="The request path or job that the problem concerns.")
     field: str | None = Field(None, description="The offending field, for errors about one field.")
-    errors: list[FieldError] = Field(
-        default_factory=list, description="Every rule broken, for validation errors."
-    )
+    errors: list[FieldError] = Field(default_factory=list, description="Every rule broken, for validation errors.")
 
 
 class JobResource(Resource):
@@ -102,16 +92,12 @@ class JobResource(Resource):
 
     id: str = Field(description="Job id, `job_...`.")
     status: JobStatus = Field(description="Where the job is in its life.")
-    progress: Progress | None = Field(
-        None, description="Progress of the running stage (null before it starts)."
-    )
+    progress: Progress | None = Field(None, description="Progress of the running stage (null before it starts).")
     created_at: datetime = Field(description="When the job was accepted (UTC).")
     started_at: datetime | None = Field(None, description="When a worker started it (UTC).")
     finished_at: datetime | None = Field(None, description="When it reached a terminal status (UTC).")
     model: str = Field(description="The model that runs it.")
-    request: JobRequest = Field(
-        description="The job document as accepted, with the defaults the service resolves."
-    )
+    request: JobRequest = Field(description="The job document as accepted, with the defaults the service resolves.")
     result: JobResult | None = Field(None, description="What it produced, once `succeeded`.")
     error: Problem | None = Field(None, description="Why it failed, once `failed`.")
 
@@ -120,9 +106,7 @@ class JobList(Resource):
     """One page of the caller's jobs, newest first."""
 
     items: list[JobResource] = Field(description="Jobs on this page.")
-    next_cursor: str | None = Field(
-        None, description="Pass as `cursor` for the next page; null on the last page."
-    )
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last page.")
 
 
 class AssetKind(StrEnum):

@@ -63,9 +63,7 @@ def test_run_writes_a_playable_video_and_replay_reproduces_the_frames(cli_env, i
     assert manifest["model"]["weight_hash"].startswith("sha256:")
     assert manifest["libraries"]["torch"] and manifest["libraries"]["diffusers"]
 
-    result = runner.invoke(
-        app, ["replay", str(tmp_path / "out" / "manifest.json"), "--out", str(tmp_path / "again")]
-    )
+    result = runner.invoke(app, ["replay", str(tmp_path / "out" / "manifest.json"), "--out", str(tmp_path / "again")])
     assert result.exit_code == 0, result.output
     first = (tmp_path / "out" / "frames.npy").read_bytes()
     assert (tmp_path / "again" / "frames.npy").read_bytes() == first
