@@ -81,17 +81,18 @@ class RedisServer:
     port: int
     data_dir: Path
     process: Process = field(repr=False)
+    appendonly: bool = False
 
     def stop(self) -> None:
         self.process.stop()
 
     def restart(self) -> None:
         """Start it again on the same port and data dir (after `stop`), e.g. to test an outage."""
-        self.process = _spawn_redis(self.port, self.data_dir)
+        self.process = _spawn_redis(self.port, self.data_dir, self.appendonly)
         wait_for(lambda: port_open(self.host, self.port), 10, "redis-server", self.process.log)
 
 
-def _spawn_redis(port: int, data_dir: Path) -> Process:
+def _spawn_redis(port: int, data_dir: Path, appendonly: bool = False) -> Process:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not on PATH")
@@ -101,20 +102,22 @@ def _spawn_redis(port: int, data_dir: Path) -> Process:
         "--bind", "127.0.0.1",
         "--dir", str(data_dir),
         "--save", "",
-        "--appendonly", "no",
+        "--appendonly", "yes" if appendonly else "no",
+        "--appendfsync", "always",
         "--protected-mode", "no",
     ]  # fmt: skip
     return spawn(argv, data_dir / "redis.log")
 
 
-def start_redis(tmp_path: Path) -> RedisServer:
-    """A private redis-server on a free port, data in `tmp_path/redis`."""
+def start_redis(tmp_path: Path, appendonly: bool = False) -> RedisServer:
+    """A private redis-server on a free port, data in `tmp_path/redis`; `appendonly` turns on the AOF
+    (fsync on every write), so that a restart keeps everything."""
     data_dir = tmp_path / "redis"
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    process = _spawn_redis(port, data_dir)
+    process = _spawn_redis(port, data_dir, appendonly)
     wait_for(lambda: port_open("127.0.0.1", port), 10, "redis-server", process.log)
-    return RedisServer(f"redis://127.0.0.1:{port}/0", "127.0.0.1", port, data_dir, process)
+    return RedisServer(f"redis://127.0.0.1:{port}/0", "127.0.0.1", port, data_dir, process, appendonly)
 
 
 @dataclass
