@@ -3,6 +3,7 @@
 - `standin_steps` (default 2) denoising steps, each `standin_step_s` seconds (default 0), each reported
   through `on_progress` and followed by `should_cancel()`, as the real step callback does;
 - `standin_crash: "kill"` makes the worker process SIGKILL itself at the first step (a poison job);
+  `standin_crash: "raise"` raises an ordinary exception there (the job fails, the worker lives);
 - the job's `image` is read and decoded through the worker's resolver, as the engine does.
 
 Each finished run adds 1 to `vsteer-test:completed:<job_id>` in Redis, so a test can count how many
@@ -34,6 +35,8 @@ def run_job(job: Any, out_dir: Path, *, images: Any, on_progress: Any, should_ca
     for step in range(steps):
         if meta.get("standin_crash") == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if meta.get("standin_crash") == "raise":
+            raise RuntimeError("stand-in engine failure")
         time.sleep(step_s)
         on_progress(Progress("denoise", step + 1, steps))
         if should_cancel():
@@ -47,5 +50,16 @@ def run_job(job: Any, out_dir: Path, *, images: Any, on_progress: Any, should_ca
     files["video"].write_bytes(b"\x00\x00\x00\x18ftypmp42" + job_id.encode())
     files["poster"].write_bytes(b"\x89PNG\r\n\x1a\n" + job_id.encode())
     files["manifest"].write_text(json.dumps({"job_id": job_id, "standin": True}))
-    redis.Redis.from_url(os.environ["VSTEER_REDIS_URL"]).incr(COMPLETED + job_id)
+    count_completion(job_id)
     return JobOutputs(files=files, manifest={"job_id": job_id}, metrics={"standin": True})
+
+
+def count_completion(job_id: str) -> None:
+    """The test's own counter; retried so a Redis restart does not fail the job through it."""
+    client = redis.Redis.from_url(os.environ["VSTEER_REDIS_URL"])
+    for _ in range(600):
+        try:
+            client.incr(COMPLETED + job_id)
+            return
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.1)
