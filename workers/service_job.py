@@ -138,6 +138,10 @@ def run_and_record(record: JobRecord, deps: WorkerDeps) -> JobRecord | None:
     try:
         result = render_and_upload(record, deps)
         write = partial(store.succeed, job_id, result)
+    except REDIS_DOWN as exc:
+        # Job state (an asset record, say) was unreachable mid-run: not the job's fault, so it is not
+        # failed; the task leaves the message for another delivery.
+        raise JobStateUnavailable(f"job state unreachable while running: {exc}") from exc
     except WorkerShuttingDown:
         log.warning("worker shutting down: job %s goes back to the queue", job_id)
         write = partial(store.requeue, job_id)
