@@ -14,6 +14,7 @@
 from typing import Any
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.client import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -81,7 +82,8 @@ class S3Storage:
                     self.client.upload_file(str(body.path), self.bucket, key, ExtraArgs=extra, Config=self.transfer)
                 else:
                     self.client.upload_fileobj(body.open(), self.bucket, key, ExtraArgs=extra, Config=self.transfer)
-            except (BotoCoreError, ClientError) as exc:
+            except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
+                # The transfer manager wraps a server's error answer in S3UploadFailedError.
                 raise StorageError(f"upload of {key!r} to bucket {self.bucket!r} failed: {exc}") from exc
             return ObjectInfo(key=key, size=body.size, content_type=content_type, sha256=body.sha256)
 

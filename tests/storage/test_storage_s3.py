@@ -101,3 +101,15 @@ def test_ensure_bucket_command_fails_when_the_server_never_answers():
     from storage.__main__ import main
 
     assert main(["ensure-bucket", "--bucket", "b", "--endpoint-url", "http://127.0.0.1:9", "--wait", "0"]) == 1
+
+
+def test_an_error_answer_during_upload_is_a_storage_error(s3_storage: S3Storage, tmp_path):
+    """boto3's transfer manager wraps a server's error answer in S3UploadFailedError; callers that
+    retry on StorageError (the worker's upload budget) must see it as one."""
+    missing = S3Storage(
+        "no-such-bucket", endpoint_url=s3_storage.endpoint_url, access_key_id="t", secret_access_key="t"
+    )
+    source = tmp_path / "video.mp4"
+    source.write_bytes(b"mp4")
+    with pytest.raises(StorageError, match="no-such-bucket"):
+        missing.put("jobs/acme/j3/video.mp4", source, "video/mp4")
