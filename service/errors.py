@@ -159,6 +159,9 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     title = _TITLES.get(exc.status_code, "Error")
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+    if detail is None and exc.status_code in (404, 405):
+        # No route matched (an id with a `/` in it, say): say what was asked for.
+        detail = f"nothing answers {request.method} {request.url.path}"
     problem = Problem(title=title, status=exc.status_code, detail=detail)
     if exc.status_code == 413:
         problem = problem.model_copy(update={"type": TYPE_BASE + "too-large"})

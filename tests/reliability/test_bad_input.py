@@ -1,0 +1,282 @@
+"""Item 7: a catalogue of bad input, each answered with a clear 4xx problem+json (never a 5xx), and
+a worker that survives what gets past the API. SSRF cases go through the webhook guard (and the
+remote-image guard); a redirect to an internal address is never followed by webhook delivery."""
+
+import base64
+import io
+import json
+import struct
+import threading
+import zlib
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import httpx
+import pytest
+from PIL import Image
+
+from api_schemas import JobStatus
+from jobstate.webhooks import deliver
+from tests.reliability.conftest import TENANT_A, record_figures, standin_job, tiny_png, wait_terminal
+
+pytestmark = [pytest.mark.integration]
+
+UPLOAD_LIMIT = 8 * 1024 * 1024
+JSON_LIMIT = 2 * 1024 * 1024
+
+
+def _png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A valid PNG header claiming huge dimensions, with a tiny IDAT: decoding it would need ~30 GB."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
+
+
+def _corrupt_png() -> bytes:
+    data = bytearray(tiny_png())
+    middle = len(data) // 2
+    data[middle : middle + 32] = b"\xff" * 32
+    return bytes(data)
+
+
+def _data_uri(raw: bytes, kind: str = "image/png") -> str:
+    return f"data:{kind};base64," + base64.b64encode(raw).decode()
+
+
+def _job(**fields) -> dict:
+    doc = standin_job()
+    doc.update(fields)
+    return doc
+
+
+def _strength(literal: str) -> bytes:
+    """A job whose `variation.strength` is `literal`, a JSON token Python's json would not write."""
+    return json.dumps(_job(variation={"seed": 1, "strength": 0.5})).replace("0.5", literal).encode()
+
+
+def _nested(depth: int) -> str:
+    return '{"metadata": ' + "[" * depth + "]" * depth + "}"
+
+
+def _chunks(total: int, size: int = 1024 * 1024):
+    block = b"\0" * size
+    for _ in range(total // size):
+        yield block
+
+
+def _multipart_chunks(total: int):
+    yield b'--vsteerboundary\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+    yield b"Content-Type: image/png\r\n\r\n"
+    yield from _chunks(total)
+    yield b"\r\n--vsteerboundary--\r\n"
+
+
+def _gif_bomb() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, format="GIF")
+    data = bytearray(buf.getvalue())
+    data[6:10] = struct.pack("<HH", 65535, 65535)  # logical screen 65535 x 65535
+    return bytes(data)
+
+
+def _cases(job_id: str) -> list[tuple[str, Callable[[httpx.Client], httpx.Response]]]:
+    png = tiny_png()
+    up = lambda raw, name="a.png", ctype="image/png": (
+        lambda c: c.post(  # noqa: E731
+            "/v1/assets", files={"file": (name, raw, ctype)}
+        )
+    )
+    job = lambda **f: lambda c: c.post("/v1/jobs", json=_job(**f))  # noqa: E731
+    gen = lambda **g: job(generation={"num_frames": 3, "width": 64, "height": 64, "steps": 2, **g})  # noqa: E731
+    raw_job = lambda body, ctype="application/json": (
+        lambda c: c.post(  # noqa: E731
+            "/v1/jobs", content=body, headers={"content-type": ctype}
+        )
+    )
+    hook = lambda url: job(webhook={"url": url})  # noqa: E731
+    return [
+        # uploads
+        ("truncated PNG upload", up(png[: len(png) // 2])),
+        ("corrupt PNG upload", up(_corrupt_png())),
+        ("non-image bytes upload", up(b"#!/bin/sh\nrm -rf /\n" * 10, "x.png")),
+        ("decompression bomb PNG 100000x100000", up(_png_bomb())),
+        ("decompression bomb GIF 65535x65535", up(_gif_bomb(), "a.gif", "image/gif")),
+        ("zero-byte upload", up(b"")),
+        ("PNG declared as video/mp4 holding text", up(b"hello world" * 10, "a.mp4", "video/mp4")),
+        ("JSON body to the upload route", lambda c: c.post("/v1/assets", json={"file": "x"})),
+        ("100 MB upload (Content-Length)", lambda c: c.post("/v1/assets", content=b"\0" * (100 * 1024 * 1024))),
+        (
+            "100 MB multipart upload (chunked, no length)",
+            lambda c: c.post(
+                "/v1/assets",
+                content=_multipart_chunks(100 * 1024 * 1024),
+                headers={"content-type": "multipart/form-data; boundary=vsteerboundary"},
+            ),
+        ),
+        ("100 MB job document", raw_job(b'{"metadata": {"a": "' + b"x" * (100 * 1024 * 1024) + b'"}}')),
+        # job documents
+        ("job as text/plain", raw_job(json.dumps(standin_job()).encode(), "text/plain")),
+        ("empty body", raw_job(b"")),
+        ("invalid JSON", raw_job(b'{"model": "tiny",')),
+        ("a JSON array instead of an object", raw_job(b"[1, 2, 3]")),
+        ("negative seed", job(seed=-1)),
+        ("seed over 2**64", job(seed=2**70)),
+        ("negative width", gen(width=-64)),
+        ("width not a multiple of 64", gen(width=100)),
+        ("a billion frames", gen(num_frames=10**9)),
+        ("NaN in JSON", raw_job(_strength("NaN"))),
+        ("Infinity in JSON", raw_job(_strength("Infinity"))),
+        ("1e400 in JSON", raw_job(_strength("1e400"))),
+        ("unknown top-level field", job(evil=True)),
+        ("unknown nested field", gen(evil=True)),
+        (
+            "10,000 keyframes",
+            job(image=None, keyframes=[{"image": f"asset:ast_{i:028x}", "at": i / 9999} for i in range(10_000)]),
+        ),
+        ("deeply nested JSON (depth 100,000)", raw_job(_nested(100_000).encode())),
+        ("deeply nested JSON (depth 1,000)", raw_job(_nested(1_000).encode())),
+        ("truncated PNG in a data URI", job(image=_data_uri(png[:100]))),
+        ("text in an image data URI", job(image=_data_uri(b"not an image at all"))),
+        ("bad base64 in a data URI", job(image="data:image/png;base64,@@@@")),
+        ("decompression bomb in a data URI", job(image=_data_uri(_png_bomb()))),
+        ("path traversal asset id", job(image="asset:../../etc/passwd")),
+        ("unknown asset id", job(image="asset:ast_00000000000000000000000000ff")),
+        ("local path image", job(image="/etc/passwd")),
+        ("remote image URL (disabled)", job(image="http://169.254.169.254/latest/meta-data/")),
+        ("unknown model", job(model="../../models/evil")),
+        ("unicode in metadata key over the limit", job(metadata={"ключ" * 40: 1})),
+        # SSRF through the webhook
+        ("webhook to 127.0.0.1", hook("http://127.0.0.1:6379/")),
+        ("webhook to localhost", hook("http://localhost/hook")),
+        ("webhook to 169.254.169.254 (cloud metadata)", hook("http://169.254.169.254/latest/meta-data/")),
+        ("webhook to [::ffff:127.0.0.1]", hook("http://[::ffff:127.0.0.1]/hook")),
+        ("webhook to [::1]", hook("http://[::1]/hook")),
+        ("webhook to 10.0.0.1 (private)", hook("http://10.0.0.1/hook")),
+        ("webhook to 2130706433 (127.0.0.1 as a number)", hook("http://2130706433/hook")),
+        ("webhook to 0.0.0.0", hook("http://0.0.0.0/hook")),
+        ("webhook with a file: scheme", hook("file:///etc/passwd")),
+        # ids in paths and queries
+        ("unicode job id", lambda c: c.get("/v1/jobs/ジョブ")),
+        ("path traversal job id", lambda c: c.get("/v1/jobs/..%2F..%2Fetc%2Fpasswd")),
+        ("job id of 1,000 characters", lambda c: c.get("/v1/jobs/" + "a" * 1000)),
+        ("path traversal result name", lambda c: c.get(f"/v1/jobs/{job_id}/result/..%2F..%2Fsecret")),
+        ("path traversal file key", lambda c: c.get("/v1/files/..%2F..%2Fetc%2Fpasswd?expires=9999999999&sig=00")),
+        ("unicode asset id", lambda c: c.get("/v1/assets/%F0%9F%92%A3")),
+        ("negative page limit", lambda c: c.get("/v1/jobs", params={"limit": -1})),
+        ("garbage cursor", lambda c: c.get("/v1/jobs", params={"cursor": "' OR 1=1 --"})),
+        ("unknown status filter", lambda c: c.get("/v1/jobs", params={"status": "hacked"})),
+        (
+            "Idempotency-Key of 300 characters",
+            lambda c: c.post("/v1/jobs", json=_job(), headers={"Idempotency-Key": "k" * 300}),
+        ),
+    ]
+
+
+class _Redirector(BaseHTTPRequestHandler):
+    hits: ClassVar[list[str]] = []
+    location = ""
+
+    def do_POST(self) -> None:
+        type(self).hits.append(self.path)
+        self.send_response(302 if self.path == "/hook" else 204)
+        self.send_header("Location", type(self).location)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_bad_input_is_refused_with_4xx_problem_details_and_the_worker_lives(stack_factory):
+    stack = stack_factory(
+        api_env={
+            "VSTEER_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
+            "VSTEER_MAX_JSON_BYTES": str(JSON_LIMIT),
+            "VSTEER_MAX_IMAGE_PIXELS": str(1024 * 1024),
+        }
+    )
+    stack.start_api()
+    worker = stack.start_worker()
+    store = stack.store()
+    outcomes = []
+    with stack.client(timeout=60) as client:
+        ok = client.post("/v1/jobs", json=standin_job())
+        assert ok.status_code == 202
+        job_id = ok.json()["id"]
+        for name, send in _cases(job_id):
+            try:
+                response = send(client)
+                status, ctype = response.status_code, response.headers.get("content-type", "")
+                body = response.json() if ctype.startswith("application/problem+json") else {}
+            except httpx.HTTPError as exc:  # the server may close a connection that streams too much
+                status, ctype, body = None, "", {"detail": f"{type(exc).__name__}"}
+            outcomes.append(
+                {
+                    "case": name,
+                    "status": status,
+                    "problem_json": ctype.startswith("application/problem+json"),
+                    "detail": (body.get("detail") or "")[:160],
+                }
+            )
+
+        # what gets past the API: an uploaded image whose stored bytes go bad fails its job, not the worker
+        asset = client.post("/v1/assets", files={"file": ("a.png", tiny_png(), "image/png")}).json()["id"]
+        (stack.storage_dir / "assets" / TENANT_A / asset).write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+        bad = client.post("/v1/jobs", json=standin_job(image=f"asset:{asset}")).json()["id"]
+        good = client.post("/v1/jobs", json=standin_job()).json()["id"]
+        final = wait_terminal(store, TENANT_A, [job_id, bad, good], 60, stack.worker_logs())
+
+    # a redirect to an internal address is not followed by webhook delivery
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Redirector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    _Redirector.location = f"http://127.0.0.1:{port}/internal"
+    try:
+        # allow_private: the receiver itself is on loopback; the point is the redirect is not followed
+        delivery = deliver(
+            f"http://127.0.0.1:{port}/hook",
+            "{}",
+            "whsec_QUFBQUFBQUFBQUFBQUFBQUFBQUE=",
+            "msg_1",
+            allow_private=True,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    outcomes.append(
+        {
+            "case": "webhook answered with a redirect to an internal address",
+            "status": delivery.status_code,
+            "problem_json": None,
+            "detail": f"not followed: internal hits {_Redirector.hits.count('/internal')}, delivery ok={delivery.ok}",
+        }
+    )
+
+    http_cases = [o for o in outcomes if o["problem_json"] is not None]
+    clear_4xx = [o for o in http_cases if o["status"] and 400 <= o["status"] < 500 and o["problem_json"]]
+    clear_4xx = [o for o in clear_4xx if o["detail"]]
+    record_figures(
+        "bad_input",
+        {
+            "cases": len(outcomes),
+            "http_cases": len(http_cases),
+            "clear_4xx_problem_json": len(clear_4xx),
+            "5xx": sum(1 for o in http_cases if o["status"] and o["status"] >= 500),
+            "worker_alive": worker.process.alive(),
+            "corrupt_stored_asset_job": final[bad].status.value,
+            "job_after_catalogue": final[good].status.value,
+            "redirect_followed": _Redirector.hits.count("/internal") > 0,
+            "outcomes": outcomes,
+        },
+    )
+    wrong = [o for o in http_cases if o not in clear_4xx]
+    assert not wrong, wrong
+    assert len(outcomes) >= 30
+    assert worker.process.alive()
+    assert final[bad].status is JobStatus.failed and final[bad].error.status == 422, final[bad].error
+    assert final[good].status is JobStatus.succeeded
+    assert not delivery.ok and _Redirector.hits.count("/internal") == 0
