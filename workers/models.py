@@ -67,9 +67,7 @@ def builtin_specs(cache_dir: Path) -> dict[str, ModelSpec]:
     return {
         TINY: ModelSpec(name=TINY, source=str(cache_dir / "tiny-svd"), **TINY_DEFAULTS),  # type: ignore[arg-type]
         "svd": ModelSpec(name="svd", source="stabilityai/stable-video-diffusion-img2vid", variant="fp16"),
-        "svd-xt": ModelSpec(
-            name="svd-xt", source="stabilityai/stable-video-diffusion-img2vid-xt", variant="fp16"
-        ),
+        "svd-xt": ModelSpec(name="svd-xt", source="stabilityai/stable-video-diffusion-img2vid-xt", variant="fp16"),
     }
 
 
@@ -127,9 +125,7 @@ def resolve_folder(spec: ModelSpec) -> Path:
     local = Path(spec.source).expanduser()
     if local.is_dir():
         if not (local / "model_index.json").is_file():
-            raise ModelUnavailableError(
-                spec.name, f"{local} is not a diffusers pipeline folder (no model_index.json)"
-            )
+            raise ModelUnavailableError(spec.name, f"{local} is not a diffusers pipeline folder (no model_index.json)")
         return local
     if local.is_absolute() or spec.source.startswith("."):
         raise ModelUnavailableError(spec.name, f"model folder {local} does not exist")
@@ -196,9 +192,7 @@ class ModelRegistry:
     """Named models, loaded on first use and kept warm; least recently used ones leave first
     when the budget would be exceeded. Thread-safe."""
 
-    def __init__(
-        self, specs: dict[str, ModelSpec], default: str, memory_budget_bytes: int | None = None
-    ) -> None:
+    def __init__(self, specs: dict[str, ModelSpec], default: str, memory_budget_bytes: int | None = None) -> None:
         if default not in specs:
             raise ValueError(f"default model {default!r} is not registered; known: {sorted(specs)}")
         self.specs = specs
@@ -259,9 +253,7 @@ class ModelRegistry:
                 f"{name_or_path!r} is neither a registered model ({', '.join(self.names())}) nor a folder",
             )
         name = re.sub(r"[^A-Za-z0-9._-]", "-", path.resolve().name) or "local"
-        defaults = (
-            self.specs[TINY] if _is_tiny(path) and TINY in self.specs else ModelSpec(name=name, source="")
-        )
+        defaults = self.specs[TINY] if _is_tiny(path) and TINY in self.specs else ModelSpec(name=name, source="")
         spec = ModelSpec(
             name=name,
             source=str(path.resolve()),
