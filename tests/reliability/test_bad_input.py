@@ -86,19 +86,23 @@ def _gif_bomb() -> bytes:
 
 def _cases(job_id: str) -> list[tuple[str, Callable[[httpx.Client], httpx.Response]]]:
     png = tiny_png()
-    up = lambda raw, name="a.png", ctype="image/png": (
-        lambda c: c.post(  # noqa: E731
-            "/v1/assets", files={"file": (name, raw, ctype)}
-        )
-    )
-    job = lambda **f: lambda c: c.post("/v1/jobs", json=_job(**f))  # noqa: E731
-    gen = lambda **g: job(generation={"num_frames": 3, "width": 64, "height": 64, "steps": 2, **g})  # noqa: E731
-    raw_job = lambda body, ctype="application/json": (
-        lambda c: c.post(  # noqa: E731
-            "/v1/jobs", content=body, headers={"content-type": ctype}
-        )
-    )
-    hook = lambda url: job(webhook={"url": url})  # noqa: E731
+    Send = Callable[[httpx.Client], httpx.Response]
+
+    def up(raw: bytes, name: str = "a.png", ctype: str = "image/png") -> Send:
+        return lambda c: c.post("/v1/assets", files={"file": (name, raw, ctype)})
+
+    def job(**fields: object) -> Send:
+        return lambda c: c.post("/v1/jobs", json=_job(**fields))
+
+    def gen(**fields: object) -> Send:
+        return job(generation={"num_frames": 3, "width": 64, "height": 64, "steps": 2, **fields})
+
+    def raw_job(body: bytes, ctype: str = "application/json") -> Send:
+        return lambda c: c.post("/v1/jobs", content=body, headers={"content-type": ctype})
+
+    def hook(url: str) -> Send:
+        return job(webhook={"url": url})
+
     return [
         # uploads
         ("truncated PNG upload", up(png[: len(png) // 2])),
