@@ -1,0 +1,51 @@
+"""The per-tenant cap on active jobs, the hand-back of a running job, and the per-key token bucket."""
+
+import anyio
+import pytest
+
+from api_schemas import JobStatus
+from jobstate.layout import TooManyActiveJobs
+from jobstate.records import new_job_id
+from jobstate.store import AsyncJobStore, JobStore, failure
+
+REQUEST = {"model": "svd-xt", "image": "asset:abc", "seed": 1}
+
+
+def test_the_cap_counts_queued_and_running_jobs_of_the_tenant(store: JobStore) -> None:
+    first, second = new_job_id(), new_job_id()
+    store.create(first, "t1", "svd-xt", REQUEST, max_active=2)
+    store.create(second, "t1", "svd-xt", REQUEST, max_active=2, idempotency=("k", "h"))
+    store.mark_running(first)
+    with pytest.raises(TooManyActiveJobs) as refused:
+        store.create(new_job_id(), "t1", "svd-xt", REQUEST, max_active=2)
+    assert (refused.value.active, refused.value.cap) == (2, 2)
+    # a replay of an accepted request still gets its job; another tenant has its own count
+    assert store.create(new_job_id(), "t1", "svd-xt", REQUEST, max_active=2, idempotency=("k", "h")).record.id == second
+    store.create(new_job_id(), "t2", "svd-xt", REQUEST, max_active=2)
+    # a finished job frees its place
+    store.fail(first, failure("Failed", "test"))
+    store.create(new_job_id(), "t1", "svd-xt", REQUEST, max_active=2)
+
+
+def test_a_handed_back_job_is_queued_again_without_using_up_a_delivery(store: JobStore) -> None:
+    job_id = new_job_id()
+    store.create(job_id, "t1", "svd-xt", REQUEST)
+    store.mark_running(job_id)
+    store.progress(job_id, "denoise", 3, 10)
+    back = store.requeue(job_id)
+    assert back.applied and back.record.status is JobStatus.queued
+    assert back.record.attempts == 0 and back.record.progress is None
+    assert store.list_jobs("t1", status=JobStatus.queued).records[0].id == job_id
+    assert not store.requeue(job_id).applied  # only a running job goes back
+
+
+def test_the_token_bucket_allows_a_burst_then_the_rate(redis_url: str) -> None:
+    async def main() -> list[bool]:
+        store = AsyncJobStore.from_url(redis_url)
+        decisions = [await store.take_token("key1", rate_per_s=1.0, burst=3) for _ in range(4)]
+        other = await store.take_token("key2", rate_per_s=1.0, burst=3)
+        await store.redis.aclose()
+        assert decisions[-1].retry_after_s > 0 and other.allowed
+        return [d.allowed for d in decisions]
+
+    assert anyio.run(main) == [True, True, True, False]
