@@ -40,7 +40,9 @@ ProgressCallback = Callable[[JobResource], None]
 DEFAULT_TIMEOUT_S = 30.0
 # The server sends a keep-alive comment every 15 s on a quiet event stream.
 EVENTS_READ_TIMEOUT_S = 60.0
-_RETRY_STATUSES = {502, 503, 504}
+_RETRY_STATUSES = {429, 502, 503, 504}
+# Longest `Retry-After` the client sleeps through on its own; a longer one is the caller's decision.
+_MAX_RETRY_AFTER_S = 30.0
 _PREVIEW_EXTENSIONS = {"image/gif": "gif", "image/webp": "webp"}
 
 
@@ -110,6 +112,17 @@ def _problem(response: httpx.Response) -> Problem:
         status=response.status_code,
         detail=response.text[:500] or None,
     )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds the server asks to wait (`Retry-After`, 0 when absent); None when that is too long to
+    wait here, so the error goes back to the caller."""
+    value = response.headers.get("retry-after", "")
+    try:
+        seconds = float(value) if value else 0.0
+    except ValueError:
+        return 0.0
+    return seconds if seconds <= _MAX_RETRY_AFTER_S else None
 
 
 def _check(response: httpx.Response) -> httpx.Response:
@@ -279,6 +292,10 @@ class Client:
             else:
                 if response.status_code not in _RETRY_STATUSES or attempt == self.retries:
                     return _check(response)
+                if (delay := _retry_after(response)) is None:
+                    return _check(response)
+                time.sleep(delay or min(0.2 * 2**attempt, 2.0))
+                continue
             time.sleep(min(0.2 * 2**attempt, 2.0))
         raise AssertionError("unreachable")
 
@@ -450,6 +467,10 @@ class AsyncClient:
             else:
                 if response.status_code not in _RETRY_STATUSES or attempt == self.retries:
                     return _check(response)
+                if (delay := _retry_after(response)) is None:
+                    return _check(response)
+                await asyncio.sleep(delay or min(0.2 * 2**attempt, 2.0))
+                continue
             await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
         raise AssertionError("unreachable")
 
