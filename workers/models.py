@@ -166,8 +166,48 @@ def _is_tiny(folder: Path) -> bool:
     return max(config.get("block_out_channels", [320])) <= 64
 
 
-def load_model(spec: ModelSpec) -> LoadedModel:
-    """Load a spec's pipeline onto its device, in its dtype."""
+@dataclass(frozen=True)
+class FastPath:
+    """Speed settings applied at load. On CUDA `channels_last` and the warm-up are on by default; on
+    the CPU everything is off, so CPU results stay bit-for-bit those of diffusers.
+
+    Environment: `VSTEER_FAST=0` turns the defaults off; `VSTEER_COMPILE=1` compiles the UNet and the
+    VAE decoder with `torch.compile` (opt-in on any device: the first compile takes minutes, each new
+    shape compiles again); `VSTEER_WARMUP=1|0` forces the warm-up run at load on or off. SDPA
+    attention is always on: the engine's processors wrap `AttnProcessor2_0`. bf16/fp16 weights are the
+    spec's `dtype` (float16 on CUDA when unset).
+    """
+
+    channels_last: bool = False
+    compile: bool = False
+    warm_up: bool = False
+
+    @classmethod
+    def for_device(cls, device: str, env: dict[str, str] | None = None) -> "FastPath":
+        env = dict(os.environ if env is None else env)
+        cuda = device.startswith("cuda") and env.get("VSTEER_FAST", "1") != "0"
+        compile_ = env.get("VSTEER_COMPILE", "0") == "1"
+        warm_up = env.get("VSTEER_WARMUP", "1" if cuda or compile_ else "0") == "1"
+        return cls(channels_last=cuda, compile=compile_, warm_up=warm_up)
+
+    def apply(self, pipeline: SteerableVideoPipeline, num_frames: int, height: int, width: int) -> None:
+        """Change the loaded pipeline in place; the warm-up runs last, at the model's default shape."""
+        if self.channels_last:
+            # cuDNN's fastest convolutions on tensor cores read NHWC; the UNet and decoder are conv-heavy.
+            torch.backends.cudnn.benchmark = True
+            pipeline.unet.to(memory_format=torch.channels_last)
+            pipeline.vae.to(memory_format=torch.channels_last)
+        if self.compile:
+            # In place (`Module.compile`): the pipeline keeps its modules, processors and configs.
+            pipeline.unet.compile()
+            pipeline.vae.decoder.compile()
+        if self.warm_up:
+            pipeline.warm_up(num_frames, height, width)
+
+
+def load_model(spec: ModelSpec, fast: FastPath | None = None) -> LoadedModel:
+    """Load a spec's pipeline onto its device, in its dtype, with the device's fast path applied
+    (`FastPath.for_device` from the environment unless `fast` is given)."""
     quiet_libraries()
     folder = resolve_folder(spec)
     device, dtype = spec.resolved_device(), spec.resolved_dtype()
@@ -185,6 +225,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         "height": spec.height,
         "num_frames": spec.num_frames or int(pipeline.unet.config.num_frames),
     }
+    (fast or FastPath.for_device(device)).apply(pipeline, defaults["num_frames"], spec.height, spec.width)
     return LoadedModel(spec, pipeline, folder, weight_hash(folder), size, defaults)
 
 

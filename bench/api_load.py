@@ -1,0 +1,121 @@
+"""(d) The API under load: `POST /v1/jobs` submissions/s and p50/p99 latency; enqueue → task start.
+
+Redis and the API (uvicorn, `--api-processes`) run as their own processes; the load generator
+(`bench.loadgen`) is a third, with `--concurrency` keep-alive connections, for `--duration` seconds
+after a short warm-up. No GPU worker consumes the load's queue (its jobs stay queued), so the figure
+is the API + Redis alone. Then one simulated worker (`bench.sim_worker`, zero service time) is
+started on a second, empty model queue and `--probe` jobs are submitted one at a time: record
+created → task started (job state's `created_at` → `started_at`, which includes the API's enqueue
+call) gives the queue hop.
+
+Targets: ≥ 1,500 jobs/s with p99 ≤ 20 ms on a 2-core machine; enqueue → task start p50 ≤ 5 ms.
+
+    python -m bench.api_load
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import REPO_ROOT, median, percentile, png_bytes, table, test_image, write_result
+from bench.servers import TENANT, new_stack, start_api, start_redis, start_worker
+
+
+def job_body(model: str) -> bytes:
+    import base64
+
+    image = "data:image/png;base64," + base64.b64encode(png_bytes(test_image(0, (64, 64)))).decode()
+    doc = {"model": model, "seed": 1, "image": image, "generation": {"num_frames": 4, "width": 64, "height": 64}}
+    return json.dumps(doc).encode()
+
+
+def load(stack: Any, body_file: Path, concurrency: int, duration: float, count: int = 0, ids: bool = False) -> dict:
+    argv = [sys.executable, "-m", "bench.loadgen", "--url", stack.api_url, "--key", stack.api_key,
+            "--body", str(body_file), "--concurrency", str(concurrency), "--duration", str(duration),
+            "--count", str(count)] + (["--ids"] if ids else [])  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO_ROOT, env=stack.env, check=True, timeout=600)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, default=32, help="connections of the load generator")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds of measured load")
+    parser.add_argument("--api-processes", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--probe", type=int, default=100, help="jobs for enqueue → task start")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (bench/results/api_load.json)")
+    args = parser.parse_args(argv)
+
+    from jobstate.store import JobStore
+
+    with new_stack(Path(tempfile.mkdtemp(prefix="vsteer-bench-")), ["sim", "probe"]) as stack:
+        # 1. Redis and the API; the load generator is its own process
+        start_redis(stack)
+        start_api(stack, args.api_processes)
+        body_file = stack.root / "body.json"
+        body_file.write_bytes(job_body("sim"))
+        load(stack, body_file, args.concurrency, duration=2.0)  # warm-up: connections, caches
+        result = load(stack, body_file, args.concurrency, duration=args.duration)
+        latencies = result["latencies"]
+        ok = sum(n for status, n in result["statuses"].items() if status in ("200", "202"))
+
+        # 2. the queue hop: one simulated worker with no service time, jobs one at a time
+        store = JobStore.from_url(stack.redis_url)
+        probe_env = {"VSTEER_WORKER_MODELS": "probe", "VSTEER_SIM_SERVICE_S": "0", "VSTEER_SIM_STEPS": "1"}
+        start_worker(stack, "sim0", ["gpu.probe"], app="bench.sim_worker", env=probe_env)
+        probe_file = stack.root / "probe.json"
+        probe_file.write_bytes(job_body("probe"))
+        hops = []
+        probe = load(stack, probe_file, 1, duration=0, count=args.probe, ids=True)
+        deadline = time.monotonic() + 300
+        pending = list(probe["ids"])
+        while pending and time.monotonic() < deadline:
+            record = store.get(TENANT, pending[0])
+            if record is not None and record.started_at is not None:
+                hops.append((record.started_at - record.created_at).total_seconds())
+                pending.pop(0)
+            else:
+                time.sleep(0.05)
+
+    figures = {
+        "api_processes": args.api_processes,
+        "concurrency": args.concurrency,
+        "duration_s": result["elapsed_s"],
+        "requests": len(latencies),
+        "statuses": result["statuses"],
+        "jobs_per_s": ok / result["elapsed_s"],
+        "latency_ms": {"p50": percentile(latencies, 50) * 1e3, "p99": percentile(latencies, 99) * 1e3,
+                       "max": max(latencies) * 1e3},
+        "enqueue_to_start_ms": {"p50": median(hops) * 1e3, "p99": percentile(hops, 99) * 1e3, "n": len(hops),
+                                "note": "job created_at → started_at (includes the API's enqueue call)"},
+        "targets": {"jobs_per_s": 1500, "p99_ms": 20, "enqueue_to_start_p50_ms": 5},
+    }  # fmt: skip
+    rows = [
+        [
+            args.api_processes,
+            args.concurrency,
+            figures["jobs_per_s"],
+            figures["latency_ms"]["p50"],
+            figures["latency_ms"]["p99"],
+            figures["enqueue_to_start_ms"]["p50"],
+            figures["enqueue_to_start_ms"]["p99"],
+        ]
+    ]
+    print(
+        table(
+            "POST /v1/jobs under load (loopback; generator, API and Redis share the machine)",
+            ["API procs", "connections", "jobs/s", "p50 ms", "p99 ms", "enqueue→start p50 ms", "p99 ms"],
+            rows,
+        )
+    )
+    print(f"\nwrote {write_result('api_load', figures, args.out)}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The benchmark code itself runs and writes its fields (at the tiniest size, one round).
+
+Nothing here looks at speed: benchmarks are not tests.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.common import Interleaved, interleave, percentile
+
+
+def test_interleave_alternates_and_collects_parts() -> None:
+    order: list[str] = []
+    result = interleave(
+        {"a": lambda: order.append("a") or {"part": 1.0}, "b": lambda: order.append("b")}, repeats=2, warmup=0
+    )
+    assert order == ["a", "b", "b", "a"]
+    assert result.series("a.part") == [1.0, 1.0]
+    assert len(result.seconds["b"]) == 2
+    assert Interleaved({"x": [2.0, 4.0], "y": [1.0, 2.0]}).ratio("x", "y") == 2.0
+    assert percentile([1.0, 2.0, 3.0], 50) == 2.0
+
+
+def test_engine_overhead_writes_its_figures(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    from bench import engine_overhead
+
+    monkeypatch.setenv("VSTEER_CACHE_DIR", str(tiny_model_dir.parent))
+    out = tmp_path / "engine.json"
+    engine_overhead.main(["--size", "tiny", "--repeats", "1", "--out", str(out)])
+    record = json.loads(out.read_text())
+    assert {"benchmark", "command", "machine", "figures", "measured_at"} <= set(record)
+    assert record["machine"]["nproc"] >= 1 and "torch" in record["machine"]["versions"]
+    ratios = record["figures"]["ratios"]
+    assert set(ratios) == {"plain_engine_vs_bare", "steered_engine_vs_bare", "plain_job_vs_bare", "steered_job_vs_bare"}
+    assert all(value > 0 for value in ratios.values())
+    assert record["figures"]["runs"]["steered"]["runs"] == 1
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_small_on_cpu(tmp_path: Path) -> None:
+    from bench import gpu_svd
+
+    out = tmp_path / "gpu.json"
+    figures = gpu_svd.main(["--size", "small", "--repeats", "1", "--no-reference", "--out", str(out)])
+    assert json.loads(out.read_text())["figures"]["variants"].keys() == {"bare", "vsteer"}
+    for variant in figures["variants"].values():
+        assert variant["finite"] and variant["seconds_per_clip"] > 0 and variant["unet_tflops"] > 0
