@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps demo up run test test-fast lint format openapi clean
+.PHONY: install system-deps demo up run test test-fast lint format openapi bench bench-gpu clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,14 @@ format: install
 
 openapi: install
 	$(PY) -m service.openapi > api_schemas/openapi.json
+
+# Side-by-side benchmarks (docs/benchmarks.md); not tests: nothing here gates CI.
+bench: install
+	for b in engine_overhead service_overhead sweep_batching api_load warm_workers scale_sim gpu_svd; do \
+	  $(PY) -m bench.$$b || exit 1; done
+
+bench-gpu: install
+	$(PY) -m bench.gpu_svd --compile
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

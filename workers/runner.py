@@ -178,12 +178,15 @@ def resolve_job(job: JobRequest, model: LoadedModel) -> JobRequest:
     """The document with every default made explicit: model, seed, frames, size, chunking, fps."""
     gen = job.generation
     num_frames = gen.num_frames or model.defaults["num_frames"]
+    height, width = model.defaults["height"], model.defaults["width"]
     generation = gen.model_copy(
         update={
             "num_frames": num_frames,
             "width": gen.width or model.defaults["width"],
             "height": gen.height or model.defaults["height"],
-            "decode_chunk_size": gen.decode_chunk_size or num_frames,
+            # Unset: all frames on the CPU (as diffusers does), as many as fit in free memory on CUDA.
+            "decode_chunk_size": gen.decode_chunk_size
+            or model.pipeline.decode_chunk_for(num_frames, gen.height or height, gen.width or width),
         }
     )
     output = job.output.model_copy(update={"fps": job.output.fps or gen.fps})
