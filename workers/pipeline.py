@@ -69,13 +69,9 @@ class _Slot:
     temporal_bias: torch.Tensor | None = None  # (rows, 1, T)
 
 
-class FrameContextProcessor:
-    """Cross-attention of the spatial transformer blocks with a per-frame context.
-
-    The UNet hands every frame the same context (it `repeat_interleave`s one per clip); this
-    processor swaps in the slot's per-frame context and reference-token bias, then runs the stock
-    `AttnProcessor2_0`. With an empty slot it is the stock processor.
-    """
+class _SlotProcessor:
+    """A cross-attention processor that reads the slot, adjusts the context and mask, then runs the
+    stock `AttnProcessor2_0`. With an empty slot it is the stock processor."""
 
     def __init__(self, slot: _Slot) -> None:
         self.slot = slot
@@ -89,39 +85,46 @@ class FrameContextProcessor:
         attention_mask: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        context = self.slot.spatial_context
-        if context is not None:
-            if encoder_hidden_states is None or encoder_hidden_states.shape[0] != context.shape[0]:
-                got = None if encoder_hidden_states is None else encoder_hidden_states.shape[0]
-                raise RuntimeError(f"per-frame context has {context.shape[0]} rows, the UNet passed {got}")
-            encoder_hidden_states = context.to(hidden_states.dtype)
-            if self.slot.spatial_bias is not None:
-                attention_mask = self.slot.spatial_bias.to(hidden_states.dtype)
+        encoder_hidden_states, attention_mask = self.adjust(hidden_states, encoder_hidden_states, attention_mask)
         return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
 
+    def adjust(
+        self, hidden: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        raise NotImplementedError
 
-class TemporalBiasProcessor:
+
+class FrameContextProcessor(_SlotProcessor):
+    """Cross-attention of the spatial transformer blocks with a per-frame context: the UNet hands
+    every frame the same context (it `repeat_interleave`s one per clip); this swaps in the slot's
+    per-frame context and reference-token bias."""
+
+    def adjust(
+        self, hidden: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        frames = self.slot.spatial_context
+        if frames is None:
+            return context, mask
+        if context is None or context.shape[0] != frames.shape[0]:
+            got = None if context is None else context.shape[0]
+            raise RuntimeError(f"per-frame context has {frames.shape[0]} rows, the UNet passed {got}")
+        bias = self.slot.spatial_bias
+        return frames.to(hidden.dtype), mask if bias is None else bias.to(hidden.dtype)
+
+
+class TemporalBiasProcessor(_SlotProcessor):
     """Cross-attention of the temporal blocks: the context is already the first frame's (as in
     diffusers' `TransformerSpatioTemporalModel`); only the reference-token bias is added."""
 
-    def __init__(self, slot: _Slot) -> None:
-        self.slot = slot
-        self.inner = AttnProcessor2_0()
-
-    def __call__(
-        self,
-        attn: Attention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> torch.Tensor:
+    def adjust(
+        self, hidden: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         bias = self.slot.temporal_bias
-        if bias is not None and encoder_hidden_states is not None:
-            # rows = clips x spatial positions; every position of a clip shares the clip's bias.
-            per_clip = hidden_states.shape[0] // bias.shape[0]
-            attention_mask = bias.repeat_interleave(per_clip, dim=0).to(hidden_states.dtype)
-        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
+        if bias is None or context is None:
+            return context, mask
+        # rows = clips x spatial positions; every position of a clip shares the clip's bias.
+        per_clip = hidden.shape[0] // bias.shape[0]
+        return context, bias.repeat_interleave(per_clip, dim=0).to(hidden.dtype)
 
 
 def _install_processors(unet: torch.nn.Module, slot: _Slot) -> None:
