@@ -70,17 +70,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         start_worker(stack, "sim0", ["gpu.probe"], app="bench.sim_worker", env=probe_env)
         probe_file = stack.root / "probe.json"
         probe_file.write_bytes(job_body("probe"))
+        # One job at a time: each is submitted only after the previous one finished, so the hop is
+        # the queue's own latency, not the wait behind earlier jobs.
         hops = []
-        probe = load(stack, probe_file, 1, duration=0, count=args.probe, ids=True)
         deadline = time.monotonic() + 300
-        pending = list(probe["ids"])
-        while pending and time.monotonic() < deadline:
-            record = store.get(TENANT, pending[0])
-            if record is not None and record.started_at is not None:
-                hops.append((record.started_at - record.created_at).total_seconds())
-                pending.pop(0)
-            else:
-                time.sleep(0.05)
+        for _ in range(args.probe):
+            (job_id,) = load(stack, probe_file, 1, duration=0, count=1, ids=True)["ids"]
+            while time.monotonic() < deadline:
+                record = store.get(TENANT, job_id)
+                if record is not None and record.status.is_terminal():
+                    if record.started_at is not None:
+                        hops.append((record.started_at - record.created_at).total_seconds())
+                    break
+                time.sleep(0.002)
 
     figures = {
         "api_processes": args.api_processes,
