@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps demo up run test test-fast lint format openapi bench bench-gpu clean
+.PHONY: install system-deps demo up run test test-fast reliability reliability-full lint format openapi bench bench-gpu clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ test: lint
 
 test-fast: install
 	$(PY) -m pytest -q -m "not integration"
+
+# Fault, load and bad-input suites (short variants also run in `make test`); figures in docs/reliability.md.
+reliability: install
+	$(PY) -m pytest tests/reliability -q -s
+
+reliability-full: install
+	VSTEER_RELIABILITY_FULL=1 $(PY) -m pytest tests/reliability -q -s --timeout 1800
 
 format: install
 	$(BIN)/ruff format .
