@@ -131,6 +131,7 @@ def load_models(sender=None, **_: object) -> None:  # type: ignore[no-untyped-de
     try:
         deps = worker_deps()
         deps.registry.warm(models)
+        warm_up_jobs(deps.registry, models)
     except Exception as exc:
         # Celery logs and ignores exceptions of signal handlers; a GPU worker that cannot load what it
         # serves must not consume its queue, so it stops here (SystemExit passes through).
@@ -140,6 +141,17 @@ def load_models(sender=None, **_: object) -> None:  # type: ignore[no-untyped-de
     _stop_heartbeat.clear()
     beat = threading.Thread(target=_heartbeat, args=(deps, sender.hostname, get_settings().heartbeat_s), daemon=True)
     beat.start()
+
+
+def warm_up_jobs(registry, models: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """One small job per model before consuming, where the fast path's warm-up is on (CUDA by
+    default, `VSTEER_WARMUP=1` anywhere), so that the first real job runs at steady-state speed."""
+    from workers.models import FastPath
+    from workers.runner import warm_up_job
+
+    for name in models:
+        if FastPath.for_device(registry.get(name).device).warm_up:
+            log.info("warm-up job for %s took %.1f s", name, warm_up_job(registry, name))
 
 
 @signals.worker_shutting_down.connect

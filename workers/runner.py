@@ -258,3 +258,24 @@ def write_outputs(frames: np.ndarray, job: JobRequest, out_dir: Path) -> dict[st
         raw = frames[0] if job.sweep is None else frames
         np.save(files["frames"], raw.astype(np.float32, copy=False))
     return files
+
+
+def warm_up_job(registry: ModelRegistry, name: str | None = None, steps: int = 2) -> float:
+    """Run one small job end to end at the model's default shape, so that first use of every stage
+    (image encoders, the audit's optical flow, the H.264 and preview encoders) happens at worker start
+    and not in the first job. Returns its seconds."""
+    import base64
+    import io
+    import tempfile
+
+    import PIL.Image
+
+    gradient = np.linspace(0, 255, 64 * 64 * 3, dtype=np.float32).reshape(64, 64, 3).astype(np.uint8)
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(gradient).save(buffer, format="PNG")
+    image = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    job = JobRequest.model_validate({"model": name, "seed": 0, "image": image, "generation": {"steps": steps}})
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="vsteer-warm-up-") as tmp:
+        run_job(job, Path(tmp), registry=registry, images=ImageResolver())
+    return time.perf_counter() - started

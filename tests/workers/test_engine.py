@@ -251,3 +251,14 @@ def test_unreadable_image_fails_naming_the_field(registry, image_paths, tmp_path
     with pytest.raises(JobInputError) as info:
         run_job(job(keyframes=keys), tmp_path / "o", registry=registry, images=ImageResolver(allow_paths=True))
     assert info.value.field == "keyframes[1].image"
+
+
+def test_warm_up_job_runs_a_whole_job_and_leaves_nothing(registry, tmp_path, monkeypatch):
+    import tempfile
+
+    from workers.runner import warm_up_job
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    seconds = warm_up_job(registry, "tiny")
+    assert seconds > 0
+    assert list(tmp_path.iterdir()) == []
