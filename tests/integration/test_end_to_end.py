@@ -46,14 +46,15 @@ def steering_job(assets: list[str], steps: int, **extra) -> dict:
 def test_steering_job_end_to_end(service: Service, tmp_path):
     with service.client() as client:
         assets = upload_pictures(client)
-        request = steering_job(assets, steps=4, webhook={"url": service.receiver.url, "events": ["completed"]})
+        request = steering_job(assets, steps=6, webhook={"url": service.receiver.url, "events": ["completed"]})
 
         job = client.submit(request)
         assert job.status in (JobStatus.queued, JobStatus.running)
 
         # 1. progress is visible while the job runs: the denoising step goes up
         seen: list[JobResource] = []
-        job = client.wait(job.id, timeout=240, on_progress=seen.append, poll_s=0.05)
+        # Followed as server-sent events: every step is delivered, however fast the tiny model runs.
+        job = client.wait(job.id, timeout=240, on_progress=seen.append, stream=True)
         assert job.status is JobStatus.succeeded, job.error
         denoising = [j for j in seen if j.status is JobStatus.running and j.progress and j.progress.stage == "denoise"]
         steps = [j.progress.step for j in denoising]
