@@ -50,7 +50,7 @@ def test_a_job_survives_its_worker_being_killed(tmp_path: Path, tiny_model_dir: 
                 "model": "tiny",
                 "seed": 3,
                 "image": data_uri(make_image(5)),
-                "generation": {"num_frames": 3, "width": 64, "height": 64, "steps": 8},
+                "generation": {"num_frames": 3, "width": 64, "height": 64, "steps": 40},
                 "output": {"preview": "none"},
             },
         )
