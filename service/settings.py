@@ -8,14 +8,13 @@ convenience; production refuses it, as it refuses placeholder secrets.
 import hashlib
 import re
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from jobstate.config import JobStateSettings
+from storage.settings import StorageSettings
 
-PLACEHOLDER_FILES_SECRET = "change-me-vsteer-files-secret"
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 # Tenants name storage folders: the same rule as `storage.keys` segments.
 _TENANT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
@@ -26,31 +25,13 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class Settings(JobStateSettings):
+class Settings(JobStateSettings, StorageSettings):
     api_keys: dict[str, str] = Field(
         default_factory=dict, description="`{sha256(key) hex: tenant}`: the accepted API keys, hashed."
     )
     dev_api_keys: dict[str, str] = Field(
         default_factory=dict, description="`{plain key: tenant}`, for dev and test only."
     )
-
-    storage_backend: Literal["local", "s3"] = Field("local", description="Where assets and results live.")
-    storage_local_dir: Path = Field(Path("var/storage"), description="Folder of the `local` backend.")
-    storage_s3_bucket: str | None = Field(None, description="Bucket of the `s3` backend.")
-    storage_s3_endpoint_url: str | None = Field(None, description="S3 endpoint the API talks to.")
-    storage_s3_public_endpoint_url: str | None = Field(
-        None, description="S3 endpoint that presigned URLs name (what clients can reach)."
-    )
-    storage_s3_region: str = Field("us-east-1", description="S3 region.")
-    storage_s3_access_key_id: str | None = Field(None, description="S3 access key (else the default chain).")
-    storage_s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key.")
-    public_base_url: str = Field(
-        "http://localhost:8000", description="Base URL of this API as clients see it (local file URLs)."
-    )
-    files_secret: SecretStr = Field(
-        SecretStr(PLACEHOLDER_FILES_SECRET), description="HMAC secret of local-storage file URLs."
-    )
-    presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600, description="Lifetime of result URLs.")
 
     max_json_bytes: int = Field(24 * 1024 * 1024, ge=1024, description="Largest job document accepted.")
     max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024, description="Largest asset upload accepted.")
@@ -105,15 +86,13 @@ class Settings(JobStateSettings):
     def _coherent(self) -> Self:
         if self.default_model not in self.models:
             raise ValueError(f"VSTEER_DEFAULT_MODEL {self.default_model!r} is not in VSTEER_MODELS {self.models}")
-        if self.storage_backend == "s3" and not self.storage_s3_bucket:
-            raise ValueError("VSTEER_STORAGE_S3_BUCKET is required with VSTEER_STORAGE_BACKEND=s3")
+        for problem in self.storage_problems(production=self.environment == "production"):
+            raise ValueError(problem)
         if self.environment == "production":
             if self.dev_api_keys:
                 raise ValueError("VSTEER_DEV_API_KEYS (plain keys) is refused in production; use VSTEER_API_KEYS")
             if not self.api_keys:
                 raise ValueError("VSTEER_API_KEYS must name at least one key in production")
-            if self.files_secret.get_secret_value() == PLACEHOLDER_FILES_SECRET:
-                raise ValueError("VSTEER_FILES_SECRET must be set in production (the placeholder is public)")
             if self.webhook_allow_private:
                 raise ValueError("VSTEER_WEBHOOK_ALLOW_PRIVATE is refused in production")
         return self
@@ -121,24 +100,6 @@ class Settings(JobStateSettings):
     def tenants_by_key_hash(self) -> dict[str, str]:
         """Every accepted key, hashed, and its tenant."""
         return {**{hash_api_key(k): t for k, t in self.dev_api_keys.items()}, **self.api_keys}
-
-    def storage_kwargs(self) -> tuple[str, dict[str, Any]]:
-        """Arguments of `storage.factory.make_storage` for the configured backend."""
-        if self.storage_backend == "local":
-            return "local", {
-                "root": self.storage_local_dir,
-                "secret": self.files_secret.get_secret_value(),
-                "base_url": self.public_base_url,
-            }
-        secret = self.storage_s3_secret_access_key
-        return "s3", {
-            "bucket": self.storage_s3_bucket,
-            "endpoint_url": self.storage_s3_endpoint_url,
-            "public_endpoint_url": self.storage_s3_public_endpoint_url,
-            "region": self.storage_s3_region,
-            "access_key_id": self.storage_s3_access_key_id,
-            "secret_access_key": secret.get_secret_value() if secret is not None else None,
-        }
 
 
 def _check_tenant(tenant: str) -> None:

@@ -8,19 +8,16 @@ this object holds the rest and the list of models this worker serves, which deci
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from jobstate.config import JobStateSettings
-
-# The same development default as the API's, so that a local stack signs and checks file URLs alike;
-# refused in production so that file URLs cannot be forged.
-PLACEHOLDER_FILES_SECRET = "change-me-vsteer-files-secret"
+from storage.settings import StorageSettings
 
 
-class WorkerSettings(JobStateSettings):
+class WorkerSettings(JobStateSettings, StorageSettings):
     """Variable names follow the API's settings (`service.settings`), so one environment serves both."""
 
     broker_url: str | None = Field(None, description="Celery broker; `redis_url` if unset.")
@@ -31,24 +28,6 @@ class WorkerSettings(JobStateSettings):
         description="Models this worker serves, comma separated; it consumes `gpu.<model>` for each "
         "and loads them at start. `default_model` if unset.",
     )
-
-    # Storage: `local` keeps objects in a folder and signs URLs to the API's /v1/files route.
-    storage_backend: Literal["local", "s3"] = Field("local", description="Where assets and results live.")
-    storage_local_dir: Path = Field(Path("var/storage"), description="Folder of the `local` backend.")
-    files_secret: SecretStr = Field(
-        SecretStr(PLACEHOLDER_FILES_SECRET), description="HMAC key of local file URLs (the API's too)."
-    )
-    public_base_url: str = Field("http://localhost:8000", description="API base URL of local file URLs.")
-    presign_expiry_s: int = Field(
-        3600, ge=60, le=7 * 24 * 3600, description="Lifetime of the download URLs in webhook bodies."
-    )
-    storage_s3_bucket: str | None = Field(None, description="Bucket of the `s3` backend.")
-    storage_s3_endpoint_url: str | None = Field(None, description="S3 endpoint the workers talk to.")
-    storage_s3_public_endpoint_url: str | None = Field(None, description="S3 endpoint clients download from.")
-    storage_s3_region: str = "us-east-1"
-    storage_s3_access_key_id: str | None = None
-    storage_s3_secret_access_key: SecretStr | None = None
-    storage_s3_max_attempts: int = Field(5, ge=1, le=20, description="Attempts per S3 call (standard retries).")
 
     # Delivery: Redis re-delivers a message not acknowledged within the visibility timeout, so it must
     # exceed the longest wait in the queue plus the longest job, or a long job runs twice.
@@ -97,11 +76,8 @@ class WorkerSettings(JobStateSettings):
                 f"VSTEER_VISIBILITY_TIMEOUT_S must exceed job_time_limit_s + max_queue_wait_s = {floor}, "
                 f"got {self.visibility_timeout_s}: a job would be delivered twice"
             )
-        placeholder = self.files_secret.get_secret_value() == PLACEHOLDER_FILES_SECRET
-        if self.environment == "production" and self.storage_backend == "local" and placeholder:
-            raise ValueError("VSTEER_FILES_SECRET must be set in production (the placeholder is public)")
-        if self.storage_backend == "s3" and not self.storage_s3_bucket:
-            raise ValueError("VSTEER_STORAGE_S3_BUCKET is required with VSTEER_STORAGE_BACKEND=s3")
+        for problem in self.storage_problems(production=self.environment == "production"):
+            raise ValueError(problem)
         return self
 
     @property
@@ -111,25 +87,6 @@ class WorkerSettings(JobStateSettings):
     @property
     def queues(self) -> list[str]:
         return [queue_for(m) for m in self.worker_models]
-
-    def storage_kwargs(self) -> tuple[str, dict[str, Any]]:
-        """Arguments of `storage.factory.make_storage` for the configured backend."""
-        if self.storage_backend == "local":
-            return "local", {
-                "root": self.storage_local_dir,
-                "secret": self.files_secret.get_secret_value(),
-                "base_url": self.public_base_url,
-            }
-        secret = self.storage_s3_secret_access_key
-        return "s3", {
-            "bucket": self.storage_s3_bucket,
-            "endpoint_url": self.storage_s3_endpoint_url,
-            "public_endpoint_url": self.storage_s3_public_endpoint_url,
-            "region": self.storage_s3_region,
-            "access_key_id": self.storage_s3_access_key_id,
-            "secret_access_key": secret.get_secret_value() if secret is not None else None,
-            "max_attempts": self.storage_s3_max_attempts,
-        }
 
 
 def queue_for(model: str) -> str:
