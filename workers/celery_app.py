@@ -146,9 +146,11 @@ def load_models(sender=None, **_: object) -> None:  # type: ignore[no-untyped-de
 def warm_up_jobs(registry, models: list[str]) -> None:  # type: ignore[no-untyped-def]
     """One small job per model before consuming, where the fast path's warm-up is on (CUDA by
     default, `VSTEER_WARMUP=1` anywhere), so that the first real job runs at steady-state speed."""
-    from workers.models import FastPath
+    from workers.models import FastPath, ModelRegistry
     from workers.runner import warm_up_job
 
+    if not isinstance(registry, ModelRegistry):
+        return  # a stand-in engine (tests, benchmarks) has no model to warm
     for name in models:
         if FastPath.for_device(registry.get(name).device).warm_up:
             log.info("warm-up job for %s took %.1f s", name, warm_up_job(registry, name))
