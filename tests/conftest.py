@@ -2,11 +2,16 @@
 
 import base64
 import io
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import PIL.Image
 import pytest
+
+if TYPE_CHECKING:
+    from tests.servers import RedisServer
 
 
 def make_image(seed: int, size: tuple[int, int] = (80, 64)) -> PIL.Image.Image:
@@ -47,3 +52,24 @@ def image_paths(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         make_image(seed).save(path)
         paths.append(path)
     return paths
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["RedisServer"]:
+    """One real redis-server for the session, on a free port with a private data folder."""
+    from tests.servers import start_redis
+
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: "RedisServer") -> str:
+    """The session's Redis, emptied for this test."""
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url

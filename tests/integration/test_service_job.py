@@ -6,7 +6,6 @@ tests run the real engine.
 """
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from jobstate.records import new_job_id
 from jobstate.store import JobStore
 from jobstate.webhooks import enqueue_job_webhook
 from storage.local import LocalStorage
-from tests.servers import RedisServer, start_redis
+from tests.servers import RedisServer
 from workers.errors import JobCanceled, JobInputError
 from workers.runner import JobOutputs, Progress
 from workers.service_job import WorkerDeps, execute
@@ -27,15 +26,6 @@ pytestmark = pytest.mark.integration
 
 TENANT = "acme"
 REQUEST = {"image": "asset:img1", "generation": {"num_frames": 3, "steps": 4}}
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("service-job-redis"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The API against a real redis-server and a local storage folder, driven through httpx."""
 
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -12,7 +12,6 @@ from PIL import Image
 from jobstate.store import JobStore
 from service.app import create_app
 from service.settings import Settings
-from tests.servers import RedisServer, start_redis
 
 KEY_A, KEY_B = "key-tenant-a", "key-tenant-b"
 AUTH_A = {"Authorization": f"Bearer {KEY_A}"}
@@ -22,21 +21,6 @@ AUTH_B = {"Authorization": f"Bearer {KEY_B}"}
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("service-redis"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    redis.Redis.from_url(redis_server.url).flushall()
-    return redis_server.url
 
 
 @pytest.fixture
