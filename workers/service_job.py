@@ -309,26 +309,21 @@ def free_accelerator_memory() -> None:
 # --- problem details --------------------------------------------------------------------------------
 
 
-def input_problem(job_id: str, exc: JobInputError) -> Problem:
+def job_problem(job_id: str, kind: str, title: str, status: int, detail: str, field: str | None = None) -> Problem:
+    """The problem details a failed job carries: `type` names the kind under PROBLEM_BASE."""
     return Problem(
-        type=PROBLEM_BASE + "invalid-input",
-        title="Invalid job input",
-        status=422,
-        detail=f"`{exc.field}`: {exc.detail}",
-        instance=f"/v1/jobs/{job_id}",
-        field=exc.field,
+        type=PROBLEM_BASE + kind, title=title, status=status, detail=detail, instance=f"/v1/jobs/{job_id}", field=field
+    )
+
+
+def input_problem(job_id: str, exc: JobInputError) -> Problem:
+    return job_problem(
+        job_id, "invalid-input", "Invalid job input", 422, f"`{exc.field}`: {exc.detail}", field=exc.field
     )
 
 
 def model_problem(job_id: str, exc: ModelUnavailableError) -> Problem:
-    return Problem(
-        type=PROBLEM_BASE + "model-unavailable",
-        title="Model unavailable",
-        status=503,
-        detail=exc.detail,
-        instance=f"/v1/jobs/{job_id}",
-        field="model",
-    )
+    return job_problem(job_id, "model-unavailable", "Model unavailable", 503, exc.detail, field="model")
 
 
 def out_of_memory_problem(job_id: str, record: JobRecord, exc: BaseException) -> Problem:
@@ -336,46 +331,34 @@ def out_of_memory_problem(job_id: str, record: JobRecord, exc: BaseException) ->
     size = f"{generation.get('width') or 'default'}x{generation.get('height') or 'default'}"
     frames = generation.get("num_frames") or "default"
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return Problem(
-        type=PROBLEM_BASE + "out-of-memory",
-        title="Out of accelerator memory",
-        status=507,
-        detail=(
+    return job_problem(
+        job_id,
+        "out-of-memory",
+        "Out of accelerator memory",
+        507,
+        (
             f"the job ran out of accelerator memory at {size} with {frames} frames ({first_line}); "
             "lower `generation.width`/`height` or `num_frames`, or set `generation.decode_chunk_size`"
         ),
-        instance=f"/v1/jobs/{job_id}",
     )
 
 
 def poison_problem(job_id: str, attempts: int) -> Problem:
-    return Problem(
-        type=PROBLEM_BASE + "worker-lost",
-        title="Job crashed its worker",
-        status=500,
-        detail=(
+    return job_problem(
+        job_id,
+        "worker-lost",
+        "Job crashed its worker",
+        500,
+        (
             f"the job was started {attempts} times and each time its worker process stopped before it "
             "finished (crashed, killed or out of host memory); it is not run again"
         ),
-        instance=f"/v1/jobs/{job_id}",
     )
 
 
 def storage_problem(job_id: str, exc: StorageUnavailable) -> Problem:
-    return Problem(
-        type=PROBLEM_BASE + "storage-unavailable",
-        title="Storage unavailable",
-        status=503,
-        detail=str(exc)[:2000],
-        instance=f"/v1/jobs/{job_id}",
-    )
+    return job_problem(job_id, "storage-unavailable", "Storage unavailable", 503, str(exc)[:2000])
 
 
 def internal_problem(job_id: str, exc: BaseException) -> Problem:
-    return Problem(
-        type=PROBLEM_BASE + "internal-error",
-        title="Job failed",
-        status=500,
-        detail=f"{type(exc).__name__}: {exc}"[:2000],
-        instance=f"/v1/jobs/{job_id}",
-    )
+    return job_problem(job_id, "internal-error", "Job failed", 500, f"{type(exc).__name__}: {exc}"[:2000])
