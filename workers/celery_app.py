@@ -36,10 +36,11 @@ log = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "vsteer.run_job.v1"
 GPU_QUEUE_PREFIX = "gpu."
+APP_NAME = "vsteer"
 
 
 def create_app(settings: WorkerSettings) -> Celery:
-    app = Celery("vsteer", broker=settings.broker, include=["workers.tasks"])
+    app = Celery(APP_NAME, broker=settings.broker, include=["workers.tasks"])
     app.conf.update(
         worker_pool="solo",
         worker_concurrency=1,
@@ -124,6 +125,8 @@ def consumed_models(worker) -> list[str]:  # type: ignore[no-untyped-def]
 @signals.worker_init.connect
 def load_models(sender=None, **_: object) -> None:  # type: ignore[no-untyped-def]
     """Build the process's dependencies and load every served model before consuming."""
+    if sender is None or sender.app.main != APP_NAME:
+        return  # another Celery app's worker in this process (signals are process-wide)
     models = consumed_models(sender)
     if not models:
         return
