@@ -31,6 +31,7 @@ from typing import Any, Generic, TypeVar
 
 from api_schemas import JobStatus, Problem
 from jobstate.records import AssetRecord, JobRecord, StoredResult
+from jobstate.task_message import TaskMessage
 
 PREFIX = "vsteer:"
 TERMINAL = tuple(s.value for s in JobStatus if s.is_terminal())
@@ -134,12 +135,13 @@ end
     "__BUCKET_NAMES__", ", ".join(f"'{bucket_name(b)}'" for b in DURATION_BUCKETS)
 )
 
-# KEYS: job hash, idempotency key ('' for none)
-# ARGV: prefix, id, tenant, model, request, now, idem value, idem ttl, most active jobs per tenant (0: no cap)
+# KEYS: job hash, idempotency key ('' for none), task queue list ('' for none)
+# ARGV: prefix, id, tenant, model, request, now, idem value, idem ttl, most active jobs per tenant (0: no cap),
+#       task message (pushed onto the queue list only when the job is created)
 _CREATE = (
     _LUA_COMMON
     + """
-local jk, ik = KEYS[1], KEYS[2]
+local jk, ik, qk = KEYS[1], KEYS[2], KEYS[3]
 if ik ~= '' then
   local existing = redis.call('GET', ik)
   if existing then
@@ -161,6 +163,7 @@ redis.call('ZADD', P .. 'tenant:' .. tenant .. ':jobs', 0, id)
 redis.call('ZADD', P .. 'tenant:' .. tenant .. ':jobs:queued', 0, id)
 redis.call('HINCRBY', P .. 'stats:status', 'queued', 1)
 if ik ~= '' then redis.call('SET', ik, ARGV[7], 'EX', tonumber(ARGV[8])) end
+if qk ~= '' then redis.call('LPUSH', qk, ARGV[10]) end
 return {'created', '', redis.call('HGETALL', jk)}
 """
 )
@@ -353,12 +356,13 @@ def create_op(
     idempotency: tuple[str, str] | None = None,
     idempotency_ttl_s: int = 86400,
     max_active: int = 0,
+    task: TaskMessage | None = None,
     now: float | None = None,
 ) -> Op[Created]:
     """Create a queued job. `idempotency` is `(key, body_hash)`; a reused key returns the earlier job
     when the body hash matches and raises `IdempotencyConflict` when it does not. With `max_active` > 0
     a tenant that already has that many queued or running jobs gets `TooManyActiveJobs` (a replayed
-    request still gets its job)."""
+    request still gets its job). `task` is queued in the same step, only when the job is created."""
     ikey, ivalue = "", ""
     if idempotency is not None:
         ikey = idempotency_key(tenant, idempotency[0])
@@ -383,8 +387,19 @@ def create_op(
     return Op(
         decode,
         script="create",
-        keys=(job_key(job_id), ikey),
-        args=(PREFIX, job_id, tenant, model, json.dumps(request), repr(t), ivalue, idempotency_ttl_s, max_active),
+        keys=(job_key(job_id), ikey, task.list_key if task else ""),
+        args=(
+            PREFIX,
+            job_id,
+            tenant,
+            model,
+            json.dumps(request),
+            repr(t),
+            ivalue,
+            idempotency_ttl_s,
+            max_active,
+            task.payload if task else "",
+        ),
     )
 
 

@@ -33,6 +33,7 @@ from api_schemas import JobStatus, Problem, Progress
 from jobstate import layout
 from jobstate.layout import Created, Op, Page, ProgressAck, RateDecision, Transition
 from jobstate.records import AssetRecord, JobRecord, StoredResult
+from jobstate.task_message import TaskMessage
 
 T = TypeVar("T")
 
@@ -70,6 +71,7 @@ class JobStore:
         idempotency: tuple[str, str] | None = None,
         idempotency_ttl_s: int = 86400,
         max_active: int = 0,
+        task: TaskMessage | None = None,
     ) -> Created:
         return self.run(
             layout.create_op(
@@ -80,6 +82,7 @@ class JobStore:
                 idempotency=idempotency,
                 idempotency_ttl_s=idempotency_ttl_s,
                 max_active=max_active,
+                task=task,
             )
         )
 
@@ -172,6 +175,7 @@ class AsyncJobStore:
         idempotency: tuple[str, str] | None = None,
         idempotency_ttl_s: int = 86400,
         max_active: int = 0,
+        task: TaskMessage | None = None,
     ) -> Created:
         return await self.run(
             layout.create_op(
@@ -182,6 +186,7 @@ class AsyncJobStore:
                 idempotency=idempotency,
                 idempotency_ttl_s=idempotency_ttl_s,
                 max_active=max_active,
+                task=task,
             )
         )
 

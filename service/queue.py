@@ -1,14 +1,15 @@
-"""Enqueue by task name: a producer-only Celery app on the Redis broker; the service never imports workers.
+"""Enqueue by task name; the service never imports workers.
 
-`send_task` blocks on the broker, so it runs in a worker thread and the event loop keeps serving.
+A job's task message is written by the job store's create script, in the same step that records the
+job (`job_task`); webhooks go through a producer-only Celery app on the Redis broker, whose blocking
+`send_task` runs in a worker thread so the event loop keeps serving.
 """
-
-from functools import partial
 
 import anyio.to_thread
 from celery import Celery
 
 from jobstate.records import JobRecord, Presign
+from jobstate.task_message import TaskMessage, task_message
 from jobstate.webhooks import enqueue_job_webhook
 from service.settings import Settings
 
@@ -32,15 +33,14 @@ def make_producer(settings: Settings) -> Celery:
     return app
 
 
+def job_task(job_id: str, tenant: str, model: str) -> TaskMessage:
+    """The task that runs a job, on its model's queue; the Celery task id is the job id."""
+    return task_message(RUN_JOB_TASK, {"job_id": job_id, "tenant": tenant}, queue_for(model), task_id=job_id)
+
+
 class JobQueue:
     def __init__(self, celery: Celery) -> None:
         self.celery = celery
-
-    async def enqueue_job(self, job_id: str, tenant: str, model: str) -> None:
-        send = partial(
-            self.celery.send_task, RUN_JOB_TASK, kwargs={"job_id": job_id, "tenant": tenant}, queue=queue_for(model)
-        )
-        await anyio.to_thread.run_sync(send)
 
     async def enqueue_webhook(self, record: JobRecord, presign: Presign) -> bool:
         return await anyio.to_thread.run_sync(enqueue_job_webhook, self.celery, record, presign)

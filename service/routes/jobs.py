@@ -13,10 +13,11 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from api_schemas import FieldError, JobList, JobRequest, JobResource, JobStatus
 from jobstate.layout import IdempotencyConflict, TooManyActiveJobs, body_hash
 from jobstate.records import JOB_ID_PATTERN, JobRecord, new_job_id
-from jobstate.store import AsyncJobStore, failure
+from jobstate.store import AsyncJobStore
 from service.checks import check_document, resolve_defaults
 from service.deps import QueueDep, SettingsDep, StorageDep, StoreDep, Tenant
 from service.errors import ProblemError, invalid, not_found
+from service.queue import job_task
 from service.routes.common import presigner, problems, resource
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,6 @@ async def submit_job(
     tenant: Tenant,
     store: StoreDep,
     storage: StorageDep,
-    queue: QueueDep,
     settings: SettingsDep,
     response: Response,
     idempotency_key: Annotated[
@@ -79,17 +79,20 @@ async def submit_job(
     # 2. resolve what the service decides: the model and, when left out, the seed
     accepted = resolve_defaults(document, settings, seed=secrets.randbelow(2**32))
     model = accepted.model or settings.default_model
-    # 3. record it, once per Idempotency-Key (the hash is of the document as sent, before defaults)
+    # 3. record it and queue its task in one step, once per Idempotency-Key (the hash is of the
+    #    document as sent, before defaults; a replayed request does not queue again)
     idempotency = (idempotency_key, body_hash(document.dump())) if idempotency_key else None
+    job_id = new_job_id()
     try:
         created = await store.create(
-            new_job_id(),
+            job_id,
             tenant,
             model,
             accepted.dump(),
             idempotency,
             settings.idempotency_ttl_s,
             max_active=settings.max_active_jobs_per_tenant,
+            task=job_task(job_id, tenant, model),
         )
     except TooManyActiveJobs as exc:
         # 429, not 409: nothing is wrong with this job; the tenant may submit it once others finish.
@@ -112,21 +115,7 @@ async def submit_job(
             title="Idempotency-Key reused",
         ) from None
     record = created.record
-    # 4. enqueue it by task name (a replayed request does not enqueue again)
-    if created.created:
-        try:
-            await queue.enqueue_job(record.id, tenant, model)
-        except Exception:
-            log.exception("could not enqueue job %s", record.id)
-            await store.fail(record.id, failure("Not enqueued", "the job queue was unreachable", status=503))
-            raise ProblemError(
-                503,
-                "Service Unavailable",
-                "the job queue is unreachable; retry later",
-                type_="unavailable",
-                headers={"Retry-After": "5"},
-            ) from None
-    # 5. hold the answer while the client prefers to wait
+    # 4. hold the answer while the client prefers to wait
     wait = prefer_wait(prefer)
     if wait is not None:
         applied = min(wait, settings.prefer_wait_max_s)

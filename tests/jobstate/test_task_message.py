@@ -1,0 +1,89 @@
+"""The task message written by the create script: what kombu would write, and what a worker runs."""
+
+import base64
+import json
+import threading
+
+import pytest
+import redis
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+
+from jobstate.layout import TooManyActiveJobs
+from jobstate.records import new_job_id
+from jobstate.store import JobStore
+from jobstate.task_message import task_message
+
+KWARGS = {"job_id": "job_x", "tenant": "t1"}
+
+
+def kombu_message(redis_url: str, name: str, queue: str) -> dict:
+    """The message `send_task` writes, read back from the queue's list."""
+    producer = Celery("producer", broker=redis_url, set_as_current=False)
+    try:
+        producer.send_task(name, kwargs=KWARGS, queue=queue)
+    finally:
+        producer.close()
+    (raw,) = redis.Redis.from_url(redis_url).lrange(queue, 0, -1)
+    return json.loads(raw)
+
+
+def test_the_message_is_the_one_send_task_writes(redis_url: str) -> None:
+    theirs = kombu_message(redis_url, "vsteer.example.v1", "gpu.m")
+    mine_msg = task_message("vsteer.example.v1", KWARGS, "gpu.m")
+    mine = json.loads(mine_msg.payload)
+    assert mine_msg.list_key == "gpu.m"
+    assert mine.keys() == theirs.keys()
+    assert mine["headers"].keys() == theirs["headers"].keys()
+    # reply_to only matters to a result backend, which job tasks do not use.
+    assert mine["properties"].keys() == theirs["properties"].keys() - {"reply_to"}
+    assert base64.b64decode(mine["body"]) == base64.b64decode(theirs["body"])
+    same = ("content-encoding", "content-type")
+    assert {k: mine[k] for k in same} == {k: theirs[k] for k in same}
+    moving = {"id", "root_id", "origin", "ignore_result"}  # per message, or unset by send_task's defaults
+    assert {k: v for k, v in mine["headers"].items() if k not in moving} == {
+        k: v for k, v in theirs["headers"].items() if k not in moving
+    }
+    for prop in ("delivery_info", "priority", "body_encoding", "delivery_mode"):
+        assert mine["properties"][prop] == theirs["properties"][prop]
+
+
+def test_a_celery_worker_runs_the_message(redis_url: str) -> None:
+    app = Celery("consumer", broker=redis_url, set_as_current=False)
+    app.conf.update(task_default_queue="gpu.m", worker_hijack_root_logger=False, broker_connection_retry=False)
+    seen: list[dict] = []
+    done = threading.Event()
+
+    @app.task(name="vsteer.example.v1")
+    def example(job_id: str, tenant: str) -> None:
+        seen.append({"job_id": job_id, "tenant": tenant})
+        done.set()
+
+    message = task_message("vsteer.example.v1", KWARGS, "gpu.m", task_id="job_x")
+    redis.Redis.from_url(redis_url).lpush(message.list_key, message.payload)
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+        assert done.wait(20), "the worker never ran the task"
+    assert seen == [KWARGS]
+
+
+def queued(redis_url: str, queue: str) -> list[dict]:
+    return [json.loads(raw) for raw in redis.Redis.from_url(redis_url).lrange(queue, 0, -1)]
+
+
+def test_create_queues_the_task_once(store: JobStore, redis_url: str) -> None:
+    job_id = new_job_id()
+    task = task_message("vsteer.example.v1", {"job_id": job_id, "tenant": "t1"}, "gpu.m", task_id=job_id)
+    assert store.create(job_id, "t1", "m", {}, idempotency=("k", "h"), task=task).created
+    # a replay of the same request returns the job and queues nothing more
+    again = store.create(new_job_id(), "t1", "m", {}, idempotency=("k", "h"), task=task)
+    assert not again.created and again.record.id == job_id
+    (message,) = queued(redis_url, "gpu.m")
+    assert message["headers"]["id"] == job_id
+
+
+def test_a_refused_job_queues_nothing(store: JobStore, redis_url: str) -> None:
+    store.create(new_job_id(), "t1", "m", {}, max_active=1)
+    refused = new_job_id()
+    with pytest.raises(TooManyActiveJobs):
+        store.create(refused, "t1", "m", {}, max_active=1, task=task_message("x", {}, "gpu.m", task_id=refused))
+    assert queued(redis_url, "gpu.m") == []
