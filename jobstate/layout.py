@@ -164,7 +164,7 @@ redis.call('ZADD', P .. 'tenant:' .. tenant .. ':jobs:queued', 0, id)
 redis.call('HINCRBY', P .. 'stats:status', 'queued', 1)
 if ik ~= '' then redis.call('SET', ik, ARGV[7], 'EX', tonumber(ARGV[8])) end
 if qk ~= '' then redis.call('LPUSH', qk, ARGV[10]) end
-return {'created', '', redis.call('HGETALL', jk)}
+return {'created', '', {}}
 """
 )
 
@@ -374,14 +374,14 @@ def create_op(
             raise RuntimeError(f"job id {job_id} already exists")
         if outcome == "limited":
             raise TooManyActiveJobs(int(_str(raw[1])), max_active)
-        record = decode_record(raw[2])
         if outcome == "existing":
+            record = decode_record(raw[2])
             prior = json.loads(_str(raw[1]))
             if idempotency is None or prior["body_hash"] != idempotency[1] or record is None:
                 raise IdempotencyConflict(prior["job_id"])
             return Created(record, created=False)
-        assert record is not None
-        return Created(record, created=True)
+        # What the script wrote, without reading the job (and its document) back.
+        return Created(JobRecord.new(job_id, tenant, model, dict(request), created_at=t), created=True)
 
     t = time.time() if now is None else now
     return Op(

@@ -89,6 +89,25 @@ class JobRecord:
     attempts: int
 
     @classmethod
+    def new(cls, job_id: str, tenant: str, model: str, request: dict[str, Any], created_at: float) -> "JobRecord":
+        """A job as the create script records it: queued, never attempted."""
+        return cls(
+            id=job_id,
+            tenant=tenant,
+            status=JobStatus.queued,
+            model=model,
+            request=request,
+            created_at=datetime.fromtimestamp(created_at, UTC),
+            started_at=None,
+            finished_at=None,
+            progress=None,
+            result=None,
+            error=None,
+            cancel_requested=False,
+            attempts=0,
+        )
+
+    @classmethod
     def from_hash(cls, h: Mapping[str, str]) -> "JobRecord":
         progress = None
         if h.get("stage"):
@@ -129,8 +148,9 @@ def _artifact(stored: StoredArtifact, presign: Presign) -> Artifact:
     return Artifact(url=presign(stored.key), content_type=stored.content_type, bytes=stored.bytes, sha256=stored.sha256)
 
 
-def to_resource(record: JobRecord, presign: Presign) -> JobResource:
-    """The client's view of a record; `presign(key)` turns a storage key into a URL."""
+def to_resource(record: JobRecord, presign: Presign, request: JobRequest | None = None) -> JobResource:
+    """The client's view of a record; `presign(key)` turns a storage key into a URL. `request` is the
+    record's document where the caller already holds it validated."""
     result = None
     if record.result is not None:
         r = record.result
@@ -151,7 +171,7 @@ def to_resource(record: JobRecord, presign: Presign) -> JobResource:
         started_at=record.started_at,
         finished_at=record.finished_at,
         model=record.model,
-        request=JobRequest.model_validate(record.request),
+        request=request if request is not None else JobRequest.model_validate(record.request),
         result=result,
         error=record.error,
     )

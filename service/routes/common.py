@@ -1,8 +1,12 @@
 """Pieces several routes share: OpenAPI error responses and record → resource."""
 
+from collections.abc import Mapping
 from typing import Any
 
-from api_schemas import JobResource, Problem
+from fastapi import Response
+from pydantic import BaseModel
+
+from api_schemas import JobRequest, JobResource, Problem
 from jobstate.records import JobRecord, to_resource
 from service.settings import Settings
 from storage.base import Storage
@@ -41,6 +45,13 @@ def presigner(storage: Storage, settings: Settings):  # type: ignore[no-untyped-
     return presign
 
 
-def resource(record: JobRecord, storage: Storage, settings: Settings) -> JobResource:
-    """The job as the client sees it; result URLs are presigned now, so their expiry is fresh."""
-    return to_resource(record, presigner(storage, settings))
+def resource(record: JobRecord, storage: Storage, settings: Settings, request: JobRequest | None = None) -> JobResource:
+    """The job as the client sees it; result URLs are presigned now, so their expiry is fresh.
+    `request` is the record's document where the caller already holds it validated."""
+    return to_resource(record, presigner(storage, settings), request)
+
+
+def model_response(body: BaseModel, status_code: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    """`body` as JSON, serialised once. (Returned as a model, FastAPI would validate it again against
+    the route's `response_model` before serialising; the route keeps `response_model` for OpenAPI.)"""
+    return Response(body.model_dump_json(by_alias=True), status_code, headers, media_type="application/json")

@@ -18,7 +18,7 @@ from service.checks import check_document, resolve_defaults
 from service.deps import QueueDep, SettingsDep, StorageDep, StoreDep, Tenant
 from service.errors import ProblemError, invalid, not_found
 from service.queue import job_task
-from service.routes.common import presigner, problems, resource
+from service.routes.common import model_response, presigner, problems, resource
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -60,7 +60,6 @@ async def submit_job(
     store: StoreDep,
     storage: StorageDep,
     settings: SettingsDep,
-    response: Response,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -73,7 +72,7 @@ async def submit_job(
     prefer: Annotated[
         str | None, Header(description="`wait=N`: hold the answer up to N seconds for the job to finish.")
     ] = None,
-) -> JobResource:
+) -> Response:
     # 1. check the document against this deployment (models, assets, paths, inline images, webhook)
     await check_document(document, tenant, store, settings)
     # 2. resolve what the service decides: the model and, when left out, the seed
@@ -115,23 +114,24 @@ async def submit_job(
             title="Idempotency-Key reused",
         ) from None
     record = created.record
+    headers = {"Location": f"/v1/jobs/{record.id}"}
     # 4. hold the answer while the client prefers to wait
     wait = prefer_wait(prefer)
     if wait is not None:
         applied = min(wait, settings.prefer_wait_max_s)
         record = await store.wait_terminal(tenant, record.id, applied) or record
-        response.headers["Preference-Applied"] = f"wait={applied:g}"
-    response.headers["Location"] = f"/v1/jobs/{record.id}"
-    if record.status.is_terminal():
-        response.status_code = 200
-    return resource(record, storage, settings)
+        headers["Preference-Applied"] = f"wait={applied:g}"
+    # A job just created is answered with the document already validated here, not re-read.
+    same = created.created and record is created.record
+    body = resource(record, storage, settings, request=accepted if same else None)
+    return model_response(body, 200 if record.status.is_terminal() else 202, headers)
 
 
 @router.get("/{job_id}", response_model=JobResource, responses=problems(401, 404, 422, 503), summary="Get a job")
 async def get_job(
     job_id: JobId, tenant: Tenant, store: StoreDep, storage: StorageDep, settings: SettingsDep
-) -> JobResource:
-    return resource(await _own(store, tenant, job_id), storage, settings)
+) -> Response:
+    return model_response(resource(await _own(store, tenant, job_id), storage, settings))
 
 
 @router.get("", response_model=JobList, responses=problems(401, 422, 503), summary="List jobs, newest first")

@@ -32,6 +32,15 @@ def test_create_and_get_is_tenant_scoped(store: JobStore) -> None:
     assert store.get("t1", new_job_id()) is None
 
 
+def test_create_returns_the_record_it_wrote(store: JobStore) -> None:
+    job_id = new_job_id()
+    created = store.create(job_id, "t1", "svd-xt", REQUEST, idempotency=("k", body_hash(REQUEST)))
+    assert created.created
+    assert created.record == store.get("t1", job_id)
+    replay = store.create(new_job_id(), "t1", "svd-xt", REQUEST, idempotency=("k", body_hash(REQUEST)))
+    assert replay.record == created.record and not replay.created
+
+
 def test_lifecycle_running_progress_succeeded(store: JobStore) -> None:
     job_id = make_job(store)
     assert store.mark_running(job_id).applied
