@@ -135,13 +135,43 @@ end
     "__BUCKET_NAMES__", ", ".join(f"'{bucket_name(b)}'" for b in DURATION_BUCKETS)
 )
 
-# KEYS: job hash, idempotency key ('' for none), task queue list ('' for none)
+# A token bucket on Redis's clock, so every API process shares one bucket per key whatever their own
+# clocks say. Takes `cost` tokens when there are as many; returns allowed (0/1) and the milliseconds
+# until `cost` tokens are there.
+_LUA_TOKEN = """
+local function take_token(bucket, rate, burst, cost)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+  local state = redis.call('HMGET', bucket, 'tokens', 'ts')
+  local tokens, ts = tonumber(state[1]), tonumber(state[2])
+  if tokens == nil then tokens, ts = burst, now end
+  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+  local allowed = 0
+  if tokens >= cost then
+    tokens = tokens - cost
+    allowed = 1
+  end
+  redis.call('HSET', bucket, 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', bucket, math.ceil((burst - tokens) / rate * 1000) + 1000)
+  local wait = 0
+  if allowed == 0 then wait = math.ceil((cost - tokens) / rate * 1000) end
+  return allowed, wait
+end
+"""
+
+# KEYS: job hash, idempotency key ('' for none), task queue list ('' for none), rate-limit bucket ('' for none)
 # ARGV: prefix, id, tenant, model, request, now, idem value, idem ttl, most active jobs per tenant (0: no cap),
-#       task message (pushed onto the queue list only when the job is created)
+#       task message (pushed onto the queue list only when the job is created), bucket's rate, bucket's burst
 _CREATE = (
     _LUA_COMMON
+    + _LUA_TOKEN
     + """
-local jk, ik, qk = KEYS[1], KEYS[2], KEYS[3]
+local jk, ik, qk, bk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if bk ~= '' then
+  -- the request's rate-limit token, taken first as for any request of the key
+  local allowed, wait = take_token(bk, tonumber(ARGV[11]), tonumber(ARGV[12]), 1)
+  if allowed == 0 then return {'rate_limited', tostring(wait), {}} end
+end
 if ik ~= '' then
   local existing = redis.call('GET', ik)
   if existing then
@@ -229,27 +259,14 @@ return out
 """
 
 # KEYS: bucket. ARGV: refill rate (tokens per second), burst (bucket size), cost.
-# Returns {allowed (0/1), milliseconds until `cost` tokens are there}. Redis's clock, so every API
-# process shares one bucket per key whatever their own clocks say.
-_RATE_LIMIT = """
-local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens, ts = tonumber(state[1]), tonumber(state[2])
-if tokens == nil then tokens, ts = burst, now end
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local allowed = 0
-if tokens >= cost then
-  tokens = tokens - cost
-  allowed = 1
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
-local wait = 0
-if allowed == 0 then wait = math.ceil((cost - tokens) / rate * 1000) end
+# Returns {allowed (0/1), milliseconds until `cost` tokens are there}.
+_RATE_LIMIT = (
+    _LUA_TOKEN
+    + """
+local allowed, wait = take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
 return {allowed, wait}
 """
+)
 
 SCRIPTS: dict[str, str] = {
     "create": _CREATE,
@@ -325,6 +342,23 @@ class RateDecision:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """A token bucket: `subject`'s (an API key's hash), refilled at `rate_per_s`, holding `burst`."""
+
+    subject: str
+    rate_per_s: float
+    burst: int
+
+
+class RateLimited(Exception):
+    """The bucket had no token for this request."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"rate limited; retry after {retry_after_s:g} s")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
 class ProgressAck:
     written: bool  # False unless the job is running
     cancel_requested: bool
@@ -357,12 +391,14 @@ def create_op(
     idempotency_ttl_s: int = 86400,
     max_active: int = 0,
     task: TaskMessage | None = None,
+    rate: RateLimit | None = None,
     now: float | None = None,
 ) -> Op[Created]:
     """Create a queued job. `idempotency` is `(key, body_hash)`; a reused key returns the earlier job
     when the body hash matches and raises `IdempotencyConflict` when it does not. With `max_active` > 0
     a tenant that already has that many queued or running jobs gets `TooManyActiveJobs` (a replayed
-    request still gets its job). `task` is queued in the same step, only when the job is created."""
+    request still gets its job). `task` is queued in the same step, only when the job is created. With
+    `rate`, the request first takes a token from that bucket, or raises `RateLimited`."""
     ikey, ivalue = "", ""
     if idempotency is not None:
         ikey = idempotency_key(tenant, idempotency[0])
@@ -374,6 +410,8 @@ def create_op(
             raise RuntimeError(f"job id {job_id} already exists")
         if outcome == "limited":
             raise TooManyActiveJobs(int(_str(raw[1])), max_active)
+        if outcome == "rate_limited":
+            raise RateLimited(int(_str(raw[1])) / 1000)
         if outcome == "existing":
             record = decode_record(raw[2])
             prior = json.loads(_str(raw[1]))
@@ -387,7 +425,7 @@ def create_op(
     return Op(
         decode,
         script="create",
-        keys=(job_key(job_id), ikey, task.list_key if task else ""),
+        keys=(job_key(job_id), ikey, task.list_key if task else "", rate_limit_key(rate.subject) if rate else ""),
         args=(
             PREFIX,
             job_id,
@@ -399,6 +437,8 @@ def create_op(
             idempotency_ttl_s,
             max_active,
             task.payload if task else "",
+            rate.rate_per_s if rate else 0,
+            rate.burst if rate else 0,
         ),
     )
 

@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 
 from api_schemas import JobStatus, Problem, Progress
 from jobstate import layout
-from jobstate.layout import Created, Op, Page, ProgressAck, RateDecision, Transition
+from jobstate.layout import Created, Op, Page, ProgressAck, RateDecision, RateLimit, Transition
 from jobstate.records import AssetRecord, JobRecord, StoredResult
 from jobstate.task_message import TaskMessage
 
@@ -72,6 +72,7 @@ class JobStore:
         idempotency_ttl_s: int = 86400,
         max_active: int = 0,
         task: TaskMessage | None = None,
+        rate: RateLimit | None = None,
     ) -> Created:
         return self.run(
             layout.create_op(
@@ -83,6 +84,7 @@ class JobStore:
                 idempotency_ttl_s=idempotency_ttl_s,
                 max_active=max_active,
                 task=task,
+                rate=rate,
             )
         )
 
@@ -176,6 +178,7 @@ class AsyncJobStore:
         idempotency_ttl_s: int = 86400,
         max_active: int = 0,
         task: TaskMessage | None = None,
+        rate: RateLimit | None = None,
     ) -> Created:
         return await self.run(
             layout.create_op(
@@ -187,6 +190,7 @@ class AsyncJobStore:
                 idempotency_ttl_s=idempotency_ttl_s,
                 max_active=max_active,
                 task=task,
+                rate=rate,
             )
         )
 

@@ -15,6 +15,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from jobstate.store import AsyncJobStore
+from service.deps import settle_pending_token
 from service.errors import BodyLimitMiddleware, install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
 from service.queue import JobQueue, make_producer
@@ -65,7 +66,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app.state.settings = settings
     app.state.tenants = settings.tenants_by_key_hash()
     app.state.metrics = Metrics()
-    install_error_handlers(app)
+    install_error_handlers(app, before_client_error=settle_pending_token)
     for module in (jobs, assets, models, files, health):
         app.include_router(module.router)
     app.add_middleware(

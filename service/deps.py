@@ -5,18 +5,23 @@ cost more than the lookup itself on every request.
 """
 
 import hashlib
+import logging
 import math
+from dataclasses import dataclass
 from typing import Annotated
 
+import redis.exceptions
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from jobstate.layout import RateLimit
 from jobstate.store import AsyncJobStore
 from service.errors import ProblemError
 from service.queue import JobQueue
 from service.settings import Settings
 from storage.base import Storage
 
+log = logging.getLogger(__name__)
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 
 
@@ -40,13 +45,18 @@ async def get_queue(request: Request) -> JobQueue:
     return queue
 
 
-async def get_tenant(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> str:
-    """The tenant of the caller's API key; keys are compared by their SHA-256, never stored in clear.
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the tenant of the API key, and the key's SHA-256 (its rate-limit bucket)."""
 
-    Every authenticated request takes a token from its key's bucket: over the rate it answers 429.
-    """
+    tenant: str
+    key_digest: str
+
+
+async def get_caller(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Caller:
+    """The caller of an API key; keys are compared by their SHA-256, never stored in clear."""
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise ProblemError(
@@ -60,27 +70,72 @@ async def get_tenant(
     tenant: str | None = request.app.state.tenants.get(digest)
     if tenant is None:
         raise ProblemError(401, "Unauthorized", "the API key is not valid", type_="unauthorized", headers=challenge)
-    await check_rate(request, digest)
-    return tenant
+    return Caller(tenant, digest)
+
+
+async def get_tenant(request: Request, caller: Annotated[Caller, Depends(get_caller)]) -> str:
+    """The caller's tenant. Every authenticated request takes a token from its key's bucket: over the
+    rate it answers 429."""
+    await check_rate(request, caller.key_digest)
+    return caller.tenant
+
+
+async def get_submitter(request: Request, caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    """The caller of `POST /v1/jobs`, whose create script takes the rate-limit token in the same round
+    trip that records the job (`rate_limit`). Until it has, the token is pending: an error answered
+    before that (an invalid document) takes it instead (`settle_pending_token`), so every request
+    still pays one token."""
+    request.state.pending_token = caller.key_digest
+    return caller
+
+
+def rate_limit(settings: Settings, key_digest: str) -> RateLimit | None:
+    """The key's bucket, or None where rate limiting is off."""
+    if settings.rate_limit_per_s <= 0:
+        return None
+    return RateLimit(key_digest, settings.rate_limit_per_s, settings.rate_limit_burst)
+
+
+def rate_limited(settings: Settings, retry_after_s: float) -> ProblemError:
+    retry_after = max(1, math.ceil(retry_after_s))
+    return ProblemError(
+        429,
+        "Too Many Requests",
+        f"this API key may make {settings.rate_limit_per_s:g} requests per second "
+        f"(bursts of {settings.rate_limit_burst}); retry after {retry_after} s",
+        type_="rate-limited",
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
 async def check_rate(request: Request, key_digest: str) -> None:
     """Raise 429 with `Retry-After` when the key has used up its requests for now."""
     settings: Settings = request.app.state.settings
-    if settings.rate_limit_per_s <= 0:
+    bucket = rate_limit(settings, key_digest)
+    if bucket is None:
         return
     store: AsyncJobStore = request.app.state.store
-    decision = await store.take_token(key_digest, settings.rate_limit_per_s, settings.rate_limit_burst)
+    decision = await store.take_token(bucket.subject, bucket.rate_per_s, bucket.burst)
     if not decision.allowed:
-        retry_after = max(1, math.ceil(decision.retry_after_s))
-        raise ProblemError(
-            429,
-            "Too Many Requests",
-            f"this API key may make {settings.rate_limit_per_s:g} requests per second "
-            f"(bursts of {settings.rate_limit_burst}); retry after {retry_after} s",
-            type_="rate-limited",
-            headers={"Retry-After": str(retry_after)},
-        )
+        raise rate_limited(settings, decision.retry_after_s)
+
+
+def token_taken(request: Request) -> None:
+    """The request's token was taken (by the create script): nothing is pending any more."""
+    request.state.pending_token = None
+
+
+async def settle_pending_token(request: Request) -> None:
+    """Take the token a request left pending (see `get_submitter`); raises 429 when there is none."""
+    digest = getattr(request.state, "pending_token", None)
+    if digest is None:
+        return
+    token_taken(request)
+    try:
+        await check_rate(request, digest)
+    except redis.exceptions.RedisError as exc:
+        # The answer under way (an invalid document) stands; a Redis outage shows on the next request.
+        log.warning("rate limit not settled: %s", exc)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
@@ -88,3 +143,4 @@ StoreDep = Annotated[AsyncJobStore, Depends(get_store)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 Tenant = Annotated[str, Depends(get_tenant)]
+Submitter = Annotated[Caller, Depends(get_submitter)]

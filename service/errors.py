@@ -7,7 +7,7 @@ storage or broker into 503, and anything unexpected into a 500 that says nothing
 
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import redis.exceptions
@@ -127,16 +127,36 @@ def _shown(value: Any) -> str:
     return ""
 
 
-async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ProblemError)
-    return problem_response(exc.problem, request, exc.headers)
+BeforeClientError = Callable[[Request], Awaitable[None]]
 
 
-async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = _validation_errors(exc)
-    title = "Invalid job document" if request.url.path == "/v1/jobs" else "Invalid request"
-    return problem_response(invalid(errors, title).problem, request)
+async def _nothing(request: Request) -> None:
+    return None
+
+
+def _client_error_handlers(before: BeforeClientError) -> dict[type[Exception], Any]:
+    """Handlers of the errors a client's request causes. `before(request)` runs first and may raise a
+    `ProblemError` that is answered instead (a rate limit that was pending, see `service.deps`)."""
+
+    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ProblemError)
+        try:
+            await before(request)
+        except ProblemError as instead:
+            exc = instead
+        return problem_response(exc.problem, request, exc.headers)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        try:
+            await before(request)
+        except ProblemError as instead:
+            return problem_response(instead.problem, request, instead.headers)
+        errors = _validation_errors(exc)
+        title = "Invalid job document" if request.url.path == "/v1/jobs" else "Invalid request"
+        return problem_response(invalid(errors, title).problem, request)
+
+    return {ProblemError: on_problem, RequestValidationError: on_validation}
 
 
 _TITLES = {
@@ -200,9 +220,9 @@ UNAVAILABLE = (
 )
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ProblemError, _on_problem)
-    app.add_exception_handler(RequestValidationError, _on_validation)
+def install_error_handlers(app: FastAPI, before_client_error: BeforeClientError = _nothing) -> None:
+    for exc_type, handler in _client_error_handlers(before_client_error).items():
+        app.add_exception_handler(exc_type, handler)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     for exc_type in UNAVAILABLE:
         app.add_exception_handler(exc_type, _on_unavailable)

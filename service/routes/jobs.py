@@ -7,15 +7,25 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from api_schemas import FieldError, JobList, JobRequest, JobResource, JobStatus
-from jobstate.layout import IdempotencyConflict, TooManyActiveJobs, body_hash
+from jobstate.layout import IdempotencyConflict, RateLimited, TooManyActiveJobs, body_hash
 from jobstate.records import JOB_ID_PATTERN, JobRecord, new_job_id
 from jobstate.store import AsyncJobStore
 from service.checks import check_document, resolve_defaults
-from service.deps import QueueDep, SettingsDep, StorageDep, StoreDep, Tenant
+from service.deps import (
+    QueueDep,
+    SettingsDep,
+    StorageDep,
+    StoreDep,
+    Submitter,
+    Tenant,
+    rate_limit,
+    rate_limited,
+    token_taken,
+)
 from service.errors import ProblemError, invalid, not_found
 from service.queue import job_task
 from service.routes.common import model_response, presigner, problems, resource
@@ -56,7 +66,8 @@ async def _own(store: AsyncJobStore, tenant: str, job_id: str) -> JobRecord:
 )
 async def submit_job(
     document: JobRequest,
-    tenant: Tenant,
+    caller: Submitter,
+    request: Request,
     store: StoreDep,
     storage: StorageDep,
     settings: SettingsDep,
@@ -73,13 +84,15 @@ async def submit_job(
         str | None, Header(description="`wait=N`: hold the answer up to N seconds for the job to finish.")
     ] = None,
 ) -> Response:
+    tenant = caller.tenant
     # 1. check the document against this deployment (models, assets, paths, inline images, webhook)
     await check_document(document, tenant, store, settings)
     # 2. resolve what the service decides: the model and, when left out, the seed
     accepted = resolve_defaults(document, settings, seed=secrets.randbelow(2**32))
     model = accepted.model or settings.default_model
-    # 3. record it and queue its task in one step, once per Idempotency-Key (the hash is of the
-    #    document as sent, before defaults; a replayed request does not queue again)
+    # 3. in one Redis script: take the key's rate-limit token, record the job and queue its task, once
+    #    per Idempotency-Key (the hash is of the document as sent, before defaults; a replayed request
+    #    does not queue again)
     idempotency = (idempotency_key, body_hash(document.dump())) if idempotency_key else None
     job_id = new_job_id()
     try:
@@ -92,8 +105,13 @@ async def submit_job(
             settings.idempotency_ttl_s,
             max_active=settings.max_active_jobs_per_tenant,
             task=job_task(job_id, tenant, model),
+            rate=rate_limit(settings, caller.key_digest),
         )
+    except RateLimited as exc:
+        token_taken(request)
+        raise rate_limited(settings, exc.retry_after_s) from None
     except TooManyActiveJobs as exc:
+        token_taken(request)
         # 429, not 409: nothing is wrong with this job; the tenant may submit it once others finish.
         raise ProblemError(
             429,
@@ -103,6 +121,7 @@ async def submit_job(
             headers={"Retry-After": str(ACTIVE_CAP_RETRY_AFTER_S)},
         ) from None
     except IdempotencyConflict as exc:
+        token_taken(request)
         raise invalid(
             [
                 FieldError(
@@ -113,6 +132,7 @@ async def submit_job(
             ],
             title="Idempotency-Key reused",
         ) from None
+    token_taken(request)
     record = created.record
     headers = {"Location": f"/v1/jobs/{record.id}"}
     # 4. hold the answer while the client prefers to wait

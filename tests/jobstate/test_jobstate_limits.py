@@ -4,7 +4,7 @@ import anyio
 import pytest
 
 from api_schemas import JobStatus
-from jobstate.layout import TooManyActiveJobs
+from jobstate.layout import RateLimit, RateLimited, TooManyActiveJobs
 from jobstate.records import new_job_id
 from jobstate.store import AsyncJobStore, JobStore, failure
 
@@ -49,3 +49,19 @@ def test_the_token_bucket_allows_a_burst_then_the_rate(redis_url: str) -> None:
         return [d.allowed for d in decisions]
 
     assert anyio.run(main) == [True, True, True, False]
+
+
+def test_create_takes_its_token_from_the_keys_bucket(store: JobStore, redis_url: str) -> None:
+    rate = RateLimit("key1", rate_per_s=0.001, burst=2)
+    first = new_job_id()
+    store.create(first, "t1", "svd-xt", REQUEST, rate=rate)
+    # the same bucket as every other request of the key: a plain request takes the second token
+    assert anyio.run(lambda: AsyncJobStore.from_url(redis_url).take_token("key1", 0.001, 2)).allowed
+    refused = new_job_id()
+    with pytest.raises(RateLimited) as caught:
+        store.create(refused, "t1", "svd-xt", REQUEST, rate=rate)
+    assert caught.value.retry_after_s > 0
+    assert store.get("t1", refused) is None
+    assert [r.id for r in store.list_jobs("t1").records] == [first]
+    # another key's bucket is its own
+    store.create(new_job_id(), "t1", "svd-xt", REQUEST, rate=RateLimit("key2", 0.001, 2))

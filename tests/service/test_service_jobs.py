@@ -377,3 +377,23 @@ async def test_models_health_and_metrics(client: httpx.AsyncClient, store: JobSt
 
 async def test_job_status_enum_round_trips() -> None:
     assert JobStatus("canceled").is_terminal() and not JobStatus.running.is_terminal()
+
+
+async def test_every_submission_takes_one_rate_limit_token(tmp_path: Path, redis_url: str) -> None:
+    # The create script takes the token of a valid submission; an invalid one pays it on its way out.
+    settings = make_settings(tmp_path, redis_url, rate_limit_per_s=0.001, rate_limit_burst=4)
+    async for client in open_client(create_app(settings)):
+        asset = await upload_image(client)  # token 1
+        assert (await submit(client, {"image": f"asset:{asset}"})).status_code == 202  # token 2
+        assert_problem(await submit(client, {"image": f"asset:{asset}", "seed": -1}), 422, "seed")  # token 3
+        assert_problem(await submit(client, {"image": f"asset:{asset}", "model": "nope"}), 422, "model")  # 4
+        for response in (
+            await submit(client, {"image": f"asset:{asset}"}),
+            await submit(client, {"image": f"asset:{asset}", "seed": -1}),
+            await client.get("/v1/jobs", headers=AUTH_A),
+        ):
+            body = assert_problem(response, 429)
+            assert body["type"].endswith("/rate-limited") and int(response.headers["retry-after"]) >= 1
+        # another key has its own bucket
+        other = await upload_image(client, AUTH_B)
+        assert (await submit(client, {"image": f"asset:{other}"}, AUTH_B)).status_code == 202
