@@ -74,7 +74,13 @@ def main() -> None:
     parser.add_argument("--ids", action="store_true", help="report the created job ids")
     args = parser.parse_args()
     body = args.body.read_bytes()
-    result = asyncio.run(run(args.url, args.key, body, args.concurrency, args.duration, args.count, args.ids))
+    main_coro = run(args.url, args.key, body, args.concurrency, args.duration, args.count, args.ids)
+    try:
+        import uvloop  # the cheaper event loop, where installed: the generator shares the CPUs it loads
+
+        result = uvloop.run(main_coro)
+    except ImportError:
+        result = asyncio.run(main_coro)
     print(json.dumps(result))
 
 

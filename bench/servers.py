@@ -125,7 +125,7 @@ def start_redis(stack: BenchStack) -> None:
     stack.wait(proc, lambda: bool(redis.Redis.from_url(stack.redis_url).ping()), 15)
 
 
-def start_api(stack: BenchStack, processes: int = 1) -> None:
+def start_api(stack: BenchStack, processes: int = 1) -> Proc:
     port = free_port()
     stack.api_url = f"http://127.0.0.1:{port}"
     stack.env["VSTEER_PUBLIC_BASE_URL"] = stack.api_url
@@ -138,6 +138,7 @@ def start_api(stack: BenchStack, processes: int = 1) -> None:
             return bool(response.status == 200)
 
     stack.wait(proc, healthy, 60)
+    return proc
 
 
 def start_worker(
