@@ -39,9 +39,9 @@ def job_body(model: str) -> bytes:
 def load(stack: Any, body_file: Path, concurrency: int, duration: float, count: int = 0, ids: bool = False) -> dict:
     argv = [sys.executable, "-m", "bench.loadgen", "--url", stack.api_url, "--key", stack.api_key,
             "--body", str(body_file), "--concurrency", str(concurrency), "--duration", str(duration),
-            "--count", str(count)] + (["--ids"] if ids else [])  # fmt: skip
-    out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO_ROOT, env=stack.env, check=True, timeout=600)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+            "--count", str(count), "--result", str(stack.root / "load.json")] + (["--ids"] if ids else [])  # fmt: skip
+    subprocess.run(argv, capture_output=True, cwd=REPO_ROOT, env=stack.env, check=True, timeout=600)
+    return json.loads((stack.root / "load.json").read_text())
 
 
 def ints(text: str) -> list[int]:

@@ -1,8 +1,8 @@
 """A load generator in its own process: `POST /v1/jobs` over keep-alive HTTP/1.1 connections.
 
 A minimal asyncio client (no HTTP library) so that the generator costs as little CPU as possible on
-the machine it shares with the API and Redis. Prints one JSON line: latencies (seconds), status
-counts, job ids (with `--ids`), elapsed seconds.
+the machine it shares with the API and Redis. Writes one JSON object to `--result` (stdout when
+left out): latencies (seconds), status counts, job ids (with `--ids`), elapsed seconds.
 
     python -m bench.loadgen --url http://127.0.0.1:8000 --key KEY --body body.json --concurrency 32 --duration 10
 """
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=0.0, help="seconds (0: until --count requests)")
     parser.add_argument("--count", type=int, default=0, help="requests in all (0: until --duration)")
     parser.add_argument("--ids", action="store_true", help="report the created job ids")
+    parser.add_argument("--result", type=Path, default=None, help="JSON file to write (default: stdout)")
     args = parser.parse_args()
     body = args.body.read_bytes()
     main_coro = run(args.url, args.key, body, args.concurrency, args.duration, args.count, args.ids)
@@ -81,7 +82,12 @@ def main() -> None:
         result = uvloop.run(main_coro)
     except ImportError:
         result = asyncio.run(main_coro)
-    print(json.dumps(result))
+    if args.result is not None:
+        # A file, not a pipe: the event loop may leave stdout non-blocking, and a pipe then takes
+        # only part of a large write.
+        args.result.write_text(json.dumps(result))
+    else:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":
