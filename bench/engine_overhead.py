@@ -12,6 +12,7 @@ the *engine* time is the runner's own stages (load images, encode, denoise, deco
 that the ≤ 1.03 target is about. The whole job's time is reported beside it.
 
     python -m bench.engine_overhead                  # tiny model, CPU-sized
+    python -m bench.engine_overhead --size medium --repeats 4
     python -m bench.engine_overhead --repeats 1 --size tiny
 """
 
@@ -27,6 +28,9 @@ from bench.common import interleave, table, test_image, tiny_model_dir, write_re
 SIZES = {
     "tiny": {"width": 64, "height": 64, "num_frames": 4, "steps": 2},
     "small": {"width": 128, "height": 64, "num_frames": 8, "steps": 8},
+    # A job that takes seconds, as real ones do: the fixed cost of encoding the extra images of a
+    # steered job is then its real share.
+    "medium": {"width": 256, "height": 128, "num_frames": 14, "steps": 20},
 }
 ENGINE_STAGES = ("load", "encode", "denoise", "decode")
 
