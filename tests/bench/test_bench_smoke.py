@@ -47,3 +47,17 @@ def test_gpu_benchmark_runs_small_on_cpu(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["figures"]["variants"].keys() == {"bare", "vsteer"}
     for variant in figures["variants"].values():
         assert variant["finite"] and variant["seconds_per_clip"] > 0 and variant["unet_tflops"] > 0
+
+
+@pytest.mark.integration
+def test_api_load_writes_its_figures(tmp_path: Path) -> None:
+    from bench import api_load
+
+    out = tmp_path / "api.json"
+    figures = api_load.main(
+        ["--duration", "0.5", "--concurrency", "2", "--api-processes", "1", "--probe", "2", "--out", str(out)]
+    )
+    assert json.loads(out.read_text())["figures"]["loads"] == figures["loads"]
+    (row,) = figures["loads"]
+    assert row["statuses"].keys() == {"202"} and row["jobs_per_s"] > 0 and row["latency_ms"]["p99"] > 0
+    assert figures["enqueue_to_start_ms"]["n"] == 2
