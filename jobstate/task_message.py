@@ -54,7 +54,7 @@ def task_message(name: str, kwargs: Mapping[str, Any], queue: str, task_id: str 
         "argsrepr": "()",
         "kwargsrepr": repr(dict(kwargs)),
         "origin": _ORIGIN,
-        "ignore_result": False,
+        "ignore_result": None,
         "replaced_task_nesting": 0,
         "stamped_headers": None,
         "stamps": {},

@@ -40,7 +40,7 @@ def test_the_message_is_the_one_send_task_writes(redis_url: str) -> None:
     assert base64.b64decode(mine["body"]) == base64.b64decode(theirs["body"])
     same = ("content-encoding", "content-type")
     assert {k: mine[k] for k in same} == {k: theirs[k] for k in same}
-    moving = {"id", "root_id", "origin", "ignore_result"}  # per message, or unset by send_task's defaults
+    moving = {"id", "root_id", "origin"}  # per message
     assert {k: v for k, v in mine["headers"].items() if k not in moving} == {
         k: v for k, v in theirs["headers"].items() if k not in moving
     }
