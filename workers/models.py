@@ -195,14 +195,25 @@ class FastPath:
         if self.channels_last:
             # cuDNN's fastest convolutions on tensor cores read NHWC; the UNet and decoder are conv-heavy.
             torch.backends.cudnn.benchmark = True
-            pipeline.unet.to(memory_format=torch.channels_last)
-            pipeline.vae.to(memory_format=torch.channels_last)
+            channels_last_convs(pipeline.unet)
+            channels_last_convs(pipeline.vae)
         if self.compile:
             # In place (`Module.compile`): the pipeline keeps its modules, processors and configs.
             pipeline.unet.compile()
             pipeline.vae.decoder.compile()
         if self.warm_up:
             pipeline.warm_up(num_frames, height, width)
+
+
+def channels_last_convs(module: torch.nn.Module) -> int:
+    """Put the weights of every 2-D convolution in `module` in channels_last; returns how many.
+
+    Only `Conv2d`: `Module.to(memory_format=channels_last)` would also reach the temporal layers'
+    5-D `Conv3d` weights, which have no channels_last layout, and fail."""
+    convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    for conv in convs:
+        conv.to(memory_format=torch.channels_last)
+    return len(convs)
 
 
 def load_model(spec: ModelSpec, fast: FastPath | None = None) -> LoadedModel:
