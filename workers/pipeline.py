@@ -333,20 +333,23 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
 
     # -- GPU fast path (no effect on the CPU) ---------------------------------------------------------
 
-    # Bytes one decoded frame holds at its peak, per pixel and per byte of dtype: the temporal decoder's
-    # widest block is 128 channels at full resolution and keeps about 6 such activations alive (input,
-    # norm, conv, residual, temporal mix, upsample); 576x1024 in float16 is ≈ 0.9 GB per frame.
-    DECODE_BYTES_PER_PIXEL = 128 * 6
+    # Elements one decoded frame holds at its peak, per pixel: the temporal decoder's widest
+    # full-resolution block has 256 channels (up_blocks[2] after upsampling) and, with the live
+    # activations around it, peaks at ≈ 1024 elements per pixel (measured at reduced size with SVD's
+    # VAE config and scaled): 576x1024 is ≈ 1.1 GiB per frame in float16, 2.25 GiB in float32.
+    DECODE_ELEMENTS_PER_PIXEL = 128 * 8
     DECODE_MEMORY_FRACTION = 0.8
 
     def decode_chunk_for(self, num_frames: int, height: int, width: int) -> int:
         """Frames decoded at once when `decode_chunk_size` is unset: all of them on the CPU (as diffusers
-        does); on CUDA as many as fit in 80% of the free memory (the VAE decode is the memory spike)."""
+        does); on CUDA as many as fit in 80% of the free memory (the VAE decode is the memory spike),
+        counting blocks the allocator caches but does not use as free."""
         device = self._execution_device
         if device.type != "cuda":
             return num_frames
         free, _ = torch.cuda.mem_get_info(device)
-        per_frame = height * width * self.DECODE_BYTES_PER_PIXEL * self.vae.dtype.itemsize
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        per_frame = height * width * self.DECODE_ELEMENTS_PER_PIXEL * self.vae.dtype.itemsize
         return max(1, min(num_frames, int(free * self.DECODE_MEMORY_FRACTION) // per_frame))
 
     @torch.no_grad()
