@@ -23,14 +23,27 @@ difference of each variant against a float32 reference of the same weights and i
 On a machine without CUDA it runs `--size small` (a shrunk config of the same architecture, float32)
 and says so: those are not GPU figures.
 
+Care taken on CUDA: every weight is moved to the device explicitly (diffusers' `AlphaBlender` makes
+its mix factor with the legacy `torch.Tensor(...)`, which ignores `with torch.device`); cuDNN's
+autotune (global) is on only while the engine runs, so the bare baseline stays stock; the float32
+reference runs with TF32 off (otherwise its convolutions keep a 10-bit mantissa, no better than fp16),
+and is recorded as missing with its reason if it runs out of memory; the peak counters are reset
+before each run, without emptying the allocator's cache inside the timed region; peak memory is
+reported as allocated and as reserved (what a card must hold); `--decode-chunk` fixes both variants'
+decode chunk (a 24 GB card cannot decode 25 frames at once: `--decode-chunk 4` shows what fits).
+
     python -m bench.gpu_svd                        # full size on CUDA, small on CPU
     python -m bench.gpu_svd --size small --repeats 1
+    python -m bench.gpu_svd --decode-chunk 4 --no-reference   # the 24 GB question
 """
 
 import argparse
+import contextlib
 import copy
 import gc
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,13 +133,28 @@ def build_components(size: Size, device: str, dtype: torch.dtype, seed: int = 0)
         unet = UNetSpatioTemporalConditionModel(**size.unet)
         vae = AutoencoderKLTemporalDecoder(**size.vae)
         image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**size.clip))
+    modules = {"unet": unet, "vae": vae, "image_encoder": image_encoder}
+    for name, module in modules.items():
+        module.to(device=device, dtype=dtype).eval()
+        stray = {p.device.type for p in module.parameters()} - {torch.device(device).type}
+        if stray:
+            raise RuntimeError(f"{name}: weights left on {stray} after moving it to {device}")
     return {
-        "unet": unet.to(dtype).eval(),
-        "vae": vae.to(dtype).eval(),
-        "image_encoder": image_encoder.to(dtype).eval(),
+        **modules,
         "scheduler": EulerDiscreteScheduler(**SVD_SCHEDULER),
         "feature_extractor": CLIPImageProcessor(crop_size=224, size=224),
     }
+
+
+@contextlib.contextmanager
+def ieee_float32() -> Iterator[None]:
+    """Float32 matmuls and convolutions in full precision (no TF32) while the block runs."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def sync(device: str) -> None:
@@ -170,12 +198,14 @@ def unet_flops(pipe: Any, size: Size, rows: int) -> float:
 class Bare:
     """The stock pipeline, split into denoise and decode exactly as its `__call__` runs them."""
 
-    def __init__(self, components: dict[str, Any], size: Size, image: Any) -> None:
+    def __init__(self, components: dict[str, Any], size: Size, image: Any, decode_chunk: int | None = None) -> None:
         from diffusers import StableVideoDiffusionPipeline
 
         self.pipe = StableVideoDiffusionPipeline(**components)
         self.pipe.set_progress_bar_config(disable=True)
         self.size, self.image = size, image
+        # diffusers decodes every frame at once unless told otherwise
+        self.decode_chunk = decode_chunk or size.num_frames
 
     def __call__(self) -> tuple[np.ndarray, dict[str, float]]:
         s, pipe, device = self.size, self.pipe, str(self.pipe._execution_device)
@@ -192,7 +222,7 @@ class Bare:
         sync(device)
         denoised = time.perf_counter()
         with torch.no_grad():
-            frames = pipe.decode_latents(latents, s.num_frames, s.num_frames)
+            frames = pipe.decode_latents(latents, s.num_frames, self.decode_chunk)
             frames = pipe.video_processor.postprocess_video(video=frames, output_type="np")
         sync(device)
         end = time.perf_counter()
@@ -203,7 +233,9 @@ class Bare:
 class Engine:
     """vsteer's engine on its own copy of the weights, with the device's fast path."""
 
-    def __init__(self, components: dict[str, Any], size: Size, image: Any, compile_: bool) -> None:
+    def __init__(
+        self, components: dict[str, Any], size: Size, image: Any, compile_: bool, decode_chunk: int | None = None
+    ) -> None:
         from api_schemas import JobRequest
         from workers.models import FastPath
         from workers.pipeline import SteerableVideoPipeline
@@ -216,7 +248,7 @@ class Engine:
         start = time.perf_counter()
         self.fast.apply(self.pipe, size.num_frames, size.height, size.width)
         self.setup_s = time.perf_counter() - start
-        self.size, self.image = size, image
+        self.size, self.image, self.decode_chunk = size, image, decode_chunk
         generation = {"num_frames": size.num_frames, "width": size.width, "height": size.height, "steps": size.steps}
         self.job = JobRequest.model_validate({"seed": 42, "image": "unused.png", "generation": generation})
 
@@ -233,22 +265,22 @@ class Engine:
         latents = pipe(conditioning, noise, self.size.steps, output_type="latent")
         sync(device)
         denoised = time.perf_counter()
-        frames = pipe.decode(latents, None)
+        frames = pipe.decode(latents, self.decode_chunk)
         sync(device)
         end = time.perf_counter()
         return frames[0], {"denoise": denoised - start, "decode": end - denoised}
 
 
-def peak_bytes(device: str, run: Any) -> tuple[Any, int | None]:
-    """What `run()` returns and the most memory it held beyond what was allocated before it."""
+def peak_bytes(device: str, run: Any) -> tuple[Any, tuple[int, int] | None]:
+    """What `run()` returns and the most memory it held beyond what was allocated before it: as
+    allocated by tensors, and as reserved by the allocator (what a card must hold). The allocator's
+    cache is not emptied here: that would put its refill inside the timed run."""
     if not device.startswith("cuda"):
         return run(), None
-    gc.collect()
-    torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
     result = run()
-    return result, torch.cuda.max_memory_allocated() - before
+    return result, (torch.cuda.max_memory_allocated() - before, torch.cuda.max_memory_reserved() - before)
 
 
 def module_bytes(components: dict[str, Any]) -> int:
@@ -258,6 +290,9 @@ def module_bytes(components: dict[str, Any]) -> int:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    # Read when the CUDA allocator starts (first use, below): fewer fragmentation failures for the
+    # large decode buffers.
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="full" if cuda else "small")
@@ -265,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--dtype", choices=["float16", "bfloat16"], default="float16", help="engine dtype on CUDA")
     parser.add_argument("--compile", action="store_true", help="torch.compile the engine's UNet and VAE decoder")
     parser.add_argument("--no-reference", action="store_true", help="skip the float32 reference run")
+    parser.add_argument("--decode-chunk", type=int, default=None, help="frames per VAE decode, both variants")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (bench/results/gpu_svd.json)")
     args = parser.parse_args(argv)
 
@@ -282,11 +318,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     peak_tflops, peak_what = matmul_peak_tflops(device)
 
     # 2. a float32 reference of the same weights and inputs (the quality yardstick), then freed
-    reference = None
+    reference, reference_note = None, "skipped (--no-reference)" if args.no_reference else None
     if not args.no_reference:
-        ref_components = build_components(size, device, torch.float32)
-        reference, _ = Bare(ref_components, size, image)()
-        del ref_components
+        try:
+            with ieee_float32():
+                ref_components = build_components(size, device, torch.float32)
+                reference, _ = Bare(ref_components, size, image, args.decode_chunk)()
+        except torch.OutOfMemoryError as exc:
+            reference_note = f"float32 reference out of memory: {str(exc).splitlines()[0]}"
+        ref_components = {}  # free the float32 weights before the measured variants are built
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()
@@ -297,16 +337,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if engine_dtype != bare_dtype:
         for key in ("unet", "vae", "image_encoder"):
             engine_components[key].to(engine_dtype)
-    bare = Bare(bare_components, size, image)
-    engine = Engine(engine_components, size, image, args.compile)
+    bare = Bare(bare_components, size, image, args.decode_chunk)
+    engine = Engine(engine_components, size, image, args.compile, args.decode_chunk)
+    autotune = engine.fast.channels_last  # set globally by the fast path; on only while the engine runs
     flops = unet_flops(bare.pipe, size, rows=2)
     weights = {"bare": module_bytes(bare_components), "vsteer": module_bytes(engine_components)}
 
     outputs: dict[str, np.ndarray] = {}
-    peaks: dict[str, list[int]] = {"bare": [], "vsteer": []}
+    peaks: dict[str, list[tuple[int, int]]] = {"bare": [], "vsteer": []}
 
     def measured(name: str, variant: Any):  # type: ignore[no-untyped-def]
         def run() -> dict[str, float]:
+            torch.backends.cudnn.benchmark = autotune and name == "vsteer"
             (frames, parts), peak = peak_bytes(device, variant)
             outputs[name] = frames
             if peak is not None:
@@ -323,7 +365,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         clip_s = result.median(name)
         denoise_s = result.median(f"{name}.denoise")
         unet_tflops = flops * size.steps / denoise_s / 1e12
-        peak = max(peaks[name]) if peaks[name] else None
+        peak = max(p[0] for p in peaks[name]) if peaks[name] else None
+        reserved = max(p[1] for p in peaks[name]) if peaks[name] else None
+        finite = bool(np.isfinite(outputs[name]).all())
         variants[name] = {
             "seconds_per_clip": clip_s,
             "denoise_s": denoise_s,
@@ -336,8 +380,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "weights_gib": weights[name] / 2**30,
             "peak_activation_gib": None if peak is None else peak / 2**30,
             "peak_total_gib": None if peak is None else (peak + weights[name]) / 2**30,
-            "finite": bool(np.isfinite(outputs[name]).all()),
-            "max_abs_diff_vs_fp32": None if reference is None else float(np.abs(outputs[name] - reference).max()),
+            "peak_reserved_total_gib": None if reserved is None else (reserved + weights[name]) / 2**30,
+            "finite": finite,
+            # None where there is no reference, or where the frames hold NaN/inf (`finite` says which)
+            "max_abs_diff_vs_fp32": None
+            if reference is None or not finite
+            else float(np.abs(outputs[name] - reference).max()),
         }
     figures = {
         "gpu_figures": cuda,
@@ -347,6 +395,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device": device,
         "dtypes": {"bare": str(bare_dtype).removeprefix("torch."), "vsteer": str(engine_dtype).removeprefix("torch.")},
         "fast_path": {**engine.fast.__dict__, "setup_s": engine.setup_s},
+        "decode_chunk": args.decode_chunk,
+        "reference": reference_note or "float32, TF32 off",
         "matmul_peak_tflops": peak_tflops,
         "matmul_peak_of": peak_what,
         "unet_tflop_per_call": flops / 1e12,
@@ -362,6 +412,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             v["unet_tflops"],
             v["unet_fraction_of_matmul_peak"],
             "n/a" if v["peak_total_gib"] is None else round(v["peak_total_gib"], 2),
+            "n/a" if v["peak_reserved_total_gib"] is None else round(v["peak_reserved_total_gib"], 2),
             v["vae_decode_share"],
             "n/a" if v["max_abs_diff_vs_fp32"] is None else v["max_abs_diff_vs_fp32"],
         ]
@@ -371,7 +422,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(
         table(
             f"SVD-XT architecture, random weights ({where}; vsteer ÷ bare = {figures['vsteer_vs_bare']:.3f})",
-            ["variant", "s/clip", "UNet TFLOP/s", "of matmul peak", "peak GiB", "decode share", "max |Δ| vs fp32"],
+            [
+                "variant",
+                "s/clip",
+                "UNet TFLOP/s",
+                "of matmul peak",
+                "peak GiB",
+                "reserved GiB",
+                "decode share",
+                "max |Δ| vs fp32",
+            ],
             rows,
         )
     )
