@@ -216,7 +216,7 @@ class GaussianPenalty:
         scale = float(torch.trace(sample_cov)) / d
         if scale <= 0.0:
             raise ValueError("`reference` rows are all identical: the covariance is zero")
-        cov = (1.0 - shrinkage) * sample_cov + shrinkage * scale * torch.eye(d, dtype=torch.float64)
+        cov = (1.0 - shrinkage) * sample_cov + shrinkage * scale * torch.eye(d, dtype=torch.float64, device=x.device)
         chol, info = torch.linalg.cholesky_ex(cov)
         if int(info) != 0:
             raise ValueError(

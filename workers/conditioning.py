@@ -169,7 +169,9 @@ def build_conditioning(
         assert inputs.sweep_image is not None
         end = encoder.image(inputs.sweep_image)
         method = job.sweep.interpolation if job.sweep else Interpolation.slerp
-        penalty = density_penalty(torch.stack([embeddings[0], end.embedding, *reference_embeddings]))
+        penalty = None
+        if method is Interpolation.geodesic:
+            penalty = density_penalty(torch.stack([embeddings[0], end.embedding, *reference_embeddings]))
         pair = [0.0, 1.0]
         mix_embedding, report["embedding"] = interpolate_frames(
             torch.stack([embeddings[0], end.embedding]), pair, 1, method, penalty, at=clip.image_mix
