@@ -70,7 +70,7 @@ class StageClock:
 
     def _sync(self) -> None:
         if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)
 
 
 def run_job(
