@@ -56,8 +56,6 @@ class ModelSpec:
         name = self.dtype or ("float16" if device.startswith("cuda") else "float32")
         if name not in DTYPES:
             raise ValueError(f"model {self.name!r}: `dtype` must be one of {sorted(DTYPES)}, got {name!r}")
-        if device == "cpu" and name == "float16":
-            raise ValueError(f"model {self.name!r}: dtype float16 does not run on the CPU; use float32")
         return DTYPES[name]
 
 

@@ -209,9 +209,13 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         needs_upcasting = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
         if needs_upcasting:
             self.vae.to(dtype=torch.float32)
-        latent = self._encode_vae_image(pixels, device, 1, False)[0]
-        if needs_upcasting:
-            self.vae.to(dtype=torch.float16)
+        try:
+            latent = self._encode_vae_image(pixels, device, 1, False)[0]
+        finally:
+            # Even when the encode fails (out of memory, say): a VAE left in float32 would fail every
+            # later job of this worker at decode.
+            if needs_upcasting:
+                self.vae.to(dtype=torch.float16)
         return EncodedImage(embedding=embedding, latent=latent.to(embedding.dtype))
 
     @torch.no_grad()
@@ -249,12 +253,16 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         # 1. Assemble the UNet inputs: [negative, positive] halves under guidance.
         image_latents, context, bias = self.assemble(cond, do_cfg)
 
-        # 2. Timesteps and initial latents (the scheduler's first sigma times unit noise).
+        # 2. Timesteps and initial latents (the scheduler's first sigma times unit noise). The latents
+        #    stay in float32 between steps whatever the model's dtype (the UNet gets them cast): a
+        #    latent direction or a style blend adds per step a shift far below half precision's
+        #    rounding step at sigmas in the hundreds, which half-precision latents would round away.
+        #    In float32 (the CPU) this is diffusers' loop exactly.
         timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device)
-        latents = noise.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+        latents = noise.to(device=device, dtype=torch.float32) * self.scheduler.init_noise_sigma
 
         # 3. Per-frame guidance scale, broadcast over (C, h, w).
-        guidance = cond.guidance.to(device=device, dtype=latents.dtype)[:, :, None, None, None]
+        guidance = cond.guidance.to(device=device, dtype=torch.float32)[:, :, None, None, None]
 
         # 4. Denoising loop, with per-frame context held in the processors' slot.
         self._num_timesteps = len(timesteps)
@@ -262,7 +270,7 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         try:
             for i, t in enumerate(timesteps):
                 model_input = torch.cat([latents] * 2) if do_cfg else latents
-                model_input = self.scheduler.scale_model_input(model_input, t)
+                model_input = self.scheduler.scale_model_input(model_input, t).to(dtype)
                 model_input = torch.cat([model_input, image_latents], dim=2)
                 noise_pred = self.unet(
                     model_input,
@@ -271,7 +279,7 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
                     encoder_hidden_states=context[:, 0],
                     added_time_ids=self._time_ids,
                     return_dict=False,
-                )[0]
+                )[0].float()
                 if do_cfg:
                     noise_uncond, noise_cond = noise_pred.chunk(2)
                     noise_pred = noise_uncond + guidance * (noise_cond - noise_uncond)
@@ -325,6 +333,7 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         height, width = (n * self.vae_scale_factor for n in latents.shape[-2:])
         chunk = decode_chunk_size or self.decode_chunk_for(num_frames, height, width)
         # Decoding runs in the VAE's own dtype, as in the stock pipeline (it upcasts for encoding only).
+        latents = latents.to(self.vae.dtype)  # kept in float32 while denoising
         clips = []
         for clip in latents.split(1):
             frames = self.decode_latents(clip, num_frames, chunk)
