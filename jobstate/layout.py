@@ -167,10 +167,22 @@ _CREATE = (
     + _LUA_TOKEN
     + """
 local jk, ik, qk, bk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('EXISTS', jk) == 1 then
+  -- Job ids are random: this very call already ran (the client retried it after a lost reply).
+  if redis.call('HGET', jk, 'tenant') == ARGV[3] and redis.call('HGET', jk, 'created_at') == ARGV[6] then
+    return {'created', '', {}}
+  end
+  return {'exists', '', {}}
+end
+if qk ~= '' then
+  -- Checked before any write: a script is not rolled back, and a job must never lack its task.
+  local kind = redis.call('TYPE', qk)['ok']
+  if kind ~= 'none' and kind ~= 'list' then return redis.error_reply('queue key ' .. qk .. ' holds a ' .. kind) end
+end
 if bk ~= '' then
   -- the request's rate-limit token, taken first as for any request of the key
   local allowed, wait = take_token(bk, tonumber(ARGV[11]), tonumber(ARGV[12]), 1)
-  if allowed == 0 then return {'rate_limited', tostring(wait), {}} end
+  if allowed == 0 then return {'rate_limited', wait, {}} end
 end
 if ik ~= '' then
   local existing = redis.call('GET', ik)
@@ -179,7 +191,6 @@ if ik ~= '' then
     return {'existing', existing, redis.call('HGETALL', P .. 'job:' .. prior['job_id'])}
   end
 end
-if redis.call('EXISTS', jk) == 1 then return {'exists', '', {}} end
 local id, tenant = ARGV[2], ARGV[3]
 local cap = tonumber(ARGV[9])
 if cap > 0 then
@@ -411,7 +422,7 @@ def create_op(
         if outcome == "limited":
             raise TooManyActiveJobs(int(_str(raw[1])), max_active)
         if outcome == "rate_limited":
-            raise RateLimited(int(_str(raw[1])) / 1000)
+            raise RateLimited(int(raw[1]) / 1000)
         if outcome == "existing":
             record = decode_record(raw[2])
             prior = json.loads(_str(raw[1]))

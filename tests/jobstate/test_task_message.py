@@ -9,7 +9,7 @@ import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
-from jobstate.layout import TooManyActiveJobs
+from jobstate.layout import RateLimit, RateLimited, TooManyActiveJobs, create_op, rate_limit_key
 from jobstate.records import new_job_id
 from jobstate.store import JobStore
 from jobstate.task_message import task_message
@@ -87,3 +87,33 @@ def test_a_refused_job_queues_nothing(store: JobStore, redis_url: str) -> None:
     with pytest.raises(TooManyActiveJobs):
         store.create(refused, "t1", "m", {}, max_active=1, task=task_message("x", {}, "gpu.m", task_id=refused))
     assert queued(redis_url, "gpu.m") == []
+
+
+def test_a_retried_create_script_is_its_own_earlier_run(store: JobStore, redis_url: str) -> None:
+    # A client that lost the reply and sent the same call again gets the job, not an error, and
+    # neither a second task nor a second token is taken.
+    job_id = new_job_id()
+    task = task_message("vsteer.example.v1", {"job_id": job_id, "tenant": "t1"}, "gpu.m", task_id=job_id)
+    op = create_op(job_id, "t1", "m", {}, task=task, rate=RateLimit("key", rate_per_s=0.001, burst=5))
+    first, again = store.run(op), store.run(op)
+    assert first.created and again.created and again.record == first.record
+    assert len(queued(redis_url, "gpu.m")) == 1
+    assert float(redis.Redis.from_url(redis_url).hget(rate_limit_key("key"), "tokens")) == pytest.approx(4, abs=0.01)
+    # the same id from another call is still an error
+    with pytest.raises(RuntimeError, match="already exists"):
+        store.create(job_id, "t2", "m", {})
+
+
+def test_a_queue_key_of_another_type_records_nothing(store: JobStore, redis_url: str) -> None:
+    redis.Redis.from_url(redis_url).set("gpu.m", "not a list")
+    job_id = new_job_id()
+    with pytest.raises(redis.ResponseError, match="holds a string"):
+        store.create(job_id, "t1", "m", {}, task=task_message("x", {}, "gpu.m", task_id=job_id))
+    assert store.get("t1", job_id) is None
+
+
+def test_a_wait_of_any_length_is_read(store: JobStore) -> None:
+    store.create(new_job_id(), "t1", "m", {}, rate=RateLimit("slow", rate_per_s=1e-12, burst=1))
+    with pytest.raises(RateLimited) as caught:
+        store.create(new_job_id(), "t1", "m", {}, rate=RateLimit("slow", rate_per_s=1e-12, burst=1))
+    assert caught.value.retry_after_s > 1e9
