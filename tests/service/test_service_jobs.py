@@ -144,6 +144,30 @@ async def test_data_uris_are_decoded_within_the_pixel_limit(client: httpx.AsyncC
     assert body["errors"][0]["rule"] == "max_image_pixels"
 
 
+async def test_only_images_small_by_their_header_are_decoded_on_the_event_loop(
+    client: httpx.AsyncClient, monkeypatch
+) -> None:
+    import service.checks
+
+    in_thread: list[object] = []
+    real = service.checks.anyio.to_thread.run_sync
+
+    async def recording(func, *args, **kwargs):  # type: ignore[no-untyped-def]
+        in_thread.append(func)
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(service.checks.anyio.to_thread, "run_sync", recording)
+    small = "data:image/png;base64," + base64.b64encode(png(64, 64)).decode()
+    assert (await submit(client, {"image": small})).status_code == 202
+    assert in_thread == []
+    # a few kilobytes of PNG, but 400x400 pixels to decode: a worker thread's job
+    large = png(400, 400, mode="1")
+    assert len(large) < 4096
+    large_uri = "data:image/png;base64," + base64.b64encode(large).decode()
+    assert (await submit(client, {"image": large_uri})).status_code == 202
+    assert in_thread == [service.checks.inspect_image]
+
+
 async def test_video_asset_is_not_an_image(client: httpx.AsyncClient) -> None:
     mp4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 100
     video = (await upload(client, mp4, name="clip.mp4")).json()
