@@ -7,6 +7,7 @@ cost more than the lookup itself on every request.
 import hashlib
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -82,11 +83,37 @@ async def get_tenant(request: Request, caller: Annotated[Caller, Depends(get_cal
 
 async def get_submitter(request: Request, caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
     """The caller of `POST /v1/jobs`, whose create script takes the rate-limit token in the same round
-    trip that records the job (`rate_limit`). Until it has, the token is pending: an error answered
-    before that (an invalid document) takes it instead (`settle_pending_token`), so every request
-    still pays one token."""
+    trip that records the job (`submission_rate_limit`). Until it has, the token is pending: an error
+    answered before that (an invalid document) takes it instead (`settle_pending_token`), so every
+    request still pays one token.
+
+    A key this process found empty pays up front, as on any other route, so that a limited client is
+    refused before its document is checked (which may decode images) and not after."""
+    until = _empty_until(request).get(caller.key_digest)
+    if until is not None and time.monotonic() < until:
+        await check_rate(request, caller.key_digest)
+        request.state.token_paid = True
+        return caller
     request.state.pending_token = caller.key_digest
     return caller
+
+
+def _empty_until(request: Request) -> dict[str, float]:
+    """Key hash → monotonic time until which its bucket was last seen empty (this process only)."""
+    state = request.app.state
+    if not hasattr(state, "rate_empty_until"):
+        state.rate_empty_until = {}
+    empty: dict[str, float] = state.rate_empty_until
+    return empty
+
+
+def remember_empty(request: Request, key_digest: str, retry_after_s: float) -> None:
+    _empty_until(request)[key_digest] = time.monotonic() + retry_after_s
+
+
+def submission_rate_limit(request: Request, settings: Settings, key_digest: str) -> RateLimit | None:
+    """The bucket the create script takes a submission's token from; None when it is paid already."""
+    return None if getattr(request.state, "token_paid", False) else rate_limit(settings, key_digest)
 
 
 def rate_limit(settings: Settings, key_digest: str) -> RateLimit | None:
@@ -117,6 +144,7 @@ async def check_rate(request: Request, key_digest: str) -> None:
     store: AsyncJobStore = request.app.state.store
     decision = await store.take_token(bucket.subject, bucket.rate_per_s, bucket.burst)
     if not decision.allowed:
+        remember_empty(request, key_digest, decision.retry_after_s)
         raise rate_limited(settings, decision.retry_after_s)
 
 

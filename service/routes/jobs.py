@@ -22,8 +22,9 @@ from service.deps import (
     StoreDep,
     Submitter,
     Tenant,
-    rate_limit,
     rate_limited,
+    remember_empty,
+    submission_rate_limit,
     token_taken,
 )
 from service.errors import ProblemError, invalid, not_found
@@ -105,10 +106,11 @@ async def submit_job(
             settings.idempotency_ttl_s,
             max_active=settings.max_active_jobs_per_tenant,
             task=job_task(job_id, tenant, model),
-            rate=rate_limit(settings, caller.key_digest),
+            rate=submission_rate_limit(request, settings, caller.key_digest),
         )
     except RateLimited as exc:
         token_taken(request)
+        remember_empty(request, caller.key_digest, exc.retry_after_s)
         raise rate_limited(settings, exc.retry_after_s) from None
     except TooManyActiveJobs as exc:
         token_taken(request)
