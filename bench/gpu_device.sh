@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The GPU benchmark on a machine that has CUDA PyTorch and transformers but no package registry
+# (such as a lent GPU machine): the few packages it lacks travel as wheels in bench/wheelhouse
+# (`make gpu-wheels` fills it, for Python 3.12), are installed into a private folder without
+# touching the machine's torch, and `python -m bench.gpu_svd` runs with the given arguments.
+# Results go to $OUT when set (else bench/results).
+#
+#   bash bench/gpu_device.sh                          # full size, fp16, fast path
+#   bash bench/gpu_device.sh --compile --no-reference
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WHEELS=${WHEELS:-bench/wheelhouse}
+PY=${PYTHON:-python3}
+deps=$(mktemp -d)
+shopt -s nullglob
+wheels=("$WHEELS"/*.whl)
+if ((${#wheels[@]} == 0)); then
+    echo "no wheels in $WHEELS: run 'make gpu-wheels' where a package registry is reachable" >&2
+    exit 2
+fi
+"$PY" -m pip install --quiet --no-index --no-deps --target "$deps" "${wheels[@]}"
+export PYTHONPATH="$deps:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+out=${OUT:-bench/results}
+exec "$PY" -m bench.gpu_svd "$@" --out "$out/gpu_svd.json"
