@@ -20,8 +20,6 @@ from storage.settings import StorageSettings
 class WorkerSettings(JobStateSettings, StorageSettings):
     """Variable names follow the API's settings (`service.settings`), so one environment serves both."""
 
-    broker_url: str | None = Field(None, description="Celery broker; `redis_url` if unset.")
-
     default_model: str = Field("tiny", description="Model of jobs that name none.")
     worker_models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -82,7 +80,9 @@ class WorkerSettings(JobStateSettings, StorageSettings):
 
     @property
     def broker(self) -> str:
-        return self.broker_url or self.redis_url
+        """The Celery broker is the job-state Redis: the API queues a job's task in the same script
+        that records the job, so the two cannot live apart."""
+        return self.redis_url
 
     @property
     def queues(self) -> list[str]:
