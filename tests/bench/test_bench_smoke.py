@@ -61,3 +61,17 @@ def test_api_load_writes_its_figures(tmp_path: Path) -> None:
     (row,) = figures["loads"]
     assert row["statuses"].keys() == {"202"} and row["jobs_per_s"] > 0 and row["latency_ms"]["p99"] > 0
     assert figures["enqueue_to_start_ms"]["n"] == 2
+
+
+@pytest.mark.integration
+def test_api_cpu_writes_its_figures(tmp_path: Path) -> None:
+    import os
+
+    from bench import api_cpu
+
+    before = dict(os.environ)
+    out = tmp_path / "cpu.json"
+    figures = api_cpu.main(["--requests", "20", "--rounds", "2", "--out", str(out)])
+    assert json.loads(out.read_text())["figures"]["cpu_us"] == figures["cpu_us"]
+    assert len(figures["cpu_us"]) == 2 and figures["median_cpu_us"] > 0
+    assert dict(os.environ) == before
