@@ -322,12 +322,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.no_reference:
         try:
             with ieee_float32():
-                ref_components = build_components(size, device, torch.float32)
-                reference, _ = Bare(ref_components, size, image, args.decode_chunk)()
+                components = build_components(size, device, torch.float32)
+                reference, _ = Bare(components, size, image, args.decode_chunk)()
+                del components
         except torch.OutOfMemoryError as exc:
             reference_note = f"float32 reference out of memory: {str(exc).splitlines()[0]}"
-        ref_components = {}  # free the float32 weights before the measured variants are built
-        gc.collect()
+        gc.collect()  # the float32 weights go before the measured variants are built
         if cuda:
             torch.cuda.empty_cache()
 

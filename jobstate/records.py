@@ -80,32 +80,20 @@ class JobRecord:
     model: str
     request: dict[str, Any]
     created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    progress: Progress | None
-    result: StoredResult | None
-    error: Problem | None
-    cancel_requested: bool
-    attempts: int
+    # what a job gains once it runs; a new job has none of it
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: Progress | None = None
+    result: StoredResult | None = None
+    error: Problem | None = None
+    cancel_requested: bool = False
+    attempts: int = 0
 
     @classmethod
     def new(cls, job_id: str, tenant: str, model: str, request: dict[str, Any], created_at: float) -> "JobRecord":
         """A job as the create script records it: queued, never attempted."""
-        return cls(
-            id=job_id,
-            tenant=tenant,
-            status=JobStatus.queued,
-            model=model,
-            request=request,
-            created_at=datetime.fromtimestamp(created_at, UTC),
-            started_at=None,
-            finished_at=None,
-            progress=None,
-            result=None,
-            error=None,
-            cancel_requested=False,
-            attempts=0,
-        )
+        created = datetime.fromtimestamp(created_at, UTC)
+        return cls(id=job_id, tenant=tenant, status=JobStatus.queued, model=model, request=request, created_at=created)
 
     @classmethod
     def from_hash(cls, h: Mapping[str, str]) -> "JobRecord":

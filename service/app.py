@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app.state.settings = settings
     app.state.tenants = settings.tenants_by_key_hash()
     app.state.metrics = Metrics()
+    app.state.rate_empty_until = {}  # see service.deps.get_submitter
     install_error_handlers(app, before_client_error=settle_pending_token)
     for module in (jobs, assets, models, files, health):
         app.include_router(module.router)

@@ -100,10 +100,7 @@ async def get_submitter(request: Request, caller: Annotated[Caller, Depends(get_
 
 def _empty_until(request: Request) -> dict[str, float]:
     """Key hash → monotonic time until which its bucket was last seen empty (this process only)."""
-    state = request.app.state
-    if not hasattr(state, "rate_empty_until"):
-        state.rate_empty_until = {}
-    empty: dict[str, float] = state.rate_empty_until
+    empty: dict[str, float] = request.app.state.rate_empty_until
     return empty
 
 

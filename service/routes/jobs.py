@@ -109,11 +109,9 @@ async def submit_job(
             rate=submission_rate_limit(request, settings, caller.key_digest),
         )
     except RateLimited as exc:
-        token_taken(request)
         remember_empty(request, caller.key_digest, exc.retry_after_s)
         raise rate_limited(settings, exc.retry_after_s) from None
     except TooManyActiveJobs as exc:
-        token_taken(request)
         # 429, not 409: nothing is wrong with this job; the tenant may submit it once others finish.
         raise ProblemError(
             429,
@@ -123,7 +121,6 @@ async def submit_job(
             headers={"Retry-After": str(ACTIVE_CAP_RETRY_AFTER_S)},
         ) from None
     except IdempotencyConflict as exc:
-        token_taken(request)
         raise invalid(
             [
                 FieldError(
@@ -134,7 +131,8 @@ async def submit_job(
             ],
             title="Idempotency-Key reused",
         ) from None
-    token_taken(request)
+    finally:
+        token_taken(request)  # by the script, whatever it answered
     record = created.record
     headers = {"Location": f"/v1/jobs/{record.id}"}
     # 4. hold the answer while the client prefers to wait
