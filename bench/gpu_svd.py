@@ -91,6 +91,9 @@ class Size:
 
 SIZES = {
     "full": Size("full", {}, SVD_VAE, CLIP_VIT_H, num_frames=25, height=576, width=1024, steps=25),
+    # The full architecture at a thumbnail: checks on any machine that the full-size build and both
+    # paths run end to end (about a minute and ~15 GB on a 2-core CPU with --no-reference).
+    "full-thumb": Size("full-thumb", {}, SVD_VAE, CLIP_VIT_H, num_frames=3, height=64, width=128, steps=2),
     # The same block structure, narrower and shallower: runs in seconds on a 2-core CPU.
     "small": Size(
         "small",
