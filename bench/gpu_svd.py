@@ -12,8 +12,8 @@ Variants, interleaved:
   `output_type="latent"`, then its own `decode_latents` + `postprocess_video` (what `__call__` does
   with `output_type="np"`, split so the VAE decode share can be timed);
 - `vsteer`: the engine as a worker runs it: separate copies of the same weights, `FastPath` for the
-  device applied (channels_last, cuDNN autotune, decode chunk from free memory; `torch.compile` with
-  `--compile` or VSTEER_COMPILE=1), `plan_clips` → `SteerableVideoPipeline` → `decode`.
+  device applied (channels_last, decode chunk from free memory; cuDNN autotune with `--autotune`;
+  `torch.compile` with `--compile` or VSTEER_COMPILE=1), `plan_clips` → `SteerableVideoPipeline` → `decode`.
 
 Reported: seconds per clip (medians) and the ratio, UNet TFLOP/s (FLOPs of one UNet call counted by
 `torch.utils.flop_counter`, times steps, over the denoise time) and its fraction of the bf16 matmul
@@ -237,7 +237,13 @@ class Engine:
     """vsteer's engine on its own copy of the weights, with the device's fast path."""
 
     def __init__(
-        self, components: dict[str, Any], size: Size, image: Any, compile_: bool, decode_chunk: int | None = None
+        self,
+        components: dict[str, Any],
+        size: Size,
+        image: Any,
+        compile_: bool,
+        decode_chunk: int | None = None,
+        autotune: bool = False,
     ) -> None:
         from api_schemas import JobRequest
         from workers.models import FastPath
@@ -247,7 +253,9 @@ class Engine:
         self.pipe.set_progress_bar_config(disable=True)
         device = str(self.pipe._execution_device)
         fast = FastPath.for_device(device)
-        self.fast = FastPath(fast.channels_last, compile_ or fast.compile, fast.warm_up or compile_)
+        self.fast = FastPath(
+            fast.channels_last, compile_ or fast.compile, fast.warm_up or compile_, fast.autotune or autotune
+        )
         start = time.perf_counter()
         self.fast.apply(self.pipe, size.num_frames, size.height, size.width)
         self.setup_s = time.perf_counter() - start
@@ -302,6 +310,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--dtype", choices=["float16", "bfloat16"], default="float16", help="engine dtype on CUDA")
     parser.add_argument("--compile", action="store_true", help="torch.compile the engine's UNet and VAE decoder")
+    parser.add_argument("--autotune", action="store_true", help="cuDNN autotune in the engine (VSTEER_CUDNN_AUTOTUNE)")
     parser.add_argument("--no-reference", action="store_true", help="skip the float32 reference run")
     parser.add_argument("--decode-chunk", type=int, default=None, help="frames per VAE decode, both variants")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (bench/results/gpu_svd.json)")
@@ -341,8 +350,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for key in ("unet", "vae", "image_encoder"):
             engine_components[key].to(engine_dtype)
     bare = Bare(bare_components, size, image, args.decode_chunk)
-    engine = Engine(engine_components, size, image, args.compile, args.decode_chunk)
-    autotune = engine.fast.channels_last  # set globally by the fast path; on only while the engine runs
+    engine = Engine(engine_components, size, image, args.compile, args.decode_chunk, args.autotune and cuda)
+    autotune = engine.fast.autotune  # set globally by the fast path; on only while the engine runs
     flops = unet_flops(bare.pipe, size, rows=2)
     weights = {"bare": module_bytes(bare_components), "vsteer": module_bytes(engine_components)}
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import re
 import threading
 from collections import OrderedDict
@@ -79,10 +80,19 @@ class LoadedModel:
     weight_hash: str
     bytes: int
     defaults: dict[str, int] = field(default_factory=dict)
+    fast: "FastPath" = field(default_factory=lambda: FastPath())
 
     @property
     def device(self) -> str:
         return str(self.pipeline._execution_device)
+
+    @property
+    def device_name(self) -> str:
+        """The hardware, since a replay is exact only on the same kind of device."""
+        device = self.pipeline._execution_device
+        if device.type == "cuda":
+            return torch.cuda.get_device_name(device)
+        return f"{device.type} {platform.machine()}".strip()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -96,7 +106,9 @@ class LoadedModel:
             "variant": self.spec.variant,
             "weight_hash": self.weight_hash,
             "device": self.device,
+            "device_name": self.device_name,
             "dtype": str(self.dtype).removeprefix("torch."),
+            "fast_path": self.fast.describe(),
         }
 
 
@@ -171,14 +183,17 @@ class FastPath:
 
     Environment: `VSTEER_FAST=0` turns the defaults off; `VSTEER_COMPILE=1` compiles the UNet and the
     VAE decoder with `torch.compile` (opt-in on any device: the first compile takes minutes, each new
-    shape compiles again); `VSTEER_WARMUP=1|0` forces the warm-up run at load on or off. SDPA
-    attention is always on: the engine's processors wrap `AttnProcessor2_0`. bf16/fp16 weights are the
-    spec's `dtype` (float16 on CUDA when unset).
+    shape compiles again); `VSTEER_WARMUP=1|0` forces the warm-up run at load on or off;
+    `VSTEER_CUDNN_AUTOTUNE=1` turns on cuDNN's autotune on CUDA (opt-in: it chooses kernels by timing
+    them, so two worker processes may round differently and a manifest no longer replays bit for
+    bit). SDPA attention is always on: the engine's processors wrap `AttnProcessor2_0`. bf16/fp16
+    weights are the spec's `dtype` (float16 on CUDA when unset).
     """
 
     channels_last: bool = False
     compile: bool = False
     warm_up: bool = False
+    autotune: bool = False
 
     @classmethod
     def for_device(cls, device: str, env: dict[str, str] | None = None) -> "FastPath":
@@ -186,13 +201,19 @@ class FastPath:
         cuda = device.startswith("cuda") and env.get("VSTEER_FAST", "1") != "0"
         compile_ = env.get("VSTEER_COMPILE", "0") == "1"
         warm_up = env.get("VSTEER_WARMUP", "1" if cuda or compile_ else "0") == "1"
-        return cls(channels_last=cuda, compile=compile_, warm_up=warm_up)
+        autotune = cuda and env.get("VSTEER_CUDNN_AUTOTUNE", "0") == "1"
+        return cls(channels_last=cuda, compile=compile_, warm_up=warm_up, autotune=autotune)
+
+    def describe(self) -> dict[str, bool]:
+        """What changes a job's numbers, for the manifest (the warm-up does not)."""
+        return {"channels_last": self.channels_last, "compile": self.compile, "cudnn_autotune": self.autotune}
 
     def apply(self, pipeline: SteerableVideoPipeline, num_frames: int, height: int, width: int) -> None:
         """Change the loaded pipeline in place; the warm-up runs last, at the model's default shape."""
+        if self.autotune:
+            torch.backends.cudnn.benchmark = True  # process-wide
         if self.channels_last:
             # cuDNN's fastest convolutions on tensor cores read NHWC; the UNet and decoder are conv-heavy.
-            torch.backends.cudnn.benchmark = True
             channels_last_convs(pipeline.unet)
             channels_last_convs(pipeline.vae)
         if self.compile:
@@ -234,8 +255,9 @@ def load_model(spec: ModelSpec, fast: FastPath | None = None) -> LoadedModel:
         "height": spec.height,
         "num_frames": spec.num_frames or int(pipeline.unet.config.num_frames),
     }
-    (fast or FastPath.for_device(device)).apply(pipeline, defaults["num_frames"], spec.height, spec.width)
-    return LoadedModel(spec, pipeline, folder, weight_hash(folder), size, defaults)
+    fast = fast or FastPath.for_device(device)
+    fast.apply(pipeline, defaults["num_frames"], spec.height, spec.width)
+    return LoadedModel(spec, pipeline, folder, weight_hash(folder), size, defaults, fast)
 
 
 class ModelRegistry:

@@ -40,9 +40,31 @@ def test_the_cuda_settings_on_the_cpu_give_the_same_frames(
     spec = ModelSpec(name="t", source=str(tiny_model_dir), **TINY_DEFAULTS)
     plain = frames(ModelRegistry({"t": spec}, default="t"), image_paths[0], tmp_path / "plain")
     # channels_last and the warm-up, as on CUDA (compile is opt-in and slow on the CPU)
-    monkeypatch.setattr(FastPath, "for_device", classmethod(lambda cls, device, env=None: cls(True, False, True)))
+    cuda_like = FastPath(channels_last=True, warm_up=True, autotune=True)
+    monkeypatch.setattr(FastPath, "for_device", classmethod(lambda cls, device, env=None: cuda_like))
     try:
         fast = frames(ModelRegistry({"t": spec}, default="t"), image_paths[0], tmp_path / "fast")
     finally:
         torch.backends.cudnn.benchmark = False
     assert np.abs(fast - plain).max() < 1e-5
+
+
+def test_cuda_defaults_keep_replays_exact_and_autotune_is_opt_in() -> None:
+    """cuDNN's autotune picks kernels by timing them, so two processes may round differently and a
+    manifest would no longer replay bit for bit: it stays off unless asked for."""
+    default = FastPath.for_device("cuda:0", env={})
+    assert (default.channels_last, default.warm_up, default.autotune, default.compile) == (True, True, False, False)
+    assert FastPath.for_device("cuda", env={"VSTEER_CUDNN_AUTOTUNE": "1"}).autotune
+    assert not FastPath.for_device("cpu", env={"VSTEER_CUDNN_AUTOTUNE": "1"}).autotune
+    assert FastPath.for_device("cuda", env={"VSTEER_FAST": "0"}) == FastPath()
+
+
+def test_the_manifest_records_the_fast_path_and_the_device_it_ran_on(
+    tiny_model_dir: Path, image_paths: list[Path], tmp_path: Path
+) -> None:
+    spec = ModelSpec(name="t", source=str(tiny_model_dir), **TINY_DEFAULTS)
+    registry = ModelRegistry({"t": spec}, default="t")
+    request = JobRequest.model_validate({**DOC, "image": str(image_paths[0])})
+    manifest = run_job(request, tmp_path, registry=registry, images=ImageResolver(allow_paths=True)).manifest
+    assert manifest["model"]["fast_path"] == {"channels_last": False, "compile": False, "cudnn_autotune": False}
+    assert manifest["model"]["device_name"].startswith("cpu")
