@@ -159,7 +159,24 @@ def replay(
     for name, equal in same.items():
         typer.echo(f"{name:9s} {'identical' if equal else 'DIFFERENT'} to the manifest's")
     if not all(same.values()):
+        for line in replay_differences(manifest, replayed):
+            typer.echo(line)
         raise typer.Exit(EXIT_FAILED)
+
+
+def replay_differences(recorded: dict[str, Any], replayed: dict[str, Any]) -> list[str]:
+    """What a replay ran on that differs from the recorded run: frames are identical only on the same
+    kind of device, dtype, fast-path options, weights and libraries."""
+
+    def facts(manifest: dict[str, Any]) -> dict[str, Any]:
+        model = manifest.get("model", {})
+        fast = {f"fast_path.{k}": v for k, v in (model.get("fast_path") or {}).items()}
+        keys = ("device_name", "dtype", "weight_hash")
+        return {**{k: model.get(k) for k in keys}, **fast, **(manifest.get("libraries") or {})}
+
+    before, now = facts(recorded), facts(replayed)
+    differ = [key for key, value in before.items() if value is not None and value != now.get(key)]
+    return [f"recorded {key} {before[key]!r}, now {now.get(key)!r}" for key in differ]
 
 
 @models_app.command("tiny")

@@ -81,6 +81,29 @@ def test_replay_notices_different_frames(cli_env, image_paths, tmp_path):
     result = runner.invoke(app, ["replay", str(manifest_path), "--out", str(tmp_path / "again")])
     assert result.exit_code == 1
     assert "frames    DIFFERENT" in result.output
+    assert "recorded" not in result.output  # same device, dtype, options, weights: nothing else to blame
+
+
+def test_replay_names_what_differs_from_the_recorded_run(cli_env, image_paths, tmp_path):
+    runner = CliRunner()
+    job_file = write_job(tmp_path, image_paths)
+    assert runner.invoke(app, ["run", str(job_file), "--out", str(tmp_path / "out")]).exit_code == 0
+    manifest_path = tmp_path / "out" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["model"].update(device_name="NVIDIA H100 80GB HBM3", dtype="float16")
+    manifest["model"]["fast_path"]["cudnn_autotune"] = True
+    manifest["libraries"]["torch"] = "2.0.0"
+    manifest["outputs"]["frames"]["sha256"] = "sha256:" + "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["replay", str(manifest_path), "--out", str(tmp_path / "again")])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert "frames    DIFFERENT to the manifest's" in lines
+    assert any(line.startswith("recorded device_name 'NVIDIA H100 80GB HBM3', now 'cpu") for line in lines)
+    assert "recorded dtype 'float16', now 'float32'" in lines
+    assert any(line.startswith("recorded fast_path.cudnn_autotune True, now False") for line in lines)
+    assert any(line.startswith("recorded torch '2.0.0', now ") for line in lines)
+    assert not any("weight_hash" in line for line in lines)
 
 
 def test_an_invalid_document_exits_non_zero_naming_the_field(cli_env, image_paths, tmp_path):
