@@ -30,11 +30,11 @@ reference runs with TF32 off (otherwise its convolutions keep a 10-bit mantissa,
 and is recorded as missing with its reason if it runs out of memory; the peak counters are reset
 before each run, without emptying the allocator's cache inside the timed region; peak memory is
 reported as allocated and as reserved (what a card must hold); `--decode-chunk` fixes both variants'
-decode chunk (a 24 GB card cannot decode 25 frames at once: `--decode-chunk 4` shows what fits).
+decode chunk (a 24 GB card cannot decode 25 frames at once; `--decode-chunk 12` is what the engine picks there).
 
     python -m bench.gpu_svd                        # full size on CUDA, small on CPU
     python -m bench.gpu_svd --size small --repeats 1
-    python -m bench.gpu_svd --decode-chunk 4 --no-reference   # the 24 GB question
+    python -m bench.gpu_svd --decode-chunk 12 --no-reference  # the 24 GB question
 """
 
 import argparse

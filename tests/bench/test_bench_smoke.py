@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.common import Interleaved, interleave, percentile
 
@@ -75,3 +76,27 @@ def test_api_cpu_writes_its_figures(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["figures"]["cpu_us"] == figures["cpu_us"]
     assert len(figures["cpu_us"]) == 2 and figures["median_cpu_us"] > 0
     assert dict(os.environ) == before
+
+
+@pytest.mark.slow
+def test_traced_memory_steering_adds_little_and_the_decode_fits_its_assumed_size(tmp_path: Path) -> None:
+    """The engine's processors hold a steered job's per-frame context without growing the UNet call's
+    memory, and the decoder's traced peak per frame stays within what `decode_chunk_for` assumes (SVD's
+    own VAE config, at a thumbnail: the decoder's activations scale with pixels)."""
+    from dataclasses import replace
+
+    from bench import gpu_memory
+    from bench.gpu_svd import SIZES, SVD_VAE
+    from workers.pipeline import SteerableVideoPipeline
+
+    size = replace(SIZES["small"], name="check", vae=SVD_VAE, num_frames=4, height=64, width=128)
+    measured = gpu_memory.measure(size, torch.float16, chunks=[1, 2])
+    assert 0 < measured["unet_bare"] <= measured["unet_vsteer"] <= 1.05 * measured["unet_bare"]
+    assert measured["decode"][2] > measured["decode"][1] > 0
+    assumed = SteerableVideoPipeline.DECODE_ELEMENTS_PER_PIXEL
+    # (traced: 1024.2 here and at 576x1024; the 80% of free memory it plans with absorbs such a sliver)
+    assert 0.9 * assumed <= measured["decode_elements_per_pixel"] <= 1.01 * assumed
+
+    figures = gpu_memory.main(["--size", "small", "--chunks", "1,2", "--out", str(tmp_path / "memory.json")])
+    assert json.loads((tmp_path / "memory.json").read_text())["figures"]["cards"] == figures["cards"]
+    assert [card["card_gb"] for card in figures["cards"]] == [24, 80, 141]
