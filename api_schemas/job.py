@@ -222,7 +222,13 @@ class Sweep(Strict):
     count: int = Field(ge=1, le=16, description="Clips along the path, both ends included.")
     interpolation: Interpolation = Interpolation.slerp
     direction: int = Field(0, ge=0, le=15, description="With target `direction`: index into `directions`.")
-    batch_size: int | None = Field(None, ge=1, le=16, description="Clips per UNet batch (all if unset).")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="Clips per UNet batch. Unset: all of them on the CPU, as many as fit in free memory on a GPU "
+        "(the manifest records the choice).",
+    )
 
     @model_validator(mode="after")
     def _to_matches_target(self) -> Self:

@@ -344,22 +344,37 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
 
     # Elements one decoded frame holds at its peak, per pixel: the temporal decoder's widest
     # full-resolution block has 256 channels (up_blocks[2] after upsampling) and, with the live
-    # activations around it, peaks at ≈ 1024 elements per pixel (measured at reduced size with SVD's
-    # VAE config and scaled): 576x1024 is ≈ 1.1 GiB per frame in float16, 2.25 GiB in float32.
+    # activations around it, peaks at ≈ 1024 elements per pixel (traced at full size by
+    # `bench.gpu_memory`: 1024.2): 576x1024 is ≈ 1.1 GiB per frame in float16, 2.25 GiB in float32.
     DECODE_ELEMENTS_PER_PIXEL = 128 * 8
+    # Elements one UNet call holds at its peak, per latent pixel, frame and batch row (a guided clip
+    # is two rows): traced by `bench.gpu_memory` at 9,009 (stock processors) to 9,804 (a steered
+    # job's per-frame context at a thumbnail); 576x1024 x 25 frames is ≈ 7.8 GiB per guided clip.
+    UNET_ELEMENTS_PER_LATENT_PIXEL = 10 * 1024
     DECODE_MEMORY_FRACTION = 0.8
 
     def decode_chunk_for(self, num_frames: int, height: int, width: int) -> int:
         """Frames decoded at once when `decode_chunk_size` is unset: all of them on the CPU (as diffusers
-        does); on CUDA as many as fit in 80% of the free memory (the VAE decode is the memory spike),
-        counting blocks the allocator caches but does not use as free."""
+        does); on CUDA as many as fit in 80% of the free memory (the VAE decode is the memory spike)."""
+        per_frame = height * width * self.DECODE_ELEMENTS_PER_PIXEL * self.vae.dtype.itemsize
+        return self._fits(num_frames, per_frame)
+
+    def denoise_batch_for(self, count: int, num_frames: int, height: int, width: int) -> int:
+        """Clips per UNet batch when a sweep leaves `batch_size` unset: all of them on the CPU; on CUDA
+        as many guided clips as fit in 80% of the free memory (each holds two rows of activations)."""
+        latent_pixels = (height // self.vae_scale_factor) * (width // self.vae_scale_factor)
+        per_clip = 2 * num_frames * latent_pixels * self.UNET_ELEMENTS_PER_LATENT_PIXEL * self.unet.dtype.itemsize
+        return self._fits(count, per_clip)
+
+    def _fits(self, count: int, each: int) -> int:
+        """How many of `count` items of `each` bytes fit in 80% of the device's free memory (at least
+        one; all of them off CUDA), counting blocks the allocator caches but does not use as free."""
         device = self._execution_device
         if device.type != "cuda":
-            return num_frames
+            return count
         free, _ = torch.cuda.mem_get_info(device)
         free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        per_frame = height * width * self.DECODE_ELEMENTS_PER_PIXEL * self.vae.dtype.itemsize
-        return max(1, min(num_frames, int(free * self.DECODE_MEMORY_FRACTION) // per_frame))
+        return fits_in(free, each, count, self.DECODE_MEMORY_FRACTION)
 
     @torch.no_grad()
     def warm_up(self, num_frames: int, height: int, width: int, steps: int = 2) -> None:
@@ -387,3 +402,9 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         self(conditioning, noise.to(dtype), steps, output_type="np")
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+
+
+def fits_in(free_bytes: int, each_bytes: int, count: int, fraction: float) -> int:
+    """How many of `count` items of `each_bytes` fit in `fraction` of `free_bytes`: at least one (a job
+    too large for the card fails with the device's out-of-memory error), at most `count`."""
+    return max(1, min(count, int(free_bytes * fraction) // max(1, each_bytes)))

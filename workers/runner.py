@@ -167,6 +167,7 @@ def run_job(
 
 
 def batch_size(job: JobRequest, count: int) -> int:
+    """Clips per UNet batch: the sweep's (resolved by `resolve_job`), one for a single clip."""
     return job.sweep.batch_size or count if job.sweep else 1
 
 
@@ -191,7 +192,14 @@ def resolve_job(job: JobRequest, model: LoadedModel) -> JobRequest:
     )
     output = job.output.model_copy(update={"fps": job.output.fps or gen.fps})
     seed = job.seed if job.seed is not None else secrets.randbelow(2**63)
-    return job.model_copy(update={"model": model.spec.name, "seed": seed, "generation": generation, "output": output})
+    update = {"model": model.spec.name, "seed": seed, "generation": generation, "output": output}
+    if job.sweep is not None and job.sweep.batch_size is None:
+        # Unset: every clip in one batch on the CPU, as many as fit in free memory on CUDA.
+        size = generation.num_frames, generation.height, generation.width
+        update["sweep"] = job.sweep.model_copy(
+            update={"batch_size": model.pipeline.denoise_batch_for(job.sweep.count, *size)}
+        )
+    return job.model_copy(update=update)
 
 
 def load_inputs(job: JobRequest, images: ImageResolver) -> tuple[Inputs, dict[str, Any]]:

@@ -12,6 +12,7 @@ from workers.clips import plan_clips, stack_clips
 from workers.directions import DirectionResolver, save_direction
 from workers.errors import JobInputError
 from workers.images import ImageResolver
+from workers.pipeline import SteerableVideoPipeline, fits_in
 from workers.runner import load_inputs, resolve_job, run_job
 
 SIZE = {"width": 64, "height": 64, "num_frames": 5, "steps": 4}
@@ -126,6 +127,8 @@ def test_sweep_clip_k_equals_the_single_job(sweep, single, registry, image_paths
         alone = frames_of(job(image_paths[0], **single(u, sweep)), registry, tmp_path / f"single{k}")
         assert np.abs(clips[k] - alone).max() <= 1e-4, k
     assert np.abs(clips[0] - clips[2]).max() > 1e-3  # the path does move
+    # An unset batch size is resolved (all clips at once on the CPU) and recorded, so a replay batches alike.
+    assert outputs.manifest["request"]["sweep"]["batch_size"] == 3
 
 
 def test_sweep_in_batches_of_two_equals_one_batch(registry, image_paths, tmp_path):
@@ -133,6 +136,17 @@ def test_sweep_in_batches_of_two_equals_one_batch(registry, image_paths, tmp_pat
     one = frames_of(job(image_paths[0], sweep=sweep), registry, tmp_path / "a")
     two = frames_of(job(image_paths[0], sweep={**sweep, "batch_size": 2}), registry, tmp_path / "b")
     assert np.abs(one - two).max() <= 1e-4
+
+
+def test_clips_per_batch_fit_the_memory_they_are_given():
+    gib = 2**30
+    # A guided 25-frame 576x1024 clip in float16 plans ≈ 9.4 GB of UNet activations.
+    per_clip = 2 * 25 * 72 * 128 * SteerableVideoPipeline.UNET_ELEMENTS_PER_LATENT_PIXEL * 2
+    assert 8.5 * gib < per_clip < 9.5 * gib
+    assert fits_in(19 * gib, per_clip, 4, 0.8) == 1  # a 24 GB card after the weights
+    assert fits_in(75 * gib, per_clip, 8, 0.8) == 6  # an 80 GB card
+    assert fits_in(135 * gib, per_clip, 4, 0.8) == 4  # never more than the sweep has
+    assert fits_in(1 * gib, per_clip, 4, 0.8) == 1  # at least one: too large fails as out of memory
 
 
 def test_image_sweep_ends_at_each_image(registry, image_paths, tmp_path):
