@@ -11,7 +11,8 @@ tensor the operators create and free, and reports the peak of what is alive. Mea
 - the temporal VAE decode for several chunk sizes: the peak per decoded frame, in elements per pixel,
   against the constant `SteerableVideoPipeline.decode_chunk_for` assumes;
 - from those: the peak of a clip on cards of 24, 80 and 141 GB with the engine's decode chunk, and of
-  bare diffusers, which decodes all frames at once unless told otherwise.
+  bare diffusers, which decodes all frames at once unless told otherwise; and how many clips of a
+  sweep the engine batches through the UNet there (`denoise_batch_for`, up to the 16 a sweep allows).
 
 What it does not see: the CUDA context (~0.5 GiB), cuDNN and cuBLAS workspaces, kernels' scratch
 memory and the caching allocator's rounding and fragmentation. It is a floor for what a card must hold
@@ -132,12 +133,17 @@ def measure(size: Size, dtype: torch.dtype, chunks: list[int]) -> dict[str, Any]
         scale = engine.vae_scale_factor
         decode = {chunk: peak_bytes(decode_call(engine.vae, size, chunk, scale), engine.vae) for chunk in chunks}
     per_frame = max(peak / chunk for chunk, peak in decode.items())
+    rows_frames_pixels_bytes = 2 * size.num_frames * (size.height // scale) * (size.width // scale) * dtype.itemsize
     return {
         "weights": weights,
         "unet_bare": unet_bare,
         "unet_vsteer": unet_vsteer,
         "decode": decode,
         "decode_per_frame": per_frame,
+        "unet_elements_per_latent_pixel": {
+            "bare": unet_bare / rows_frames_pixels_bytes,
+            "vsteer": unet_vsteer / rows_frames_pixels_bytes,
+        },
         "decode_elements_per_pixel": per_frame / (size.height * size.width * dtype.itemsize),
     }
 
@@ -146,12 +152,15 @@ def card_plan(size: Size, dtype: torch.dtype, measured: dict[str, Any], card_gb:
     """The engine's decode chunk on a card of `card_gb` (as `decode_chunk_for` picks it after the
     denoise, weights resident) and the clip's traced peak, next to bare diffusers' all-frames decode."""
     from workers.pipeline import SteerableVideoPipeline as Pipe
+    from workers.pipeline import fits_in
 
     weights = sum(measured["weights"].values())
     card = card_gb * 1e9
     free = card - CUDA_CONTEXT_GIB * GIB - weights
     assumed = size.height * size.width * Pipe.DECODE_ELEMENTS_PER_PIXEL * dtype.itemsize
-    chunk = max(1, min(size.num_frames, int(free * Pipe.DECODE_MEMORY_FRACTION) // assumed))
+    chunk = fits_in(int(free), assumed, size.num_frames, Pipe.DECODE_MEMORY_FRACTION)
+    latent_pixels = (size.height // 8) * (size.width // 8)
+    per_clip = 2 * size.num_frames * latent_pixels * Pipe.UNET_ELEMENTS_PER_LATENT_PIXEL * dtype.itemsize
     per_frame = measured["decode_per_frame"]
     overhead = weights + CUDA_CONTEXT_GIB * GIB
 
@@ -162,6 +171,7 @@ def card_plan(size: Size, dtype: torch.dtype, measured: dict[str, Any], card_gb:
     return {
         "card_gb": card_gb,
         "vsteer_decode_chunk": chunk,
+        "vsteer_sweep_clips_per_batch": fits_in(int(free), per_clip, 16, Pipe.DECODE_MEMORY_FRACTION),
         "vsteer_peak_gib": vsteer,
         "vsteer_fits": vsteer * GIB <= card,
         "bare_peak_gib": bare,
@@ -196,6 +206,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "decode_gib_per_frame": measured["decode_per_frame"] / GIB,
         "decode_elements_per_pixel": measured["decode_elements_per_pixel"],
         "decode_elements_per_pixel_assumed": SteerableVideoPipeline.DECODE_ELEMENTS_PER_PIXEL,
+        "unet_elements_per_latent_pixel": measured["unet_elements_per_latent_pixel"],
+        "unet_elements_per_latent_pixel_assumed": SteerableVideoPipeline.UNET_ELEMENTS_PER_LATENT_PIXEL,
         "cards": [card_plan(size, dtype, measured, gb) for gb in CARDS_GB],
     }
     rows = [
@@ -208,16 +220,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         [
             f"clip peak on a {card['card_gb']} GB card",
             card["vsteer_peak_gib"],
-            f"vsteer (chunk {card['vsteer_decode_chunk']}); bare {card['bare_peak_gib']:.1f} GiB, "
-            f"fits: {card['vsteer_fits']}/{card['bare_fits']}",
+            f"vsteer (chunk {card['vsteer_decode_chunk']}, sweep batch {card['vsteer_sweep_clips_per_batch']}); "
+            f"bare {card['bare_peak_gib']:.1f} GiB, fits: {card['vsteer_fits']}/{card['bare_fits']}",
         ]
         for card in figures["cards"]
     ]
     title = f"SVD-XT tensor memory, traced ({size.name}: {size.num_frames}x{size.height}x{size.width}, {args.dtype})"
     print(table(title, ["what", "GiB", "note"], rows))
+    unet = figures["unet_elements_per_latent_pixel"]
     print(
-        f"\ndecode: {figures['decode_elements_per_pixel']:.0f} elements per pixel per frame traced, "
-        f"{figures['decode_elements_per_pixel_assumed']} assumed by decode_chunk_for"
+        f"\ndecode: {figures['decode_elements_per_pixel']:.1f} elements per pixel per frame traced, "
+        f"{figures['decode_elements_per_pixel_assumed']} assumed by decode_chunk_for\n"
+        f"UNet: {unet['bare']:.0f} (bare) / {unet['vsteer']:.0f} (vsteer) elements per latent pixel, frame and row "
+        f"traced, {figures['unet_elements_per_latent_pixel_assumed']} assumed by denoise_batch_for"
     )
     path = write_result("gpu_memory", figures, args.out)
     print(f"wrote {path}")

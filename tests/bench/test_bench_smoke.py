@@ -81,21 +81,26 @@ def test_api_cpu_writes_its_figures(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_traced_memory_steering_adds_little_and_the_decode_fits_its_assumed_size(tmp_path: Path) -> None:
     """The engine's processors hold a steered job's per-frame context without growing the UNet call's
-    memory, and the decoder's traced peak per frame stays within what `decode_chunk_for` assumes (SVD's
-    own VAE config, at a thumbnail: the decoder's activations scale with pixels)."""
+    memory, and the traced peaks stay within what `decode_chunk_for` and `denoise_batch_for` assume
+    (SVD's own UNet and VAE configs, at a thumbnail: their activations scale with pixels)."""
     from dataclasses import replace
 
     from bench import gpu_memory
     from bench.gpu_svd import SIZES, SVD_VAE
     from workers.pipeline import SteerableVideoPipeline
 
-    size = replace(SIZES["small"], name="check", vae=SVD_VAE, num_frames=4, height=64, width=128)
+    size = replace(SIZES["small"], name="check", unet={}, vae=SVD_VAE, num_frames=4, height=64, width=128)
     measured = gpu_memory.measure(size, torch.float16, chunks=[1, 2])
-    assert 0 < measured["unet_bare"] <= measured["unet_vsteer"] <= 1.05 * measured["unet_bare"]
+    # (+5.9% here, 1.1 MB: the per-frame context is large next to a thumbnail's activations; +0.9% at full size)
+    assert 0 < measured["unet_bare"] <= measured["unet_vsteer"] <= 1.10 * measured["unet_bare"]
     assert measured["decode"][2] > measured["decode"][1] > 0
     assumed = SteerableVideoPipeline.DECODE_ELEMENTS_PER_PIXEL
     # (traced: 1024.2 here and at 576x1024; the 80% of free memory it plans with absorbs such a sliver)
     assert 0.9 * assumed <= measured["decode_elements_per_pixel"] <= 1.01 * assumed
+    # (traced: 9,260 / 9,804 here, 9,009 / 9,092 at 576x1024 x 25 frames)
+    unet = measured["unet_elements_per_latent_pixel"]
+    assert 0.8 * SteerableVideoPipeline.UNET_ELEMENTS_PER_LATENT_PIXEL <= unet["bare"] <= unet["vsteer"]
+    assert unet["vsteer"] <= SteerableVideoPipeline.UNET_ELEMENTS_PER_LATENT_PIXEL
 
     figures = gpu_memory.main(["--size", "small", "--chunks", "1,2", "--out", str(tmp_path / "memory.json")])
     assert json.loads((tmp_path / "memory.json").read_text())["figures"]["cards"] == figures["cards"]
