@@ -77,13 +77,14 @@ bench-gpu: install
 	$(PY) -m bench.gpu_svd --compile
 
 # Wheels for bench/gpu_device.sh on a CUDA machine without a package registry (Python 3.12, the
-# versions installed here): what such a machine lacks of what bench.gpu_svd imports.
+# versions installed here): what such a machine lacks of what the GPU benchmarks import (bench.gpu_svd;
+# bench.sweep_batching also writes videos with av).
 GPU_WHEEL_PYTHON ?= 3.12
 gpu-wheels: install
 	rm -rf bench/wheelhouse
 	$(PY) -m pip download --quiet --only-binary=:all: --no-deps --dest bench/wheelhouse \
-		--python-version $(GPU_WHEEL_PYTHON) --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
-		$$($(PY) -c "from importlib.metadata import version as v; print(' '.join(f'{n}=={v(n)}' for n in ('diffusers', 'pydantic', 'pydantic-core', 'annotated-types', 'typing-inspection', 'importlib-metadata')))")
+		--python-version $(GPU_WHEEL_PYTHON) --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+		$$($(PY) -c "from importlib.metadata import version as v; print(' '.join(f'{n}=={v(n)}' for n in ('diffusers', 'pydantic', 'pydantic-core', 'annotated-types', 'typing-inspection', 'importlib-metadata', 'av')))")
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -2,13 +2,19 @@
 # The GPU benchmark on a machine that has CUDA PyTorch and transformers but no package registry
 # (such as a lent GPU machine): the few packages it lacks travel as wheels in bench/wheelhouse
 # (`make gpu-wheels` fills it, for Python 3.12), are installed into a private folder without
-# touching the machine's torch, and `python -m bench.gpu_svd` runs with the given arguments.
-# Results go to $OUT when set (else bench/results).
+# touching the machine's torch, and `python -m bench.gpu_svd` (or the benchmark `--bench` names)
+# runs with the other arguments. Results go to $OUT when set (else bench/results).
 #
 #   bash bench/gpu_device.sh                          # full size, fp16, fast path
 #   bash bench/gpu_device.sh --compile --no-reference
+#   bash bench/gpu_device.sh --bench sweep_batching   # figure c at full size
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bench=gpu_svd
+if [[ ${1:-} == --bench ]]; then
+    bench=$2
+    shift 2
+fi
 WHEELS=${WHEELS:-bench/wheelhouse}
 PY=${PYTHON:-python3}
 deps=$(mktemp -d)
@@ -22,4 +28,4 @@ fi
 export PYTHONPATH="$deps:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
 out=${OUT:-bench/results}
-exec "$PY" -m bench.gpu_svd "$@" --out "$out/gpu_svd.json"
+exec "$PY" -m "bench.$bench" "$@" --out "$out/$bench.json"

@@ -149,6 +149,19 @@ def build_components(size: Size, device: str, dtype: torch.dtype, seed: int = 0)
     }
 
 
+def save_model(size: Size, folder: Path, device: str) -> Path:
+    """The size's random-weight pipeline in float16, written with `save_pretrained` so that a benchmark
+    can load it the way a worker loads real weights (`ModelSpec` → `from_pretrained`)."""
+    from diffusers import StableVideoDiffusionPipeline
+
+    if not (folder / "model_index.json").is_file():
+        components = build_components(size, device, torch.float16)
+        StableVideoDiffusionPipeline(**components).save_pretrained(folder)
+        del components
+        gc.collect()
+    return folder
+
+
 @contextlib.contextmanager
 def ieee_float32() -> Iterator[None]:
     """Float32 matmuls and convolutions in full precision (no TF32) while the block runs."""

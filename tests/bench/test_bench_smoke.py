@@ -39,6 +39,16 @@ def test_engine_overhead_writes_its_figures(tmp_path: Path, tiny_model_dir: Path
     assert record["figures"]["runs"]["steered"]["runs"] == 1
 
 
+def test_sweep_batching_writes_its_figures(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    from bench import sweep_batching
+
+    monkeypatch.setenv("VSTEER_CACHE_DIR", str(tiny_model_dir.parent))
+    out = tmp_path / "sweep.json"
+    figures = sweep_batching.main(["--size", "tiny", "--repeats", "1", "--count", "2", "--out", str(out)])
+    assert json.loads(out.read_text())["figures"]["count"] == 2
+    assert figures["throughput_batched_vs_sequential"] > 0 and figures["runs"]["batched"]["runs"] == 1
+
+
 @pytest.mark.slow
 def test_gpu_benchmark_runs_small_on_cpu(tmp_path: Path) -> None:
     from bench import gpu_svd
