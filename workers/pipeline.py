@@ -348,10 +348,15 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
     # `bench.gpu_memory`: 1024.2): 576x1024 is ≈ 1.1 GiB per frame in float16, 2.25 GiB in float32.
     DECODE_ELEMENTS_PER_PIXEL = 128 * 8
     # Elements one UNet call holds at its peak, per latent pixel, frame and batch row (a guided clip
-    # is two rows): traced by `bench.gpu_memory` at 9,009 (stock processors) to 9,804 (a steered
-    # job's per-frame context at a thumbnail); 576x1024 x 25 frames is ≈ 7.8 GiB per guided clip.
+    # is two rows): traced by `bench.gpu_memory` at 9,009 (stock processors) to 9,092 (a steered
+    # job's per-frame context) at 576x1024 x 25 frames, 9,804 at a 64x128 thumbnail; planned with
+    # ~13% to spare: 8.8 GiB per guided clip at that size in float16 (7.8 GiB traced).
     UNET_ELEMENTS_PER_LATENT_PIXEL = 10 * 1024
     DECODE_MEMORY_FRACTION = 0.8
+    # CUDA caps a kernel grid's y and z dimensions at 65,535, and the flash and memory-efficient
+    # attention kernels put the batch there; the temporal attention's batch is every latent pixel of
+    # every row (pytorch/pytorch#142228).
+    ATTENTION_MAX_BATCH = 65_535
 
     def decode_chunk_for(self, num_frames: int, height: int, width: int) -> int:
         """Frames decoded at once when `decode_chunk_size` is unset: all of them on the CPU (as diffusers
@@ -359,12 +364,23 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         per_frame = height * width * self.DECODE_ELEMENTS_PER_PIXEL * self.vae.dtype.itemsize
         return self._fits(num_frames, per_frame)
 
-    def denoise_batch_for(self, count: int, num_frames: int, height: int, width: int) -> int:
-        """Clips per UNet batch when a sweep leaves `batch_size` unset: all of them on the CPU; on CUDA
-        as many guided clips as fit in 80% of the free memory (each holds two rows of activations)."""
+    def denoise_batch_for(self, limit: int, num_frames: int, height: int, width: int) -> int:
+        """Clips per UNet batch for a sweep, at most `limit`: all of them on the CPU; on CUDA as many
+        guided clips as fit in 80% of the free memory and in the attention kernels' batch limit."""
         latent_pixels = (height // self.vae_scale_factor) * (width // self.vae_scale_factor)
-        per_clip = 2 * num_frames * latent_pixels * self.UNET_ELEMENTS_PER_LATENT_PIXEL * self.unet.dtype.itemsize
-        return self._fits(count, per_clip)
+        if self._execution_device.type == "cuda":
+            limit = min(limit, self.clips_per_launch(latent_pixels))
+        return self._fits(limit, self.denoise_bytes_per_clip(num_frames, latent_pixels, self.unet.dtype.itemsize))
+
+    @classmethod
+    def clips_per_launch(cls, latent_pixels: int) -> int:
+        """Guided clips whose temporal attention stays within one kernel launch's batch limit."""
+        return max(1, cls.ATTENTION_MAX_BATCH // (2 * latent_pixels))
+
+    @classmethod
+    def denoise_bytes_per_clip(cls, num_frames: int, latent_pixels: int, itemsize: int) -> int:
+        """Planned peak activation bytes of one guided clip (two UNet rows) in a denoising batch."""
+        return 2 * num_frames * latent_pixels * cls.UNET_ELEMENTS_PER_LATENT_PIXEL * itemsize
 
     def _fits(self, count: int, each: int) -> int:
         """How many of `count` items of `each` bytes fit in 80% of the device's free memory (at least

@@ -176,7 +176,8 @@ def batched(clips: list[Clip], size: int) -> list[list[Clip]]:
 
 
 def resolve_job(job: JobRequest, model: LoadedModel) -> JobRequest:
-    """The document with every default made explicit: model, seed, frames, size, chunking, fps."""
+    """The document with every default made explicit: model, seed, frames, size, decode chunk, fps and
+    a sweep's clips per batch."""
     gen = job.generation
     num_frames = gen.num_frames or model.defaults["num_frames"]
     height, width = model.defaults["height"], model.defaults["width"]
@@ -193,12 +194,12 @@ def resolve_job(job: JobRequest, model: LoadedModel) -> JobRequest:
     output = job.output.model_copy(update={"fps": job.output.fps or gen.fps})
     seed = job.seed if job.seed is not None else secrets.randbelow(2**63)
     update = {"model": model.spec.name, "seed": seed, "generation": generation, "output": output}
-    if job.sweep is not None and job.sweep.batch_size is None:
-        # Unset: every clip in one batch on the CPU, as many as fit in free memory on CUDA.
+    if job.sweep is not None:
+        # At most the sweep's batch_size (all clips when unset); on CUDA no more than fit in free memory
+        # and in the attention kernels' launch limit. Batching changes only float rounding.
         size = generation.num_frames, generation.height, generation.width
-        update["sweep"] = job.sweep.model_copy(
-            update={"batch_size": model.pipeline.denoise_batch_for(job.sweep.count, *size)}
-        )
+        limit = job.sweep.batch_size or job.sweep.count
+        update["sweep"] = job.sweep.model_copy(update={"batch_size": model.pipeline.denoise_batch_for(limit, *size)})
     return job.model_copy(update=update)
 
 
