@@ -339,6 +339,7 @@ def out_of_memory_problem(job_id: str, record: JobRecord, exc: BaseException) ->
         (
             f"the job ran out of accelerator memory at {size} with {frames} frames ({first_line}); "
             "lower `generation.width`/`height` or `num_frames`, or set `generation.decode_chunk_size`"
+            + (" or a smaller `sweep.batch_size`" if record.request.get("sweep") else "")
         ),
     )
 

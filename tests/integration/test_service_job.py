@@ -181,6 +181,11 @@ def test_out_of_memory_fails_the_job_and_the_worker_goes_on(store, storage):
     assert error.type.endswith("/out-of-memory")
     assert "out of accelerator memory" in error.detail
     assert "Tried to allocate 2 GiB" in error.detail
+    assert "sweep.batch_size" not in error.detail
+
+    sweep = create(store, {**REQUEST, "sweep": {"target": "seed", "to": 9, "count": 4}})
+    assert execute(sweep, TENANT, deps) is JobStatus.failed
+    assert "a smaller `sweep.batch_size`" in store.get(TENANT, sweep).error.detail
 
     nxt = create(store)
     deps.run_job = fake_engine()
