@@ -166,17 +166,32 @@ def replay(
 
 def replay_differences(recorded: dict[str, Any], replayed: dict[str, Any]) -> list[str]:
     """What a replay ran on that differs from the recorded run: frames are identical only on the same
-    kind of device, dtype, fast-path options, weights and libraries."""
+    kind of device, dtype, fast-path options, weights and libraries, with the same resolved request."""
 
     def facts(manifest: dict[str, Any]) -> dict[str, Any]:
         model = manifest.get("model", {})
         fast = {f"fast_path.{k}": v for k, v in (model.get("fast_path") or {}).items()}
-        keys = ("device_name", "dtype", "weight_hash")
-        return {**{k: model.get(k) for k in keys}, **fast, **(manifest.get("libraries") or {})}
+        keys = ("device", "device_name", "dtype", "weight_hash")
+        # (older manifests lack some of these: a fact not recorded is not a difference)
+        run = {k: v for k, v in {**{k: model.get(k) for k in keys}, **fast}.items() if v is not None}
+        request = flatten(manifest.get("request") or {}, "request.")
+        request.pop("request.model", None)  # a name for the weights: weight_hash says whether they are the same
+        return {**run, **(manifest.get("libraries") or {}), **request}
 
     before, now = facts(recorded), facts(replayed)
-    differ = [key for key, value in before.items() if value is not None and value != now.get(key)]
-    return [f"recorded {key} {before[key]!r}, now {now.get(key)!r}" for key in differ]
+    lines = [
+        f"recorded {key} {value!r}, now {now.get(key)!r}" for key, value in before.items() if value != now.get(key)
+    ]
+    if "fast_path" not in recorded.get("model", {}):
+        lines.append("the recorded run did not record its fast-path options (its manifest predates them)")
+    return lines
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys (lists stay whole)."""
+    if not isinstance(value, dict):
+        return {prefix.rstrip("."): value}
+    return {k: v for key, item in value.items() for k, v in flatten(item, f"{prefix}{key}.").items()}
 
 
 @models_app.command("tiny")

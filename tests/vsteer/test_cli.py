@@ -81,7 +81,7 @@ def test_replay_notices_different_frames(cli_env, image_paths, tmp_path):
     result = runner.invoke(app, ["replay", str(manifest_path), "--out", str(tmp_path / "again")])
     assert result.exit_code == 1
     assert "frames    DIFFERENT" in result.output
-    assert "recorded" not in result.output  # same device, dtype, options, weights: nothing else to blame
+    assert "recorded" not in result.output  # same device, options, weights and request: nothing else to blame
 
 
 def test_replay_names_what_differs_from_the_recorded_run(cli_env, image_paths, tmp_path):
@@ -90,20 +90,26 @@ def test_replay_names_what_differs_from_the_recorded_run(cli_env, image_paths, t
     assert runner.invoke(app, ["run", str(job_file), "--out", str(tmp_path / "out")]).exit_code == 0
     manifest_path = tmp_path / "out" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["model"].update(device_name="NVIDIA H100 80GB HBM3", dtype="float16")
+    manifest["model"].update(device="cuda:0", device_name="NVIDIA H100 80GB HBM3", dtype="float16")
     manifest["model"]["fast_path"]["cudnn_autotune"] = True
     manifest["libraries"]["torch"] = "2.0.0"
+    manifest["request"]["generation"]["decode_chunk_size"] = None  # left unset: the replay resolves it again
     manifest["outputs"]["frames"]["sha256"] = "sha256:" + "0" * 64
     manifest_path.write_text(json.dumps(manifest))
     result = runner.invoke(app, ["replay", str(manifest_path), "--out", str(tmp_path / "again")])
     assert result.exit_code == 1
     lines = result.output.splitlines()
     assert "frames    DIFFERENT to the manifest's" in lines
+    assert "recorded device 'cuda:0', now 'cpu'" in lines
     assert any(line.startswith("recorded device_name 'NVIDIA H100 80GB HBM3', now 'cpu") for line in lines)
     assert "recorded dtype 'float16', now 'float32'" in lines
     assert any(line.startswith("recorded fast_path.cudnn_autotune True, now False") for line in lines)
     assert any(line.startswith("recorded torch '2.0.0', now ") for line in lines)
-    assert not any("weight_hash" in line for line in lines)
+    assert "recorded request.generation.decode_chunk_size None, now 6" in lines
+    assert [line for line in lines if "request." in line] == [
+        "recorded request.generation.decode_chunk_size None, now 6"
+    ]
+    assert not any("weight_hash" in line or "predates" in line for line in lines)
 
 
 def test_an_invalid_document_exits_non_zero_naming_the_field(cli_env, image_paths, tmp_path):
@@ -144,3 +150,18 @@ def test_unknown_model_fails_with_what_to_do(cli_env, image_paths, tmp_path):
     assert result.exit_code == 1
     assert "not in the local hub cache" in result.output
     assert "hf download stabilityai/stable-video-diffusion-img2vid-xt" in result.output
+
+
+def test_replay_differences_of_a_manifest_that_predates_the_run_facts():
+    from vsteer.cli import replay_differences
+
+    old = {"model": {"dtype": "float32"}, "libraries": {"torch": "2.13.0"}, "request": {"seed": 1}}
+    new = {
+        "model": {"dtype": "float32", "device": "cpu", "device_name": "cpu x86_64", "fast_path": {"compile": False}},
+        "libraries": {"torch": "2.13.0"},
+        "request": {"seed": 1, "model": "other-name"},
+    }
+    assert replay_differences(old, new) == [
+        "the recorded run did not record its fast-path options (its manifest predates them)"
+    ]
+    assert replay_differences(new, new) == []
