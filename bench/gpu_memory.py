@@ -10,9 +10,10 @@ tensor the operators create and free, and reports the peak of what is alive. Mea
   bias, as its denoising loop holds them;
 - the temporal VAE decode for several chunk sizes: the peak per decoded frame, in elements per pixel,
   against the constant `SteerableVideoPipeline.decode_chunk_for` assumes;
-- from those: the peak of a clip on cards of 24, 80 and 141 GB with the engine's decode chunk, and of
+- from those: the peak of a clip on 24, 80 and 141 GB cards with the engine's decode chunk, and of
   bare diffusers, which decodes all frames at once unless told otherwise; and how many clips of a
-  sweep the engine batches through the UNet there (`denoise_batch_for`, up to the 16 a sweep allows).
+  sweep the engine batches through the UNet there (`denoise_batch_for`: free memory and the
+  attention kernels' batch limit).
 
 What it does not see: the CUDA context (~0.5 GiB), cuDNN and cuBLAS workspaces, kernels' scratch
 memory and the caching allocator's rounding and fragmentation. It is a floor for what a card must hold
@@ -33,7 +34,9 @@ from bench.common import table, write_result
 from bench.gpu_svd import SIZES, Size
 
 GIB = 2**30
-CARDS_GB = (24, 80, 141)
+# Cards by the memory CUDA reports for them (GiB): a 24 GB A10 or L4 shows ~22.5, an H100 80 GB
+# ~79.2, an H200 141 GB ~139.8 (the smallest of each class, so a plan that fits here fits there).
+CARDS = {"24 GB (A10, L4)": 22.49, "H100 80 GB": 79.18, "H200 141 GB": 139.8}
 CUDA_CONTEXT_GIB = 0.5  # what the driver and kernels take before the first tensor; not traced
 
 
@@ -148,19 +151,21 @@ def measure(size: Size, dtype: torch.dtype, chunks: list[int]) -> dict[str, Any]
     }
 
 
-def card_plan(size: Size, dtype: torch.dtype, measured: dict[str, Any], card_gb: int) -> dict[str, Any]:
-    """The engine's decode chunk on a card of `card_gb` (as `decode_chunk_for` picks it after the
-    denoise, weights resident) and the clip's traced peak, next to bare diffusers' all-frames decode."""
+def card_plan(size: Size, dtype: torch.dtype, measured: dict[str, Any], card: str) -> dict[str, Any]:
+    """The engine's decode chunk and sweep batch on `card` (as `decode_chunk_for` and
+    `denoise_batch_for` pick them, weights resident) and the clip's traced peak, next to bare
+    diffusers' all-frames decode."""
     from workers.pipeline import SteerableVideoPipeline as Pipe
     from workers.pipeline import fits_in
 
     weights = sum(measured["weights"].values())
-    card = card_gb * 1e9
-    free = card - CUDA_CONTEXT_GIB * GIB - weights
+    card_bytes = CARDS[card] * GIB
+    free = int(card_bytes - CUDA_CONTEXT_GIB * GIB - weights)
     assumed = size.height * size.width * Pipe.DECODE_ELEMENTS_PER_PIXEL * dtype.itemsize
-    chunk = fits_in(int(free), assumed, size.num_frames, Pipe.DECODE_MEMORY_FRACTION)
+    chunk = fits_in(free, assumed, size.num_frames, Pipe.DECODE_MEMORY_FRACTION)
     latent_pixels = (size.height // 8) * (size.width // 8)
-    per_clip = 2 * size.num_frames * latent_pixels * Pipe.UNET_ELEMENTS_PER_LATENT_PIXEL * dtype.itemsize
+    per_clip = Pipe.denoise_bytes_per_clip(size.num_frames, latent_pixels, dtype.itemsize)
+    batch = fits_in(free, per_clip, Pipe.clips_per_launch(latent_pixels), Pipe.DECODE_MEMORY_FRACTION)
     per_frame = measured["decode_per_frame"]
     overhead = weights + CUDA_CONTEXT_GIB * GIB
 
@@ -169,13 +174,14 @@ def card_plan(size: Size, dtype: torch.dtype, measured: dict[str, Any], card_gb:
 
     vsteer, bare = peak(measured["unet_vsteer"], chunk), peak(measured["unet_bare"], size.num_frames)
     return {
-        "card_gb": card_gb,
+        "card": card,
+        "card_gib": CARDS[card],
         "vsteer_decode_chunk": chunk,
-        "vsteer_sweep_clips_per_batch": fits_in(int(free), per_clip, 16, Pipe.DECODE_MEMORY_FRACTION),
+        "vsteer_sweep_clips_per_batch": batch,
         "vsteer_peak_gib": vsteer,
-        "vsteer_fits": vsteer * GIB <= card,
+        "vsteer_fits": vsteer * GIB <= card_bytes,
         "bare_peak_gib": bare,
-        "bare_fits": bare * GIB <= card,
+        "bare_fits": bare * GIB <= card_bytes,
     }
 
 
@@ -208,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "decode_elements_per_pixel_assumed": SteerableVideoPipeline.DECODE_ELEMENTS_PER_PIXEL,
         "unet_elements_per_latent_pixel": measured["unet_elements_per_latent_pixel"],
         "unet_elements_per_latent_pixel_assumed": SteerableVideoPipeline.UNET_ELEMENTS_PER_LATENT_PIXEL,
-        "cards": [card_plan(size, dtype, measured, gb) for gb in CARDS_GB],
+        "cards": [card_plan(size, dtype, measured, card) for card in CARDS],
     }
     rows = [
         ["weights (UNet + VAE + CLIP)", sum(figures["weights_gib"].values()), ""],
@@ -218,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     rows += [
         [
-            f"clip peak on a {card['card_gb']} GB card",
+            f"clip peak, {card['card']} ({card['card_gib']} GiB)",
             card["vsteer_peak_gib"],
             f"vsteer (chunk {card['vsteer_decode_chunk']}, sweep batch {card['vsteer_sweep_clips_per_batch']}); "
             f"bare {card['bare_peak_gib']:.1f} GiB, fits: {card['vsteer_fits']}/{card['bare_fits']}",

@@ -81,9 +81,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     images = ImageResolver(allow_paths=True)
 
+    resolved: dict[str, Any] = {}
+
     def batched() -> dict[str, float]:
-        timings = run_job(sweep, work / "sweep", registry=registry, images=images).metrics["timings"]
-        return {"denoise": timings["denoise"]}
+        outputs = run_job(sweep, work / "sweep", registry=registry, images=images)
+        resolved.update(outputs.manifest["request"]["sweep"])  # the clips per batch the engine chose
+        return {"denoise": outputs.metrics["timings"]["denoise"]}
 
     def sequential() -> dict[str, float]:
         denoise = 0.0
@@ -95,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     figures = {
         "size": {"name": args.size, **SIZES[args.size]},
         "count": count,
+        "batch_size": resolved["batch_size"],
         "device": model.device,
         "runs": result.summary(),
         "throughput_batched_vs_sequential": result.ratio("sequential", "batched"),
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = [
         [f"{count} sequential jobs", result.median("sequential"), result.median("sequential.denoise"), 1.0, 1.0],
         [
-            f"sweep of {count}, batched",
+            f"sweep of {count}, batched by {resolved['batch_size']}",
             result.median("batched"),
             result.median("batched.denoise"),
             figures["throughput_batched_vs_sequential"],

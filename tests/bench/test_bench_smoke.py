@@ -46,6 +46,7 @@ def test_sweep_batching_writes_its_figures(tmp_path: Path, tiny_model_dir: Path,
     out = tmp_path / "sweep.json"
     figures = sweep_batching.main(["--size", "tiny", "--repeats", "1", "--count", "2", "--out", str(out)])
     assert json.loads(out.read_text())["figures"]["count"] == 2
+    assert figures["batch_size"] == 2  # the CPU batches every clip
     assert figures["throughput_batched_vs_sequential"] > 0 and figures["runs"]["batched"]["runs"] == 1
 
 
@@ -111,7 +112,9 @@ def test_traced_memory_steering_adds_little_and_the_decode_fits_its_assumed_size
     unet = measured["unet_elements_per_latent_pixel"]
     assert 0.8 * SteerableVideoPipeline.UNET_ELEMENTS_PER_LATENT_PIXEL <= unet["bare"] <= unet["vsteer"]
     assert unet["vsteer"] <= SteerableVideoPipeline.UNET_ELEMENTS_PER_LATENT_PIXEL
+    planned = SteerableVideoPipeline.denoise_bytes_per_clip(size.num_frames, (64 // 8) * (128 // 8), 2)
+    assert measured["unet_bare"] <= measured["unet_vsteer"] <= planned <= 1.2 * measured["unet_vsteer"]
 
     figures = gpu_memory.main(["--size", "small", "--chunks", "1,2", "--out", str(tmp_path / "memory.json")])
     assert json.loads((tmp_path / "memory.json").read_text())["figures"]["cards"] == figures["cards"]
-    assert [card["card_gb"] for card in figures["cards"]] == [24, 80, 141]
+    assert [card["card"] for card in figures["cards"]] == list(gpu_memory.CARDS)
