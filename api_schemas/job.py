@@ -226,8 +226,8 @@ class Sweep(Strict):
         None,
         ge=1,
         le=16,
-        description="Most clips per UNet batch (all if unset). A GPU takes fewer when its free memory or its "
-        "attention kernels' batch limit require; the manifest records the choice.",
+        description="Most clips per UNet batch (all if unset). A GPU takes fewer when its free memory requires; "
+        "the manifest records the choice.",
     )
 
     @model_validator(mode="after")

@@ -12,8 +12,7 @@ tensor the operators create and free, and reports the peak of what is alive. Mea
   against the constant `SteerableVideoPipeline.decode_chunk_for` assumes;
 - from those: the peak of a clip on 24, 80 and 141 GB cards with the engine's decode chunk, and of
   bare diffusers, which decodes all frames at once unless told otherwise; and how many clips of a
-  sweep the engine batches through the UNet there (`denoise_batch_for`: free memory and the
-  attention kernels' batch limit).
+  sweep the engine batches through the UNet there (`denoise_batch_for`, up to the 16 a sweep allows).
 
 What it does not see: the CUDA context (~0.5 GiB), cuDNN and cuBLAS workspaces, kernels' scratch
 memory and the caching allocator's rounding and fragmentation. It is a floor for what a card must hold
@@ -165,7 +164,7 @@ def card_plan(size: Size, dtype: torch.dtype, measured: dict[str, Any], card: st
     chunk = fits_in(free, assumed, size.num_frames, Pipe.DECODE_MEMORY_FRACTION)
     latent_pixels = (size.height // 8) * (size.width // 8)
     per_clip = Pipe.denoise_bytes_per_clip(size.num_frames, latent_pixels, dtype.itemsize)
-    batch = fits_in(free, per_clip, Pipe.clips_per_launch(latent_pixels), Pipe.DECODE_MEMORY_FRACTION)
+    batch = fits_in(free, per_clip, 16, Pipe.DECODE_MEMORY_FRACTION)  # a sweep has at most 16 clips
     per_frame = measured["decode_per_frame"]
     overhead = weights + CUDA_CONTEXT_GIB * GIB
 

@@ -69,12 +69,48 @@ class _Slot:
     temporal_bias: torch.Tensor | None = None  # (rows, 1, T)
 
 
-class _SlotProcessor:
-    """A cross-attention processor that reads the slot, adjusts the context and mask, then runs the
-    stock `AttnProcessor2_0`. With an empty slot it is the stock processor."""
+# CUDA caps a kernel grid's y and z dimensions at 65,535, and the flash and memory-efficient
+# attention kernels put the batch there (pytorch/pytorch#142228). SVD's temporal attention batches
+# every latent pixel of every row: 18,432 for one guided 576x1024 clip, 73,728 for a sweep batch of
+# four, 131,072 for one guided 2048x2048 clip.
+ATTENTION_MAX_BATCH = 65_535
 
-    def __init__(self, slot: _Slot) -> None:
-        self.slot = slot
+
+def launch_limit(device: torch.device) -> int | None:
+    """The largest attention batch one kernel launch takes on `device` (None: no limit)."""
+    return ATTENTION_MAX_BATCH if device.type == "cuda" else None
+
+
+def attend_in_launches(
+    inner: AttnProcessor2_0,
+    attn: Attention,
+    hidden: torch.Tensor,
+    context: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """`inner(attn, ...)` on batch slices no larger than the device's launch limit. Attention never
+    mixes batch rows, and a context or mask with a row per batch row is sliced alike (one that
+    broadcasts is passed whole), so the slices are exact."""
+    limit, batch = launch_limit(hidden.device), hidden.shape[0]
+    if limit is None or batch <= limit:
+        return inner(attn, hidden, context, mask, **kwargs)
+
+    def sliced(tensor: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+        return tensor[rows] if tensor is not None and tensor.shape[0] == batch else tensor
+
+    parts = []
+    for start in range(0, batch, limit):
+        rows = slice(start, start + limit)
+        parts.append(inner(attn, hidden[rows], sliced(context, rows), sliced(mask, rows), **kwargs))
+    return torch.cat(parts)
+
+
+class LaunchSafeProcessor:
+    """diffusers' `AttnProcessor2_0`, run in batch slices the device's attention kernels can launch.
+    Subclasses adjust the context and mask first."""
+
+    def __init__(self) -> None:
         self.inner = AttnProcessor2_0()
 
     def __call__(
@@ -86,12 +122,21 @@ class _SlotProcessor:
         **kwargs: Any,
     ) -> torch.Tensor:
         encoder_hidden_states, attention_mask = self.adjust(hidden_states, encoder_hidden_states, attention_mask)
-        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
+        return attend_in_launches(self.inner, attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
 
     def adjust(
         self, hidden: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        raise NotImplementedError
+        return context, mask
+
+
+class _SlotProcessor(LaunchSafeProcessor):
+    """A cross-attention processor that reads the slot and adjusts the context and mask. With an
+    empty slot it is the stock processor."""
+
+    def __init__(self, slot: _Slot) -> None:
+        super().__init__()
+        self.slot = slot
 
 
 class FrameContextProcessor(_SlotProcessor):
@@ -131,7 +176,7 @@ def _install_processors(unet: torch.nn.Module, slot: _Slot) -> None:
     processors: dict[str, Any] = {}
     for name in unet.attn_processors:  # type: ignore[attr-defined]
         if not name.endswith("attn2.processor"):
-            processors[name] = AttnProcessor2_0()
+            processors[name] = LaunchSafeProcessor()
         elif "temporal_transformer_blocks" in name:
             processors[name] = TemporalBiasProcessor(slot)
         else:
@@ -353,10 +398,6 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
     # ~13% to spare: 8.8 GiB per guided clip at that size in float16 (7.8 GiB traced).
     UNET_ELEMENTS_PER_LATENT_PIXEL = 10 * 1024
     DECODE_MEMORY_FRACTION = 0.8
-    # CUDA caps a kernel grid's y and z dimensions at 65,535, and the flash and memory-efficient
-    # attention kernels put the batch there; the temporal attention's batch is every latent pixel of
-    # every row (pytorch/pytorch#142228).
-    ATTENTION_MAX_BATCH = 65_535
 
     def decode_chunk_for(self, num_frames: int, height: int, width: int) -> int:
         """Frames decoded at once when `decode_chunk_size` is unset: all of them on the CPU (as diffusers
@@ -366,16 +407,9 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
 
     def denoise_batch_for(self, limit: int, num_frames: int, height: int, width: int) -> int:
         """Clips per UNet batch for a sweep, at most `limit`: all of them on the CPU; on CUDA as many
-        guided clips as fit in 80% of the free memory and in the attention kernels' batch limit."""
+        guided clips as fit in 80% of the free memory."""
         latent_pixels = (height // self.vae_scale_factor) * (width // self.vae_scale_factor)
-        if self._execution_device.type == "cuda":
-            limit = min(limit, self.clips_per_launch(latent_pixels))
         return self._fits(limit, self.denoise_bytes_per_clip(num_frames, latent_pixels, self.unet.dtype.itemsize))
-
-    @classmethod
-    def clips_per_launch(cls, latent_pixels: int) -> int:
-        """Guided clips whose temporal attention stays within one kernel launch's batch limit."""
-        return max(1, cls.ATTENTION_MAX_BATCH // (2 * latent_pixels))
 
     @classmethod
     def denoise_bytes_per_clip(cls, num_frames: int, latent_pixels: int, itemsize: int) -> int:

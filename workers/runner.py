@@ -195,8 +195,8 @@ def resolve_job(job: JobRequest, model: LoadedModel) -> JobRequest:
     seed = job.seed if job.seed is not None else secrets.randbelow(2**63)
     update = {"model": model.spec.name, "seed": seed, "generation": generation, "output": output}
     if job.sweep is not None:
-        # At most the sweep's batch_size (all clips when unset); on CUDA no more than fit in free memory
-        # and in the attention kernels' launch limit. Batching changes only float rounding.
+        # At most the sweep's batch_size (all clips when unset); on CUDA no more than fit in free memory.
+        # Batching changes only float rounding.
         size = generation.num_frames, generation.height, generation.width
         limit = job.sweep.batch_size or job.sweep.count
         update["sweep"] = job.sweep.model_copy(update={"batch_size": model.pipeline.denoise_batch_for(limit, *size)})
