@@ -226,8 +226,8 @@ class Sweep(Strict):
         None,
         ge=1,
         le=16,
-        description="Most clips per UNet batch (all if unset). A GPU takes fewer when its free memory requires; "
-        "the manifest records the choice.",
+        description="Clips per UNet batch. Unset: all of them on the CPU, as many as fit in free memory on a GPU "
+        "(the manifest records the choice).",
     )
 
     @model_validator(mode="after")

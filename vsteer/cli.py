@@ -171,9 +171,11 @@ def replay_differences(recorded: dict[str, Any], replayed: dict[str, Any]) -> li
     def facts(manifest: dict[str, Any]) -> dict[str, Any]:
         model = manifest.get("model", {})
         fast = {f"fast_path.{k}": v for k, v in (model.get("fast_path") or {}).items()}
-        keys = ("device", "device_name", "dtype", "weight_hash")
+        keys = ("device_name", "dtype", "weight_hash")
+        device = model.get("device")  # the kind (cuda:0 and cuda:1 are alike; device_name tells the hardware)
+        recorded = {"device": device and str(device).split(":")[0], **{k: model.get(k) for k in keys}, **fast}
         # (older manifests lack some of these: a fact not recorded is not a difference)
-        run = {k: v for k, v in {**{k: model.get(k) for k in keys}, **fast}.items() if v is not None}
+        run = {k: v for k, v in recorded.items() if v is not None}
         request = flatten(manifest.get("request") or {}, "request.")
         request.pop("request.model", None)  # a name for the weights: weight_hash says whether they are the same
         return {**run, **(manifest.get("libraries") or {}), **request}

@@ -70,9 +70,9 @@ class _Slot:
 
 
 # CUDA caps a kernel grid's y and z dimensions at 65,535, and the flash and memory-efficient
-# attention kernels put the batch there (pytorch/pytorch#142228). SVD's temporal attention batches
-# every latent pixel of every row: 18,432 for one guided 576x1024 clip, 73,728 for a sweep batch of
-# four, 131,072 for one guided 2048x2048 clip.
+# attention kernels put the batch there (pytorch/pytorch#146704, #142228). SVD's temporal attention
+# batches every latent pixel of every row: 18,432 for one guided 576x1024 clip, 73,728 for a sweep
+# batch of four, 131,072 for one guided 2048x2048 clip.
 ATTENTION_MAX_BATCH = 65_535
 
 
@@ -89,21 +89,22 @@ def attend_in_launches(
     mask: torch.Tensor | None,
     **kwargs: Any,
 ) -> torch.Tensor:
-    """`inner(attn, ...)` on batch slices no larger than the device's launch limit. Attention never
-    mixes batch rows, and a context or mask with a row per batch row is sliced alike (one that
-    broadcasts is passed whole), so the slices are exact."""
+    """`inner(attn, ...)` on equal batch slices no larger than the device's launch limit. Attention
+    never mixes batch rows and the context and mask have a row per batch row (as SVD's always do),
+    so the slices are exact."""
     limit, batch = launch_limit(hidden.device), hidden.shape[0]
     if limit is None or batch <= limit:
         return inner(attn, hidden, context, mask, **kwargs)
+    for name, tensor in (("context", context), ("mask", mask)):
+        if tensor is not None and tensor.shape[0] != batch:
+            raise RuntimeError(f"attention {name} has {tensor.shape[0]} rows for a batch of {batch}: cannot slice")
+    slices = -(-batch // limit)
 
-    def sliced(tensor: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
-        return tensor[rows] if tensor is not None and tensor.shape[0] == batch else tensor
+    def split(tensor: torch.Tensor | None) -> list[torch.Tensor | None]:
+        return [None] * slices if tensor is None else list(torch.tensor_split(tensor, slices))
 
-    parts = []
-    for start in range(0, batch, limit):
-        rows = slice(start, start + limit)
-        parts.append(inner(attn, hidden[rows], sliced(context, rows), sliced(mask, rows), **kwargs))
-    return torch.cat(parts)
+    parts = zip(split(hidden), split(context), split(mask), strict=True)
+    return torch.cat([inner(attn, h, c, m, **kwargs) for h, c, m in parts])
 
 
 class LaunchSafeProcessor:

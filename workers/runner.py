@@ -194,12 +194,11 @@ def resolve_job(job: JobRequest, model: LoadedModel) -> JobRequest:
     output = job.output.model_copy(update={"fps": job.output.fps or gen.fps})
     seed = job.seed if job.seed is not None else secrets.randbelow(2**63)
     update = {"model": model.spec.name, "seed": seed, "generation": generation, "output": output}
-    if job.sweep is not None:
-        # At most the sweep's batch_size (all clips when unset); on CUDA no more than fit in free memory.
-        # Batching changes only float rounding.
+    if job.sweep is not None and job.sweep.batch_size is None:
+        # Unset: every clip at once on the CPU; on CUDA as many as fit in free memory.
         size = generation.num_frames, generation.height, generation.width
-        limit = job.sweep.batch_size or job.sweep.count
-        update["sweep"] = job.sweep.model_copy(update={"batch_size": model.pipeline.denoise_batch_for(limit, *size)})
+        batch = model.pipeline.denoise_batch_for(job.sweep.count, *size)
+        update["sweep"] = job.sweep.model_copy(update={"batch_size": batch})
     return job.model_copy(update=update)
 
 

@@ -136,7 +136,7 @@ def test_sweep_in_batches_of_two_equals_one_batch(registry, image_paths, tmp_pat
     one = frames_of(job(image_paths[0], sweep=sweep), registry, tmp_path / "a")
     two = frames_of(job(image_paths[0], sweep={**sweep, "batch_size": 2}), registry, tmp_path / "b")
     assert np.abs(one - two).max() <= 1e-4
-    # An explicit batch size is the most clips per batch; the CPU has room for all it asks.
+    # An explicit batch size is kept as given.
     assert (
         resolve_job(job(image_paths[0], sweep={**sweep, "batch_size": 2}), registry.get("tiny")).sweep.batch_size == 2
     )
