@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from bench.common import table, write_result
-from bench.gpu_svd import SIZES, Size
+from bench.gpu_svd import SIZES, Size, parameter_bytes
 
 GIB = 2**30
 # Cards by the memory CUDA reports for them (GiB): a 24 GB A10 or L4 shows ~22.5, an H100 80 GB
@@ -74,10 +74,6 @@ def peak_bytes(run: Callable[[], Any], *modules: torch.nn.Module) -> int:
         int(by_kind["Total"] - sum(v for k, v in by_kind.items() if getattr(k, "name", None) in weights))
         for by_kind in tracker.get_tracker_snapshot("peak").values()
     )
-
-
-def module_bytes(module: torch.nn.Module) -> int:
-    return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
 def unet_call(pipe: Any, size: Size, steered: bool) -> Callable[[], Any]:
@@ -127,7 +123,7 @@ def measure(size: Size, dtype: torch.dtype, chunks: list[int]) -> dict[str, Any]
     with FakeTensorMode():
         components.update(fake_modules(size, dtype))
         bare = StableVideoDiffusionPipeline(**components)
-        weights = {name: module_bytes(components[name]) for name in ("unet", "vae", "image_encoder")}
+        weights = {name: parameter_bytes(components[name]) for name in ("unet", "vae", "image_encoder")}
         unet_bare = peak_bytes(unet_call(bare, size, steered=False), bare.unet)
         # The same modules with vsteer's processors installed (the constructor swaps them in).
         engine = SteerableVideoPipeline(**components)

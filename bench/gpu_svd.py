@@ -307,10 +307,12 @@ def peak_bytes(device: str, run: Any) -> tuple[Any, tuple[int, int] | None]:
     return result, (torch.cuda.max_memory_allocated() - before, torch.cuda.max_memory_reserved() - before)
 
 
+def parameter_bytes(module: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
 def module_bytes(components: dict[str, Any]) -> int:
-    return sum(
-        p.numel() * p.element_size() for k in ("unet", "vae", "image_encoder") for p in components[k].parameters()
-    )
+    return sum(parameter_bytes(components[k]) for k in ("unet", "vae", "image_encoder"))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -70,33 +71,34 @@ def test_run_writes_a_playable_video_and_replay_reproduces_the_frames(cli_env, i
     assert np.load(tmp_path / "again" / "frames.npy").shape == (6, 64, 128, 3)
 
 
-def test_replay_notices_different_frames(cli_env, image_paths, tmp_path):
+def replay_edited(image_paths: list[Path], tmp_path: Path, edit) -> Any:  # type: ignore[no-untyped-def]
+    """Run a job, change its manifest with `edit`, replay it; returns the replay's CLI result."""
     runner = CliRunner()
     job_file = write_job(tmp_path, image_paths)
     assert runner.invoke(app, ["run", str(job_file), "--out", str(tmp_path / "out")]).exit_code == 0
     manifest_path = tmp_path / "out" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["request"]["seed"] = 12
+    edit(manifest)
     manifest_path.write_text(json.dumps(manifest))
-    result = runner.invoke(app, ["replay", str(manifest_path), "--out", str(tmp_path / "again")])
+    return runner.invoke(app, ["replay", str(manifest_path), "--out", str(tmp_path / "again")])
+
+
+def test_replay_notices_different_frames(cli_env, image_paths, tmp_path):
+    result = replay_edited(image_paths, tmp_path, lambda manifest: manifest["request"].update(seed=12))
     assert result.exit_code == 1
     assert "frames    DIFFERENT" in result.output
     assert "recorded" not in result.output  # same device, options, weights and request: nothing else to blame
 
 
 def test_replay_names_what_differs_from_the_recorded_run(cli_env, image_paths, tmp_path):
-    runner = CliRunner()
-    job_file = write_job(tmp_path, image_paths)
-    assert runner.invoke(app, ["run", str(job_file), "--out", str(tmp_path / "out")]).exit_code == 0
-    manifest_path = tmp_path / "out" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["model"].update(device="cuda:0", device_name="NVIDIA H100 80GB HBM3", dtype="float16")
-    manifest["model"]["fast_path"]["cudnn_autotune"] = True
-    manifest["libraries"]["torch"] = "2.0.0"
-    manifest["request"]["generation"]["decode_chunk_size"] = None  # left unset: the replay resolves it again
-    manifest["outputs"]["frames"]["sha256"] = "sha256:" + "0" * 64
-    manifest_path.write_text(json.dumps(manifest))
-    result = runner.invoke(app, ["replay", str(manifest_path), "--out", str(tmp_path / "again")])
+    def edit(manifest: dict) -> None:
+        manifest["model"].update(device="cuda:0", device_name="NVIDIA H100 80GB HBM3", dtype="float16")
+        manifest["model"]["fast_path"]["cudnn_autotune"] = True
+        manifest["libraries"]["torch"] = "2.0.0"
+        manifest["request"]["generation"]["decode_chunk_size"] = None  # left unset: the replay resolves it again
+        manifest["outputs"]["frames"]["sha256"] = "sha256:" + "0" * 64
+
+    result = replay_edited(image_paths, tmp_path, edit)
     assert result.exit_code == 1
     lines = result.output.splitlines()
     assert "frames    DIFFERENT to the manifest's" in lines
