@@ -40,7 +40,7 @@ def stock(tiny_model_dir: Path) -> StableVideoDiffusionPipeline:
 
 
 class UNetSpy:
-    """Records what the UNet and one spatial cross-attention's key projection receive on each call."""
+    """Records what the UNet and one spatial cross-attention's value projection receive on each call."""
 
     def __init__(self, unet: torch.nn.Module) -> None:
         self.inputs: list[torch.Tensor] = []
@@ -52,13 +52,13 @@ class UNetSpy:
         )
         self.handles = [
             unet.register_forward_pre_hook(self._unet, with_kwargs=True),
-            spatial.to_k.register_forward_pre_hook(self._to_k),
+            spatial.to_v.register_forward_pre_hook(self._to_v),
         ]
 
     def _unet(self, module, args, kwargs):
         self.inputs.append(args[0].detach().clone())
 
-    def _to_k(self, module, args):
+    def _to_v(self, module, args):
         self.context.append(args[0].detach().clone())
 
     def close(self) -> None:
