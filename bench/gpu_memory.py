@@ -7,7 +7,7 @@ tensor the operators create and free, and reports the peak of what is alive. Mea
 - weights (UNet, VAE, CLIP ViT-H/14) in the chosen dtype;
 - one guided UNet call (two branches, 25 frames): the stock attention processors, as bare diffusers
   runs it, and vsteer's, holding a steered job's per-frame context (keyframes) and reference-token
-  bias, as its denoising loop holds them;
+  bias, as its denoising loop holds them, and with one token (a job without references);
 - the temporal VAE decode for several chunk sizes: the peak per decoded frame, in elements per pixel,
   against the constant `SteerableVideoPipeline.decode_chunk_for` assumes;
 - from those: the peak of a clip on 24, 80 and 141 GB cards with the engine's decode chunk, and of
@@ -31,6 +31,7 @@ import torch
 
 from bench.common import table, write_result
 from bench.gpu_svd import SIZES, Size, parameter_bytes
+from bench.unet_call import call_unet, guided_inputs
 
 GIB = 2**30
 # Cards by the memory CUDA reports for them (GiB): a 24 GB A10 or L4 shows ~22.5, an H100 80 GB
@@ -77,26 +78,9 @@ def peak_bytes(run: Callable[[], Any], *modules: torch.nn.Module) -> int:
 
 
 def unet_call(pipe: Any, size: Size, steered: bool) -> Callable[[], Any]:
-    """One guided UNet call as the denoising loop makes it; `steered` fills vsteer's per-frame slot."""
-    unet, dtype = pipe.unet, pipe.unet.dtype
-    rows, frames, dim = 2, size.num_frames, unet.config.cross_attention_dim
-    h, w = size.height // pipe.vae_scale_factor, size.width // pipe.vae_scale_factor
-    tokens = 3 if steered else 1  # the keyframe blend + two reference tokens
-
-    def run() -> Any:
-        sample = torch.zeros(rows, frames, unet.config.in_channels, h, w, dtype=dtype)
-        context = torch.zeros(rows, frames, tokens, dim, dtype=dtype)
-        time_ids = torch.zeros(rows, 3, dtype=dtype)
-        if steered:
-            # As `SteerableVideoPipeline.__call__` does around its loop (the slot the processors read).
-            pipe._fill_slot(context, torch.zeros(rows, frames, tokens, dtype=dtype), frames)
-        try:
-            return unet(sample, 1.0, encoder_hidden_states=context[:, 0], added_time_ids=time_ids, return_dict=False)
-        finally:
-            if steered:
-                pipe._fill_slot(None, None, frames)
-
-    return run
+    """One guided UNet call as the denoising loop makes it: one CLIP token, or with `steered` the
+    keyframe blend and two reference tokens in vsteer's per-frame slot (`bench.unet_call`)."""
+    return lambda: call_unet(pipe, guided_inputs(pipe.unet, size, 3 if steered else 1))
 
 
 def decode_call(vae: torch.nn.Module, size: Size, chunk: int, scale: int) -> Callable[[], Any]:
@@ -128,6 +112,7 @@ def measure(size: Size, dtype: torch.dtype, chunks: list[int]) -> dict[str, Any]
         # The same modules with vsteer's processors installed (the constructor swaps them in).
         engine = SteerableVideoPipeline(**components)
         unet_vsteer = peak_bytes(unet_call(engine, size, steered=True), engine.unet)
+        unet_vsteer_plain = peak_bytes(unet_call(engine, size, steered=False), engine.unet)
         scale = engine.vae_scale_factor
         decode = {chunk: peak_bytes(decode_call(engine.vae, size, chunk, scale), engine.vae) for chunk in chunks}
     per_frame = max(peak / chunk for chunk, peak in decode.items())
@@ -136,6 +121,7 @@ def measure(size: Size, dtype: torch.dtype, chunks: list[int]) -> dict[str, Any]
         "weights": weights,
         "unet_bare": unet_bare,
         "unet_vsteer": unet_vsteer,
+        "unet_vsteer_plain": unet_vsteer_plain,
         "decode": decode,
         "decode_per_frame": per_frame,
         "unet_elements_per_latent_pixel": {
@@ -201,7 +187,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "size": {"name": size.name, "num_frames": size.num_frames, "height": size.height, "width": size.width},
         "dtype": args.dtype,
         "weights_gib": {name: value / GIB for name, value in measured["weights"].items()},
-        "unet_call_activation_gib": {"bare": measured["unet_bare"] / GIB, "vsteer": measured["unet_vsteer"] / GIB},
+        "unet_call_activation_gib": {
+            "bare": measured["unet_bare"] / GIB,
+            "vsteer": measured["unet_vsteer"] / GIB,
+            "vsteer_one_token": measured["unet_vsteer_plain"] / GIB,
+        },
         "vsteer_vs_bare_unet_activation": measured["unet_vsteer"] / measured["unet_bare"],
         "decode_activation_gib": {str(chunk): value / GIB for chunk, value in measured["decode"].items()},
         "decode_gib_per_frame": measured["decode_per_frame"] / GIB,
@@ -215,6 +205,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ["weights (UNet + VAE + CLIP)", sum(figures["weights_gib"].values()), ""],
         ["UNet call, guided: bare processors", figures["unet_call_activation_gib"]["bare"], ""],
         ["UNet call, guided: vsteer processors, steered", figures["unet_call_activation_gib"]["vsteer"], ""],
+        [
+            "UNet call, guided: vsteer processors, one token",
+            figures["unet_call_activation_gib"]["vsteer_one_token"],
+            "",
+        ],
         ["VAE decode, per frame", figures["decode_gib_per_frame"], f"{figures['decode_elements_per_pixel']:.0f} el/px"],
     ]
     rows += [

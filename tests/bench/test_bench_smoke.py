@@ -61,6 +61,18 @@ def test_gpu_benchmark_runs_small_on_cpu(tmp_path: Path) -> None:
         assert variant["finite"] and variant["seconds_per_clip"] > 0 and variant["unet_tflops"] > 0
 
 
+def test_unet_call_benchmark_compares_processors_on_the_same_weights(tmp_path: Path) -> None:
+    from bench import unet_call
+
+    argv = ["--size", "small", "--frames", "2", "--height", "64", "--width", "64", "--repeats", "1"]
+    figures = unet_call.main([*argv, "--out", str(tmp_path / "unet.json")])
+    assert figures["ratio_to_bare"].keys() == {"bare", "vsteer", "vsteer steered"}
+    assert figures["max_abs_difference_vsteer_vs_bare"] <= 1e-5
+    # One token: the engine skips the cross-attention queries; three tokens: the full path and more.
+    flops = figures["tflop_per_call"]
+    assert flops["vsteer"] < flops["bare"] < flops["vsteer steered"]
+
+
 @pytest.mark.integration
 def test_api_load_writes_its_figures(tmp_path: Path) -> None:
     from bench import api_load
