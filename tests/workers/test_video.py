@@ -7,7 +7,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from workers import video
 
@@ -178,6 +178,23 @@ def test_preview_is_looping_animation_within_max_side(tmp_path: Path, fmt: str) 
         image.seek(1)
         image.load()
         assert image.info["duration"] == 100
+
+
+def test_gif_preview_frames_keep_the_colours_of_the_clip(tmp_path: Path) -> None:
+    """256 colours per frame lose some precision on smooth gradients (the hardest case for a palette),
+    but every frame stays close to its source: Pillow's median cut over every pixel measured a mean
+    error of 4.9 levels here; a coarse fixed-tree quantizer measured 7.1 (max 52)."""
+    clip = gradient_clip(frames=8, height=72, width=128)
+    path = tmp_path / "preview.gif"
+    video.write_preview(clip, path, fps=7, max_side=512)
+
+    with Image.open(path) as image:
+        frames = [np.asarray(frame.convert("RGB")).astype(float) for frame in ImageSequence.Iterator(image)]
+    source = video.to_uint8(clip).astype(float)
+    assert len(frames) == len(source)
+    for shown, wanted in zip(frames, source, strict=True):
+        error = np.abs(shown - wanted)
+        assert error.mean() <= 5.5 and error.max() <= 40
 
 
 def test_preview_is_never_upscaled(tmp_path: Path) -> None:
