@@ -19,7 +19,6 @@ import torch
 
 from api_schemas import JobRequest, SweepTarget
 from api_schemas.refs import RefKind, ref_kind
-from workers.audit import audit_frames
 from workers.clips import Clip, plan_clips, stack_clips
 from workers.conditioning import Inputs
 from workers.directions import DirectionResolver
@@ -27,7 +26,7 @@ from workers.errors import JobCanceled
 from workers.images import ImageResolver
 from workers.manifest import build_manifest, describe_file, write_manifest
 from workers.models import LoadedModel, ModelRegistry
-from workers.video import contact_sheet, write_mp4, write_poster, write_preview
+from workers.outputs import finish_outputs
 
 
 @dataclass(frozen=True)
@@ -133,20 +132,14 @@ def run_job(
     with clock("decode"):
         frames = pipe.decode(latents, job.generation.decode_chunk_size)  # (K, F, H, W, 3)
 
-    # 6. Audit temporal consistency, clip by clip.
-    with clock("audit"):
-        audits = [
-            audit_frames(clip, latents=clip_latent.float().cpu().numpy()).to_dict()
-            for clip, clip_latent in zip(frames, latents, strict=True)
-        ]
-
-    # 7. Write the video (a contact sheet for a sweep), poster, preview, clips and raw frames.
+    # 6. Audit each clip's temporal consistency and write the video (a contact sheet for a sweep),
+    #    poster, preview, clips and raw frames: CPU work, side by side on the CPU's cores.
     report(Progress("video", 0, 1))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with clock("video_encode"):
-        files = write_outputs(frames, job, out_dir)
+    with clock("outputs"):
+        audits, files, busy = finish_outputs(frames, latents.float().cpu().numpy(), job, out_dir)
+    clock.seconds.update(busy)  # `audit` and `video_encode`: seconds each was busy, overlapping in `outputs`
 
-    # 8. Write the manifest that reproduces the job.
+    # 7. Write the manifest that reproduces the job.
     clock.seconds["total"] = time.perf_counter() - started
     manifest = build_manifest(
         job=job,
@@ -234,38 +227,6 @@ def load_inputs(job: JobRequest, images: ImageResolver) -> tuple[Inputs, dict[st
         ),
     )
     return inputs, record
-
-
-def write_outputs(frames: np.ndarray, job: JobRequest, out_dir: Path) -> dict[str, Path]:
-    """video.mp4, poster.png, the preview and, with `output.raw`, frames.npy (float32 in [0, 1]).
-
-    `frames` is (K, F, H, W, 3). One clip: the video is that clip and frames.npy is F x H x W x 3.
-    A sweep: each clip is clips/<k>.mp4, the video is their contact sheet, and frames.npy is
-    K x F x H x W x 3.
-    """
-    out = job.output
-    assert out.fps is not None
-    files: dict[str, Path] = {}
-    if job.sweep is None:
-        shown = frames[0]
-    else:
-        (out_dir / "clips").mkdir(exist_ok=True)
-        for k, clip in enumerate(frames):
-            files[f"clips/{k}"] = out_dir / "clips" / f"{k}.mp4"
-            write_mp4(clip, files[f"clips/{k}"], fps=out.fps, crf=out.crf)
-        shown = contact_sheet(list(frames))
-    files["video"] = out_dir / "video.mp4"
-    write_mp4(shown, files["video"], fps=out.fps, crf=out.crf)
-    files["poster"] = out_dir / "poster.png"
-    write_poster(shown, files["poster"])
-    if out.preview != "none":
-        files["preview"] = out_dir / f"preview.{out.preview}"
-        write_preview(shown, files["preview"], fps=out.fps, fmt=out.preview)
-    if out.raw:
-        files["frames"] = out_dir / "frames.npy"
-        raw = frames[0] if job.sweep is None else frames
-        np.save(files["frames"], raw.astype(np.float32, copy=False))
-    return files
 
 
 def warm_up_job(registry: ModelRegistry, name: str | None = None, steps: int = 2) -> float:

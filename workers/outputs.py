@@ -1,0 +1,124 @@
+"""What a job leaves in its folder after the decode, written side by side on the CPU's cores.
+
+After the decode a job's work is on the CPU only: the temporal audit of each clip (optical flow), the
+H.264 encode of each clip (and of a sweep's contact sheet), the poster, the preview and the raw
+frames. None of them reads another's result, and each runs on one thread (x264 on one thread because
+its bitstream depends on the thread count), so they run as parallel tasks and the files are the same
+whatever the number of threads. On a GPU worker the device sits idle meanwhile, so this is time
+taken from every job.
+
+Threads: `VSTEER_OUTPUT_THREADS`, or the CPUs this process may use.
+"""
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from api_schemas import JobRequest
+from workers.audit import audit_frames
+from workers.video import contact_sheet, write_mp4, write_poster, write_preview
+
+T = TypeVar("T")
+THREADS_ENV = "VSTEER_OUTPUT_THREADS"
+
+
+def output_threads(env: dict[str, str] | None = None) -> int:
+    """Threads for a job's outputs: `VSTEER_OUTPUT_THREADS` (a positive integer), else the CPUs this
+    process may run on."""
+    value = (os.environ if env is None else env).get(THREADS_ENV, "").strip()
+    if not value:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class Tasks:
+    """A thread pool that keeps the seconds each kind of task (`audit`, `video_encode`) was busy."""
+
+    def __init__(self, threads: int) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vsteer-outputs")
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, kind: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+        def timed() -> T:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - start
+
+        return self.pool.submit(timed)
+
+    def __enter__(self) -> "Tasks":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def finish_outputs(
+    frames: np.ndarray, latents: np.ndarray, job: JobRequest, out_dir: Path, threads: int | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Path], dict[str, float]]:
+    """Audit each clip of `frames` (K, F, H, W, 3) with its `latents` (K, F, C, h, w) and write the
+    files, side by side. Returns the audits (one per clip), the files by name, and the seconds the
+    audits and the encoders were busy (`audit`, `video_encode`; they overlap)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with Tasks(threads or output_threads()) as tasks:
+        # Submitted first: the audit is the longest task of a clip.
+        audits = [
+            tasks.submit("audit", audit_frames, clip, latents=lat) for clip, lat in zip(frames, latents, strict=True)
+        ]
+        written = write_outputs(frames, job, out_dir, tasks)
+        files = {name: future.result() for name, future in written.items()}
+        reports = [future.result().to_dict() for future in audits]
+    return reports, files, tasks.seconds
+
+
+def write_outputs(frames: np.ndarray, job: JobRequest, out_dir: Path, tasks: Tasks) -> dict[str, Future[Path]]:
+    """Start writing video.mp4, poster.png, the preview and, with `output.raw`, frames.npy (float32 in
+    [0, 1]); each future gives its file's path once written.
+
+    `frames` is (K, F, H, W, 3). One clip: the video is that clip and frames.npy is F x H x W x 3.
+    A sweep: each clip is clips/<k>.mp4, the video is their contact sheet, and frames.npy is
+    K x F x H x W x 3.
+    """
+    out = job.output
+    fps = out.fps
+    assert fps is not None
+    files: dict[str, Future[Path]] = {}
+
+    def write(name: str, path: Path, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        def run() -> Path:
+            fn(*args, path, **kwargs)
+            return path
+
+        files[name] = tasks.submit("video_encode", run)
+
+    if job.sweep is None:
+        shown = frames[0]
+    else:
+        (out_dir / "clips").mkdir(exist_ok=True)
+        for k, clip in enumerate(frames):
+            write(f"clips/{k}", out_dir / "clips" / f"{k}.mp4", write_mp4, clip, fps=fps, crf=out.crf)
+        shown = contact_sheet(list(frames))
+    write("video", out_dir / "video.mp4", write_mp4, shown, fps=fps, crf=out.crf)
+    write("poster", out_dir / "poster.png", write_poster, shown)
+    if out.preview != "none":
+        write("preview", out_dir / f"preview.{out.preview}", write_preview, shown, fps=fps, fmt=out.preview)
+    if out.raw:
+        raw = frames[0] if job.sweep is None else frames
+        write("frames", out_dir / "frames.npy", save_float32, raw)
+    return files
+
+
+def save_float32(frames: np.ndarray, path: Path) -> None:
+    np.save(path, frames.astype(np.float32, copy=False))
