@@ -73,6 +73,16 @@ def test_unet_call_benchmark_compares_processors_on_the_same_weights(tmp_path: P
     assert flops["vsteer"] < flops["bare"] < flops["vsteer steered"]
 
 
+def test_cpu_tail_benchmark_writes_its_figures(tmp_path: Path) -> None:
+    from bench import cpu_tail
+
+    argv = ["--frames", "4", "--height", "64", "--width", "128", "--repeats", "1"]
+    figures = cpu_tail.main([*argv, "--out", str(tmp_path / "tail.json")])
+    assert figures["ratio_to_before"].keys() == {"one thread", "side by side"}
+    assert figures["seconds"]["side by side"]["audit_median_s"] > 0
+    assert all(20 < db < 60 for db in figures["gif_psnr_db"].values())
+
+
 @pytest.mark.integration
 def test_api_load_writes_its_figures(tmp_path: Path) -> None:
     from bench import api_load
