@@ -132,6 +132,9 @@ def load_models(sender=None, **_: object) -> None:  # type: ignore[no-untyped-de
         return
     log.info("loading models %s", ", ".join(models))
     try:
+        from workers.outputs import output_threads
+
+        output_threads()  # a bad VSTEER_OUTPUT_THREADS stops the worker here, not each job
         deps = worker_deps()
         deps.registry.warm(models)
         warm_up_jobs(deps.registry, models)

@@ -7,7 +7,8 @@ its bitstream depends on the thread count), so they run as parallel tasks and th
 whatever the number of threads. On a GPU worker the device sits idle meanwhile, so this is time
 taken from every job.
 
-Threads: `VSTEER_OUTPUT_THREADS`, or the CPUs this process may use.
+Threads: `VSTEER_OUTPUT_THREADS`, or the CPUs this process may use, at most 4 (a single clip has four
+tasks, and each task holds its own copy of the frames).
 """
 
 import os
@@ -26,21 +27,24 @@ from workers.video import contact_sheet, write_mp4, write_poster, write_preview
 
 T = TypeVar("T")
 THREADS_ENV = "VSTEER_OUTPUT_THREADS"
+DEFAULT_MAX_THREADS = 4
 
 
 def output_threads(env: dict[str, str] | None = None) -> int:
     """Threads for a job's outputs: `VSTEER_OUTPUT_THREADS` (a positive integer), else the CPUs this
-    process may run on."""
+    process may run on, at most DEFAULT_MAX_THREADS. Read before a job's GPU work, and at worker start,
+    so that a bad value fails there."""
     value = (os.environ if env is None else env).get(THREADS_ENV, "").strip()
     if not value:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if not value.isdigit() or int(value) < 1:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return min(cpus, DEFAULT_MAX_THREADS)
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
     return int(value)
 
 
 class Tasks:
-    """A thread pool that keeps the seconds each kind of task (`audit`, `video_encode`) was busy."""
+    """A thread pool that keeps the seconds the tasks of each kind ran (waits for a CPU included)."""
 
     def __init__(self, threads: int) -> None:
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vsteer-outputs")
@@ -70,12 +74,13 @@ def finish_outputs(
 ) -> tuple[list[dict[str, Any]], dict[str, Path], dict[str, float]]:
     """Audit each clip of `frames` (K, F, H, W, 3) with its `latents` (K, F, C, h, w) and write the
     files, side by side. Returns the audits (one per clip), the files by name, and the seconds the
-    audits and the encoders were busy (`audit`, `video_encode`; they overlap)."""
+    audit and the encode tasks ran (`audit_tasks`, `video_encode_tasks`; they overlap)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with Tasks(threads or output_threads()) as tasks:
         # Submitted first: the audit is the longest task of a clip.
         audits = [
-            tasks.submit("audit", audit_frames, clip, latents=lat) for clip, lat in zip(frames, latents, strict=True)
+            tasks.submit("audit_tasks", audit_frames, clip, latents=lat)
+            for clip, lat in zip(frames, latents, strict=True)
         ]
         written = write_outputs(frames, job, out_dir, tasks)
         files = {name: future.result() for name, future in written.items()}
@@ -101,7 +106,7 @@ def write_outputs(frames: np.ndarray, job: JobRequest, out_dir: Path, tasks: Tas
             fn(*args, path, **kwargs)
             return path
 
-        files[name] = tasks.submit("video_encode", run)
+        files[name] = tasks.submit("video_encode_tasks", run)
 
     if job.sweep is None:
         shown = frames[0]

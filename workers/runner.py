@@ -26,7 +26,7 @@ from workers.errors import JobCanceled
 from workers.images import ImageResolver
 from workers.manifest import build_manifest, describe_file, write_manifest
 from workers.models import LoadedModel, ModelRegistry
-from workers.outputs import finish_outputs
+from workers.outputs import finish_outputs, output_threads
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,7 @@ def run_job(
     job = resolve_job(job, model)
     pipe = model.pipeline
     clock = StageClock(model.device)
+    threads = output_threads()  # a bad VSTEER_OUTPUT_THREADS fails the job here, before its GPU work
     if canceled():
         raise JobCanceled()
 
@@ -136,8 +137,8 @@ def run_job(
     #    poster, preview, clips and raw frames: CPU work, side by side on the CPU's cores.
     report(Progress("video", 0, 1))
     with clock("outputs"):
-        audits, files, busy = finish_outputs(frames, latents.float().cpu().numpy(), job, out_dir)
-    clock.seconds.update(busy)  # `audit` and `video_encode`: seconds each was busy, overlapping in `outputs`
+        audits, files, tasks = finish_outputs(frames, latents.float().cpu().numpy(), job, out_dir, threads)
+    clock.seconds.update(tasks)  # `audit_tasks`, `video_encode_tasks`: seconds their tasks ran, overlapping
 
     # 7. Write the manifest that reproduces the job.
     clock.seconds["total"] = time.perf_counter() - started

@@ -60,7 +60,7 @@ def test_run_writes_a_playable_video_and_replay_reproduces_the_frames(cli_env, i
     assert manifest["request"]["seed"] == 11
     assert manifest["request"]["generation"]["decode_chunk_size"] == 6
     assert manifest["request"]["keyframes"][1]["image"] == str((tmp_path / image_paths[1].name).resolve())
-    assert set(manifest["timings"]) >= {"encode", "denoise", "decode", "video_encode"}
+    assert set(manifest["timings"]) >= {"encode", "denoise", "decode", "outputs", "audit_tasks", "video_encode_tasks"}
     assert manifest["model"]["weight_hash"].startswith("sha256:")
     assert manifest["libraries"]["torch"] and manifest["libraries"]["diffusers"]
 

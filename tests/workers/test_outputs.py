@@ -48,7 +48,7 @@ def test_files_and_audits_do_not_depend_on_the_thread_count(tmp_path: Path) -> N
     assert all(path.is_relative_to(tmp_path / "many") and path.stat().st_size > 0 for path in files.values())
     assert digests(files) == digests(one[1])
     assert audits == one[0] and len(audits) == 2
-    assert busy.keys() == {"audit", "video_encode"} and min(busy.values()) > 0
+    assert busy.keys() == {"audit_tasks", "video_encode_tasks"} and min(busy.values()) > 0
     np.testing.assert_array_equal(np.load(files["frames"]), frames)
 
 
@@ -62,6 +62,21 @@ def test_a_failing_output_fails_the_job(tmp_path: Path) -> None:
 def test_thread_count_comes_from_the_environment_or_the_cpus() -> None:
     assert outputs.output_threads({"VSTEER_OUTPUT_THREADS": "3"}) == 3
     assert outputs.output_threads({}) >= 1
-    for bad in ("0", "-2", "two", "1.5"):
+    assert outputs.output_threads({}) <= outputs.DEFAULT_MAX_THREADS
+    for bad in ("0", "-2", "two", "1.5", "²"):
         with pytest.raises(ValueError, match="VSTEER_OUTPUT_THREADS must be a positive integer"):
             outputs.output_threads({"VSTEER_OUTPUT_THREADS": bad})
+
+
+def test_a_bad_thread_count_fails_a_job_before_its_gpu_work(
+    registry, image_paths: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.images import ImageResolver
+    from workers.runner import run_job
+
+    monkeypatch.setenv("VSTEER_OUTPUT_THREADS", "0")
+    job = JobRequest.model_validate({"image": str(image_paths[0]), "generation": {"steps": 2}})
+    stages: list = []
+    with pytest.raises(ValueError, match="VSTEER_OUTPUT_THREADS must be a positive integer, got '0'"):
+        run_job(job, tmp_path, registry=registry, images=ImageResolver(allow_paths=True), on_progress=stages.append)
+    assert stages == []  # nothing was loaded, encoded or denoised
