@@ -328,8 +328,8 @@ def write_preview(
 
 
 # Each GIF frame's palette is chosen on the frame reduced by this factor on each side. Pillow's own
-# conversion (median cut over every pixel) took 6 s for 25 frames at 512x288 on a 2-core CPU, the
-# largest part of a full-size job's CPU work; the reduced sample takes a fifth of that (bench.cpu_tail:
+# conversion (median cut over every pixel) took 4-6 s for 25 frames at 512x288 on a 2-core CPU, the
+# largest part of a full-size job's CPU work; the reduced sample takes a quarter of that (bench.cpu_tail:
 # -0.12 dB on a textured pan, equal on smooth gradients). The cost: colours of 1-pixel lines and
 # isolated pixels are averaged away from the palette (a frame of 1-pixel lines: 22.6 against 26.9 dB).
 GIF_PALETTE_REDUCTION = 4
