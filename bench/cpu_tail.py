@@ -40,10 +40,14 @@ def panning_clip(frames: int, height: int, width: int, seed: int = 0) -> np.ndar
 
 
 @contextlib.contextmanager
-def pillow_gif_palettes() -> Iterator[None]:
-    """Frames reach Pillow's GIF writer in RGB, so it chooses each palette itself (its default)."""
+def gif_palettes(pillow: bool) -> Iterator[None]:
+    """With `pillow`, frames reach Pillow's GIF writer in RGB, so it chooses each palette itself (its
+    default); otherwise the engine's palettes."""
     from workers import video
 
+    if not pillow:
+        yield
+        return
     saved = video.gif_colours
     video.gif_colours = lambda image: image
     try:
@@ -80,7 +84,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from workers.video import write_preview
 
     frames = panning_clip(args.frames, args.height, args.width)[None]
-    latents = np.random.default_rng(1).standard_normal((1, args.frames, 4, args.height // 8, args.width // 8))
+    latents = (
+        np.random.default_rng(1)
+        .standard_normal((1, args.frames, 4, args.height // 8, args.width // 8))
+        .astype(np.float32)
+    )
     job = JobRequest.model_validate({"image": "asset:a", "output": {"raw": True, "preview": "gif", "fps": 7}})
     threads = output_threads()
     folder = tempfile.TemporaryDirectory(prefix="vsteer-cpu-tail-")
@@ -88,15 +96,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def tail(count: int, pillow: bool) -> Callable[[], dict[str, float]]:
         def run() -> dict[str, float]:
-            with pillow_gif_palettes() if pillow else contextlib.nullcontext():
-                _, _, busy = finish_outputs(frames, latents.astype(np.float32), job, work / "job", threads=count)
+            with gif_palettes(pillow):
+                _, _, busy = finish_outputs(frames, latents, job, work / "job", threads=count)
             return busy
 
         return run
 
     def preview(pillow: bool) -> Callable[[], None]:
         def run() -> None:
-            with pillow_gif_palettes() if pillow else contextlib.nullcontext():
+            with gif_palettes(pillow):
                 write_preview(frames[0], work / ("pillow.gif" if pillow else "vsteer.gif"), fps=7)
 
         return run

@@ -30,8 +30,7 @@ from typing import Any
 import torch
 
 from bench.common import table, write_result
-from bench.gpu_svd import SIZES, Size, parameter_bytes
-from bench.unet_call import call_unet, guided_inputs
+from bench.gpu_svd import SIZES, Size, call_unet, guided_inputs, parameter_bytes
 
 GIB = 2**30
 # Cards by the memory CUDA reports for them (GiB): a 24 GB A10 or L4 shows ~22.5, an H100 80 GB
@@ -79,7 +78,7 @@ def peak_bytes(run: Callable[[], Any], *modules: torch.nn.Module) -> int:
 
 def unet_call(pipe: Any, size: Size, steered: bool) -> Callable[[], Any]:
     """One guided UNet call as the denoising loop makes it: one CLIP token, or with `steered` the
-    keyframe blend and two reference tokens in vsteer's per-frame slot (`bench.unet_call`)."""
+    keyframe blend and two reference tokens in vsteer's per-frame slot (`bench.gpu_svd.call_unet`)."""
     return lambda: call_unet(pipe, guided_inputs(pipe.unet, size, 3 if steered else 1))
 
 

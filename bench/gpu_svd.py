@@ -43,7 +43,7 @@ import copy
 import gc
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,18 +196,49 @@ def matmul_peak_tflops(device: str, seconds: float = 2.0) -> tuple[float, str]:
     return best, f"{str(dtype).removeprefix('torch.')} {n}x{n}"
 
 
-def unet_flops(pipe: Any, size: Size, rows: int) -> float:
-    """FLOPs of one UNet call on `rows` clips (2 under guidance), counted by torch's flop counter."""
+def guided_inputs(
+    unet: torch.nn.Module, size: Size, tokens: int, device: Any = None, fill: Callable[..., torch.Tensor] = torch.zeros
+) -> dict[str, torch.Tensor]:
+    """A guided call's inputs (two rows: negative and positive); `tokens` > 1 adds a token bias."""
+    rows, frames, dim = 2, size.num_frames, unet.config.cross_attention_dim  # type: ignore[attr-defined]
+    h, w = size.height // 8, size.width // 8
+    dtype = unet.dtype  # type: ignore[attr-defined]
+    inputs = {
+        "sample": fill(rows, frames, unet.config.in_channels, h, w, device=device, dtype=dtype),  # type: ignore[attr-defined]
+        "context": fill(rows, frames, tokens, dim, device=device, dtype=dtype),
+        "time_ids": torch.tensor([[6.0, 127.0, 0.02]] * rows, device=device, dtype=dtype),
+    }
+    if tokens > 1:
+        inputs["bias"] = torch.zeros(rows, frames, tokens, device=device, dtype=dtype)
+    return inputs
+
+
+def call_unet(pipe: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The UNet call as the engine's denoising loop makes it: with a token bias, the per-frame context
+    and bias sit in the processors' slot (`SteerableVideoPipeline._fill_slot`) for the call."""
+    context, frames = inputs["context"], inputs["context"].shape[1]
+    steered = "bias" in inputs
+    if steered:
+        pipe._fill_slot(context, inputs["bias"], frames)
+    try:
+        with torch.no_grad():
+            return pipe.unet(
+                inputs["sample"],
+                1.0,
+                encoder_hidden_states=context[:, 0],
+                added_time_ids=inputs["time_ids"],
+                return_dict=False,
+            )[0]
+    finally:
+        if steered:
+            pipe._fill_slot(None, None, frames)
+
+
+def counted_flops(run: Callable[[], Any]) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    unet = pipe.unet
-    device, dtype = unet.device, unet.dtype
-    h, w = size.height // pipe.vae_scale_factor, size.width // pipe.vae_scale_factor
-    sample = torch.zeros(rows, size.num_frames, unet.config.in_channels, h, w, device=device, dtype=dtype)
-    context = torch.zeros(rows, 1, unet.config.cross_attention_dim, device=device, dtype=dtype)
-    time_ids = torch.tensor([[6.0, 127.0, 0.02]] * rows, device=device, dtype=dtype)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        unet(sample, 1.0, encoder_hidden_states=context, added_time_ids=time_ids, return_dict=False)
+    with FlopCounterMode(display=False) as counter:
+        run()
     return float(counter.get_total_flops())
 
 
@@ -367,7 +398,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bare = Bare(bare_components, size, image, args.decode_chunk)
     engine = Engine(engine_components, size, image, args.compile, args.decode_chunk, args.autotune and cuda)
     autotune = engine.fast.autotune  # set globally by the fast path; on only while the engine runs
-    flops = unet_flops(bare.pipe, size, rows=2)
+    # one guided call (two rows), as the denoising loop makes it
+    flops = counted_flops(lambda: call_unet(bare.pipe, guided_inputs(bare.pipe.unet, size, 1, device)))
     weights = {"bare": module_bytes(bare_components), "vsteer": module_bytes(engine_components)}
 
     outputs: dict[str, np.ndarray] = {}

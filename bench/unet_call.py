@@ -25,53 +25,7 @@ from typing import Any
 import torch
 
 from bench.common import interleave, table, write_result
-from bench.gpu_svd import SIZES, Size, build_components, sync
-
-
-def guided_inputs(
-    unet: torch.nn.Module, size: Size, tokens: int, device: Any = None, fill: Callable[..., torch.Tensor] = torch.zeros
-) -> dict[str, torch.Tensor]:
-    """A guided call's inputs (two rows: negative and positive); `tokens` > 1 adds a token bias."""
-    rows, frames, dim = 2, size.num_frames, unet.config.cross_attention_dim  # type: ignore[attr-defined]
-    h, w = size.height // 8, size.width // 8
-    dtype = unet.dtype  # type: ignore[attr-defined]
-    inputs = {
-        "sample": fill(rows, frames, unet.config.in_channels, h, w, device=device, dtype=dtype),  # type: ignore[attr-defined]
-        "context": fill(rows, frames, tokens, dim, device=device, dtype=dtype),
-        "time_ids": torch.tensor([[6.0, 127.0, 0.02]] * rows, device=device, dtype=dtype),
-    }
-    if tokens > 1:
-        inputs["bias"] = torch.zeros(rows, frames, tokens, device=device, dtype=dtype)
-    return inputs
-
-
-def call_unet(pipe: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The UNet call as the engine's denoising loop makes it: with a token bias, the per-frame context
-    and bias sit in the processors' slot (`SteerableVideoPipeline._fill_slot`) for the call."""
-    context, frames = inputs["context"], inputs["context"].shape[1]
-    steered = "bias" in inputs
-    if steered:
-        pipe._fill_slot(context, inputs["bias"], frames)
-    try:
-        with torch.no_grad():
-            return pipe.unet(
-                inputs["sample"],
-                1.0,
-                encoder_hidden_states=context[:, 0],
-                added_time_ids=inputs["time_ids"],
-                return_dict=False,
-            )[0]
-    finally:
-        if steered:
-            pipe._fill_slot(None, None, frames)
-
-
-def counted_flops(run: Callable[[], Any]) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        run()
-    return float(counter.get_total_flops())
+from bench.gpu_svd import SIZES, build_components, call_unet, counted_flops, guided_inputs, sync
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

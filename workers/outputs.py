@@ -70,13 +70,14 @@ class Tasks:
 
 
 def finish_outputs(
-    frames: np.ndarray, latents: np.ndarray, job: JobRequest, out_dir: Path, threads: int | None = None
+    frames: np.ndarray, latents: np.ndarray, job: JobRequest, out_dir: Path, threads: int
 ) -> tuple[list[dict[str, Any]], dict[str, Path], dict[str, float]]:
     """Audit each clip of `frames` (K, F, H, W, 3) with its `latents` (K, F, C, h, w) and write the
-    files, side by side. Returns the audits (one per clip), the files by name, and the seconds the
-    audit and the encode tasks ran (`audit_tasks`, `video_encode_tasks`; they overlap)."""
+    files, side by side on `threads` threads (`output_threads()`). Returns the audits (one per clip),
+    the files by name, and the seconds the audit and the encode tasks ran (`audit_tasks`,
+    `video_encode_tasks`; they overlap)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with Tasks(threads or output_threads()) as tasks:
+    with Tasks(threads) as tasks:
         # Submitted first: the audit is the longest task of a clip.
         audits = [
             tasks.submit("audit_tasks", audit_frames, clip, latents=lat)

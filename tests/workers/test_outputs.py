@@ -56,7 +56,7 @@ def test_a_failing_output_fails_the_job(tmp_path: Path) -> None:
     odd = moving_clips(clips=1, width=95)  # H.264 in yuv420p needs an even width
     job = JobRequest.model_validate({"image": "asset:a", "output": {"fps": 7}})
     with pytest.raises(ValueError, match="even"):
-        outputs.finish_outputs(odd, np.zeros((1, 6, 4, 8, 12), np.float32), job, tmp_path)
+        outputs.finish_outputs(odd, np.zeros((1, 6, 4, 8, 12), np.float32), job, tmp_path, threads=2)
 
 
 def test_thread_count_comes_from_the_environment_or_the_cpus() -> None:
