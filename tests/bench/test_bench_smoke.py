@@ -83,6 +83,19 @@ def test_cpu_tail_benchmark_writes_its_figures(tmp_path: Path) -> None:
     assert all(20 < db < 60 for db in figures["gif_psnr_db"].values())
 
 
+def test_host_memory_benchmark_measures_each_case(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    from bench import host_memory
+
+    monkeypatch.setenv("VSTEER_CACHE_DIR", str(tiny_model_dir.parent))
+    argv = ["--clips", "2", "--frames", "4", "--height", "64", "--width", "128", "--decode-size", "2x3x64x64"]
+    figures = host_memory.main([*argv, "--out", str(tmp_path / "memory.json")])
+    assert figures["outputs"].keys() == {"one clip", "sweep of 2"}
+    sweep = figures["outputs"]["sweep of 2"]
+    assert sweep["frames_mib"] == 2 * 4 * 64 * 128 * 3 * 4 / 2**20
+    assert sweep["peak_mib"] >= sweep["held_mib"] > 0
+    assert figures["decode"]["peak_per_frames"] >= 1  # the decoded frames themselves
+
+
 @pytest.mark.integration
 def test_api_load_writes_its_figures(tmp_path: Path) -> None:
     from bench import api_load
