@@ -157,7 +157,10 @@ def audit_frames(
     # 2. per-frame luma and frame differences
     luma = to_luma(frames)
     luma_mean = luma.mean(axis=(1, 2))
-    frame_diff = np.abs(np.diff(luma, axis=0)).mean(axis=(1, 2))
+    # Pair by pair: the differences of the whole clip at once would be another two copies of the luma.
+    frame_diff = np.concatenate(
+        [np.abs(np.diff(luma[t : t + 2], axis=0)).mean(axis=(1, 2)) for t in range(len(luma) - 1)]
+    )
 
     # 3. optical-flow warp error
     flow_luma = downscale(luma, flow_max_side)
@@ -207,7 +210,7 @@ def check_inputs(frames: np.ndarray, latents: np.ndarray | None) -> None:
         raise ValueError(f"the audit needs at least 2 frames, got {frames.shape[0]}")
     if min(frames.shape[1:3]) < 1:
         raise ValueError(f"frames must be at least 1×1 pixels, got {frames.shape}")
-    if not np.isfinite(frames).all():
+    if not all(np.isfinite(frame).all() for frame in frames):  # frame by frame: no clip-sized mask
         raise ValueError("frames must be finite, got NaN or infinite values")
     if latents is not None:
         if not isinstance(latents, np.ndarray) or latents.ndim != 4:
@@ -220,9 +223,14 @@ def check_inputs(frames: np.ndarray, latents: np.ndarray | None) -> None:
 
 
 def to_luma(frames: np.ndarray) -> np.ndarray:
-    """F×H×W×3 float RGB -> F×H×W float32 BT.709 luma, values clipped to [0, 1] first."""
-    clipped = np.clip(frames, 0.0, 1.0).astype(np.float32, copy=False)
-    return clipped @ LUMA_WEIGHTS.astype(np.float32)
+    """F×H×W×3 float RGB -> F×H×W float32 BT.709 luma, values clipped to [0, 1] first.
+
+    Frame by frame: beyond the luma (a third of the frames' float32) it holds one clipped frame."""
+    weights = LUMA_WEIGHTS.astype(np.float32)
+    luma = np.empty(frames.shape[:3], np.float32)
+    for index, frame in enumerate(frames):
+        luma[index] = np.clip(frame, 0.0, 1.0).astype(np.float32, copy=False) @ weights
+    return luma
 
 
 def downscale(luma: np.ndarray, max_side: int | None) -> np.ndarray:

@@ -8,7 +8,12 @@ whatever the number of threads. On a GPU worker the device sits idle meanwhile, 
 taken from every job.
 
 Threads: `VSTEER_OUTPUT_THREADS`, or the CPUs this process may use, at most 4 (a single clip has four
-tasks, and each task holds its own copy of the frames).
+tasks, and each task holds working memory: an audit a third of its clip's float frames, a sweep's clip
+encode its clip in 8 bits).
+
+Host memory beyond the decoded frames (S bytes of float32): the 8-bit frames the video, poster and
+preview share (S/4 for one clip; the contact sheet of a sweep, about as much), plus the running tasks'
+working memory (`bench.host_memory`).
 """
 
 import os
@@ -23,7 +28,7 @@ import numpy as np
 
 from api_schemas import JobRequest
 from workers.audit import audit_frames
-from workers.video import contact_sheet, write_mp4, write_poster, write_preview
+from workers.video import contact_sheet, to_uint8, write_mp4, write_poster, write_preview
 
 T = TypeVar("T")
 THREADS_ENV = "VSTEER_OUTPUT_THREADS"
@@ -109,8 +114,9 @@ def write_outputs(frames: np.ndarray, job: JobRequest, out_dir: Path, tasks: Tas
 
         files[name] = tasks.submit("video_encode_tasks", run)
 
+    # What the video, poster and preview show, converted to 8 bits once for the three of them.
     if job.sweep is None:
-        shown = frames[0]
+        shown = to_uint8(frames[0])
     else:
         (out_dir / "clips").mkdir(exist_ok=True)
         for k, clip in enumerate(frames):

@@ -1,6 +1,8 @@
 """Writing and reading the video outputs of a job: the MP4, its poster, a looping preview, a contact sheet.
 
 Frames everywhere are numpy float32 arrays F×H×W×3, RGB, values in [0, 1] (the layout of ``frames.npy``).
+The writers also take uint8 frames that :func:`to_uint8` made, and use them as they are: a job converts
+its frames once and hands the same 8-bit frames to every writer.
 
 Conversion to 8 bits is ``round(clip(x, 0, 1) · 255)`` with round-half-to-even (``np.rint``): values
 outside [0, 1] are clipped (the VAE decoder overshoots slightly), non-finite values raise. The same
@@ -68,25 +70,42 @@ class VideoInfo:
 # --- conversions and checks -------------------------------------------------------------------------------
 
 
-def to_uint8(frames: np.ndarray) -> np.ndarray:
+def to_uint8(frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """F×H×W×3 float in [0, 1] -> F×H×W×3 uint8: clip to [0, 1], scale by 255, round half to even.
-    One float copy at a time (a 16-clip sweep's contact sheet is ~2.8 GB of float32)."""
+
+    Frame by frame, into ``out`` when given (a view into a contact sheet, say): beyond the result it holds
+    one float frame, not a float copy of the whole (a 16-clip sweep's frames are 2.8 GB in float32 at
+    576×1024). uint8 frames are returned as they are (copied into ``out`` when given).
+    """
     check_frames(frames)
-    if not np.isfinite(frames).all():
-        raise ValueError("frames must be finite, got NaN or infinite values")
-    scaled = np.clip(frames, 0.0, 1.0)
-    scaled *= 255.0
-    return np.rint(scaled, out=scaled).astype(np.uint8)
+    if out is None:
+        if frames.dtype == np.uint8:
+            return frames
+        out = np.empty(frames.shape, np.uint8)
+    elif out.shape != frames.shape or out.dtype != np.uint8:
+        raise ValueError(f"out must be a uint8 array of shape {frames.shape}, got {out.dtype} {out.shape}")
+    if frames.dtype == np.uint8:
+        out[...] = frames
+        return out
+    scaled = np.empty(frames.shape[1:], frames.dtype)
+    for index, frame in enumerate(frames):
+        if not np.isfinite(frame).all():
+            raise ValueError(f"frames must be finite, got NaN or infinite values in frame {index}")
+        np.clip(frame, 0.0, 1.0, out=scaled)
+        scaled *= 255.0
+        out[index] = np.rint(scaled, out=scaled)
+    return out
 
 
 def check_frames(frames: np.ndarray) -> None:
-    """Raise ValueError unless ``frames`` is a non-empty float array F×H×W×3."""
+    """Raise ValueError unless ``frames`` is a non-empty array F×H×W×3 of floats (or of uint8 from
+    :func:`to_uint8`)."""
     if not isinstance(frames, np.ndarray):
         raise TypeError(f"frames must be a numpy array, got {type(frames).__name__}")
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must have shape F×H×W×3, got {frames.shape}")
-    if not np.issubdtype(frames.dtype, np.floating):
-        raise ValueError(f"frames must be a float array with values in [0, 1], got dtype {frames.dtype}")
+    if not (np.issubdtype(frames.dtype, np.floating) or frames.dtype == np.uint8):
+        raise ValueError(f"frames must be a float array with values in [0, 1] (or uint8), got dtype {frames.dtype}")
     if min(frames.shape[:3]) < 1:
         raise ValueError(f"frames must hold at least one frame of at least 1×1 pixels, got {frames.shape}")
 
@@ -306,12 +325,16 @@ def write_preview(
 
     _, height, width, _ = pixels.shape
     size = preview_size(width, height, max_side)
-    images = [Image.fromarray(p) for p in pixels]
-    if size != (width, height):
-        images = [im.resize(size, Image.Resampling.LANCZOS) for im in images]
+
+    def shown(image: Image.Image) -> Image.Image:
+        # Frame by frame, so that only the preview's frames are held, not the clip's at full size.
+        if size != (width, height):
+            image = image.resize(size, Image.Resampling.LANCZOS)
+        return gif_colours(image) if fmt == "gif" else image
+
+    images = [shown(Image.fromarray(p)) for p in pixels]
     duration_ms = round(1000 / rate)
     if fmt == "gif":
-        images = [gif_colours(im) for im in images]
         images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
     else:
         images[0].save(
@@ -374,7 +397,8 @@ def write_contact_sheet_video(
 
 
 def contact_sheet(clips: list[np.ndarray], cols: int | None = None) -> np.ndarray:
-    """The grid of :func:`write_contact_sheet_video` as F×H'×W'×3 float32 frames with even H', W'."""
+    """The grid of :func:`write_contact_sheet_video` as F×H'×W'×3 uint8 frames (:func:`to_uint8`) with
+    even H', W': a quarter of the memory of the float grid, and the writers take it as it is."""
     if not clips:
         raise ValueError("clips must hold at least one clip")
     for k, clip in enumerate(clips):
@@ -389,8 +413,8 @@ def contact_sheet(clips: list[np.ndarray], cols: int | None = None) -> np.ndarra
     rows = math.ceil(n / cols)
     count, height, width, _ = clips[0].shape
     sheet_h, sheet_w = rows * height, cols * width
-    sheet = np.zeros((count, sheet_h + sheet_h % 2, sheet_w + sheet_w % 2, 3), dtype=np.float32)
+    sheet = np.zeros((count, sheet_h + sheet_h % 2, sheet_w + sheet_w % 2, 3), dtype=np.uint8)
     for k, clip in enumerate(clips):
         r, c = divmod(k, cols)
-        sheet[:, r * height : (r + 1) * height, c * width : (c + 1) * width] = clip
+        to_uint8(clip, out=sheet[:, r * height : (r + 1) * height, c * width : (c + 1) * width])
     return sheet

@@ -128,13 +128,47 @@ def test_odd_size_raises(tmp_path: Path, height: int, width: int) -> None:
     [
         (np.zeros((2, 64, 64), dtype=np.float32), "shape"),
         (np.zeros((2, 64, 64, 4), dtype=np.float32), "shape"),
-        (np.zeros((2, 64, 64, 3), dtype=np.uint8), "float"),
+        (np.zeros((2, 64, 64, 3), dtype=np.int16), "float"),
         (np.full((2, 64, 64, 3), np.nan, dtype=np.float32), "finite"),
     ],
 )
 def test_bad_frames_raise(tmp_path: Path, frames: np.ndarray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         video.write_mp4(frames, tmp_path / "bad.mp4", fps=7)
+
+
+def test_writers_take_8_bit_frames_as_they_are(tmp_path: Path) -> None:
+    clip = gradient_clip(frames=4) * 1.2 - 0.1  # overshoots both ends, as the VAE can
+    pixels = video.to_uint8(clip)
+    assert video.to_uint8(pixels) is pixels
+
+    video.write_mp4(clip, tmp_path / "float.mp4", fps=7)
+    video.write_mp4(pixels, tmp_path / "uint8.mp4", fps=7)
+    video.write_preview(clip, tmp_path / "float.gif", fps=7)
+    video.write_preview(pixels, tmp_path / "uint8.gif", fps=7)
+
+    for name in ("mp4", "gif"):
+        assert (tmp_path / f"float.{name}").read_bytes() == (tmp_path / f"uint8.{name}").read_bytes()
+
+
+def test_uint8_conversion_holds_one_float_frame_not_the_clip() -> None:
+    import tracemalloc
+
+    clip = gradient_clip(frames=16, height=64, width=96)
+    tracemalloc.start()
+    pixels = video.to_uint8(clip)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # The result is a quarter of the float clip; a float copy of the whole would make it 1.25.
+    assert peak < 0.25 * clip.nbytes + 3 * clip[0].nbytes
+    out = np.zeros((16, 70, 100, 3), np.uint8)
+    video.to_uint8(clip, out=out[:, 3:67, 2:98])
+    np.testing.assert_array_equal(out[:, 3:67, 2:98], pixels)
+    assert not out[:, :3].any() and not out[:, :, :2].any()
+    with pytest.raises(ValueError, match="out must be"):
+        video.to_uint8(clip, out=out)
+    with pytest.raises(ValueError, match=r"finite.*frame 2"):
+        video.to_uint8(np.where(np.arange(16)[:, None, None, None] == 2, np.nan, clip))
 
 
 @pytest.mark.parametrize(("fps", "crf"), [(0, 18), (-1, 18), (7, 52), (7, -1)])
@@ -209,7 +243,8 @@ def test_contact_sheet_tiles_clips_in_a_grid(tmp_path: Path) -> None:
 
     assert (info.width, info.height, info.frame_count) == (128, 128, 4)
     sheet = video.contact_sheet(clips)
-    np.testing.assert_array_equal(sheet[:, 64:, :64], clips[2])
+    assert sheet.dtype == np.uint8  # in 8 bits: a quarter of a float sheet
+    np.testing.assert_array_equal(sheet[:, 64:, :64], video.to_uint8(clips[2]))
     assert not sheet[:, 64:, 64:].any()
 
 
