@@ -84,7 +84,7 @@ gpu-wheels: install
 	rm -rf bench/wheelhouse
 	$(PY) -m pip download --quiet --only-binary=:all: --no-deps --dest bench/wheelhouse \
 		--python-version $(GPU_WHEEL_PYTHON) --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
-		$$($(PY) -c "from importlib.metadata import version as v; print(' '.join(f'{n}=={v(n)}' for n in ('diffusers', 'pydantic', 'pydantic-core', 'annotated-types', 'typing-inspection', 'importlib-metadata', 'av')))")
+		$$($(PY) -c "from importlib.metadata import version as v; print(' '.join(f'{n}=={v(n)}' for n in ('diffusers', 'pydantic', 'pydantic-core', 'annotated-types', 'typing-inspection', 'av')))")
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

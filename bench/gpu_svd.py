@@ -27,10 +27,12 @@ Care taken on CUDA: every weight is moved to the device explicitly (diffusers' `
 its mix factor with the legacy `torch.Tensor(...)`, which ignores `with torch.device`); cuDNN's
 autotune (global) is on only while the engine runs, so the bare baseline stays stock; the float32
 reference runs with TF32 off (otherwise its convolutions keep a 10-bit mantissa, no better than fp16),
-and is recorded as missing with its reason if it runs out of memory; the peak counters are reset
-before each run, without emptying the allocator's cache inside the timed region; peak memory is
-reported as allocated and as reserved (what a card must hold); `--decode-chunk` fixes both variants'
-decode chunk (a 24 GB card cannot decode 25 frames at once; `--decode-chunk 12` is what the engine picks there).
+and is recorded as missing with its reason if it runs out of memory; peak memory is measured in one
+untimed run per variant after the timed rounds, each from an emptied allocator cache (so neither is
+charged for blocks the other left cached), as allocated by tensors and as reserved by the allocator
+(what a card must hold); `--decode-chunk` fixes both variants' decode chunk (a 24 GB card cannot
+decode 25 frames at once; `--decode-chunk 12` is what the engine picks there). Each stage prints a
+line with the seconds since start as it ends, so a run stopped by a time limit shows how far it got.
 
     python -m bench.gpu_svd                        # full size on CUDA, small on CPU
     python -m bench.gpu_svd --size small --repeats 1
@@ -326,16 +328,29 @@ class Engine:
         return frames[0], {"denoise": denoised - start, "decode": end - denoised}
 
 
-def peak_bytes(device: str, run: Any) -> tuple[Any, tuple[int, int] | None]:
-    """What `run()` returns and the most memory it held beyond what was allocated before it: as
-    allocated by tensors, and as reserved by the allocator (what a card must hold). The allocator's
-    cache is not emptied here: that would put its refill inside the timed run."""
+def peak_bytes(device: str, run: Any) -> tuple[int, int] | None:
+    """The most memory `run()` held beyond what was allocated before it, from an emptied allocator
+    cache: as allocated by tensors, and as reserved by the allocator (what a card must hold). Not for
+    timed runs: the cache refills inside it."""
     if not device.startswith("cuda"):
-        return run(), None
+        return None
+    gc.collect()
+    torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
-    result = run()
-    return result, (torch.cuda.max_memory_allocated() - before, torch.cuda.max_memory_reserved() - before)
+    run()
+    return torch.cuda.max_memory_allocated() - before, torch.cuda.max_memory_reserved() - before
+
+
+# A "24 GB" card (A10, L4) shows 22.49 GiB to CUDA, and the driver's context takes ~0.5 GiB of it.
+CARD_24GB_USABLE_GIB = 22.49 - 0.5
+
+_STARTED = time.perf_counter()
+
+
+def log(message: str) -> None:
+    """A progress line with the seconds since start, printed at once."""
+    print(f"[{time.perf_counter() - _STARTED:7.1f} s] {message}", flush=True)
 
 
 def parameter_bytes(module: torch.nn.Module) -> int:
@@ -372,22 +387,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     engine_dtype = getattr(torch, args.dtype) if cuda else torch.float32
     image = test_image(0, (size.width, size.height))
 
+    log(f"{device}, {size.name}: {size.num_frames}x{size.height}x{size.width}, {size.steps} steps")
     # 1. the measured peak of the device's matrix units, for the UNet's fraction of it
     peak_tflops, peak_what = matmul_peak_tflops(device)
+    log(f"matmul peak {peak_tflops:.1f} TFLOP/s ({peak_what})")
 
     # 2. a float32 reference of the same weights and inputs (the quality yardstick), then freed
     reference, reference_note = None, "skipped (--no-reference)" if args.no_reference else None
     if not args.no_reference:
+        components: dict[str, Any] = {}
         try:
             with ieee_float32():
                 components = build_components(size, device, torch.float32)
                 reference, _ = Bare(components, size, image, args.decode_chunk)()
-                del components
         except torch.OutOfMemoryError as exc:
             reference_note = f"float32 reference out of memory: {str(exc).splitlines()[0]}"
-        gc.collect()  # the float32 weights go before the measured variants are built
-        if cuda:
-            torch.cuda.empty_cache()
+        finally:
+            components.clear()  # the float32 weights go before the measured variants are built
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+        log(f"float32 reference: {reference_note or 'done'}")
 
     # 3. bare and engine, each on its own copy of the same random weights
     bare_components = build_components(size, device, bare_dtype)
@@ -396,27 +416,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for key in ("unet", "vae", "image_encoder"):
             engine_components[key].to(engine_dtype)
     bare = Bare(bare_components, size, image, args.decode_chunk)
+    log("bare and vsteer built")
     engine = Engine(engine_components, size, image, args.compile, args.decode_chunk, args.autotune and cuda)
+    log(f"vsteer's fast path set up in {engine.setup_s:.1f} s: {engine.fast}")
     autotune = engine.fast.autotune  # set globally by the fast path; on only while the engine runs
     # one guided call (two rows), as the denoising loop makes it
     flops = counted_flops(lambda: call_unet(bare.pipe, guided_inputs(bare.pipe.unet, size, 1, device)))
     weights = {"bare": module_bytes(bare_components), "vsteer": module_bytes(engine_components)}
+    log(f"UNet call counted: {flops / 1e12:.1f} TFLOP")
 
     outputs: dict[str, np.ndarray] = {}
-    peaks: dict[str, list[tuple[int, int]]] = {"bare": [], "vsteer": []}
 
     def measured(name: str, variant: Any):  # type: ignore[no-untyped-def]
         def run() -> dict[str, float]:
             torch.backends.cudnn.benchmark = autotune and name == "vsteer"
-            (frames, parts), peak = peak_bytes(device, variant)
+            start = time.perf_counter()
+            frames, parts = variant()
             outputs[name] = frames
-            if peak is not None:
-                peaks[name].append(peak)
+            took = ", ".join(f"{part} {seconds:.2f}" for part, seconds in parts.items())
+            log(f"{name}: {time.perf_counter() - start:.2f} s ({took})")
             return parts
 
         return run
 
-    result = interleave({"bare": measured("bare", bare), "vsteer": measured("vsteer", engine)}, args.repeats)
+    variants_run = {"bare": measured("bare", bare), "vsteer": measured("vsteer", engine)}
+    result = interleave(variants_run, args.repeats)
+    peaks = {name: peak_bytes(device, run) for name, run in variants_run.items()}
+    log("peak memory measured" if cuda else "no peak memory off CUDA")
 
     # 4. figures
     variants: dict[str, Any] = {}
@@ -424,8 +450,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         clip_s = result.median(name)
         denoise_s = result.median(f"{name}.denoise")
         unet_tflops = flops * size.steps / denoise_s / 1e12
-        peak = max(p[0] for p in peaks[name]) if peaks[name] else None
-        reserved = max(p[1] for p in peaks[name]) if peaks[name] else None
+        peak, reserved = peaks[name] or (None, None)
         finite = bool(np.isfinite(outputs[name]).all())
         variants[name] = {
             "seconds_per_clip": clip_s,
@@ -461,7 +486,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "unet_tflop_per_call": flops / 1e12,
         "variants": variants,
         "vsteer_vs_bare": result.ratio("vsteer", "bare"),
-        "targets": {"vsteer_vs_bare": 0.6, "unet_fraction_of_matmul_peak": 0.4, "peak_total_gib_24gb_card": 24},
+        "targets": {"vsteer_vs_bare": 0.6, "unet_fraction_of_matmul_peak": 0.4,
+                    "peak_total_gib_24gb_card": CARD_24GB_USABLE_GIB},
         "runs": result.summary(),
     }  # fmt: skip
     rows = [

@@ -1,6 +1,7 @@
 """One guided UNet call of the SVD-XT architecture: diffusers' attention processors vs vsteer's.
 
-The same random-weight UNet and inputs, processors swapped between calls (A B B A …):
+The same random weights and inputs, interleaved (A B B A …); bare runs on its own copy of the UNet
+with diffusers' processors, the engine's on the engine's, so no call pays for installing processors:
 
 - `bare`: diffusers' `AttnProcessor2_0` everywhere, as `StableVideoDiffusionPipeline` runs it;
 - `vsteer`: the engine's processors on a job without reference tokens (one CLIP token, as every
@@ -17,6 +18,7 @@ counter leaves out attention on the CPU), and the largest difference of vsteer's
 """
 
 import argparse
+import copy
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     from workers.models import quiet_libraries
-    from workers.pipeline import SteerableVideoPipeline, _install_processors
+    from workers.pipeline import SteerableVideoPipeline
 
     quiet_libraries()
     device = "cuda" if cuda else "cpu"
@@ -54,7 +56,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         height=args.height or (base.height if cuda else 128),
         width=args.width or (base.width if cuda else 256),
     )
-    pipe = SteerableVideoPipeline(**build_components(base, device, dtype))
+    components = build_components(base, device, dtype)
+    pipe = SteerableVideoPipeline(**components)  # the engine's processors
+    stock = SteerableVideoPipeline(**{**components, "unet": copy.deepcopy(components["unet"])})
+    stock.unet.set_attn_processor(AttnProcessor2_0())
     generator = torch.Generator(device).manual_seed(0)
 
     def noise(*shape: int, **kwargs: Any) -> torch.Tensor:
@@ -64,24 +69,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     steered = guided_inputs(pipe.unet, size, 3, device, noise)
     outputs: dict[str, torch.Tensor] = {}
 
-    def variant(name: str, processors: Callable[[], None], inputs: dict[str, torch.Tensor]) -> Callable[[], None]:
+    def variant(name: str, on: SteerableVideoPipeline, inputs: dict[str, torch.Tensor]) -> Callable[[], None]:
         def run() -> None:
-            processors()
-            outputs[name] = call_unet(pipe, inputs)
+            outputs[name] = call_unet(on, inputs)
             sync(device)
 
         return run
 
-    def stock() -> None:
-        pipe.unet.set_attn_processor(AttnProcessor2_0())
-
-    def engine() -> None:
-        _install_processors(pipe.unet, pipe._slot)
-
     variants = {
         "bare": variant("bare", stock, plain),
-        "vsteer": variant("vsteer", engine, plain),
-        "vsteer steered": variant("vsteer steered", engine, steered),
+        "vsteer": variant("vsteer", pipe, plain),
+        "vsteer steered": variant("vsteer steered", pipe, steered),
     }
     flops = {name: counted_flops(run) for name, run in variants.items()}
     timed = interleave(variants, args.repeats)
