@@ -364,7 +364,9 @@ def module_bytes(components: dict[str, Any]) -> int:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Read when the CUDA allocator starts (first use, below): fewer fragmentation failures for the
     # large decode buffers.
-    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    from workers.models import CUDA_ALLOC_CONF, CUDA_ALLOC_CONF_ENV
+
+    os.environ.setdefault(CUDA_ALLOC_CONF_ENV, CUDA_ALLOC_CONF)  # as a worker runs
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="full" if cuda else "small")

@@ -235,10 +235,18 @@ def channels_last_convs(module: torch.nn.Module) -> int:
     return len(convs)
 
 
+CUDA_ALLOC_CONF_ENV = "PYTORCH_CUDA_ALLOC_CONF"
+CUDA_ALLOC_CONF = "expandable_segments:True"
+
+
 def load_model(spec: ModelSpec, fast: FastPath | None = None) -> LoadedModel:
     """Load a spec's pipeline onto its device, in its dtype, with the device's fast path applied
     (`FastPath.for_device` from the environment unless `fast` is given)."""
     quiet_libraries()
+    # Read once, when CUDA's allocator starts (the weights' move below, in a worker): growing segments
+    # instead of fixed blocks, so that jobs of changing sizes do not fragment the card's memory.
+    # `bench.gpu_svd` measures with the same setting.
+    os.environ.setdefault(CUDA_ALLOC_CONF_ENV, CUDA_ALLOC_CONF)
     folder = resolve_folder(spec)
     device, dtype = spec.resolved_device(), spec.resolved_dtype()
     variant = spec.variant if spec.variant and any(folder.rglob(f"*.{spec.variant}.*")) else None
