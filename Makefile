@@ -70,11 +70,11 @@ openapi: install
 
 # Side-by-side benchmarks (docs/benchmarks.md); not tests: nothing here gates CI.
 bench: install
-	for b in engine_overhead service_overhead sweep_batching api_load warm_workers scale_sim gpu_svd unet_call gpu_memory cpu_tail; do \
+	for b in engine_overhead service_overhead sweep_batching api_load warm_workers scale_sim gpu_svd unet_call gpu_memory cpu_tail host_memory; do \
 	  $(PY) -m bench.$$b || exit 1; done
 
 bench-gpu: install
-	$(PY) -m bench.gpu_svd --compile
+	$(PY) -m bench.gpu_svd --compile --no-reference
 
 # Wheels for bench/gpu_device.sh on a CUDA machine without a package registry (Python 3.12, the
 # versions installed here): what such a machine lacks of what the GPU benchmarks import (bench.gpu_svd;
