@@ -132,9 +132,12 @@ def load_models(sender=None, **_: object) -> None:  # type: ignore[no-untyped-de
         return
     log.info("loading models %s", ", ".join(models))
     try:
+        from workers.memory_plan import available_host_bytes
         from workers.outputs import output_threads
 
-        output_threads()  # a bad VSTEER_OUTPUT_THREADS stops the worker here, not each job
+        # A bad VSTEER_OUTPUT_THREADS or VSTEER_HOST_MEMORY_BYTES stops the worker here, not each job.
+        output_threads()
+        available_host_bytes()
         deps = worker_deps()
         deps.registry.warm(models)
         warm_up_jobs(deps.registry, models)

@@ -13,6 +13,11 @@ class JobInputError(Exception):
         self.detail = detail
 
 
+class JobTooLarge(JobInputError):
+    """The job is valid but needs more memory than this worker has (`workers.memory_plan`): it fails
+    before its GPU work, naming what to lower, instead of growing until the worker is killed."""
+
+
 class ModelUnavailableError(Exception):
     """The model is not registered, or its weights are not where the registry says."""
 

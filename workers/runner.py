@@ -25,6 +25,7 @@ from workers.directions import DirectionResolver
 from workers.errors import JobCanceled
 from workers.images import ImageResolver
 from workers.manifest import build_manifest, describe_file, write_manifest
+from workers.memory_plan import check_host_memory
 from workers.models import LoadedModel, ModelRegistry
 from workers.outputs import finish_outputs, output_threads
 
@@ -83,7 +84,8 @@ def run_job(
     should_cancel: Callable[[], bool] | None = None,
     job_id: str | None = None,
 ) -> JobOutputs:
-    """Run one job to files in `out_dir`; raises JobInputError, JobCanceled or ModelUnavailableError."""
+    """Run one job to files in `out_dir`; raises JobInputError (JobTooLarge among them), JobCanceled or
+    ModelUnavailableError."""
     report = on_progress or (lambda progress: None)
     canceled = should_cancel or (lambda: False)
     started = time.perf_counter()
@@ -94,6 +96,7 @@ def run_job(
     pipe = model.pipeline
     clock = StageClock(model.device)
     threads = output_threads()  # a bad VSTEER_OUTPUT_THREADS fails the job here, before its GPU work
+    check_host_memory(job, pipe, model.device)  # a job too large for this host fails here, not the worker
     if canceled():
         raise JobCanceled()
 

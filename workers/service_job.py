@@ -41,7 +41,7 @@ from jobstate.store import JobStore
 from storage.base import ObjectNotFound, Storage, StorageError
 from storage.keys import asset_key, content_type_for, direction_key, job_key
 from workers.directions import DirectionResolver
-from workers.errors import JobCanceled, JobInputError, ModelUnavailableError, WorkerShuttingDown
+from workers.errors import JobCanceled, JobInputError, JobTooLarge, ModelUnavailableError, WorkerShuttingDown
 from workers.images import ImageResolver
 from workers.models import ModelRegistry
 
@@ -148,6 +148,9 @@ def run_and_record(record: JobRecord, deps: WorkerDeps) -> JobRecord | None:
     except JobCanceled:
         log.info("job %s canceled", job_id)
         write = partial(store.mark_canceled, job_id)
+    except JobTooLarge as exc:
+        log.warning("job %s is too large for this worker: %s", job_id, exc.detail)
+        write = partial(store.fail, job_id, too_large_problem(job_id, exc))
     except JobInputError as exc:
         write = partial(store.fail, job_id, input_problem(job_id, exc))
     except ModelUnavailableError as exc:
@@ -320,6 +323,10 @@ def input_problem(job_id: str, exc: JobInputError) -> Problem:
     return job_problem(
         job_id, "invalid-input", "Invalid job input", 422, f"`{exc.field}`: {exc.detail}", field=exc.field
     )
+
+
+def too_large_problem(job_id: str, exc: JobTooLarge) -> Problem:
+    return job_problem(job_id, "out-of-memory", "Not enough host memory", 507, exc.detail, field=exc.field)
 
 
 def model_problem(job_id: str, exc: ModelUnavailableError) -> Problem:

@@ -18,7 +18,7 @@ from jobstate.store import JobStore
 from jobstate.webhooks import enqueue_job_webhook
 from storage.local import LocalStorage
 from tests.servers import RedisServer
-from workers.errors import JobCanceled, JobInputError
+from workers.errors import JobCanceled, JobInputError, JobTooLarge
 from workers.runner import JobOutputs, Progress
 from workers.service_job import WorkerDeps, execute
 
@@ -190,6 +190,18 @@ def test_out_of_memory_fails_the_job_and_the_worker_goes_on(store, storage):
     nxt = create(store)
     deps.run_job = fake_engine()
     assert execute(nxt, TENANT, deps) is JobStatus.succeeded
+
+
+def test_a_job_too_large_for_the_host_fails_with_what_to_lower(store, storage):
+    job_id = create(store)
+    too_large = JobTooLarge("generation", "25 frames of 1024x576 need about 9.9 GiB of host memory ...; lower ...")
+    deps = deps_with(store, storage, raising(too_large))
+
+    assert execute(job_id, TENANT, deps) is JobStatus.failed
+    error = store.get(TENANT, job_id).error
+    assert error.type.endswith("/out-of-memory") and error.title == "Not enough host memory"
+    assert (error.status, error.field) == (507, "generation")
+    assert error.detail.startswith("25 frames of 1024x576 need about 9.9 GiB")
 
 
 def test_any_other_exception_becomes_a_problem(store, storage):

@@ -1,0 +1,134 @@
+"""The host memory a job will need, planned before its GPU work and checked against what the host has.
+
+A job within the schema's bounds can still be far too large for the machine that runs it: 16 clips of
+128 frames at 2048x2048 are 96 GiB of decoded float32 frames. Run anyway, it would grow until the
+kernel killed the worker, and the job would only fail after its worker had crashed several times. So
+the runner plans the job's host memory once its shape is resolved and fails it at once, naming what
+to lower, when the plan exceeds the memory the host has available.
+
+The plan (bytes):
+
+- decoded frames and what the outputs add to them: FRAME_COPIES x clips x frames x H x W x 3 x 4
+  (`bench.host_memory`: the outputs add at most 1.38 times the frames above them; the decode holds
+  the frames once plus one clip's conversion);
+- on the CPU, where the models' activations live in host memory too: a denoising batch's activations
+  (`SteerableVideoPipeline.denoise_bytes_per_clip`, planned for SVD-XT's channel widths and scaled
+  to the model's) and one decode chunk's.
+
+Available: `VSTEER_HOST_MEMORY_BYTES` when set, else the kernel's estimate of memory available
+without swapping (`MemAvailable`), lowered to the room left under the process's cgroup limit when
+there is one (a container's memory limit).
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from api_schemas import JobRequest
+from workers.errors import JobTooLarge
+from workers.pipeline import SteerableVideoPipeline
+
+HOST_MEMORY_ENV = "VSTEER_HOST_MEMORY_BYTES"
+FRAME_COPIES = 2.5
+GIB = 2**30
+# Channel widths the pipeline's per-pixel activation constants were traced with (SVD-XT).
+SVD_UNET_CHANNELS = 320
+SVD_VAE_CHANNELS = 128
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    frames: int
+    denoise: int
+    decode: int
+
+    @property
+    def total(self) -> int:
+        return self.frames + self.denoise + self.decode
+
+
+def plan_host_memory(job: JobRequest, pipe: SteerableVideoPipeline, device: str) -> HostPlan:
+    """The host bytes of a job whose shape `resolve_job` has made explicit."""
+    gen = job.generation
+    assert gen.num_frames and gen.width and gen.height and gen.decode_chunk_size, "resolve the job first"
+    clips = job.sweep.count if job.sweep else 1
+    frame_bytes = gen.height * gen.width * 3 * 4
+    frames = int(FRAME_COPIES * clips * gen.num_frames * frame_bytes)
+    if device.startswith("cuda"):
+        return HostPlan(frames, 0, 0)
+    batch = (job.sweep.batch_size or clips) if job.sweep else 1
+    scale = pipe.vae_scale_factor
+    latent_pixels = (gen.height // scale) * (gen.width // scale)
+    itemsize = pipe.unet.dtype.itemsize
+    unet_width = pipe.unet.config.block_out_channels[0] / SVD_UNET_CHANNELS
+    denoise = batch * pipe.denoise_bytes_per_clip(gen.num_frames, latent_pixels, itemsize) * unet_width
+    vae_width = pipe.vae.config.block_out_channels[0] / SVD_VAE_CHANNELS
+    per_frame = gen.height * gen.width * pipe.DECODE_ELEMENTS_PER_PIXEL * pipe.vae.dtype.itemsize * vae_width
+    decode = min(gen.decode_chunk_size, gen.num_frames) * per_frame
+    return HostPlan(frames, int(denoise), int(decode))
+
+
+def available_host_bytes(env: dict[str, str] | None = None) -> int | None:
+    """Bytes this process may still take: `VSTEER_HOST_MEMORY_BYTES`, else MemAvailable within the
+    cgroup's limit; None where neither can be read (not Linux)."""
+    value = (os.environ if env is None else env).get(HOST_MEMORY_ENV, "").strip()
+    if value:
+        if not (value.isascii() and value.isdigit()):
+            raise ValueError(f"{HOST_MEMORY_ENV} must be a number of bytes, got {value!r}")
+        return int(value)
+    available = _meminfo_available()
+    room = _cgroup_room()
+    if available is None or room is None:
+        return available if room is None else room
+    return min(available, room)
+
+
+def check_host_memory(job: JobRequest, pipe: SteerableVideoPipeline, device: str) -> HostPlan:
+    """Raise JobTooLarge when the job's plan exceeds the host memory available; else the plan."""
+    plan = plan_host_memory(job, pipe, device)
+    available = available_host_bytes()
+    if available is None or plan.total <= available:
+        return plan
+    gen = job.generation
+    shape = f"{gen.num_frames} frames of {gen.width}x{gen.height}"
+    if job.sweep:
+        shape = f"{job.sweep.count} clips of {shape}"
+    parts = [f"{plan.frames / GIB:.1f} GiB for the decoded frames and outputs"]
+    if plan.denoise:
+        parts.append(f"{(plan.denoise + plan.decode) / GIB:.1f} GiB for the models' activations on the CPU")
+    lower = "`generation.num_frames`, `generation.width`/`height`"
+    if job.sweep:
+        lower += ", `sweep.count`" + (", `sweep.batch_size`" if plan.denoise else "")
+    raise JobTooLarge(
+        "generation",
+        f"{shape} need about {plan.total / GIB:.1f} GiB of host memory ({', '.join(parts)}), and this worker "
+        f"has {available / GIB:.1f} GiB available; lower {lower}",
+    )
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cgroup_room() -> int | None:
+    """Limit minus usage of this process's cgroup (v2, else v1); None without a limit."""
+    pairs = [
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ]
+    for limit_path, usage_path in pairs:
+        try:
+            limit = Path(limit_path).read_text().strip()
+            usage = int(Path(usage_path).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or not limit.isdigit() or int(limit) >= 2**60:
+            return None  # no limit (v1 reports a huge number)
+        return max(0, int(limit) - usage)
+    return None
