@@ -5,6 +5,9 @@ from enum import StrEnum
 
 ASSET_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DATA_URI = re.compile(r"^data:(image|video)/[A-Za-z0-9.+-]+;base64,", re.IGNORECASE)
+# The shortest side an input image may have: the image encoder's antialiased resize pads by more than
+# a 1-pixel side holds, and an image smaller than this carries nothing to condition on.
+MIN_IMAGE_SIDE = 8
 
 
 class RefKind(StrEnum):

@@ -6,6 +6,8 @@ from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
+from api_schemas.refs import MIN_IMAGE_SIDE
+
 SNIFF_BYTES = 64
 
 
@@ -65,6 +67,11 @@ def inspect_image(f: BinaryIO, max_pixels: int) -> ImageInfo:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise _too_many_pixels(width, height, max_pixels)
+                if min(width, height) < MIN_IMAGE_SIDE:
+                    raise MediaRejected(
+                        "min_image_side",
+                        f"the image is {width}x{height} pixels; each side must be {MIN_IMAGE_SIDE} or more",
+                    )
                 fmt = img.format or ""
                 img.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import PIL.Image
 
-from api_schemas.refs import RefKind, asset_id, ref_kind
+from api_schemas.refs import MIN_IMAGE_SIDE, RefKind, asset_id, ref_kind
 from workers.errors import JobInputError
 
 MAX_PIXELS = 64 * 1024 * 1024
@@ -73,6 +73,10 @@ class ImageResolver:
                 if width * height > self.max_pixels:
                     raise JobInputError(
                         field, f"the image has {width}x{height} pixels, over the limit of {self.max_pixels}"
+                    )
+                if min(width, height) < MIN_IMAGE_SIDE:
+                    raise JobInputError(
+                        field, f"the image is {width}x{height} pixels; each side must be {MIN_IMAGE_SIDE} or more"
                     )
                 probe.load()
                 return probe.convert("RGB")

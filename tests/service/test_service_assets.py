@@ -49,6 +49,13 @@ async def test_truncated_image_is_422(client: httpx.AsyncClient) -> None:
     assert body["errors"][0]["rule"] == "image_decodable"
 
 
+async def test_an_image_with_a_side_under_8_pixels_is_422(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await upload(client, png(200, 1)), 422, field="file")
+    assert body["errors"][0]["rule"] == "min_image_side"
+    assert "200x1 pixels; each side must be 8 or more" in body["detail"]
+    assert (await upload(client, png(8, 8))).status_code == 201
+
+
 @pytest.mark.parametrize("side", [600, 2048])  # between 1x and 2x the limit (Pillow warns), and far over it
 async def test_decompression_bomb_is_refused_naming_the_rule(client: httpx.AsyncClient, side: int) -> None:
     bomb = png(side, side, mode="1")  # a few KiB on the wire, `side`² pixels decoded

@@ -128,6 +128,15 @@ async def test_deployment_rules_name_the_field(client: httpx.AsyncClient) -> Non
         ({"image": f"asset:{asset}", "webhook": {"url": "http://169.254.169.254/x"}}, "webhook.url", "public_url"),
         ({"image": f"asset:{asset}", "webhook": {"url": "http://[::ffff:10.0.0.1]/x"}}, "webhook.url", "public_url"),
         ({"image": "data:image/png;base64,AAAA"}, "image", "image_decodable"),
+        ({"image": "data:image/png;base64," + base64.b64encode(png(1, 200)).decode()}, "image", "min_image_side"),
+        (
+            {
+                "image": f"asset:{asset}",
+                "references": [{"image": "data:image/png;base64," + base64.b64encode(png(7, 7)).decode(), "weight": 1}],
+            },
+            "references[0].image",
+            "min_image_side",
+        ),
     ]
     for doc, field, rule in cases:
         body = assert_problem(await submit(client, doc), 422, field=field)
