@@ -234,11 +234,14 @@ def start_stack(
         stack._cleanup.append(lambda: shutil.rmtree(root, ignore_errors=True))
 
     try:
-        # 2. Redis, private: no persistence beyond the stack's life
+        # 2. Redis, private: in a given state folder it keeps its data (append-only file, as
+        #    docker-compose's does), so a later start on that folder finds its jobs and assets again;
+        #    in a temporary folder nothing outlives the stack.
+        persistence = ["--appendonly", "no"] if owned else ["--appendonly", "yes", "--appendfsync", "everysec"]
         redis = _spawn(
             "redis",
             [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(root / "redis"),
-             "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+             "--save", "", *persistence, "--protected-mode", "yes"],
             stack_env,
             logs,
         )  # fmt: skip
@@ -314,7 +317,13 @@ def up_command(
         str | None, typer.Option(help="Model the worker serves (VSTEER_DEFAULT_MODEL, else tiny).")
     ] = None,
     state_dir: Annotated[
-        Path | None, typer.Option(help="Keep Redis data, storage and logs here (a temporary folder if unset).")
+        Path | None,
+        typer.Option(
+            help=(
+                "Keep Redis data (append-only file), storage and the last start's logs here; a later start on "
+                "the same folder finds its jobs and assets again (a temporary folder, removed at stop, if unset)."
+            )
+        ),
     ] = None,
     api_key: Annotated[str | None, typer.Option(help="API key to accept (a random one if unset).")] = None,
 ) -> None:

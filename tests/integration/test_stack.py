@@ -58,6 +58,26 @@ def test_stack_serves_local_files_and_stops_every_process(tmp_path, stack_env):
     assert not stack.state_dir.exists()
 
 
+def test_a_state_folder_keeps_jobs_and_files_across_restarts(tmp_path, stack_env):
+    state = tmp_path / "state"
+    with (
+        start_stack(env=stack_env, webhooks=False, state_dir=state) as stack,
+        Client(stack.url, stack.api_key) as client,
+    ):
+        job = run_demo(client, tmp_path / "first", model="tiny", size=64, frames=3, steps=1, timeout_s=240)
+
+    with (
+        start_stack(env=stack_env, webhooks=False, state_dir=state) as again,
+        Client(again.url, again.api_key) as client,
+    ):
+        kept = client.get(job.id)
+        assert kept.status == job.status and kept.result is not None
+        assert [j.id for j in client.iter_jobs()] == [job.id]
+        client.download(kept, tmp_path / "second")
+    assert (tmp_path / "second" / "video.mp4").read_bytes() == (tmp_path / "first" / "video.mp4").read_bytes()
+    assert state.is_dir()  # a given folder is the caller's: the stack leaves it
+
+
 def test_stack_uses_s3_when_configured(tmp_path, stack_env):
     moto = start_moto(tmp_path)
     try:
