@@ -29,12 +29,15 @@ MULTIPART_SLACK = 64 * 1024
 
 
 def make_redis(settings: Settings) -> aioredis.Redis:
-    # Few, quick retries: when Redis is down a request should answer 503 in well under a second.
+    # Few, quick retries: when Redis is down (connection refused) a request answers 503 in well under a
+    # second. A Redis that accepts connections but stops answering (hung, paused, a network partition)
+    # costs the socket timeout per try: 503 after ~10 s, not minutes. The API's commands take
+    # milliseconds; its one long read, the events stream's, passes its own timeout.
     return aioredis.Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=2,
-        socket_timeout=30,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+        socket_timeout=5,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
         health_check_interval=30,
     )
 

@@ -104,7 +104,9 @@ def build_deps(settings: WorkerSettings):  # type: ignore[no-untyped-def]
         )
 
     return WorkerDeps(
-        store=JobStore.from_url(settings.redis_url),
+        # A Redis that stops answering fails a call after 10 s (progress is best effort, final states are
+        # retried within the state retry budget) instead of holding the job forever.
+        store=JobStore.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5),
         storage=storage,
         registry=ModelRegistry.from_env(),
         enqueue_webhook=enqueue_webhook,

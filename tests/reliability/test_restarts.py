@@ -150,3 +150,27 @@ def _stable(resource: dict) -> dict:
             for k, v in out["result"].items()
         }
     return out
+
+
+def test_a_redis_that_stops_answering_gives_503_in_seconds_not_minutes(stack_factory):
+    """A hung Redis (here: SIGSTOP) accepts connections but never answers: readiness says so within
+    its own deadline, requests answer 503 once the socket timeout runs out, and all recover."""
+    import signal
+
+    stack = stack_factory()
+    stack.start_api()
+    with stack.client(timeout=60) as client:
+        assert client.get("/readyz").status_code == 200
+        job_id = client.post("/v1/jobs", json=standin_job()).json()["id"]
+        stack.redis.process.proc.send_signal(signal.SIGSTOP)
+        try:
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"]["redis"] == "unavailable: TimeoutError"
+            assert ready.elapsed.total_seconds() < 3
+            for response in (client.get(f"/v1/jobs/{job_id}"), client.post("/v1/jobs", json=standin_job())):
+                problem(response, 503)
+                assert response.elapsed.total_seconds() < 15, response.elapsed
+        finally:
+            stack.redis.process.proc.send_signal(signal.SIGCONT)
+        assert client.get(f"/v1/jobs/{job_id}").status_code == 200
+        assert client.get("/readyz").status_code == 200
