@@ -269,6 +269,10 @@ class Webhook(Strict):
         default_factory=lambda: [WebhookEvent.completed, WebhookEvent.failed, WebhookEvent.canceled],
         min_length=1,
         max_length=4,
+        description=(
+            "What sends a webhook: `completed`, `failed`, `canceled`; `progress` also sends `job.progress` when "
+            "each stage starts and at each quarter of the denoising steps (at most 9 per job)."
+        ),
     )
 
 

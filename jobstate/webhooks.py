@@ -2,13 +2,17 @@
 
 A message is POSTed as JSON with three headers:
 
-- `webhook-id`: `msg_<job_id>_<status>`, the same on every retry (receivers dedupe on it);
+- `webhook-id`: `msg_<job_id>_<status>` (`msg_<job_id>_progress_<stage>_<step>` for progress), the
+  same on every retry and redelivery (receivers dedupe on it);
 - `webhook-timestamp`: Unix seconds of this attempt;
 - `webhook-signature`: `v1,` + base64(HMAC-SHA256(key, f"{id}.{timestamp}.{body}")), where `key` is
   the base64-decoded part of the secret after `whsec_`.
 
-The body is `{"type": "job.succeeded" | "job.failed" | "job.canceled", "timestamp": <ISO 8601>,
-"data": <the job resource>}`; its URLs are presigned when the message is built and expire like any other.
+The body is `{"type": "job.succeeded" | "job.failed" | "job.canceled" | "job.progress", "timestamp":
+<ISO 8601>, "data": <the job resource>}`; its URLs are presigned when the message is built and expire
+like any other. A job whose `webhook.events` has `progress` gets `job.progress` when each stage starts
+and at each quarter of its denoising steps (at most 9 per job; see `progress_worth_sending`); they are
+separate deliveries, so a receiver may see them out of order and should read `data.progress`.
 
 Retries live in `jobstate.webhook_tasks` (Celery task `vsteer.deliver_webhook.v1`, queue `webhooks`);
 `enqueue_job_webhook` is how a worker (or the API, for a job canceled while queued) sends one.
@@ -25,6 +29,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -39,6 +44,7 @@ TASK_NAME = "vsteer.deliver_webhook.v1"
 QUEUE = "webhooks"
 DEFAULT_TOLERANCE_S = 300
 # The job document's `webhook.events` names for each terminal status.
+PROGRESS_EVENT = "progress"
 EVENT_FOR_STATUS = {
     JobStatus.succeeded: "completed",
     JobStatus.failed: "failed",
@@ -220,22 +226,40 @@ class WebhookMessage:
 
 
 def job_webhook_message(record: JobRecord, presign: Presign) -> WebhookMessage | None:
-    """The message for a job that reached a terminal status, or None when it asked for no webhook
-    or not for this event."""
+    """The message for a job that reached a terminal status, or for a running job's progress (the
+    record carries it), or None when it asked for no webhook or not for this event."""
     hook = record.webhook()
-    if hook is None or not record.status.is_terminal():
+    if hook is None:
         return None
     url, events = hook
-    if EVENT_FOR_STATUS[record.status] not in events:
+    if record.status.is_terminal():
+        if EVENT_FOR_STATUS[record.status] not in events:
+            return None
+        kind, msg_id = record.status.value, f"msg_{record.id}_{record.status.value}"
+        at = record.finished_at or record.created_at
+    elif record.status is JobStatus.running and record.progress is not None and PROGRESS_EVENT in events:
+        progress = record.progress
+        kind, msg_id = PROGRESS_EVENT, f"msg_{record.id}_progress_{progress.stage}_{progress.step}"
+        at = datetime.now(UTC)
+    else:
         return None
-    finished = record.finished_at or record.created_at
     payload = {
-        "type": f"job.{record.status.value}",
-        "timestamp": finished.isoformat().replace("+00:00", "Z"),
+        "type": f"job.{kind}",
+        "timestamp": at.isoformat().replace("+00:00", "Z"),
         "data": to_resource(record, presign).model_dump(mode="json", by_alias=True),
     }
     body = json.dumps(payload, separators=(",", ":"))
-    return WebhookMessage(url=url, body=body, msg_id=f"msg_{record.id}_{record.status.value}", tenant=record.tenant)
+    return WebhookMessage(url=url, body=body, msg_id=msg_id, tenant=record.tenant)
+
+
+def progress_worth_sending(stage: str, step: int, total: int, last: tuple[str, int] | None) -> tuple[str, int] | None:
+    """Whether a progress report earns a `job.progress` webhook, given the last one sent (`(stage,
+    quarter)`): when a stage starts, and when the denoising steps pass a quarter of their total.
+    Returns the new `(stage, quarter)` to remember, or None."""
+    quarter = 4 * step // total if total > 0 else 0
+    if last is None or last[0] != stage or (stage == "denoise" and quarter > last[1]):
+        return stage, quarter
+    return None
 
 
 def enqueue_job_webhook(sender: TaskSender, record: JobRecord, presign: Presign) -> bool:

@@ -20,6 +20,7 @@ safe to deliver more than once lives here:
 """
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import tempfile
@@ -35,9 +36,11 @@ import redis.exceptions
 import torch
 
 from api_schemas import JobRequest, JobStatus, Problem
+from api_schemas import Progress as ResourceProgress
 from jobstate.layout import Transition
 from jobstate.records import JobRecord, StoredArtifact, StoredResult
 from jobstate.store import JobStore
+from jobstate.webhooks import PROGRESS_EVENT, progress_worth_sending
 from storage.base import ObjectNotFound, Storage, StorageError
 from storage.keys import asset_key, content_type_for, direction_key, job_key
 from workers.directions import DirectionResolver
@@ -183,12 +186,22 @@ def render_and_upload(record: JobRecord, deps: WorkerDeps) -> StoredResult:
     images = ImageResolver(fetch_asset=lambda asset_id: fetch_asset(deps, tenant, asset_id))
     directions = DirectionResolver(fetch=lambda direction_id: fetch_direction(deps, tenant, direction_id))
 
+    hook = record.webhook()
+    progress_hooks = hook is not None and PROGRESS_EVENT in hook[1]
+    last_sent: tuple[str, int] | None = None
+
     def on_progress(progress: Progress) -> None:
+        nonlocal last_sent
         try:
             deps.store.progress(job_id, progress.stage, progress.step, progress.total)
         except REDIS_DOWN as exc:
             # Progress is for watchers; the job goes on while Redis is away.
             log.warning("job %s: progress not recorded, job state unreachable: %s", job_id, exc)
+        if progress_hooks:
+            marker = progress_worth_sending(progress.stage, progress.step, progress.total, last_sent)
+            if marker is not None:
+                last_sent = marker
+                notify(running_with(record, progress.stage, progress.step, progress.total), deps)
 
     def should_cancel() -> bool:
         if deps.shutdown.is_set():
@@ -293,9 +306,17 @@ def _retry_state(write: Callable[[], T], deps: WorkerDeps) -> T:
             delay = min(delay * 2, 5.0)
 
 
+def running_with(record: JobRecord, stage: str, step: int, total: int) -> JobRecord:
+    """The running job's record as of this progress report (what a `job.progress` webhook carries)."""
+    fraction = min(1.0, step / total) if total > 0 else 0.0
+    progress = ResourceProgress(stage=stage, step=step, total=total, fraction=fraction)
+    return dataclasses.replace(record, status=JobStatus.running, progress=progress)
+
+
 def notify(record: JobRecord, deps: WorkerDeps) -> None:
-    """Queue the job's webhook for its terminal status; a broker error is logged, the job stands."""
-    if deps.enqueue_webhook is None or not record.status.is_terminal():
+    """Queue the job's webhook for its terminal status, or for a running job's progress (the record
+    carries it); a broker error is logged, the job stands."""
+    if deps.enqueue_webhook is None or not (record.status.is_terminal() or record.progress is not None):
         return
     try:
         deps.enqueue_webhook(record)

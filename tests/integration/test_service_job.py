@@ -229,6 +229,24 @@ def test_webhook_is_queued_for_subscribed_events_only(store, storage):
     assert body["data"]["result"]["video"]["url"] == f"https://files.test/jobs/{TENANT}/{ok}/video.mp4"
 
 
+def test_progress_webhooks_come_at_each_stage_and_quarter_of_the_steps(store, storage):
+    hooked = {**REQUEST, "webhook": {"url": "http://127.0.0.1:1/hook", "events": ["progress", "completed"]}}
+    job_id = create(store, hooked)
+    deps = deps_with(store, storage, fake_engine(steps=10))
+    assert execute(job_id, TENANT, deps) is JobStatus.succeeded
+
+    bodies = [json.loads(kwargs["body"]) for _, kwargs, _ in deps.enqueue_webhook]
+    assert [b["type"] for b in bodies] == ["job.progress"] * 5 + ["job.succeeded"]
+    # Steps 1..10 of 10: the first report starts the stage, then 3/10, 5/10, 8/10 and 10/10 each pass
+    # a quarter of the steps; the other reports send nothing.
+    steps = [(b["data"]["progress"]["stage"], b["data"]["progress"]["step"]) for b in bodies[:5]]
+    assert steps == [("denoise", 1), ("denoise", 3), ("denoise", 5), ("denoise", 8), ("denoise", 10)]
+    assert all(b["data"]["status"] == "running" for b in bodies[:5])
+    ids = [kwargs["msg_id"] for _, kwargs, _ in deps.enqueue_webhook]
+    assert ids[:2] == [f"msg_{job_id}_progress_denoise_1", f"msg_{job_id}_progress_denoise_3"]
+    assert len(set(ids)) == len(ids)
+
+
 def test_unknown_or_foreign_jobs_are_dropped(store, storage):
     job_id = create(store)
     deps = deps_with(store, storage, fake_engine())
