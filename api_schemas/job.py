@@ -10,10 +10,13 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from api_schemas.refs import check_image_ref
 
 MAX_SEED = 2**63 - 1
+SWEEP_TO = "sweep_to_matches_target"
+IMAGE_OR_KEYFRAMES = "image_or_keyframes"
 
 
 class Strict(BaseModel):
@@ -40,12 +43,18 @@ Window = Annotated[
 ]
 
 
+def rule_error(field: str, rule: str, message: str) -> PydanticCustomError:
+    """A rule that spans fields, broken at `field` (a path inside the model that checks it): the
+    service reports `field` (under the model's own path) and `rule` like any field's error."""
+    return PydanticCustomError(rule, message, {"field": field})
+
+
 def _check_window(value: tuple[float, float] | None, field: str) -> None:
     if value is None:
         return
     a, b = value
     if not (0.0 <= a <= b <= 1.0):
-        raise ValueError(f"`{field}` must satisfy 0 <= a <= b <= 1, got [{a}, {b}]")
+        raise rule_error(field, "window", f"`{field}` must satisfy 0 <= a <= b <= 1, got [{a}, {b}]")
 
 
 class GuidanceShape(StrEnum):
@@ -76,7 +85,9 @@ class Guidance(Strict):
     @model_validator(mode="after")
     def _ordered(self) -> Self:
         if self.min > self.max:
-            raise ValueError(f"`guidance.min` must be <= `guidance.max`, got {self.min} > {self.max}")
+            raise rule_error(
+                "min", "min_at_most_max", f"`guidance.min` must be <= `guidance.max`, got {self.min} > {self.max}"
+            )
         return self
 
 
@@ -183,9 +194,17 @@ class Direction(Strict):
         if self.space == "embedding":
             # The conditioning is fixed for the whole denoising run: it has no steps to vary over.
             if self.steps is not None:
-                raise ValueError("`steps` needs `space: latent`; an embedding direction acts on every step")
+                raise rule_error(
+                    "steps",
+                    "needs_latent_space",
+                    "`steps` needs `space: latent`; an embedding direction acts on every step",
+                )
             if isinstance(self.strength, Ramp) and self.strength.over == "steps":
-                raise ValueError("`strength.over: steps` needs `space: latent`; use `over: frames`")
+                raise rule_error(
+                    "strength.over",
+                    "needs_latent_space",
+                    "`strength.over: steps` needs `space: latent`; use `over: frames`",
+                )
         return self
 
 
@@ -235,16 +254,23 @@ class Sweep(Strict):
         t, to = self.target, self.to
         if t in (SweepTarget.seed, SweepTarget.motion_bucket_id):
             if isinstance(to, bool) or not isinstance(to, int):
-                raise ValueError(f"`sweep.to` must be an integer for target `{t}`, got {to!r}")
+                raise rule_error("to", SWEEP_TO, f"`sweep.to` must be an integer for target `{t}`, got {to!r}")
             high = MAX_SEED if t is SweepTarget.seed else 1023
             if not 0 <= to <= high:
-                raise ValueError(f"`sweep.to` must be between 0 and {high} for target `{t}`, got {to}")
+                raise rule_error("to", SWEEP_TO, f"`sweep.to` must be between 0 and {high} for target `{t}`, got {to}")
         elif t is SweepTarget.image:
             if not isinstance(to, str):
-                raise ValueError(f"`sweep.to` must be an image reference for target `image`, got {to!r}")
-            check_image_ref(to)
+                raise rule_error(
+                    "to", SWEEP_TO, f"`sweep.to` must be an image reference for target `image`, got {to!r}"
+                )
+            try:
+                check_image_ref(to)
+            except ValueError as exc:
+                raise rule_error("to", SWEEP_TO, str(exc)) from None
         elif isinstance(to, str) or not -100.0 <= float(to) <= 100.0:
-            raise ValueError(f"`sweep.to` must be a strength between -100 and 100 for target `direction`, got {to!r}")
+            raise rule_error(
+                "to", SWEEP_TO, f"`sweep.to` must be a strength between -100 and 100 for target `direction`, got {to!r}"
+            )
         return self
 
 
@@ -313,27 +339,37 @@ class JobRequest(Strict):
     @model_validator(mode="after")
     def _conditioning(self) -> Self:
         if self.image is None and self.keyframes is None:
-            raise ValueError("a job needs `image` or `keyframes`")
+            raise rule_error("image", IMAGE_OR_KEYFRAMES, "a job needs `image` or `keyframes`")
         if self.image is not None and self.keyframes is not None:
-            raise ValueError("give either `image` or `keyframes`, not both")
+            raise rule_error("keyframes", IMAGE_OR_KEYFRAMES, "give either `image` or `keyframes`, not both")
         if self.keyframes is not None:
             ats = [k.at for k in self.keyframes]
             for i in range(1, len(ats)):
                 if ats[i] <= ats[i - 1]:
-                    raise ValueError(
+                    raise rule_error(
+                        f"keyframes[{i}].at",
+                        "keyframes_ascending",
                         f"`keyframes[{i}].at` must be greater than `keyframes[{i - 1}].at` "
-                        f"(ascending), got {ats[i]} after {ats[i - 1]}"
+                        f"(ascending), got {ats[i]} after {ats[i - 1]}",
                     )
         if self.sweep is not None:
             if self.sweep.target is SweepTarget.direction and self.sweep.direction >= len(self.directions):
-                raise ValueError(
+                raise rule_error(
+                    "sweep.direction",
+                    "index_into_directions",
                     f"`sweep.direction` must index `directions` (length {len(self.directions)}), "
-                    f"got {self.sweep.direction}"
+                    f"got {self.sweep.direction}",
                 )
             if self.sweep.target is SweepTarget.seed and self.variation is not None:
-                raise ValueError("`sweep.target` `seed` moves the noise itself: leave out `variation`")
+                raise rule_error(
+                    "variation",
+                    "sweep_seed_without_variation",
+                    "`sweep.target` `seed` moves the noise itself: leave out `variation`",
+                )
             if self.sweep.target is SweepTarget.image and self.keyframes is not None:
-                raise ValueError("`sweep.target` `image` needs `image`, not `keyframes`")
+                raise rule_error(
+                    "keyframes", IMAGE_OR_KEYFRAMES, "`sweep.target` `image` needs `image`, not `keyframes`"
+                )
         return self
 
     def conditioning_images(self) -> list[str]:

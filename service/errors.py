@@ -116,7 +116,11 @@ def _validation_errors(exc: RequestValidationError) -> list[FieldError]:
             errors.append(FieldError(field="", rule=rule, message=f"the body is not valid JSON{where}: {reason}"))
             continue
         message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-        errors.append(FieldError(field=field_path(loc), rule=rule, message=message + _shown(e.get("input"))))
+        field = field_path(loc)
+        inside = (e.get("ctx") or {}).get("field")  # a rule spanning fields names the one to change
+        if isinstance(inside, str) and inside:
+            field = f"{field}.{inside}" if field else inside
+        errors.append(FieldError(field=field, rule=rule, message=message + _shown(e.get("input"))))
     return errors or [FieldError(field="", rule="invalid", message="the request is invalid")]
 
 

@@ -30,8 +30,11 @@ def format_validation_error(exc: ValidationError) -> str:
     """One line per problem: the field path, then the rule it broke."""
     lines = []
     for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "(document)"
-        lines.append(f"{where}: {error['msg']}")
+        where = ".".join(str(part) for part in error["loc"])
+        inside = (error.get("ctx") or {}).get("field")  # a rule spanning fields names the one to change
+        if isinstance(inside, str) and inside:
+            where = f"{where}.{inside}" if where else inside
+        lines.append(f"{where or '(document)'}: {error['msg']}")
     return "invalid job document:\n  " + "\n  ".join(lines)
 
 

@@ -91,6 +91,52 @@ async def test_idempotency_key_same_body_one_job_other_body_422(
         ({"image": "asset:x", "keyframes": [{"image": "asset:y", "at": 2}]}, "keyframes[0].at", "less_than_equal"),
         ({"image": "asset:x", "seed": "abc"}, "seed", "int_parsing"),
         ({"image": "asset:bad id"}, "image", "value_error"),
+        # Rules that span fields still name the one to change.
+        ({"seed": 1}, "image", "image_or_keyframes"),
+        (
+            {"image": "asset:x", "keyframes": [{"image": "asset:y", "at": 0}, {"image": "asset:z", "at": 1}]},
+            "keyframes",
+            "image_or_keyframes",
+        ),
+        (
+            {"keyframes": [{"image": "asset:y", "at": 0.5}, {"image": "asset:z", "at": 0.2}]},
+            "keyframes[1].at",
+            "keyframes_ascending",
+        ),
+        (
+            {"image": "asset:x", "sweep": {"target": "direction", "to": 1.0, "count": 2}},
+            "sweep.direction",
+            "index_into_directions",
+        ),
+        (
+            {"image": "asset:x", "sweep": {"target": "seed", "to": -1, "count": 2}},
+            "sweep.to",
+            "sweep_to_matches_target",
+        ),
+        (
+            {
+                "image": "asset:x",
+                "sweep": {"target": "seed", "to": 2, "count": 2},
+                "variation": {"seed": 1, "strength": 0.1},
+            },
+            "variation",
+            "sweep_seed_without_variation",
+        ),
+        (
+            {"image": "asset:x", "generation": {"guidance": {"min": 3, "max": 1}}},
+            "generation.guidance.min",
+            "min_at_most_max",
+        ),
+        (
+            {"image": "asset:x", "directions": [{"source": {"id": "dir_d"}, "steps": [0, 1]}]},
+            "directions[0].steps",
+            "needs_latent_space",
+        ),
+        (
+            {"image": "asset:x", "style": {"image": "asset:s", "strength": 1, "steps": [0.6, 0.2]}},
+            "style.steps",
+            "window",
+        ),
     ],
 )
 async def test_invalid_documents_are_422_problems_naming_the_field(

@@ -128,6 +128,25 @@ def test_an_invalid_document_exits_non_zero_naming_the_field(cli_env, image_path
     assert not (tmp_path / "out").exists()
 
 
+def test_a_rule_spanning_fields_names_the_field_to_change():
+    from pydantic import ValidationError
+
+    from api_schemas import JobRequest
+    from vsteer.cli import format_validation_error
+
+    keyframes = [{"image": "a.png", "at": 0.6}, {"image": "b.png", "at": 0.1}]
+    for document, expected in [
+        (
+            {"image": "a.png", "generation": {"guidance": {"min": 4, "max": 2}}},
+            "generation.guidance.min: `guidance.min`",
+        ),
+        ({"keyframes": keyframes}, "keyframes[1].at: `keyframes[1].at` must be greater"),
+    ]:
+        with pytest.raises(ValidationError) as raised:
+            JobRequest.model_validate(document)
+        assert expected in format_validation_error(raised.value)
+
+
 def test_a_missing_image_fails_naming_the_field(cli_env, image_paths, tmp_path):
     job_file = write_job(tmp_path, image_paths, negative_image="nowhere.png")
     result = CliRunner().invoke(app, ["run", str(job_file), "--out", str(tmp_path / "out")])
