@@ -159,6 +159,14 @@ def artifacts(job: JobResource) -> dict[str, tuple[Artifact, str]]:
     return named
 
 
+def _result_files(job: JobResource, names: Names | None) -> dict[str, tuple[Artifact, str]]:
+    """The artifacts to download; a job without a result (failed, canceled, not done) is an error."""
+    if job.result is None:
+        why = f": {job.error.detail}" if job.error is not None else ""
+        raise DownloadError(f"job {job.id} has no result to download: it is {job.status.value}{why}")
+    return {name: named for name, named in artifacts(job).items() if names is None or name in names}
+
+
 def _changed(previous: JobResource | None, job: JobResource) -> bool:
     return previous is None or (previous.status, previous.progress) != (job.status, job.progress)
 
@@ -391,9 +399,7 @@ class Client:
         """
         dest = Path(dest_dir)
         saved: dict[str, Path] = {}
-        for name, (artifact, file_name) in artifacts(job).items():
-            if names is not None and name not in names:
-                continue
+        for name, (artifact, file_name) in _result_files(job, names).items():
             sink = _Digest(dest / file_name, artifact)
             try:
                 with self._http.stream("GET", urljoin(self.base_url, artifact.url)) as response:
@@ -492,6 +498,16 @@ class AsyncClient:
         response = await self._request("GET", "v1/jobs", params=_list_params(status, limit, cursor))
         return JobList.model_validate(response.json())
 
+    async def iter_jobs(self, status: JobStatus | str | None = None, page_size: int = 50) -> AsyncIterator[JobResource]:
+        cursor = None
+        while True:
+            page = await self.list(status, page_size, cursor)
+            for job in page.items:
+                yield job
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
     async def cancel(self, job_id: str) -> JobResource:
         return JobResource.model_validate((await self._request("POST", f"v1/jobs/{job_id}/cancel")).json())
 
@@ -543,9 +559,7 @@ class AsyncClient:
     async def download(self, job: JobResource, dest_dir: str | Path, names: Names | None = None) -> dict[str, Path]:
         dest = Path(dest_dir)
         saved: dict[str, Path] = {}
-        for name, (artifact, file_name) in artifacts(job).items():
-            if names is not None and name not in names:
-                continue
+        for name, (artifact, file_name) in _result_files(job, names).items():
             sink = _Digest(dest / file_name, artifact)
             try:
                 async with self._http.stream("GET", urljoin(self.base_url, artifact.url)) as response:

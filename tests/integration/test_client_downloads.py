@@ -59,3 +59,40 @@ def test_corrupted_download_is_refused_and_removed(tmp_path):
 def test_artifact_file_names():
     names = {name: file for name, (_, file) in artifacts(finished_job("u", b"x")).items()}
     assert names == {"video": "video.mp4", "clips/0": "clips/0.mp4"}
+
+
+def test_a_job_without_a_result_is_a_download_error(tmp_path):
+    from api_schemas import Problem
+
+    failed = finished_job("u", b"x").model_copy(
+        update={
+            "status": JobStatus.failed,
+            "result": None,
+            "error": Problem(type="about:blank", title="Job failed", status=500, detail="RuntimeError: boom"),
+        }
+    )
+    expected = "job_1 has no result to download: it is failed: RuntimeError: boom"
+    with (
+        Client("http://api.test", "k", transport=serving(b"", [])) as client,
+        pytest.raises(DownloadError, match=expected),
+    ):
+        client.download(failed, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_async_client_iterates_every_page():
+    import asyncio
+
+    from vsteer.client import AsyncClient
+
+    job = finished_job("u", b"x").model_dump(mode="json", by_alias=True)
+    pages = {None: {"items": [job, job], "next_cursor": "c1"}, "c1": {"items": [job], "next_cursor": None}}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=pages[request.url.params.get("cursor")])
+
+    async def collect() -> list[str]:
+        async with AsyncClient("http://api.test", "k", transport=httpx.MockTransport(handler)) as client:
+            return [j.id async for j in client.iter_jobs(page_size=2)]
+
+    assert asyncio.run(collect()) == ["job_1", "job_1", "job_1"]
