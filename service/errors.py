@@ -120,7 +120,10 @@ def _validation_errors(exc: RequestValidationError) -> list[FieldError]:
         inside = (e.get("ctx") or {}).get("field")  # a rule spanning fields names the one to change
         if isinstance(inside, str) and inside:
             field = f"{field}.{inside}" if field else inside
-        errors.append(FieldError(field=field, rule=rule, message=message + _shown(e.get("input"))))
+        shown = _shown(e.get("input"))
+        if shown.removeprefix(", got ") in message:
+            shown = ""  # the message already says what it got
+        errors.append(FieldError(field=field, rule=rule, message=message + shown))
     return errors or [FieldError(field="", rule="invalid", message="the request is invalid")]
 
 
@@ -157,7 +160,8 @@ def _client_error_handlers(before: BeforeClientError) -> dict[type[Exception], A
         except ProblemError as instead:
             return problem_response(instead.problem, request, instead.headers)
         errors = _validation_errors(exc)
-        title = "Invalid job document" if request.url.path == "/v1/jobs" else "Invalid request"
+        document = request.url.path == "/v1/jobs" and request.method == "POST"
+        title = "Invalid job document" if document else "Invalid request"
         return problem_response(invalid(errors, title).problem, request)
 
     return {ProblemError: on_problem, RequestValidationError: on_validation}

@@ -81,7 +81,9 @@ def inspect_image(f: BinaryIO, max_pixels: int) -> ImageInfo:
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             if isinstance(exc, MediaRejected):
                 raise
-            raise MediaRejected("image_decodable", f"the image cannot be decoded: {exc}") from None
+            # Pillow's "cannot identify image file" names the buffer object, which tells a client nothing.
+            reason = "not a PNG, JPEG, WebP or GIF image" if isinstance(exc, UnidentifiedImageError) else str(exc)
+            raise MediaRejected("image_decodable", f"the image cannot be decoded: {reason}") from None
     content_type = _IMAGE_TYPES.get(fmt)
     if content_type is None:
         raise MediaRejected("image_format", f"image format {fmt or 'unknown'} is not accepted (PNG, JPEG, WebP, GIF)")

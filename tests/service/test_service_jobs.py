@@ -147,6 +147,15 @@ async def test_invalid_documents_are_422_problems_naming_the_field(
     assert field in body["detail"]
 
 
+async def test_messages_say_what_they_got_once_and_nothing_internal(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await submit(client, {"image": "asset:../../etc"}), 422, field="image")
+    assert body["detail"].count("'asset:../../etc'") == 1
+    body = assert_problem(await submit(client, {"image": "data:image/png;base64,AAAA"}), 422, field="image")
+    assert "not a PNG, JPEG, WebP or GIF image" in body["detail"] and "BytesIO" not in body["detail"]
+    listing = await client.get("/v1/jobs", params={"limit": 0}, headers=AUTH_A)
+    assert assert_problem(listing, 422, field="limit")["title"] == "Invalid request"
+
+
 async def test_document_level_rules_and_malformed_json(client: httpx.AsyncClient) -> None:
     body = assert_problem(await submit(client, {"seed": 1}), 422)
     assert "`image` or `keyframes`" in body["detail"]
