@@ -163,7 +163,9 @@ def fit_space(
     """Shape a raw vector for its space, or fail naming the sizes the model accepts (`where` = field)."""
     flat = vector.flatten().to(torch.float32)
     if not bool(torch.isfinite(flat).all()):
-        raise JobInputError(where, "the direction has NaN or infinite entries")
+        raise JobInputError(
+            where, "the direction has NaN or infinite entries in float32 (every entry must be finite, |x| < 3.4e38)"
+        )
     if space == "embedding":
         if flat.numel() != embedding_dim:
             raise JobInputError(

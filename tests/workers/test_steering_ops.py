@@ -295,3 +295,13 @@ def test_preserve_keeps_the_preserved_score(registry, image_paths):
     keep = torch.tensor(unit(EMBED_DIM, 2))
     assert abs(float(resolved.vector @ keep)) <= 1e-6
     assert float(resolved.vector @ torch.tensor(unit(EMBED_DIM, 1))) > 0.5
+
+
+def test_a_direction_too_large_for_float32_is_an_input_error_that_says_so():
+    from workers.directions import fit_space
+
+    huge = torch.full((32,), 1e308, dtype=torch.float64)  # finite in float64, infinite in float32
+    with pytest.raises(JobInputError, match=r"in float32 .*\|x\| < 3\.4e38") as raised:
+        fit_space(huge, "embedding", "directions[0].source.vector", 32, (4, 8, 8))
+    assert raised.value.field == "directions[0].source.vector"
+    assert fit_space(torch.ones(32, dtype=torch.float64), "embedding", "d", 32, (4, 8, 8)).shape == (32,)
