@@ -157,6 +157,10 @@ def _model_names(worker_env: Mapping[str, str], default_model: str) -> list[str]
     return sorted(names)
 
 
+def _allows_private(env: Mapping[str, str]) -> bool:
+    return env.get("VSTEER_WEBHOOK_ALLOW_PRIVATE", "").lower() in ("1", "true", "yes")
+
+
 def _stack_env(base: Mapping[str, str], *, redis_url: str, api_url: str, state_dir: Path, model: str) -> dict[str, str]:
     env = dict(base)
     pythonpath = [str(REPO_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
@@ -338,6 +342,9 @@ def up_command(
     typer.echo(f"  API key:  {stack.api_key}   (tenant {stack.tenant})")
     typer.echo(f"  storage:  {stack.env.get('VSTEER_STORAGE_BACKEND')}")
     typer.echo(f"  logs:     {stack.state_dir / 'logs'}")
+    if "VSTEER_WEBHOOK_SECRET" not in stack.env:
+        typer.echo("  webhooks: signed with the development secret (jobstate.config.DEV_WEBHOOK_SECRET); ", nl=False)
+        typer.echo("private and loopback receivers allowed" if _allows_private(stack.env) else "public receivers only")
     typer.echo(f'  try:      curl -H "Authorization: Bearer {stack.api_key}" {stack.url}/v1/models')
     typer.echo("Ctrl-C stops everything.")
     # A process manager stops with SIGTERM: take the same orderly way out as Ctrl-C.

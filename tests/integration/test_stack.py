@@ -120,9 +120,10 @@ def test_up_command_prints_the_url_and_stops_everything_on_sigterm(tmp_path, sta
             cwd=Path(__file__).resolve().parents[2],
         )
     try:
-        wait_for(lambda: "vsteer is up at" in log.read_text(), 180, "vsteer up", log)
+        wait_for(lambda: "Ctrl-C stops everything." in log.read_text(), 180, "vsteer up", log)
         text = log.read_text()
         assert f"http://127.0.0.1:{port}" in text and "API key:" in text
+        assert "webhooks: signed with the development secret" in text and "loopback receivers allowed" in text
         key = text.split("API key:", 1)[1].split()[0]
         assert httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}).is_success
         up.send_signal(signal.SIGTERM)
