@@ -9,7 +9,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from api_schemas.refs import check_image_ref
@@ -20,9 +20,26 @@ IMAGE_OR_KEYFRAMES = "image_or_keyframes"
 
 
 class Strict(BaseModel):
-    """Base of every request model: unknown fields are an error, not a silent drop."""
+    """Base of every request model: unknown fields are an error, not a silent drop. Integer and boolean
+    fields take only integers and booleans: `"5"`, `64.0` or `true` for a count, or `"yes"` or `1` for a
+    flag, is an error naming the field, not a silently different job (integer types that are not `int`,
+    numpy's, still convert)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_lax_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        annotation = cls.model_fields[info.field_name or ""].annotation
+        if annotation in (int, int | None) and isinstance(value, bool | str | bytes | float):
+            raise PydanticCustomError(
+                "int_type", "Input should be an integer, not {kind}", {"kind": type(value).__name__}
+            )
+        if annotation in (bool, bool | None) and not isinstance(value, bool):
+            raise PydanticCustomError(
+                "bool_type", "Input should be true or false, not {kind}", {"kind": type(value).__name__}
+            )
+        return value
 
 
 ImageRef = Annotated[

@@ -89,7 +89,17 @@ async def test_idempotency_key_same_body_one_job_other_body_422(
         ({"image": "asset:x", "generation": {"bogus": 1}}, "generation.bogus", "extra_forbidden"),
         ({"image": "asset:x", "generation": {"num_frames": 1}}, "generation.num_frames", "greater_than_equal"),
         ({"image": "asset:x", "keyframes": [{"image": "asset:y", "at": 2}]}, "keyframes[0].at", "less_than_equal"),
-        ({"image": "asset:x", "seed": "abc"}, "seed", "int_parsing"),
+        ({"image": "asset:x", "seed": "abc"}, "seed", "int_type"),
+        # Counts and flags are strict: a serialisation slip is an error, not a different job.
+        ({"image": "asset:x", "seed": True}, "seed", "int_type"),
+        ({"image": "asset:x", "generation": {"steps": "5"}}, "generation.steps", "int_type"),
+        ({"image": "asset:x", "generation": {"height": 64.0}}, "generation.height", "int_type"),
+        ({"image": "asset:x", "output": {"raw": "yes"}}, "output.raw", "bool_type"),
+        (
+            {"image": "asset:x", "style": {"image": "asset:s", "strength": 1, "over_frames": "off"}},
+            "style.over_frames",
+            "bool_type",
+        ),
         ({"image": "asset:bad id"}, "image", "value_error"),
         # Rules that span fields still name the one to change.
         ({"seed": 1}, "image", "image_or_keyframes"),
