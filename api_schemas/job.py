@@ -66,6 +66,15 @@ def rule_error(field: str, rule: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(rule, message, {"field": field})
 
 
+def rule_field(path: str, context: dict[str, Any] | None) -> str:
+    """The field an error names: `path` (where pydantic located it), extended by the field a
+    `rule_error` names inside that model."""
+    inside = (context or {}).get("field")
+    if not (isinstance(inside, str) and inside):
+        return path
+    return f"{path}.{inside}" if path else inside
+
+
 def _check_window(value: tuple[float, float] | None, field: str) -> None:
     if value is None:
         return

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_schemas import FieldError, Problem
+from api_schemas.job import rule_field
 from storage.base import StorageError
 
 log = logging.getLogger(__name__)
@@ -116,10 +117,7 @@ def _validation_errors(exc: RequestValidationError) -> list[FieldError]:
             errors.append(FieldError(field="", rule=rule, message=f"the body is not valid JSON{where}: {reason}"))
             continue
         message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-        field = field_path(loc)
-        inside = (e.get("ctx") or {}).get("field")  # a rule spanning fields names the one to change
-        if isinstance(inside, str) and inside:
-            field = f"{field}.{inside}" if field else inside
+        field = rule_field(field_path(loc), e.get("ctx"))  # a rule spanning fields names the one to change
         shown = _shown(e.get("input"))
         if shown.removeprefix(", got ") in message:
             shown = ""  # the message already says what it got

@@ -9,6 +9,7 @@ import typer
 from pydantic import ValidationError
 
 from api_schemas import JobRequest
+from api_schemas.job import rule_field
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Latent-space steering of Stable Video Diffusion.")
 models_app = typer.Typer(no_args_is_help=True, help="Models: list the registry, build the tiny SVD.")
@@ -30,10 +31,7 @@ def format_validation_error(exc: ValidationError) -> str:
     """One line per problem: the field path, then the rule it broke."""
     lines = []
     for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"])
-        inside = (error.get("ctx") or {}).get("field")  # a rule spanning fields names the one to change
-        if isinstance(inside, str) and inside:
-            where = f"{where}.{inside}" if where else inside
+        where = rule_field(".".join(str(part) for part in error["loc"]), error.get("ctx"))
         lines.append(f"{where or '(document)'}: {error['msg']}")
     return "invalid job document:\n  " + "\n  ".join(lines)
 

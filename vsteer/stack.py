@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import TypeAdapter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TENANT = "local"
@@ -158,7 +159,8 @@ def _model_names(worker_env: Mapping[str, str], default_model: str) -> list[str]
 
 
 def _allows_private(env: Mapping[str, str]) -> bool:
-    return env.get("VSTEER_WEBHOOK_ALLOW_PRIVATE", "").lower() in ("1", "true", "yes")
+    # Parsed as the webhook worker's settings parse it.
+    return TypeAdapter(bool).validate_python(env.get("VSTEER_WEBHOOK_ALLOW_PRIVATE") or False)
 
 
 def _stack_env(base: Mapping[str, str], *, redis_url: str, api_url: str, state_dir: Path, model: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ The plan (bytes):
   (`bench.host_memory`: the outputs add at most 1.38 times the frames above them; the decode holds
   the frames once plus one clip's conversion);
 - on the CPU, where the models' activations live in host memory too: a denoising batch's activations
-  (`SteerableVideoPipeline.denoise_bytes_per_clip`, planned for SVD-XT's channel widths and scaled
+  (`SteerableVideoPipeline.denoise_bytes`, planned for SVD-XT's channel widths and scaled
   to the model's) and one decode chunk's.
 
 Available: `VSTEER_HOST_MEMORY_BYTES` when set, else the kernel's estimate of memory available
@@ -57,14 +57,11 @@ def plan_host_memory(job: JobRequest, pipe: SteerableVideoPipeline, device: str)
     if device.startswith("cuda"):
         return HostPlan(frames, 0, 0)
     batch = (job.sweep.batch_size or clips) if job.sweep else 1
-    scale = pipe.vae_scale_factor
-    latent_pixels = (gen.height // scale) * (gen.width // scale)
-    itemsize = pipe.unet.dtype.itemsize
     unet_width = pipe.unet.config.block_out_channels[0] / SVD_UNET_CHANNELS
-    denoise = batch * pipe.denoise_bytes_per_clip(gen.num_frames, latent_pixels, itemsize) * unet_width
+    denoise = batch * pipe.denoise_bytes(gen.num_frames, gen.height, gen.width) * unet_width
     vae_width = pipe.vae.config.block_out_channels[0] / SVD_VAE_CHANNELS
-    per_frame = gen.height * gen.width * pipe.DECODE_ELEMENTS_PER_PIXEL * pipe.vae.dtype.itemsize * vae_width
-    decode = min(gen.decode_chunk_size, gen.num_frames) * per_frame
+    chunk = min(gen.decode_chunk_size, gen.num_frames)
+    decode = chunk * pipe.decode_bytes_per_frame(gen.height, gen.width) * vae_width
     return HostPlan(frames, int(denoise), int(decode))
 
 

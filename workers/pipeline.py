@@ -437,14 +437,21 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
     def decode_chunk_for(self, num_frames: int, height: int, width: int) -> int:
         """Frames decoded at once when `decode_chunk_size` is unset: all of them on the CPU (as diffusers
         does); on CUDA as many as fit in 80% of the free memory (the VAE decode is the memory spike)."""
-        per_frame = height * width * self.DECODE_ELEMENTS_PER_PIXEL * self.vae.dtype.itemsize
-        return self._fits(num_frames, per_frame)
+        return self._fits(num_frames, self.decode_bytes_per_frame(height, width))
 
     def denoise_batch_for(self, limit: int, num_frames: int, height: int, width: int) -> int:
         """Clips per UNet batch for a sweep, at most `limit`: all of them on the CPU; on CUDA as many
         guided clips as fit in 80% of the free memory."""
+        return self._fits(limit, self.denoise_bytes(num_frames, height, width))
+
+    def decode_bytes_per_frame(self, height: int, width: int) -> int:
+        """Planned peak activation bytes of decoding one frame of `height` x `width` in the VAE's dtype."""
+        return height * width * self.DECODE_ELEMENTS_PER_PIXEL * self.vae.dtype.itemsize
+
+    def denoise_bytes(self, num_frames: int, height: int, width: int) -> int:
+        """Planned peak activation bytes of one guided clip of frames `height` x `width` in the UNet's dtype."""
         latent_pixels = (height // self.vae_scale_factor) * (width // self.vae_scale_factor)
-        return self._fits(limit, self.denoise_bytes_per_clip(num_frames, latent_pixels, self.unet.dtype.itemsize))
+        return self.denoise_bytes_per_clip(num_frames, latent_pixels, self.unet.dtype.itemsize)
 
     @classmethod
     def denoise_bytes_per_clip(cls, num_frames: int, latent_pixels: int, itemsize: int) -> int:
