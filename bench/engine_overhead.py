@@ -8,7 +8,7 @@ Same weights, same first image, same seed, same size and steps. Variants, interl
   direction and a style reference.
 
 `run_job` also audits the clip and encodes the MP4, poster and manifest, which a bare call does not;
-the *engine* time is the runner's own stages (load images, encode, denoise, decode) and the ratio
+the *engine* time is the engine's own stages (load images, encode, denoise, decode) and the ratio
 that the ≤ 1.03 target is about. The whole job's time is reported beside it.
 
     python -m bench.engine_overhead                  # tiny model, CPU-sized
@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from diffusers import StableVideoDiffusionPipeline
 
     from api_schemas import JobRequest
+    from workers.engine import run_job
     from workers.images import ImageResolver
     from workers.models import ModelRegistry, ModelSpec, quiet_libraries
-    from workers.runner import run_job
 
     # 1. the model, loaded both ways from the same folder, and the inputs on disk
     quiet_libraries()

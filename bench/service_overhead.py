@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 return {"in_worker": float(body["result"]["metrics"]["timings"]["total"])}
 
             def engine(job: JobRequest = job) -> None:
-                from workers.runner import run_job
+                from workers.engine import run_job
 
                 run_job(job, work / "engine", registry=registry, images=ImageResolver())
 

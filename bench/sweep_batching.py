@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     from api_schemas import JobRequest
+    from workers.engine import run_job
     from workers.images import ImageResolver
     from workers.models import ModelRegistry, quiet_libraries
-    from workers.runner import run_job
 
     quiet_libraries()
     if args.size is None:

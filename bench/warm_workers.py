@@ -33,9 +33,9 @@ def child(jobs: int) -> None:
     """One worker's life: start (load + fast path), then `jobs` jobs; prints JSON on the last line."""
     started = time.perf_counter()
     from api_schemas import JobRequest
+    from workers.engine import run_job
     from workers.images import ImageResolver
     from workers.models import ModelRegistry, ModelSpec
-    from workers.runner import run_job
     from workers.tiny import TINY_DEFAULTS
 
     registry = ModelRegistry({"m": ModelSpec(name="m", source=str(tiny_model_dir()), **TINY_DEFAULTS)}, default="m")

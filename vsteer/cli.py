@@ -72,10 +72,10 @@ def execute(
     from tqdm import tqdm
 
     from workers.directions import DirectionResolver
+    from workers.engine import Progress, run_job
     from workers.errors import JobCanceled, JobInputError, ModelUnavailableError
     from workers.images import ImageResolver
     from workers.models import ModelRegistry, quiet_libraries
-    from workers.runner import Progress, run_job
 
     quiet_libraries()
     registry = ModelRegistry.from_env()

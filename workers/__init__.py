@@ -1,1 +1,1 @@
-"""Celery app and tasks, the job runner, the model registry, the steerable SVD pipeline."""
+"""Celery app and tasks, the job runner, the engine, the model registry, the steerable SVD pipeline."""

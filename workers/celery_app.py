@@ -9,13 +9,13 @@ Why these settings (see DESIGN.md, "Worker process model"):
 - solo pool, one process: CUDA cannot be used in a forked child once the parent initialised it, and
   the model must be loaded once and stay warm in the process that runs the jobs;
 - `task_acks_late` + `task_reject_on_worker_lost`: a job whose worker died is delivered again, not lost
-  (the job body is idempotent, see `workers.service_job`);
+  (the job body is idempotent, see `workers.job_runner`);
 - prefetch 1: an idle worker can take the next job instead of it waiting behind a long one;
 - the broker's visibility timeout exceeds the longest queue wait plus the longest job, or Redis would
   hand a running job to a second worker;
 - `worker_cancel_long_running_tasks_on_connection_loss`: after a broker disconnect the message comes
   back, so the running copy is stopped rather than run twice;
-- warm shutdown (SIGTERM): `worker_shutting_down` sets `workers.service_job.SHUTDOWN`; the running job
+- warm shutdown (SIGTERM): `worker_shutting_down` sets `workers.job_runner.SHUTDOWN`; the running job
   stops at its next step, goes back to `queued` and its message is rejected with requeue, so another
   worker takes it at once instead of the shutdown waiting for the whole job (or the job being lost
   when the shutdown grace period runs out and the process is killed).
@@ -91,8 +91,8 @@ def build_deps(settings: WorkerSettings):  # type: ignore[no-untyped-def]
     from jobstate.store import JobStore
     from jobstate.webhooks import enqueue_job_webhook
     from storage.factory import make_storage
+    from workers.job_runner import WorkerDeps
     from workers.models import ModelRegistry
-    from workers.service_job import WorkerDeps
 
     kind, storage_settings = settings.storage_kwargs()
     storage = make_storage(kind, **storage_settings)
@@ -157,8 +157,8 @@ def load_models(sender=None, **_: object) -> None:  # type: ignore[no-untyped-de
 def warm_up_jobs(registry, models: list[str]) -> None:  # type: ignore[no-untyped-def]
     """One small job per model before consuming, where the fast path's warm-up is on (CUDA by
     default, `VSTEER_WARMUP=1` anywhere), so that the first real job runs at steady-state speed."""
+    from workers.engine import warm_up_job
     from workers.models import FastPath, ModelRegistry
-    from workers.runner import warm_up_job
 
     if not isinstance(registry, ModelRegistry):
         return  # a stand-in engine (tests, benchmarks) has no model to warm
@@ -171,7 +171,7 @@ def warm_up_jobs(registry, models: list[str]) -> None:  # type: ignore[no-untype
 def hand_back_running_job(**_: object) -> None:
     """Warm shutdown: the running job stops at its next step and returns to the queue (see module doc)."""
     # Imported here: the webhook-only worker of this app never imports torch.
-    from workers.service_job import SHUTDOWN
+    from workers.job_runner import SHUTDOWN
 
     SHUTDOWN.set()
 

@@ -3,7 +3,7 @@
 A job within the schema's bounds can still be far too large for the machine that runs it: 16 clips of
 128 frames at 2048x2048 are 96 GiB of decoded float32 frames. Run anyway, it would grow until the
 kernel killed the worker, and the job would only fail after its worker had crashed several times. So
-the runner plans the job's host memory once its shape is resolved and fails it at once, naming what
+the engine plans the job's host memory once its shape is resolved and fails it at once, naming what
 to lower, when the plan exceeds the memory the host has available.
 
 The plan (bytes):

@@ -8,7 +8,7 @@ from celery.exceptions import Reject
 from api_schemas import JobStatus
 from jobstate.records import JOB_ID_PATTERN
 from workers.celery_app import RUN_JOB_TASK, app, worker_deps
-from workers.service_job import REDIS_DOWN, JobStateUnavailable, execute
+from workers.job_runner import REDIS_DOWN, JobStateUnavailable, execute
 
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 _TENANT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")

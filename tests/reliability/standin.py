@@ -1,4 +1,4 @@
-"""A fast stand-in for the engine with `workers.runner.run_job`'s signature, steered by job metadata.
+"""A fast stand-in for the engine with `workers.engine.run_job`'s signature, steered by job metadata.
 
 - `standin_steps` (default 2) denoising steps, each `standin_step_s` seconds (default 0), each reported
   through `on_progress` and followed by `should_cancel()`, as the real step callback does;
@@ -19,8 +19,8 @@ from typing import Any
 
 import redis
 
+from workers.engine import JobOutputs, Progress
 from workers.errors import JobCanceled
-from workers.runner import JobOutputs, Progress
 
 COMPLETED = "vsteer-test:completed:"
 

@@ -1,7 +1,7 @@
 """The GPU worker's Celery app with the stand-in engine: `celery -A tests.reliability.standin_worker worker`.
 
 Everything but the engine is the real worker: `workers.celery_app` settings and signals, the
-`vsteer.run_job.v1` task, `workers.service_job.execute`, job state in Redis and storage. The models
+`vsteer.run_job.v1` task, `workers.job_runner.execute`, job state in Redis and storage. The models
 it "serves" are never loaded.
 """
 

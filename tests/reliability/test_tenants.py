@@ -21,7 +21,7 @@ from tests.reliability.conftest import (
     tiny_png,
     wait_terminal,
 )
-from workers.service_job import WorkerDeps, fetch_direction
+from workers.job_runner import WorkerDeps, fetch_direction
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

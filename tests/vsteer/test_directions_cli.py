@@ -90,9 +90,9 @@ def test_fitted_direction_runs_in_a_job_by_id(cli_env, image_paths, tmp_path):
 
     from api_schemas import JobRequest
     from workers.directions import DirectionResolver
+    from workers.engine import run_job
     from workers.images import ImageResolver
     from workers.models import ModelRegistry
-    from workers.runner import run_job
 
     job = JobRequest.model_validate(
         {

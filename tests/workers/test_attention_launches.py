@@ -11,9 +11,9 @@ import torch
 
 from api_schemas import JobRequest
 from workers import pipeline
+from workers.engine import run_job
 from workers.images import ImageResolver
 from workers.models import ModelRegistry, ModelSpec
-from workers.runner import run_job
 from workers.tiny import TINY_DEFAULTS
 
 

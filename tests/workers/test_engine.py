@@ -9,9 +9,9 @@ import torch
 from diffusers import StableVideoDiffusionPipeline
 
 from api_schemas import JobRequest
+from workers.engine import Progress, run_job
 from workers.errors import JobCanceled, JobInputError
 from workers.images import ImageResolver
-from workers.runner import Progress, run_job
 
 SIZE = {"width": 64, "height": 64, "num_frames": 5, "steps": 3}
 TOL = 1e-5
@@ -256,7 +256,7 @@ def test_unreadable_image_fails_naming_the_field(registry, image_paths, tmp_path
 def test_warm_up_job_runs_a_whole_job_and_leaves_nothing(registry, tmp_path, monkeypatch):
     import tempfile
 
-    from workers.runner import warm_up_job
+    from workers.engine import warm_up_job
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     seconds = warm_up_job(registry, "tiny")

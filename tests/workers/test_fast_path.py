@@ -7,9 +7,9 @@ import numpy as np
 import torch
 
 from api_schemas import JobRequest
+from workers.engine import run_job
 from workers.images import ImageResolver
 from workers.models import FastPath, ModelRegistry, ModelSpec, channels_last_convs
-from workers.runner import run_job
 from workers.tiny import TINY_DEFAULTS
 
 DOC = {"seed": 5, "generation": {"width": 64, "height": 64, "num_frames": 5, "steps": 3}, "output": {"raw": True}}

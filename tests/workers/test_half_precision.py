@@ -11,9 +11,9 @@ from api_schemas import JobRequest
 from workers.clips import plan_clips, stack_clips
 from workers.conditioning import Inputs
 from workers.directions import DirectionResolver
+from workers.engine import run_job
 from workers.images import ImageResolver
 from workers.models import ModelRegistry, ModelSpec
-from workers.runner import run_job
 from workers.tiny import TINY_DEFAULTS
 
 SIZE = {"width": 64, "height": 64, "num_frames": 4, "steps": 3}

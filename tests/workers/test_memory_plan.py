@@ -6,9 +6,9 @@ import pytest
 
 from api_schemas import JobRequest
 from workers import memory_plan
+from workers.engine import Progress, resolve_job, run_job
 from workers.errors import JobInputError, JobTooLarge
 from workers.images import ImageResolver
-from workers.runner import Progress, resolve_job, run_job
 
 LARGEST_SWEEP = {"num_frames": 128, "width": 2048, "height": 2048, "steps": 200}
 

@@ -71,8 +71,8 @@ def test_thread_count_comes_from_the_environment_or_the_cpus() -> None:
 def test_a_bad_thread_count_fails_a_job_before_its_gpu_work(
     registry, image_paths: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from workers.engine import run_job
     from workers.images import ImageResolver
-    from workers.runner import run_job
 
     monkeypatch.setenv("VSTEER_OUTPUT_THREADS", "0")
     job = JobRequest.model_validate({"image": str(image_paths[0]), "generation": {"steps": 2}})

@@ -12,8 +12,8 @@ import torch
 
 from api_schemas import JobRequest
 from workers import pipeline
+from workers.engine import run_job
 from workers.images import ImageResolver
-from workers.runner import run_job
 
 
 def attention(**kwargs) -> pipeline.Attention:  # type: ignore[no-untyped-def]

@@ -10,10 +10,10 @@ from api_schemas import JobRequest
 from steering.adain import channel_stats
 from workers.clips import plan_clips, stack_clips
 from workers.directions import DirectionResolver, save_direction
+from workers.engine import load_inputs, resolve_job, run_job
 from workers.errors import JobInputError
 from workers.images import ImageResolver
 from workers.pipeline import SteerableVideoPipeline, fits_in
-from workers.runner import load_inputs, resolve_job, run_job
 
 SIZE = {"width": 64, "height": 64, "num_frames": 5, "steps": 4}
 TOL = 1e-5

@@ -18,9 +18,9 @@ from jobstate.store import JobStore
 from jobstate.webhooks import enqueue_job_webhook
 from storage.local import LocalStorage
 from tests.servers import RedisServer
+from workers.engine import JobOutputs, Progress
 from workers.errors import JobCanceled, JobInputError, JobTooLarge
-from workers.runner import JobOutputs, Progress
-from workers.service_job import WorkerDeps, execute
+from workers.job_runner import WorkerDeps, execute
 
 pytestmark = pytest.mark.integration
 

@@ -79,7 +79,7 @@ class WorkerDeps:
     enqueue_webhook: EnqueueWebhook | None = None
     work_dir: Path | None = None
     run_job: Callable[..., Any] | None = None
-    """The engine's `workers.runner.run_job` (the default), or a stand-in with its signature."""
+    """The engine's `workers.engine.run_job` (the default), or a stand-in with its signature."""
     max_deliveries: int = 3
     """Runs a job may start before its next delivery fails it as a poison job."""
     storage_retry_budget_s: float = 120.0
@@ -177,8 +177,8 @@ def run_and_record(record: JobRecord, deps: WorkerDeps) -> JobRecord | None:
 
 def render_and_upload(record: JobRecord, deps: WorkerDeps) -> StoredResult:
     """Render the job in a temporary folder and store every output under the job's keys."""
-    # Imported here: the runner pulls in the pipeline, which the module's importers do not all need.
-    from workers.runner import Progress, run_job
+    # Imported here: the engine pulls in the pipeline, which the module's importers do not all need.
+    from workers.engine import Progress, run_job
 
     run = deps.run_job or run_job
     job_id, tenant = record.id, record.tenant

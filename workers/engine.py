@@ -1,4 +1,4 @@
-"""The job runner: one steering job from document to files, in-process, with no Celery inside.
+"""The engine: one steering job from document to files, in-process, with no Celery inside.
 
 The CLI calls it directly; the Celery task calls it with storage-backed images and Redis-backed
 progress and cancel. Outputs land in `out_dir`: video.mp4, poster.png, preview.gif|webp,
