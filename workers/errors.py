@@ -1,4 +1,10 @@
-"""Errors a job can end with, each carrying what the problem+json of the job resource needs."""
+"""Errors a job can end with, and the problem details (RFC 9457) a failed job carries for each."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from api_schemas import Problem
+from api_schemas.problems import ProblemType
 
 
 class JobInputError(Exception):
@@ -34,3 +40,61 @@ class JobCanceled(Exception):
 class WorkerShuttingDown(Exception):
     """The worker was asked to stop (SIGTERM: a warm shutdown) while running a job; the step callback
     raises this so that the job goes back to the queue instead of holding the shutdown for its whole run."""
+
+
+class StorageUnavailable(Exception):
+    """Storage stayed unreachable for the whole retry budget while results uploaded."""
+
+
+# --- problem details: what a failed job carries, one builder per kind of failure -----------------
+
+
+def job_problem(
+    job_id: str, kind: ProblemType, title: str, status: int, detail: str, field: str | None = None
+) -> Problem:
+    """The problem details a failed job carries; `type` is the kind's URI."""
+    return Problem(type=kind.uri, title=title, status=status, detail=detail, instance=f"/v1/jobs/{job_id}", field=field)
+
+
+def input_problem(job_id: str, exc: JobInputError) -> Problem:
+    detail = f"`{exc.field}`: {exc.detail}"
+    return job_problem(job_id, ProblemType.invalid_input, "Invalid job input", 422, detail, field=exc.field)
+
+
+def too_large_problem(job_id: str, exc: JobTooLarge) -> Problem:
+    return job_problem(job_id, ProblemType.out_of_memory, "Not enough host memory", 507, exc.detail, field=exc.field)
+
+
+def model_problem(job_id: str, exc: ModelUnavailableError) -> Problem:
+    return job_problem(job_id, ProblemType.model_unavailable, "Model unavailable", 503, exc.detail, field="model")
+
+
+def out_of_memory_problem(job_id: str, request: Mapping[str, Any], exc: BaseException) -> Problem:
+    """The accelerator ran out of memory: say at what size, and what to lower (`request` as submitted)."""
+    generation = request.get("generation") or {}
+    size = f"{generation.get('width') or 'default'}x{generation.get('height') or 'default'}"
+    frames = generation.get("num_frames") or "default"
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    detail = (
+        f"the job ran out of accelerator memory at {size} with {frames} frames ({first_line}); "
+        "lower `generation.width`/`height` or `num_frames`, or set `generation.decode_chunk_size`"
+        + (" or a smaller `sweep.batch_size`" if request.get("sweep") else "")
+    )
+    return job_problem(job_id, ProblemType.out_of_memory, "Out of accelerator memory", 507, detail)
+
+
+def poison_problem(job_id: str, attempts: int) -> Problem:
+    detail = (
+        f"the job was started {attempts} times and each time its worker process stopped before it "
+        "finished (crashed, killed or out of host memory); it is not run again"
+    )
+    return job_problem(job_id, ProblemType.worker_lost, "Job crashed its worker", 500, detail)
+
+
+def storage_problem(job_id: str, exc: StorageUnavailable) -> Problem:
+    return job_problem(job_id, ProblemType.storage_unavailable, "Storage unavailable", 503, str(exc)[:2000])
+
+
+def internal_problem(job_id: str, exc: BaseException) -> Problem:
+    detail = f"{type(exc).__name__}: {exc}"[:2000]
+    return job_problem(job_id, ProblemType.internal_error, "Job failed", 500, detail)

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import redis.exceptions
 import torch
 
-from api_schemas import JobRequest, JobStatus, Problem
+from api_schemas import JobRequest, JobStatus
 from api_schemas import Progress as ResourceProgress
 from jobstate.layout import Transition
 from jobstate.records import JobRecord, StoredArtifact, StoredResult
@@ -44,13 +44,26 @@ from jobstate.webhooks import PROGRESS_EVENT, progress_worth_sending
 from storage.base import ObjectNotFound, Storage, StorageError
 from storage.keys import asset_key, content_type_for, direction_key, job_key
 from workers.directions import DirectionResolver
-from workers.errors import JobCanceled, JobInputError, JobTooLarge, ModelUnavailableError, WorkerShuttingDown
+from workers.errors import (
+    JobCanceled,
+    JobInputError,
+    JobTooLarge,
+    ModelUnavailableError,
+    StorageUnavailable,
+    WorkerShuttingDown,
+    input_problem,
+    internal_problem,
+    model_problem,
+    out_of_memory_problem,
+    poison_problem,
+    storage_problem,
+    too_large_problem,
+)
 from workers.images import ImageResolver
 from workers.models import ModelRegistry
 
 log = logging.getLogger(__name__)
 
-PROBLEM_BASE = "https://vsteer.dev/problems/"
 # Terminal status → the webhook event that announces it.
 WEBHOOK_EVENTS = {
     JobStatus.succeeded: "completed",
@@ -164,7 +177,7 @@ def run_and_record(record: JobRecord, deps: WorkerDeps) -> JobRecord | None:
     except torch.OutOfMemoryError as exc:  # torch.cuda.OutOfMemoryError is the same class
         log.error("job %s ran out of accelerator memory: %s", job_id, exc)
         out_of_memory = True
-        write = partial(store.fail, job_id, out_of_memory_problem(job_id, record, exc))
+        write = partial(store.fail, job_id, out_of_memory_problem(job_id, record.request, exc))
     except Exception as exc:
         log.exception("job %s failed", job_id)
         write = partial(store.fail, job_id, internal_problem(job_id, exc))
@@ -264,10 +277,6 @@ def upload_outputs(
     )
 
 
-class StorageUnavailable(Exception):
-    """Storage stayed unreachable for the whole retry budget."""
-
-
 def put_with_retries(deps: WorkerDeps, key: str, path: Path, content_type: str) -> Any:
     """`storage.put`, retried with exponential backoff (0.5 s doubling to 8 s) while storage fails,
     for `deps.storage_retry_budget_s` in all; then `StorageUnavailable` says how long and why."""
@@ -328,66 +337,3 @@ def free_accelerator_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-# --- problem details --------------------------------------------------------------------------------
-
-
-def job_problem(job_id: str, kind: str, title: str, status: int, detail: str, field: str | None = None) -> Problem:
-    """The problem details a failed job carries: `type` names the kind under PROBLEM_BASE."""
-    return Problem(
-        type=PROBLEM_BASE + kind, title=title, status=status, detail=detail, instance=f"/v1/jobs/{job_id}", field=field
-    )
-
-
-def input_problem(job_id: str, exc: JobInputError) -> Problem:
-    return job_problem(
-        job_id, "invalid-input", "Invalid job input", 422, f"`{exc.field}`: {exc.detail}", field=exc.field
-    )
-
-
-def too_large_problem(job_id: str, exc: JobTooLarge) -> Problem:
-    return job_problem(job_id, "out-of-memory", "Not enough host memory", 507, exc.detail, field=exc.field)
-
-
-def model_problem(job_id: str, exc: ModelUnavailableError) -> Problem:
-    return job_problem(job_id, "model-unavailable", "Model unavailable", 503, exc.detail, field="model")
-
-
-def out_of_memory_problem(job_id: str, record: JobRecord, exc: BaseException) -> Problem:
-    generation = record.request.get("generation") or {}
-    size = f"{generation.get('width') or 'default'}x{generation.get('height') or 'default'}"
-    frames = generation.get("num_frames") or "default"
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return job_problem(
-        job_id,
-        "out-of-memory",
-        "Out of accelerator memory",
-        507,
-        (
-            f"the job ran out of accelerator memory at {size} with {frames} frames ({first_line}); "
-            "lower `generation.width`/`height` or `num_frames`, or set `generation.decode_chunk_size`"
-            + (" or a smaller `sweep.batch_size`" if record.request.get("sweep") else "")
-        ),
-    )
-
-
-def poison_problem(job_id: str, attempts: int) -> Problem:
-    return job_problem(
-        job_id,
-        "worker-lost",
-        "Job crashed its worker",
-        500,
-        (
-            f"the job was started {attempts} times and each time its worker process stopped before it "
-            "finished (crashed, killed or out of host memory); it is not run again"
-        ),
-    )
-
-
-def storage_problem(job_id: str, exc: StorageUnavailable) -> Problem:
-    return job_problem(job_id, "storage-unavailable", "Storage unavailable", 503, str(exc)[:2000])
-
-
-def internal_problem(job_id: str, exc: BaseException) -> Problem:
-    return job_problem(job_id, "internal-error", "Job failed", 500, f"{type(exc).__name__}: {exc}"[:2000])

@@ -1,0 +1,55 @@
+"""Problem details of failed jobs: one builder per kind, each typed under the contract's base URL."""
+
+import pytest
+
+from api_schemas.problems import PROBLEM_BASE, ProblemType
+from workers.errors import (
+    JobInputError,
+    JobTooLarge,
+    ModelUnavailableError,
+    StorageUnavailable,
+    input_problem,
+    internal_problem,
+    model_problem,
+    out_of_memory_problem,
+    poison_problem,
+    storage_problem,
+    too_large_problem,
+)
+
+JOB = "job_0123456789abcdef0123456789ab"
+
+
+@pytest.mark.parametrize(
+    ("problem", "kind", "status", "field"),
+    [
+        (
+            input_problem(JOB, JobInputError("keyframes[1].image", "unknown asset")),
+            "invalid-input",
+            422,
+            "keyframes[1].image",
+        ),
+        (too_large_problem(JOB, JobTooLarge("generation.width", "lower it")), "out-of-memory", 507, "generation.width"),
+        (model_problem(JOB, ModelUnavailableError("svd", "no weights")), "model-unavailable", 503, "model"),
+        (poison_problem(JOB, 3), "worker-lost", 500, None),
+        (storage_problem(JOB, StorageUnavailable("down")), "storage-unavailable", 503, None),
+        (internal_problem(JOB, RuntimeError("boom")), "internal-error", 500, None),
+    ],
+)
+def test_each_failure_has_its_kind_status_and_field(problem, kind, status, field) -> None:
+    assert problem.type == PROBLEM_BASE + kind == ProblemType(kind).uri
+    assert (problem.status, problem.field, problem.instance) == (status, field, f"/v1/jobs/{JOB}")
+
+
+def test_input_problem_names_the_field_in_its_detail() -> None:
+    problem = input_problem(JOB, JobInputError("style.image", "not an image"))
+    assert problem.detail == "`style.image`: not an image"
+
+
+def test_out_of_memory_says_what_to_lower() -> None:
+    request = {"generation": {"width": 1024, "height": 576, "num_frames": 25}, "sweep": {"count": 4}}
+    detail = out_of_memory_problem(JOB, request, RuntimeError("CUDA out of memory\nmore")).detail
+    assert "1024x576 with 25 frames (CUDA out of memory)" in detail
+    assert "sweep.batch_size" in detail
+    assert "sweep.batch_size" not in (out_of_memory_problem(JOB, {}, RuntimeError("x")).detail or "")
+    assert "defaultxdefault with default frames" in (out_of_memory_problem(JOB, {}, RuntimeError("x")).detail or "")
