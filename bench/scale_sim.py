@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=None, help="JSON path (bench/results/scale_sim.json)")
     args = parser.parse_args(argv)
 
+    from jobstate.queues import queue_for
     from jobstate.store import JobStore
 
     runs: dict[str, Any] = {}
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             env = {"VSTEER_SIM_SERVICE_S": str(service_s), "VSTEER_SIM_STEPS": str(args.steps)}
             for i in range(max(COUNTS)):
                 models = [f"sim{n}" for n in COUNTS if n > i]
-                start_worker(stack, f"sim{i}", [f"gpu.{m}" for m in models], app="bench.sim_worker",
+                start_worker(stack, f"sim{i}", [queue_for(m) for m in models], app="bench.sim_worker",
                              env={**env, "VSTEER_WORKER_MODELS": ",".join(models)})  # fmt: skip
             store = JobStore.from_url(stack.redis_url)
 

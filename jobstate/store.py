@@ -1,9 +1,10 @@
 """Job state stores over Redis: `JobStore` (sync, for Celery workers) and `AsyncJobStore` (for the API).
 
-Both run the same operations from `jobstate.layout`, where the key layout, the Lua scripts and the
-decoding live; each method here is one round trip to Redis.
+Both run the same operations from `jobstate.operations` (which name their keys from
+`jobstate.redis_keys` and their scripts from `jobstate.scripts`); each method here is one round trip
+to Redis.
 
-How a worker drives a job (see also `jobstate.webhooks.enqueue_job_webhook`):
+How a worker drives a job (see also `webhooks.messages.enqueue_job_webhook`):
 
     store = JobStore.from_url(redis_url)
     t = store.mark_running(job_id)            # queued/running → running; stamps started_at, counts attempts
@@ -30,9 +31,11 @@ import redis
 import redis.asyncio as aioredis
 
 from api_schemas import JobStatus, Problem, Progress
-from jobstate import layout
-from jobstate.layout import Created, Op, Page, ProgressAck, RateDecision, RateLimit, Transition
+from jobstate import operations
+from jobstate.operations import Created, Op, Page, ProgressAck, RateDecision, RateLimit, Transition
 from jobstate.records import AssetRecord, JobRecord, StoredResult
+from jobstate.redis_keys import events_channel
+from jobstate.scripts import SCRIPTS
 from jobstate.task_message import TaskMessage
 
 T = TypeVar("T")
@@ -48,7 +51,7 @@ class JobStore:
 
     def __init__(self, client: "redis.Redis") -> None:
         self.redis = client
-        self._scripts = {name: client.register_script(src) for name, src in layout.SCRIPTS.items()}
+        self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "JobStore":
@@ -75,7 +78,7 @@ class JobStore:
         rate: RateLimit | None = None,
     ) -> Created:
         return self.run(
-            layout.create_op(
+            operations.create_op(
                 job_id,
                 tenant,
                 model,
@@ -89,55 +92,55 @@ class JobStore:
         )
 
     def get(self, tenant: str, job_id: str) -> JobRecord | None:
-        return self.run(layout.get_op(tenant, job_id))
+        return self.run(operations.get_op(tenant, job_id))
 
     def get_any(self, job_id: str) -> JobRecord | None:
-        return self.run(layout.get_any_op(job_id))
+        return self.run(operations.get_any_op(job_id))
 
     def list_jobs(
         self, tenant: str, cursor: str | None = None, limit: int = 20, status: JobStatus | None = None
     ) -> Page:
-        return self.run(layout.list_op(tenant, cursor=cursor, limit=limit, status=status))
+        return self.run(operations.list_op(tenant, cursor=cursor, limit=limit, status=status))
 
     def mark_running(self, job_id: str) -> Transition:
-        return self.run(layout.mark_running_op(job_id))
+        return self.run(operations.mark_running_op(job_id))
 
     def progress(self, job_id: str, stage: str, step: int, total: int) -> ProgressAck:
-        return self.run(layout.progress_op(job_id, stage, step, total))
+        return self.run(operations.progress_op(job_id, stage, step, total))
 
     def succeed(self, job_id: str, result: StoredResult) -> Transition:
-        return self.run(layout.succeed_op(job_id, result))
+        return self.run(operations.succeed_op(job_id, result))
 
     def fail(self, job_id: str, error: Problem) -> Transition:
-        return self.run(layout.fail_op(job_id, error))
+        return self.run(operations.fail_op(job_id, error))
 
     def request_cancel(self, job_id: str) -> tuple[str, JobRecord | None]:
-        return self.run(layout.request_cancel_op(job_id))
+        return self.run(operations.request_cancel_op(job_id))
 
     def is_cancel_requested(self, job_id: str) -> bool:
-        return self.run(layout.is_cancel_requested_op(job_id))
+        return self.run(operations.is_cancel_requested_op(job_id))
 
     def mark_canceled(self, job_id: str) -> Transition:
-        return self.run(layout.mark_canceled_op(job_id))
+        return self.run(operations.mark_canceled_op(job_id))
 
     def requeue(self, job_id: str) -> Transition:
-        return self.run(layout.requeue_op(job_id))
+        return self.run(operations.requeue_op(job_id))
 
     # assets, workers, stats
     def put_asset(self, asset: AssetRecord) -> None:
-        self.run(layout.put_asset_op(asset))
+        self.run(operations.put_asset_op(asset))
 
     def get_asset(self, tenant: str, asset_id: str) -> AssetRecord | None:
-        return self.run(layout.get_asset_op(tenant, asset_id))
+        return self.run(operations.get_asset_op(tenant, asset_id))
 
     def heartbeat(self, model: str, worker: str, ttl_s: float = 60.0) -> None:
-        self.run(layout.heartbeat_op(model, worker, ttl_s))
+        self.run(operations.heartbeat_op(model, worker, ttl_s))
 
     def warm_workers(self, model: str) -> list[str]:
-        return self.run(layout.warm_workers_op(model))
+        return self.run(operations.warm_workers_op(model))
 
     def ping(self) -> bool:
-        return self.run(layout.ping_op())
+        return self.run(operations.ping_op())
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,7 @@ class AsyncJobStore:
 
     def __init__(self, client: "aioredis.Redis") -> None:
         self.redis = client
-        self._scripts = {name: client.register_script(src) for name, src in layout.SCRIPTS.items()}
+        self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "AsyncJobStore":
@@ -181,7 +184,7 @@ class AsyncJobStore:
         rate: RateLimit | None = None,
     ) -> Created:
         return await self.run(
-            layout.create_op(
+            operations.create_op(
                 job_id,
                 tenant,
                 model,
@@ -195,62 +198,62 @@ class AsyncJobStore:
         )
 
     async def get(self, tenant: str, job_id: str) -> JobRecord | None:
-        return await self.run(layout.get_op(tenant, job_id))
+        return await self.run(operations.get_op(tenant, job_id))
 
     async def get_any(self, job_id: str) -> JobRecord | None:
-        return await self.run(layout.get_any_op(job_id))
+        return await self.run(operations.get_any_op(job_id))
 
     async def list_jobs(
         self, tenant: str, cursor: str | None = None, limit: int = 20, status: JobStatus | None = None
     ) -> Page:
-        return await self.run(layout.list_op(tenant, cursor=cursor, limit=limit, status=status))
+        return await self.run(operations.list_op(tenant, cursor=cursor, limit=limit, status=status))
 
     async def mark_running(self, job_id: str) -> Transition:
-        return await self.run(layout.mark_running_op(job_id))
+        return await self.run(operations.mark_running_op(job_id))
 
     async def progress(self, job_id: str, stage: str, step: int, total: int) -> ProgressAck:
-        return await self.run(layout.progress_op(job_id, stage, step, total))
+        return await self.run(operations.progress_op(job_id, stage, step, total))
 
     async def succeed(self, job_id: str, result: StoredResult) -> Transition:
-        return await self.run(layout.succeed_op(job_id, result))
+        return await self.run(operations.succeed_op(job_id, result))
 
     async def fail(self, job_id: str, error: Problem) -> Transition:
-        return await self.run(layout.fail_op(job_id, error))
+        return await self.run(operations.fail_op(job_id, error))
 
     async def request_cancel(self, job_id: str) -> tuple[str, JobRecord | None]:
-        return await self.run(layout.request_cancel_op(job_id))
+        return await self.run(operations.request_cancel_op(job_id))
 
     async def is_cancel_requested(self, job_id: str) -> bool:
-        return await self.run(layout.is_cancel_requested_op(job_id))
+        return await self.run(operations.is_cancel_requested_op(job_id))
 
     async def mark_canceled(self, job_id: str) -> Transition:
-        return await self.run(layout.mark_canceled_op(job_id))
+        return await self.run(operations.mark_canceled_op(job_id))
 
     async def take_token(self, subject: str, rate_per_s: float, burst: int) -> RateDecision:
-        """One request's token from `subject`'s bucket (see `layout.rate_limit_op`)."""
-        return await self.run(layout.rate_limit_op(subject, rate_per_s, burst))
+        """One request's token from `subject`'s bucket (see `operations.rate_limit_op`)."""
+        return await self.run(operations.rate_limit_op(subject, rate_per_s, burst))
 
     # assets, workers, stats
     async def put_asset(self, asset: AssetRecord) -> None:
-        await self.run(layout.put_asset_op(asset))
+        await self.run(operations.put_asset_op(asset))
 
     async def get_asset(self, tenant: str, asset_id: str) -> AssetRecord | None:
-        return await self.run(layout.get_asset_op(tenant, asset_id))
+        return await self.run(operations.get_asset_op(tenant, asset_id))
 
     async def warm_workers(self, model: str) -> list[str]:
-        return await self.run(layout.warm_workers_op(model))
+        return await self.run(operations.warm_workers_op(model))
 
     async def status_counts(self) -> dict[str, int]:
-        return await self.run(layout.status_counts_op())
+        return await self.run(operations.status_counts_op())
 
     async def duration_stats(self, status: str) -> dict[str, float]:
-        return await self.run(layout.duration_stats_op(status))
+        return await self.run(operations.duration_stats_op(status))
 
     async def queue_depth(self, queue: str) -> int:
-        return await self.run(layout.queue_depth_op(queue))
+        return await self.run(operations.queue_depth_op(queue))
 
     async def ping(self) -> bool:
-        return await self.run(layout.ping_op())
+        return await self.run(operations.ping_op())
 
     # events
     async def watch(self, job_id: str, heartbeat_s: float = 15.0) -> AsyncGenerator[JobEvent, None]:
@@ -260,7 +263,7 @@ class AsyncJobStore:
         """
         pubsub = self.redis.pubsub()
         # Subscribe before reading the state, so no change can fall between the two.
-        await pubsub.subscribe(layout.events_channel(job_id))
+        await pubsub.subscribe(events_channel(job_id))
         try:
             record = await self.get_any(job_id)
             if record is None:

@@ -15,10 +15,10 @@ from PIL import Image
 from api_schemas import FieldError, JobRequest, SweepTarget
 from api_schemas.refs import RefKind, asset_id, ref_kind
 from jobstate.store import AsyncJobStore
-from jobstate.webhooks import UnsafeURL, resolve_target
 from service.errors import invalid
 from service.images import MediaRejected, inspect_image
 from service.settings import Settings
+from webhooks.ssrf_guard import UnsafeURL, resolve_target
 
 LOCAL_PATHS = "local paths are accepted by the CLI only"
 # An image of at most this many pixels (by its header: a few bytes can describe a huge image) decodes

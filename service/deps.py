@@ -15,7 +15,7 @@ import redis.exceptions
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from jobstate.layout import RateLimit
+from jobstate.operations import RateLimit
 from jobstate.store import AsyncJobStore
 from service.errors import ProblemError
 from service.queue import JobQueue

@@ -8,7 +8,8 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jobstate.layout import DURATION_BUCKETS, TERMINAL, bucket_name
+from jobstate.operations import TERMINAL
+from jobstate.redis_keys import DURATION_BUCKETS, bucket_name
 from jobstate.store import AsyncJobStore
 
 

@@ -8,17 +8,11 @@ job (`job_task`); webhooks go through a producer-only Celery app on the Redis br
 import anyio.to_thread
 from celery import Celery
 
+from jobstate.queues import RUN_JOB_TASK, queue_for
 from jobstate.records import JobRecord, Presign
 from jobstate.task_message import TaskMessage, task_message
-from jobstate.webhooks import enqueue_job_webhook
 from service.settings import Settings
-
-RUN_JOB_TASK = "vsteer.run_job.v1"
-
-
-def queue_for(model: str) -> str:
-    """Jobs of a model go to its own queue, so worker pools can specialise."""
-    return f"gpu.{model}"
+from webhooks.messages import enqueue_job_webhook
 
 
 def make_producer(settings: Settings) -> Celery:

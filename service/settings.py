@@ -12,8 +12,8 @@ from typing import Self
 
 from pydantic import Field, field_validator, model_validator
 
-from jobstate.config import JobStateSettings
 from storage.settings import StorageSettings
+from webhooks.settings import WebhookSettings
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 # Tenants name storage folders: the same rule as `storage.keys` segments.
@@ -25,7 +25,7 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class Settings(JobStateSettings, StorageSettings):
+class Settings(WebhookSettings, StorageSettings):
     api_keys: dict[str, str] = Field(
         default_factory=dict, description="`{sha256(key) hex: tenant}`: the accepted API keys, hashed."
     )

@@ -34,6 +34,8 @@ from typing import Annotated, Any
 import typer
 from pydantic import TypeAdapter
 
+from jobstate.queues import WEBHOOK_QUEUE, queue_for
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TENANT = "local"
 
@@ -260,7 +262,7 @@ def start_stack(
         worker = _spawn(
             "worker",
             [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool", "solo",
-             "--concurrency", "1", "-Q", f"gpu.{model}", "--loglevel", "INFO", "--without-gossip",
+             "--concurrency", "1", "-Q", queue_for(model), "--loglevel", "INFO", "--without-gossip",
              "--without-mingle", "-n", f"gpu-{model}@%h"],
             worker_env,
             logs,
@@ -286,7 +288,7 @@ def start_stack(
         if webhooks:
             hooks = _spawn(
                 "webhooks",
-                [sys.executable, "-m", "celery", "-A", "jobstate.webhook_tasks", "worker", "-Q", "webhooks",
+                [sys.executable, "-m", "celery", "-A", "webhooks.celery_app", "worker", "-Q", WEBHOOK_QUEUE,
                  "--pool", "threads", "--concurrency", "4", "--loglevel", "INFO", "--without-gossip",
                  "--without-mingle", "-n", "webhooks@%h"],
                 stack_env,
@@ -345,7 +347,7 @@ def up_command(
     typer.echo(f"  storage:  {stack.env.get('VSTEER_STORAGE_BACKEND')}")
     typer.echo(f"  logs:     {stack.state_dir / 'logs'}")
     if "VSTEER_WEBHOOK_SECRET" not in stack.env:
-        typer.echo("  webhooks: signed with the development secret (jobstate.config.DEV_WEBHOOK_SECRET); ", nl=False)
+        typer.echo("  webhooks: signed with the development secret (webhooks.settings.DEV_WEBHOOK_SECRET); ", nl=False)
         typer.echo("private and loopback receivers allowed" if _allows_private(stack.env) else "public receivers only")
     typer.echo(f'  try:      curl -H "Authorization: Bearer {stack.api_key}" {stack.url}/v1/models')
     typer.echo("Ctrl-C stops everything.")

@@ -30,12 +30,11 @@ import threading
 from celery import Celery, signals
 from kombu import Queue
 
-from workers.settings import WorkerSettings, get_settings, queue_for
+from jobstate.queues import GPU_QUEUE_PREFIX
+from workers.settings import WorkerSettings, get_settings
 
 log = logging.getLogger(__name__)
 
-RUN_JOB_TASK = "vsteer.run_job.v1"
-GPU_QUEUE_PREFIX = "gpu."
 APP_NAME = "vsteer"
 
 
@@ -89,8 +88,8 @@ def build_deps(settings: WorkerSettings):  # type: ignore[no-untyped-def]
     # Imported here: a webhook-only worker of the same app never loads torch.
     from jobstate.records import JobRecord
     from jobstate.store import JobStore
-    from jobstate.webhooks import enqueue_job_webhook
     from storage.factory import make_storage
+    from webhooks.messages import enqueue_job_webhook
     from workers.job_runner import WorkerDeps
     from workers.models import ModelRegistry
 
@@ -192,4 +191,4 @@ def _heartbeat(deps, hostname: str, every_s: float) -> None:  # type: ignore[no-
         _stop_heartbeat.wait(every_s)
 
 
-__all__ = ["RUN_JOB_TASK", "app", "queue_for", "worker_deps"]
+__all__ = ["app", "worker_deps"]

@@ -37,12 +37,12 @@ import torch
 
 from api_schemas import JobRequest, JobStatus
 from api_schemas import Progress as ResourceProgress
-from jobstate.layout import Transition
+from jobstate.operations import Transition
 from jobstate.records import JobRecord, StoredArtifact, StoredResult
 from jobstate.store import JobStore
-from jobstate.webhooks import PROGRESS_EVENT, progress_worth_sending
 from storage.base import ObjectNotFound, Storage, StorageError
 from storage.keys import asset_key, content_type_for, direction_key, job_key
+from webhooks.messages import PROGRESS_EVENT, progress_worth_sending
 from workers.directions import DirectionResolver
 from workers.errors import (
     JobCanceled,
@@ -79,7 +79,7 @@ T = TypeVar("T")
 
 EnqueueWebhook = Callable[[JobRecord], bool]
 """Queue the webhook of a terminal job if it asked for one for this outcome (True when queued);
-the worker's is `jobstate.webhooks.enqueue_job_webhook` bound to its Celery app and storage."""
+the worker's is `webhooks.messages.enqueue_job_webhook` bound to its Celery app and storage."""
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Settings of the GPU worker deployable, read once from `VSTEER_*` environment variables.
 
 Job state and webhook settings (`VSTEER_REDIS_URL`, `VSTEER_ENVIRONMENT`, `VSTEER_WEBHOOK_*`) come
-from `jobstate.config.JobStateSettings`. Model definitions (`VSTEER_MODELS`, `VSTEER_DEFAULT_MODEL`,
+from `webhooks.settings.WebhookSettings`. Model definitions (`VSTEER_MODELS`, `VSTEER_DEFAULT_MODEL`,
 `VSTEER_MODEL_MEMORY_BUDGET_GB`, `VSTEER_CACHE_DIR`) are read by `workers.models.ModelRegistry.from_env`;
 this object holds the rest and the list of models this worker serves, which decides its queues.
 """
@@ -13,11 +13,12 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from jobstate.config import JobStateSettings
+from jobstate.queues import queue_for
 from storage.settings import StorageSettings
+from webhooks.settings import WebhookSettings
 
 
-class WorkerSettings(JobStateSettings, StorageSettings):
+class WorkerSettings(WebhookSettings, StorageSettings):
     """Variable names follow the API's settings (`service.settings`), so one environment serves both."""
 
     default_model: str = Field("tiny", description="Model of jobs that name none.")
@@ -87,11 +88,6 @@ class WorkerSettings(JobStateSettings, StorageSettings):
     @property
     def queues(self) -> list[str]:
         return [queue_for(m) for m in self.worker_models]
-
-
-def queue_for(model: str) -> str:
-    """The Celery queue of a model's jobs (the service routes there by the same rule)."""
-    return f"gpu.{model}"
 
 
 @lru_cache(maxsize=1)

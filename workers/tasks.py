@@ -6,8 +6,9 @@ from typing import Any
 from celery.exceptions import Reject
 
 from api_schemas import JobStatus
+from jobstate.queues import RUN_JOB_TASK
 from jobstate.records import JOB_ID_PATTERN
-from workers.celery_app import RUN_JOB_TASK, app, worker_deps
+from workers.celery_app import app, worker_deps
 from workers.job_runner import REDIS_DOWN, JobStateUnavailable, execute
 
 _JOB_ID = re.compile(JOB_ID_PATTERN)

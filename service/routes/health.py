@@ -8,9 +8,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from api_schemas import Health
+from jobstate.queues import queue_for
 from service.deps import SettingsDep, StorageDep, StoreDep
 from service.metrics import render
-from service.queue import queue_for
 
 router = APIRouter(tags=["health"])
 

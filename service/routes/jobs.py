@@ -11,7 +11,8 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from api_schemas import FieldError, JobList, JobRequest, JobResource, JobStatus
-from jobstate.layout import IdempotencyConflict, RateLimited, TooManyActiveJobs, body_hash
+from jobstate.errors import IdempotencyConflict, RateLimited, TooManyActiveJobs
+from jobstate.operations import body_hash
 from jobstate.records import JOB_ID_PATTERN, JobRecord, new_job_id
 from jobstate.store import AsyncJobStore
 from service.checks import check_document, resolve_defaults

@@ -3,8 +3,8 @@
 from fastapi import APIRouter
 
 from api_schemas import ModelInfo, ModelList
+from jobstate.queues import queue_for
 from service.deps import SettingsDep, StoreDep, Tenant
-from service.queue import queue_for
 from service.routes.common import problems
 
 router = APIRouter(prefix="/v1/models", tags=["models"])

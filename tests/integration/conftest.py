@@ -125,7 +125,7 @@ def service(
         worker_env = {**common, "VSTEER_CACHE_DIR": str(tiny_model_dir.parent), "VSTEER_MODELS": ""}
         worker = start_worker("workers.celery_app", ["gpu.tiny"], logs / "worker.log", worker_env)
         stops.append(worker.stop)
-        webhooks = start_worker("jobstate.webhook_tasks", ["webhooks"], logs / "webhooks.log", common, "threads")
+        webhooks = start_worker("webhooks.celery_app", ["webhooks"], logs / "webhooks.log", common, "threads")
         stops.append(webhooks.stop)
         api_env = {
             **common,

@@ -9,10 +9,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from api_schemas import JobResource, JobStatus
-from jobstate.webhooks import verify
 from tests.conftest import make_image
 from tests.integration.conftest import WEBHOOK_SECRET, Service
 from vsteer.client import AsyncClient, Client, VsteerError
+from webhooks.signing import verify
 from workers.video import probe
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

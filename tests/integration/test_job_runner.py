@@ -15,9 +15,9 @@ import torch
 from api_schemas import JobStatus
 from jobstate.records import new_job_id
 from jobstate.store import JobStore
-from jobstate.webhooks import enqueue_job_webhook
 from storage.local import LocalStorage
 from tests.servers import RedisServer
+from webhooks.messages import enqueue_job_webhook
 from workers.engine import JobOutputs, Progress
 from workers.errors import JobCanceled, JobInputError, JobTooLarge
 from workers.job_runner import WorkerDeps, execute

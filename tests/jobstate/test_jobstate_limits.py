@@ -4,7 +4,8 @@ import anyio
 import pytest
 
 from api_schemas import JobStatus
-from jobstate.layout import RateLimit, RateLimited, TooManyActiveJobs
+from jobstate.errors import RateLimited, TooManyActiveJobs
+from jobstate.operations import RateLimit
 from jobstate.records import new_job_id
 from jobstate.store import AsyncJobStore, JobStore, failure
 

@@ -8,7 +8,8 @@ import anyio
 import pytest
 
 from api_schemas import JobStatus
-from jobstate.layout import IdempotencyConflict, body_hash
+from jobstate.errors import IdempotencyConflict
+from jobstate.operations import body_hash
 from jobstate.records import AssetRecord, StoredArtifact, StoredResult, new_asset_id, new_job_id, to_resource
 from jobstate.store import AsyncJobStore, JobStore, failure
 

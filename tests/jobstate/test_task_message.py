@@ -9,8 +9,10 @@ import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
-from jobstate.layout import RateLimit, RateLimited, TooManyActiveJobs, create_op, rate_limit_key
+from jobstate.errors import RateLimited, TooManyActiveJobs
+from jobstate.operations import RateLimit, create_op
 from jobstate.records import new_job_id
+from jobstate.redis_keys import rate_limit_key
 from jobstate.store import JobStore
 from jobstate.task_message import task_message
 

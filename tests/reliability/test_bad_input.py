@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from api_schemas import JobStatus
-from jobstate.webhooks import deliver
 from tests.reliability.conftest import TENANT_A, record_figures, standin_job, tiny_png, wait_terminal
+from webhooks.delivery import deliver
 
 pytestmark = [pytest.mark.integration]
 

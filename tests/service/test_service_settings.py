@@ -3,8 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from jobstate.config import DEV_WEBHOOK_SECRET
 from service.settings import Settings, hash_api_key
+from webhooks.settings import DEV_WEBHOOK_SECRET
 
 GOOD = {
     "environment": "production",

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from jobstate.webhooks import verify
 from service.app import create_app
 from tests.servers import WebhookReceiver, start_celery_worker, start_webhook_receiver
 from tests.service.conftest import AUTH_A, make_settings, open_client, upload_image
+from webhooks.signing import verify
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -36,7 +36,7 @@ async def test_canceled_job_webhook_is_delivered_signed(
         "VSTEER_WEBHOOK_BACKOFF_BASE_S": "0.1",
     }
     settings = make_settings(tmp_path, redis_url, webhook_allow_private=True, webhook_secrets={"tenant-a": SECRET})
-    worker = start_celery_worker("jobstate.webhook_tasks", ["webhooks"], tmp_path / "webhooks.log", env=env)
+    worker = start_celery_worker("webhooks.celery_app", ["webhooks"], tmp_path / "webhooks.log", env=env)
     try:
         async for client in open_client(create_app(settings)):
             asset = await upload_image(client)

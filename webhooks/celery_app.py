@@ -2,11 +2,11 @@
 
 Run a light worker for it (no GPU, no torch):
 
-    celery -A jobstate.webhook_tasks worker -Q webhooks --pool threads --concurrency 8
+    celery -A webhooks.celery_app worker -Q webhooks --pool threads --concurrency 8
 
 How to enqueue (from a GPU worker when a job reaches a terminal state, or from the API):
 
-    from jobstate.webhooks import enqueue_job_webhook
+    from webhooks.messages import enqueue_job_webhook
     record = store.get_any(job_id)                       # the terminal record
     enqueue_job_webhook(celery_app, record, presign=lambda key: storage.presigned_url(key, 3600))
 
@@ -32,16 +32,17 @@ from typing import Any
 
 from celery import Celery, Task
 
-from jobstate.config import JobStateSettings, get_jobstate_settings
-from jobstate.webhooks import QUEUE, TASK_NAME, backoff_delay, deliver
+from jobstate.queues import DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE
+from webhooks.delivery import backoff_delay, deliver
+from webhooks.settings import WebhookSettings, get_webhook_settings
 
 log = logging.getLogger(__name__)
 
 
-def register_webhook_task(app: Celery, settings: JobStateSettings) -> Task:
+def register_webhook_task(app: Celery, settings: WebhookSettings) -> Task:
     """Register `vsteer.deliver_webhook.v1` on `app`; returns the task."""
 
-    @app.task(name=TASK_NAME, bind=True, max_retries=None, acks_late=True, ignore_result=True)
+    @app.task(name=DELIVER_WEBHOOK_TASK, bind=True, max_retries=None, acks_late=True, ignore_result=True)
     def deliver_webhook(self: Task, url: str, body: str, msg_id: str, tenant: str) -> dict[str, Any]:
         attempt = self.request.retries + 1
         outcome = deliver(
@@ -64,11 +65,11 @@ def register_webhook_task(app: Celery, settings: JobStateSettings) -> Task:
     return deliver_webhook
 
 
-def make_webhook_app(settings: JobStateSettings) -> Celery:
+def make_webhook_app(settings: WebhookSettings) -> Celery:
     """A Celery app that only delivers webhooks, on the Redis broker from settings."""
     app = Celery("vsteer-webhooks", broker=settings.redis_url)
     app.conf.update(
-        task_default_queue=QUEUE,
+        task_default_queue=WEBHOOK_QUEUE,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -78,5 +79,5 @@ def make_webhook_app(settings: JobStateSettings) -> Celery:
     return app
 
 
-# `celery -A jobstate.webhook_tasks worker` finds this; building it reads settings and opens nothing.
-app = make_webhook_app(get_jobstate_settings())
+# `celery -A webhooks.celery_app worker` finds this; building it reads settings and opens nothing.
+app = make_webhook_app(get_webhook_settings())

@@ -1,0 +1,338 @@
+"""Every job-state operation as an `Op`: the Redis call to make and how to read its reply.
+
+Both stores (`JobStore`, sync, for workers; `AsyncJobStore`, for the API) run the same `Op`s: an op
+is one round trip, a script (`jobstate.scripts`) or one command, plus a pure function decoding its
+reply, so every state change is atomic.
+"""
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from api_schemas import JobStatus, Problem
+from jobstate.errors import IdempotencyConflict, RateLimited, TooManyActiveJobs
+from jobstate.records import AssetRecord, JobRecord, StoredResult
+from jobstate.redis_keys import (
+    PREFIX,
+    STATUS_STATS,
+    asset_record_key,
+    duration_stats,
+    idempotency_key,
+    job_record_key,
+    rate_limit_key,
+    tenant_index,
+    warm_key,
+)
+from jobstate.task_message import TaskMessage
+
+TERMINAL = tuple(s.value for s in JobStatus if s.is_terminal())
+ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
+
+
+def body_hash(document: Mapping[str, Any]) -> str:
+    """Hash of a JSON document that ignores key order and whitespace."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# --- decoding -------------------------------------------------------------------------------------
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def decode_hash(raw: Any) -> dict[str, str]:
+    """A hash reply as `dict[str, str]`, whether it came as a dict or a flat list, bytes or str."""
+    if isinstance(raw, Mapping):
+        return {_str(k): _str(v) for k, v in raw.items()}
+    items = list(raw or [])
+    return {_str(items[i]): _str(items[i + 1]) for i in range(0, len(items), 2)}
+
+
+def decode_record(raw: Any) -> JobRecord | None:
+    h = decode_hash(raw)
+    return JobRecord.from_hash(h) if h else None
+
+
+# --- results --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Created:
+    record: JobRecord
+    created: bool  # False when an earlier request with the same Idempotency-Key made it
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Outcome of a state change: `applied` is False when the job's status did not allow it."""
+
+    applied: bool
+    record: JobRecord | None
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[JobRecord]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    retry_after_s: float  # 0 when allowed
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket: `subject`'s (an API key's hash), refilled at `rate_per_s`, holding `burst`."""
+
+    subject: str
+    rate_per_s: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class ProgressAck:
+    written: bool  # False unless the job is running
+    cancel_requested: bool
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Op(Generic[T]):
+    """One round trip: a script (by name in `jobstate.scripts.SCRIPTS`) or one command, and how to read its reply."""
+
+    decode: Callable[[Any], T]
+    script: str | None = None
+    keys: Sequence[str] = ()
+    args: Sequence[Any] = ()
+    command: Sequence[Any] = ()
+
+
+# --- operations -----------------------------------------------------------------------------------
+
+
+def create_op(
+    job_id: str,
+    tenant: str,
+    model: str,
+    request: Mapping[str, Any],
+    *,
+    idempotency: tuple[str, str] | None = None,
+    idempotency_ttl_s: int = 86400,
+    max_active: int = 0,
+    task: TaskMessage | None = None,
+    rate: RateLimit | None = None,
+    now: float | None = None,
+) -> Op[Created]:
+    """Create a queued job. `idempotency` is `(key, body_hash)`; a reused key returns the earlier job
+    when the body hash matches and raises `IdempotencyConflict` when it does not. With `max_active` > 0
+    a tenant that already has that many queued or running jobs gets `TooManyActiveJobs` (a replayed
+    request still gets its job). `task` is queued in the same step, only when the job is created. With
+    `rate`, the request first takes a token from that bucket, or raises `RateLimited`."""
+    ikey, ivalue = "", ""
+    if idempotency is not None:
+        ikey = idempotency_key(tenant, idempotency[0])
+        ivalue = json.dumps({"job_id": job_id, "body_hash": idempotency[1]})
+
+    def decode(raw: Any) -> Created:
+        outcome = _str(raw[0])
+        if outcome == "exists":
+            raise RuntimeError(f"job id {job_id} already exists")
+        if outcome == "limited":
+            raise TooManyActiveJobs(int(_str(raw[1])), max_active)
+        if outcome == "rate_limited":
+            raise RateLimited(int(raw[1]) / 1000)
+        if outcome == "existing":
+            record = decode_record(raw[2])
+            prior = json.loads(_str(raw[1]))
+            if idempotency is None or prior["body_hash"] != idempotency[1] or record is None:
+                raise IdempotencyConflict(prior["job_id"])
+            return Created(record, created=False)
+        # What the script wrote, without reading the job (and its document) back.
+        return Created(JobRecord.new(job_id, tenant, model, dict(request), created_at=t), created=True)
+
+    t = time.time() if now is None else now
+    return Op(
+        decode,
+        script="create",
+        keys=(
+            job_record_key(job_id),
+            ikey,
+            task.list_key if task else "",
+            rate_limit_key(rate.subject) if rate else "",
+        ),
+        args=(
+            PREFIX,
+            job_id,
+            tenant,
+            model,
+            json.dumps(request),
+            repr(t),
+            ivalue,
+            idempotency_ttl_s,
+            max_active,
+            task.payload if task else "",
+            rate.rate_per_s if rate else 0,
+            rate.burst if rate else 0,
+        ),
+    )
+
+
+def _decode_transition(raw: Any) -> Transition:
+    outcome = _str(raw[0])
+    return Transition(applied=outcome == "ok", record=decode_record(raw[1]))
+
+
+def transition_op(
+    job_id: str,
+    to: JobStatus,
+    allowed_from: Sequence[str],
+    fields: Mapping[str, str] | None = None,
+    now: float | None = None,
+) -> Op[Transition]:
+    pairs: list[str] = []
+    for k, v in (fields or {}).items():
+        pairs += [k, v]
+    t = time.time() if now is None else now
+    return Op(
+        _decode_transition,
+        script="transition",
+        keys=(job_record_key(job_id),),
+        args=(PREFIX, job_id, to.value, repr(t), ",".join(allowed_from), *pairs),
+    )
+
+
+def mark_running_op(job_id: str) -> Op[Transition]:
+    # `running` is allowed too: a redelivered task (its first worker died) runs the job again.
+    return transition_op(job_id, JobStatus.running, ACTIVE)
+
+
+def succeed_op(job_id: str, result: StoredResult) -> Op[Transition]:
+    return transition_op(job_id, JobStatus.succeeded, ACTIVE, {"result": result.model_dump_json()})
+
+
+def fail_op(job_id: str, error: Problem) -> Op[Transition]:
+    return transition_op(job_id, JobStatus.failed, ACTIVE, {"error": error.model_dump_json()})
+
+
+def mark_canceled_op(job_id: str) -> Op[Transition]:
+    return transition_op(job_id, JobStatus.canceled, ACTIVE)
+
+
+def requeue_op(job_id: str) -> Op[Transition]:
+    """Running → queued: a worker shutting down hands the job back (its message goes back to the queue)."""
+    return transition_op(job_id, JobStatus.queued, (JobStatus.running.value,))
+
+
+def rate_limit_op(subject: str, rate_per_s: float, burst: int, cost: int = 1) -> Op[RateDecision]:
+    """Take `cost` tokens from `subject`'s bucket (refilled at `rate_per_s`, holding at most `burst`)."""
+
+    def decode(raw: Any) -> RateDecision:
+        allowed = int(raw[0]) == 1
+        return RateDecision(allowed, 0.0 if allowed else int(raw[1]) / 1000)
+
+    return Op(decode, script="rate_limit", keys=(rate_limit_key(subject),), args=(rate_per_s, burst, cost))
+
+
+def request_cancel_op(job_id: str, now: float | None = None) -> Op[tuple[str, JobRecord | None]]:
+    """`('canceled' | 'requested' | 'terminal' | 'missing', record)`."""
+
+    def decode(raw: Any) -> tuple[str, JobRecord | None]:
+        return _str(raw[0]), decode_record(raw[1])
+
+    t = time.time() if now is None else now
+    return Op(decode, script="request_cancel", keys=(job_record_key(job_id),), args=(PREFIX, job_id, repr(t)))
+
+
+def progress_op(job_id: str, stage: str, step: int, total: int, now: float | None = None) -> Op[ProgressAck]:
+    def decode(raw: Any) -> ProgressAck:
+        return ProgressAck(written=int(raw[0]) == 1, cancel_requested=int(raw[1]) == 1)
+
+    t = time.time() if now is None else now
+    return Op(decode, script="progress", keys=(job_record_key(job_id),), args=(stage, int(step), int(total), repr(t)))
+
+
+def get_any_op(job_id: str) -> Op[JobRecord | None]:
+    """A job whoever owns it (workers; the service always goes through `get_op`)."""
+    return Op(decode_record, command=("HGETALL", job_record_key(job_id)))
+
+
+def get_op(tenant: str, job_id: str) -> Op[JobRecord | None]:
+    """A job of this tenant; another tenant's job is None, exactly like a missing one."""
+
+    def decode(raw: Any) -> JobRecord | None:
+        record = decode_record(raw)
+        return record if record is not None and record.tenant == tenant else None
+
+    return Op(decode, command=("HGETALL", job_record_key(job_id)))
+
+
+def is_cancel_requested_op(job_id: str) -> Op[bool]:
+    return Op(lambda raw: raw is not None and _str(raw) == "1", command=("HGET", job_record_key(job_id), "cancel"))
+
+
+def list_op(tenant: str, *, cursor: str | None = None, limit: int = 20, status: JobStatus | None = None) -> Op[Page]:
+    """One page newest first; `cursor` is the `next_cursor` of the previous page."""
+
+    def decode(raw: Any) -> Page:
+        records = [r for r in (decode_record(pair[1]) for pair in raw) if r is not None]
+        more = len(raw) > limit
+        records = records[:limit]
+        return Page(records, next_cursor=_str(raw[limit - 1][0]) if more else None)
+
+    return Op(decode, script="list", keys=(tenant_index(tenant, status),), args=(PREFIX, cursor or "", limit + 1))
+
+
+def put_asset_op(asset: AssetRecord) -> Op[None]:
+    return Op(lambda raw: None, command=("SET", asset_record_key(asset.tenant, asset.id), asset.model_dump_json()))
+
+
+def get_asset_op(tenant: str, asset_id: str) -> Op[AssetRecord | None]:
+    def decode(raw: Any) -> AssetRecord | None:
+        return None if raw is None else AssetRecord.model_validate_json(_str(raw))
+
+    return Op(decode, command=("GET", asset_record_key(tenant, asset_id)))
+
+
+def heartbeat_op(model: str, worker: str, ttl_s: float = 60.0) -> Op[None]:
+    return Op(lambda raw: None, command=("ZADD", warm_key(model), repr(time.time() + ttl_s), worker))
+
+
+def warm_workers_op(model: str) -> Op[list[str]]:
+    return Op(
+        lambda raw: sorted(_str(w) for w in raw or []),
+        command=("ZRANGEBYSCORE", warm_key(model), repr(time.time()), "+inf"),
+    )
+
+
+def status_counts_op() -> Op[dict[str, int]]:
+    def decode(raw: Any) -> dict[str, int]:
+        h = decode_hash(raw)
+        return {s.value: int(h.get(s.value, "0")) for s in JobStatus}
+
+    return Op(decode, command=("HGETALL", STATUS_STATS))
+
+
+def duration_stats_op(status: str) -> Op[dict[str, float]]:
+    """`{"sum", "count", "le:<bound>"...}` of run times of jobs that ended in `status`."""
+    return Op(
+        lambda raw: {k: float(v) for k, v in decode_hash(raw).items()},
+        command=("HGETALL", duration_stats(status)),
+    )
+
+
+def queue_depth_op(queue: str) -> Op[int]:
+    """Messages waiting in a Celery queue on the Redis broker (a list named after the queue)."""
+    return Op(lambda raw: int(raw or 0), command=("LLEN", queue))
+
+
+def ping_op() -> Op[bool]:
+    return Op(lambda raw: bool(raw), command=("PING",))

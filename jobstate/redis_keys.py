@@ -1,0 +1,67 @@
+"""The names of everything job state keeps in Redis (prefix `vsteer:`).
+
+- `job:<id>` hash: id, tenant, status, model, request (JSON), created_at / started_at / finished_at
+  (epoch seconds), stage / step / total / updated_at (progress), result (JSON), error (JSON),
+  cancel ("1" when requested), attempts.
+- `job:<id>:events` pub/sub channel: `{"type": "progress", "stage", "step", "total"}`,
+  `{"type": "status", "status"}`, `{"type": "cancel_requested"}`.
+- `tenant:<tenant>:jobs` and `tenant:<tenant>:jobs:<status>` sorted sets of job ids, all with score 0:
+  ids sort by creation time, so `ZREVRANGEBYLEX` pages newest first and a cursor (the last id seen)
+  stays stable under inserts.
+- `idem:<tenant>:<sha256(key)>` string: `{"job_id", "body_hash"}` with a TTL.
+- `asset:<tenant>:<id>` string: the asset record (JSON).
+- `stats:status` hash: jobs per status; `stats:duration:<status>` hash: histogram of run times.
+- `model:<name>:warm` sorted set: worker name → expiry of its last heartbeat.
+- `ratelimit:<sha256(api key)>` hash: tokens, ts (a token bucket per API key, expiring when full).
+
+These are job-state records; the objects in storage have their own keys (`storage.keys`).
+"""
+
+import hashlib
+
+from api_schemas import JobStatus
+
+PREFIX = "vsteer:"
+# Upper bounds (seconds) of the job-duration histogram; `+Inf` is implied.
+DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+def bucket_name(le: float) -> str:
+    """How a histogram bound is named in Redis (`le:<name>`) and in Prometheus."""
+    return format(le, "g")
+
+
+def job_record_key(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+def events_channel(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}:events"
+
+
+def tenant_index(tenant: str, status: JobStatus | None = None) -> str:
+    base = f"{PREFIX}tenant:{tenant}:jobs"
+    return base if status is None else f"{base}:{status.value}"
+
+
+def idempotency_key(tenant: str, key: str) -> str:
+    return f"{PREFIX}idem:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def asset_record_key(tenant: str, asset_id: str) -> str:
+    return f"{PREFIX}asset:{tenant}:{asset_id}"
+
+
+def rate_limit_key(subject: str) -> str:
+    return f"{PREFIX}ratelimit:{subject}"
+
+
+def warm_key(model: str) -> str:
+    return f"{PREFIX}model:{model}:warm"
+
+
+STATUS_STATS = f"{PREFIX}stats:status"
+
+
+def duration_stats(status: str) -> str:
+    return f"{PREFIX}stats:duration:{status}"

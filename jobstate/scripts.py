@@ -1,0 +1,207 @@
+"""The Lua scripts of job state, by name (`SCRIPTS`); `jobstate.operations` says which one an op runs.
+
+A script checks the current status and writes in one step, so a redelivered task and a concurrent
+cancel cannot race. Keys come in `KEYS` where the caller knows them (`jobstate.redis_keys`); the tenant
+and stats keys are built inside from the prefix the caller passes, which is fine on one Redis (not a
+cluster).
+"""
+
+from jobstate.redis_keys import DURATION_BUCKETS, bucket_name
+
+_LUA_COMMON = """
+local P = ARGV[1]
+local function is_terminal(s)
+  return s == 'succeeded' or s == 'failed' or s == 'canceled'
+end
+local BUCKETS = {__BUCKETS__}
+local BUCKET_NAMES = {__BUCKET_NAMES__}
+-- Move job `id` (hash `jk`) from status `from` to `to`, keep the indexes and counters right,
+-- stamp the times and tell subscribers. Returns nothing; the caller checked `from` is allowed.
+local function move(jk, id, from, to, now)
+  local tenant = redis.call('HGET', jk, 'tenant')
+  if from ~= to then
+    local base = P .. 'tenant:' .. tenant .. ':jobs:'
+    redis.call('ZREM', base .. from, id)
+    redis.call('ZADD', base .. to, 0, id)
+    redis.call('HINCRBY', P .. 'stats:status', from, -1)
+    redis.call('HINCRBY', P .. 'stats:status', to, 1)
+  end
+  redis.call('HSET', jk, 'status', to)
+  if to == 'queued' and from == 'running' then
+    -- handed back by a worker that is shutting down: that delivery did not crash, so it does not count
+    redis.call('HINCRBY', jk, 'attempts', -1)
+    redis.call('HDEL', jk, 'stage', 'step', 'total')
+  end
+  if to == 'running' then
+    redis.call('HSET', jk, 'started_at', now)
+    redis.call('HINCRBY', jk, 'attempts', 1)
+  end
+  if is_terminal(to) then
+    redis.call('HSET', jk, 'finished_at', now)
+    local started = redis.call('HGET', jk, 'started_at') or redis.call('HGET', jk, 'created_at')
+    local d = tonumber(now) - tonumber(started)
+    local hk = P .. 'stats:duration:' .. to
+    redis.call('HINCRBYFLOAT', hk, 'sum', d)
+    redis.call('HINCRBY', hk, 'count', 1)
+    for i, le in ipairs(BUCKETS) do
+      if d <= le then redis.call('HINCRBY', hk, 'le:' .. BUCKET_NAMES[i], 1) end
+    end
+  end
+  redis.call('PUBLISH', jk .. ':events', cjson.encode({type = 'status', status = to}))
+end
+""".replace("__BUCKETS__", ", ".join(repr(b) for b in DURATION_BUCKETS)).replace(
+    "__BUCKET_NAMES__", ", ".join(f"'{bucket_name(b)}'" for b in DURATION_BUCKETS)
+)
+
+# A token bucket on Redis's clock, so every API process shares one bucket per key whatever their own
+# clocks say. Takes `cost` tokens when there are as many; returns allowed (0/1) and the milliseconds
+# until `cost` tokens are there.
+_LUA_TOKEN = """
+local function take_token(bucket, rate, burst, cost)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+  local state = redis.call('HMGET', bucket, 'tokens', 'ts')
+  local tokens, ts = tonumber(state[1]), tonumber(state[2])
+  if tokens == nil then tokens, ts = burst, now end
+  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+  local allowed = 0
+  if tokens >= cost then
+    tokens = tokens - cost
+    allowed = 1
+  end
+  redis.call('HSET', bucket, 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', bucket, math.ceil((burst - tokens) / rate * 1000) + 1000)
+  local wait = 0
+  if allowed == 0 then wait = math.ceil((cost - tokens) / rate * 1000) end
+  return allowed, wait
+end
+"""
+
+# KEYS: job hash, idempotency key ('' for none), task queue list ('' for none), rate-limit bucket ('' for none)
+# ARGV: prefix, id, tenant, model, request, now, idem value, idem ttl, most active jobs per tenant (0: no cap),
+#       task message (pushed onto the queue list only when the job is created), bucket's rate, bucket's burst
+_CREATE = (
+    _LUA_COMMON
+    + _LUA_TOKEN
+    + """
+local jk, ik, qk, bk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('EXISTS', jk) == 1 then
+  -- Job ids are random: this very call already ran (the client retried it after a lost reply).
+  if redis.call('HGET', jk, 'tenant') == ARGV[3] and redis.call('HGET', jk, 'created_at') == ARGV[6] then
+    return {'created', '', {}}
+  end
+  return {'exists', '', {}}
+end
+if qk ~= '' then
+  -- Checked before any write: a script is not rolled back, and a job must never lack its task.
+  local kind = redis.call('TYPE', qk)['ok']
+  if kind ~= 'none' and kind ~= 'list' then return redis.error_reply('queue key ' .. qk .. ' holds a ' .. kind) end
+end
+if bk ~= '' then
+  -- the request's rate-limit token, taken first as for any request of the key
+  local allowed, wait = take_token(bk, tonumber(ARGV[11]), tonumber(ARGV[12]), 1)
+  if allowed == 0 then return {'rate_limited', wait, {}} end
+end
+if ik ~= '' then
+  local existing = redis.call('GET', ik)
+  if existing then
+    local prior = cjson.decode(existing)
+    return {'existing', existing, redis.call('HGETALL', P .. 'job:' .. prior['job_id'])}
+  end
+end
+local id, tenant = ARGV[2], ARGV[3]
+local cap = tonumber(ARGV[9])
+if cap > 0 then
+  local base = P .. 'tenant:' .. tenant .. ':jobs:'
+  local active = redis.call('ZCARD', base .. 'queued') + redis.call('ZCARD', base .. 'running')
+  if active >= cap then return {'limited', tostring(active), {}} end
+end
+redis.call('HSET', jk, 'id', id, 'tenant', tenant, 'status', 'queued', 'model', ARGV[4],
+  'request', ARGV[5], 'created_at', ARGV[6], 'cancel', '0', 'attempts', 0)
+redis.call('ZADD', P .. 'tenant:' .. tenant .. ':jobs', 0, id)
+redis.call('ZADD', P .. 'tenant:' .. tenant .. ':jobs:queued', 0, id)
+redis.call('HINCRBY', P .. 'stats:status', 'queued', 1)
+if ik ~= '' then redis.call('SET', ik, ARGV[7], 'EX', tonumber(ARGV[8])) end
+if qk ~= '' then redis.call('LPUSH', qk, ARGV[10]) end
+return {'created', '', {}}
+"""
+)
+
+# KEYS: job hash
+# ARGV: prefix, id, to status, now, allowed-from (comma separated), then field/value pairs to set
+_TRANSITION = (
+    _LUA_COMMON
+    + """
+local jk, id, to, now = KEYS[1], ARGV[2], ARGV[3], ARGV[4]
+local from = redis.call('HGET', jk, 'status')
+if not from then return {'missing', {}} end
+local allowed = false
+for s in string.gmatch(ARGV[5], '[^,]+') do
+  if s == from then allowed = true end
+end
+if not allowed then return {'rejected', redis.call('HGETALL', jk)} end
+for i = 6, #ARGV, 2 do redis.call('HSET', jk, ARGV[i], ARGV[i + 1]) end
+move(jk, id, from, to, now)
+return {'ok', redis.call('HGETALL', jk)}
+"""
+)
+
+# KEYS: job hash. ARGV: prefix, id, now. Queued → canceled at once; running → flag for the worker.
+_REQUEST_CANCEL = (
+    _LUA_COMMON
+    + """
+local jk, id, now = KEYS[1], ARGV[2], ARGV[3]
+local from = redis.call('HGET', jk, 'status')
+if not from then return {'missing', {}} end
+if is_terminal(from) then return {'terminal', redis.call('HGETALL', jk)} end
+redis.call('HSET', jk, 'cancel', '1')
+if from == 'queued' then
+  move(jk, id, from, 'canceled', now)
+  return {'canceled', redis.call('HGETALL', jk)}
+end
+redis.call('PUBLISH', jk .. ':events', cjson.encode({type = 'cancel_requested'}))
+return {'requested', redis.call('HGETALL', jk)}
+"""
+)
+
+# KEYS: job hash. ARGV: stage, step, total, now. Returns {written (0/1), cancel requested (0/1)}.
+_PROGRESS = """
+local jk = KEYS[1]
+local st = redis.call('HGET', jk, 'status')
+if st ~= 'running' then
+  return {0, st and redis.call('HGET', jk, 'cancel') == '1' and 1 or 0}
+end
+redis.call('HSET', jk, 'stage', ARGV[1], 'step', ARGV[2], 'total', ARGV[3], 'updated_at', ARGV[4])
+redis.call('PUBLISH', jk .. ':events', cjson.encode({type = 'progress', stage = ARGV[1],
+  step = tonumber(ARGV[2]), total = tonumber(ARGV[3])}))
+return {1, redis.call('HGET', jk, 'cancel') == '1' and 1 or 0}
+"""
+
+# KEYS: index. ARGV: prefix, cursor ('' for the first page), count. Returns job hashes, newest first.
+_LIST = """
+local P = ARGV[1]
+local max = ARGV[2] == '' and '+' or '(' .. ARGV[2]
+local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], max, '-', 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for i, id in ipairs(ids) do out[i] = {id, redis.call('HGETALL', P .. 'job:' .. id)} end
+return out
+"""
+
+# KEYS: bucket. ARGV: refill rate (tokens per second), burst (bucket size), cost.
+# Returns {allowed (0/1), milliseconds until `cost` tokens are there}.
+_RATE_LIMIT = (
+    _LUA_TOKEN
+    + """
+local allowed, wait = take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+return {allowed, wait}
+"""
+)
+
+SCRIPTS: dict[str, str] = {
+    "create": _CREATE,
+    "rate_limit": _RATE_LIMIT,
+    "transition": _TRANSITION,
+    "request_cancel": _REQUEST_CANCEL,
+    "progress": _PROGRESS,
+    "list": _LIST,
+}
