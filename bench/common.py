@@ -198,9 +198,10 @@ def png_bytes(image: PIL.Image.Image) -> bytes:
 
 def tiny_model_dir() -> Path:
     """The tiny SVD folder, built once under VSTEER_CACHE_DIR (as the registry builds it)."""
+    from workers.settings import EngineSettings
     from workers.tiny import save_tiny_svd
 
-    folder = Path(os.environ.get("VSTEER_CACHE_DIR", "~/.cache/vsteer")).expanduser() / "tiny-svd"
+    folder = EngineSettings().cache_dir.expanduser() / "tiny-svd"
     if not (folder / "model_index.json").is_file():
         save_tiny_svd(folder)
     return folder

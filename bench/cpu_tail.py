@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from api_schemas import JobRequest
     from workers.outputs import finish_outputs, output_threads
+    from workers.settings import EngineSettings
     from workers.video import write_preview
 
     frames = panning_clip(args.frames, args.height, args.width)[None]
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         .astype(np.float32)
     )
     job = JobRequest.model_validate({"image": "asset:a", "output": {"raw": True, "preview": "gif", "fps": 7}})
-    threads = output_threads()
+    threads = output_threads(EngineSettings().output_threads)
     folder = tempfile.TemporaryDirectory(prefix="vsteer-cpu-tail-")
     work = Path(folder.name)
 

@@ -294,11 +294,12 @@ class Engine:
         from api_schemas import JobRequest
         from workers.models import FastPath
         from workers.pipeline import SteerableVideoPipeline
+        from workers.settings import EngineSettings
 
         self.pipe = SteerableVideoPipeline(**components)
         self.pipe.set_progress_bar_config(disable=True)
         device = str(self.pipe._execution_device)
-        fast = FastPath.for_device(device)
+        fast = FastPath.for_device(device, EngineSettings())
         self.fast = FastPath(
             fast.channels_last, compile_ or fast.compile, fast.warm_up or compile_, fast.autotune or autotune
         )
@@ -364,7 +365,7 @@ def module_bytes(components: dict[str, Any]) -> int:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Read when the CUDA allocator starts (first use, below): fewer fragmentation failures for the
     # large decode buffers.
-    from workers.models import CUDA_ALLOC_CONF, CUDA_ALLOC_CONF_ENV
+    from workers.settings import CUDA_ALLOC_CONF, CUDA_ALLOC_CONF_ENV
 
     os.environ.setdefault(CUDA_ALLOC_CONF_ENV, CUDA_ALLOC_CONF)  # as a worker runs
     cuda = torch.cuda.is_available()

@@ -3,13 +3,16 @@
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
 from api_schemas import JobRequest
 from api_schemas.job import rule_field
+
+if TYPE_CHECKING:
+    from workers.settings import EngineSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Latent-space steering of Stable Video Diffusion.")
 models_app = typer.Typer(no_args_is_help=True, help="Models: list the registry, build the tiny SVD.")
@@ -50,6 +53,19 @@ def load_job(path: Path) -> JobRequest:
     raise AssertionError("unreachable")
 
 
+def engine_settings() -> "EngineSettings":
+    """The engine's settings (`VSTEER_MODELS`, `VSTEER_OUTPUT_THREADS`, …), read once by each command
+    that runs the engine; a bad variable ends the command naming it."""
+    from workers.settings import EngineSettings
+
+    try:
+        return EngineSettings()
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()]
+        fail("invalid settings:\n  " + "\n  ".join(problems), EXIT_FAILED)
+    raise AssertionError("unreachable")
+
+
 def default_directions_dir() -> Path:
     """Where `{"id": "dir_…"}` sources are read from: VSTEER_DIRECTIONS_DIR, else ./directions."""
     import os
@@ -77,8 +93,9 @@ def execute(
     from workers.images import ImageResolver
     from workers.models import ModelRegistry, quiet_libraries
 
+    settings = engine_settings()
     quiet_libraries()
-    registry = ModelRegistry.from_env()
+    registry = ModelRegistry.from_settings(settings)
     if base_dir is not None:
         # Relative paths are read from the job file's folder; the manifest records them absolute.
         job = job.map_image_refs(lambda ref: absolute_path(ref, base_dir))
@@ -100,6 +117,7 @@ def execute(
             images=ImageResolver(allow_paths=True),
             directions=DirectionResolver.from_folder(directions_dir or default_directions_dir()),
             on_progress=on_progress,
+            settings=settings,
         )
     except JobInputError as exc:
         fail(f"{exc.field}: {exc.detail}", EXIT_FAILED)
@@ -214,7 +232,7 @@ def models_list() -> None:
     """The registered models (built-in and VSTEER_MODELS) and where their weights come from."""
     from workers.models import ModelRegistry
 
-    registry = ModelRegistry.from_env()
+    registry = ModelRegistry.from_settings(engine_settings())
     for name in registry.names():
         spec = registry.specs[name]
         marker = "*" if name == registry.default else " "
@@ -287,8 +305,9 @@ def directions_fit(
             fail("--images: give at least 2 images", EXIT_INVALID)
         if method in ("supervised", "probe") and labels is None:
             fail(f"--labels is required with --method {method}", EXIT_INVALID)
+    settings = engine_settings()
     quiet_libraries()
-    registry = ModelRegistry.from_env()
+    registry = ModelRegistry.from_settings(settings)
     loaded = registry.get(registry.register(model) if model else None)
     try:
         decoded = [resolver.open(str(path), str(path)) for path in paths]

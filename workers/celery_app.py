@@ -12,7 +12,8 @@ Why these settings (see DESIGN.md, "Worker process model"):
   (the job body is idempotent, see `workers.job_runner`);
 - prefetch 1: an idle worker can take the next job instead of it waiting behind a long one;
 - the broker's visibility timeout exceeds the longest queue wait plus the longest job, or Redis would
-  hand a running job to a second worker;
+  hand a running job to a second worker; a job that runs past the longest (`job_time_limit_s`) is
+  stopped and failed (`workers.job_runner`), so the bound holds;
 - `worker_cancel_long_running_tasks_on_connection_loss`: after a broker disconnect the message comes
   back, so the running copy is stopped rather than run twice;
 - warm shutdown (SIGTERM): `worker_shutting_down` sets `workers.job_runner.SHUTDOWN`; the running job
@@ -20,6 +21,8 @@ Why these settings (see DESIGN.md, "Worker process model"):
   worker takes it at once instead of the shutdown waiting for the whole job (or the job being lost
   when the shutdown grace period runs out and the process is killed).
 
+The worker's settings (`workers.settings.get_settings`) are read once, when this module builds the
+app, so a bad variable stops the worker before it starts; every part gets its values from them.
 Models load in `worker_init`, in the worker's main process before it consumes anything; not in
 `worker_process_init`, whose handlers must finish within 4 seconds.
 """
@@ -107,9 +110,11 @@ def build_deps(settings: WorkerSettings):  # type: ignore[no-untyped-def]
         # retried within the state retry budget) instead of holding the job forever.
         store=JobStore.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5),
         storage=storage,
-        registry=ModelRegistry.from_env(),
+        registry=ModelRegistry.from_settings(settings),
         enqueue_webhook=enqueue_webhook,
         work_dir=settings.work_dir,
+        engine_settings=settings,
+        job_time_limit_s=settings.job_time_limit_s,
         max_deliveries=settings.max_deliveries,
         storage_retry_budget_s=settings.storage_retry_budget_s,
         state_retry_budget_s=settings.state_retry_budget_s,
@@ -133,15 +138,9 @@ def load_models(sender=None, **_: object) -> None:  # type: ignore[no-untyped-de
         return
     log.info("loading models %s", ", ".join(models))
     try:
-        from workers.memory_plan import available_host_bytes
-        from workers.outputs import output_threads
-
-        # A bad VSTEER_OUTPUT_THREADS or VSTEER_HOST_MEMORY_BYTES stops the worker here, not each job.
-        output_threads()
-        available_host_bytes()
         deps = worker_deps()
         deps.registry.warm(models)
-        warm_up_jobs(deps.registry, models)
+        warm_up_jobs(deps.registry, models, get_settings())
     except Exception as exc:
         # Celery logs and ignores exceptions of signal handlers; a GPU worker that cannot load what it
         # serves must not consume its queue, so it stops here (SystemExit passes through).
@@ -153,17 +152,17 @@ def load_models(sender=None, **_: object) -> None:  # type: ignore[no-untyped-de
     beat.start()
 
 
-def warm_up_jobs(registry, models: list[str]) -> None:  # type: ignore[no-untyped-def]
+def warm_up_jobs(registry, models: list[str], settings: WorkerSettings) -> None:  # type: ignore[no-untyped-def]
     """One small job per model before consuming, where the fast path's warm-up is on (CUDA by
     default, `VSTEER_WARMUP=1` anywhere), so that the first real job runs at steady-state speed."""
     from workers.engine import warm_up_job
-    from workers.models import FastPath, ModelRegistry
+    from workers.models import ModelRegistry
 
     if not isinstance(registry, ModelRegistry):
         return  # a stand-in engine (tests, benchmarks) has no model to warm
     for name in models:
-        if FastPath.for_device(registry.get(name).device).warm_up:
-            log.info("warm-up job for %s took %.1f s", name, warm_up_job(registry, name))
+        if registry.get(name).fast.warm_up:
+            log.info("warm-up job for %s took %.1f s", name, warm_up_job(registry, name, settings=settings))
 
 
 @signals.worker_shutting_down.connect

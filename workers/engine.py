@@ -28,6 +28,7 @@ from workers.manifest import build_manifest, describe_file, write_manifest
 from workers.memory_plan import check_host_memory
 from workers.models import LoadedModel, ModelRegistry
 from workers.outputs import finish_outputs, output_threads
+from workers.settings import EngineSettings, engine_defaults
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,12 @@ def run_job(
     on_progress: ProgressSink | None = None,
     should_cancel: Callable[[], bool] | None = None,
     job_id: str | None = None,
+    settings: EngineSettings | None = None,
 ) -> JobOutputs:
     """Run one job to files in `out_dir`; raises JobInputError (JobTooLarge among them), JobCanceled or
-    ModelUnavailableError."""
+    ModelUnavailableError. `settings` give the output threads and the host memory (the defaults when
+    None); `should_cancel` may raise to stop the job at its next step."""
+    settings = settings or engine_defaults()
     report = on_progress or (lambda progress: None)
     canceled = should_cancel or (lambda: False)
     started = time.perf_counter()
@@ -95,8 +99,9 @@ def run_job(
     job = resolve_job(job, model)
     pipe = model.pipeline
     clock = StageClock(model.device)
-    threads = output_threads()  # a bad VSTEER_OUTPUT_THREADS fails the job here, before its GPU work
-    check_host_memory(job, pipe, model.device)  # a job too large for this host fails here, not the worker
+    threads = output_threads(settings.output_threads)
+    # A job too large for this host fails here, not the worker.
+    check_host_memory(job, pipe, model.device, settings.host_memory_bytes)
     if canceled():
         raise JobCanceled()
 
@@ -233,7 +238,9 @@ def load_inputs(job: JobRequest, images: ImageResolver) -> tuple[Inputs, dict[st
     return inputs, record
 
 
-def warm_up_job(registry: ModelRegistry, name: str | None = None, steps: int = 2) -> float:
+def warm_up_job(
+    registry: ModelRegistry, name: str | None = None, steps: int = 2, settings: EngineSettings | None = None
+) -> float:
     """Run one small job end to end at the model's default shape, so that first use of every stage
     (image encoders, the audit's optical flow, the H.264 and preview encoders) happens at worker start
     and not in the first job. Returns its seconds."""
@@ -250,5 +257,5 @@ def warm_up_job(registry: ModelRegistry, name: str | None = None, steps: int = 2
     job = JobRequest.model_validate({"model": name, "seed": 0, "image": image, "generation": {"steps": steps}})
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vsteer-warm-up-") as tmp:
-        run_job(job, Path(tmp), registry=registry, images=ImageResolver())
+        run_job(job, Path(tmp), registry=registry, images=ImageResolver(), settings=settings)
     return time.perf_counter() - started

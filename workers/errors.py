@@ -46,6 +46,17 @@ class StorageUnavailable(Exception):
     """Storage stayed unreachable for the whole retry budget while results uploaded."""
 
 
+class JobTimeLimitExceeded(Exception):
+    """The job ran past the worker's time limit (`job_time_limit_s`); the step callback raises this so
+    that the job fails, and the worker goes on, well before the broker's visibility timeout (set above
+    the limit) would hand the job to a second worker."""
+
+    def __init__(self, limit_s: float, elapsed_s: float) -> None:
+        super().__init__(f"the job ran {elapsed_s:.1f} s, past the time limit of {limit_s:g} s")
+        self.limit_s = limit_s
+        self.elapsed_s = elapsed_s
+
+
 # --- problem details: what a failed job carries, one builder per kind of failure -----------------
 
 
@@ -93,6 +104,16 @@ def poison_problem(job_id: str, attempts: int) -> Problem:
 
 def storage_problem(job_id: str, exc: StorageUnavailable) -> Problem:
     return job_problem(job_id, ProblemType.storage_unavailable, "Storage unavailable", 503, str(exc)[:2000])
+
+
+def time_limit_problem(job_id: str, exc: JobTimeLimitExceeded) -> Problem:
+    """504: the job was stopped for taking too long (not for a fault of its own or of the worker)."""
+    detail = (
+        f"the job was still running after {exc.elapsed_s:.0f} s, past this worker's time limit of {exc.limit_s:g} s, "
+        "and was stopped; lower `generation.steps`, `generation.num_frames`, `generation.width`/`height` "
+        "or `sweep.count`"
+    )
+    return job_problem(job_id, ProblemType.time_limit, "Job time limit exceeded", 504, detail)
 
 
 def internal_problem(job_id: str, exc: BaseException) -> Problem:

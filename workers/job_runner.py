@@ -12,6 +12,9 @@ safe to deliver more than once lives here:
 - a worker asked to stop (warm shutdown) stops the job within a step and hands it back: the job goes
   back to `queued` and `execute` returns `JobStatus.queued`, on which the task rejects its message
   with requeue, so another worker runs it;
+- a job still running `job_time_limit_s` after it started here stops at its next denoising step and
+  fails with problem type `time-limit` (504), long before the broker's visibility timeout (set above
+  the limit) would hand it to a second worker;
 - storage that is down while results upload is retried with backoff for `storage_retry_budget_s`,
   then the job fails saying so (it never stays `running`);
 - progress and cancel checks are best effort while Redis is unreachable; the final transition is
@@ -47,6 +50,7 @@ from workers.directions import DirectionResolver
 from workers.errors import (
     JobCanceled,
     JobInputError,
+    JobTimeLimitExceeded,
     JobTooLarge,
     ModelUnavailableError,
     StorageUnavailable,
@@ -57,10 +61,12 @@ from workers.errors import (
     out_of_memory_problem,
     poison_problem,
     storage_problem,
+    time_limit_problem,
     too_large_problem,
 )
 from workers.images import ImageResolver
 from workers.models import ModelRegistry
+from workers.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +99,11 @@ class WorkerDeps:
     work_dir: Path | None = None
     run_job: Callable[..., Any] | None = None
     """The engine's `workers.engine.run_job` (the default), or a stand-in with its signature."""
+    engine_settings: EngineSettings | None = None
+    """What the engine reads (output threads, host memory), passed to the default `run_job`; its
+    defaults when None."""
+    job_time_limit_s: float | None = None
+    """Longest a job may run from its start here; past it the job stops at its next step and fails."""
     max_deliveries: int = 3
     """Runs a job may start before its next delivery fails it as a poison job."""
     storage_retry_budget_s: float = 120.0
@@ -164,6 +175,9 @@ def run_and_record(record: JobRecord, deps: WorkerDeps) -> JobRecord | None:
     except JobCanceled:
         log.info("job %s canceled", job_id)
         write = partial(store.mark_canceled, job_id)
+    except JobTimeLimitExceeded as exc:
+        log.warning("job %s stopped: %s", job_id, exc)
+        write = partial(store.fail, job_id, time_limit_problem(job_id, exc))
     except JobTooLarge as exc:
         log.warning("job %s is too large for this worker: %s", job_id, exc.detail)
         write = partial(store.fail, job_id, too_large_problem(job_id, exc))
@@ -193,7 +207,9 @@ def render_and_upload(record: JobRecord, deps: WorkerDeps) -> StoredResult:
     # Imported here: the engine pulls in the pipeline, which the module's importers do not all need.
     from workers.engine import Progress, run_job
 
-    run = deps.run_job or run_job
+    run = deps.run_job or partial(run_job, settings=deps.engine_settings)
+    started = time.monotonic()
+    limit = deps.job_time_limit_s
     job_id, tenant = record.id, record.tenant
     request = JobRequest.model_validate(record.request)
     images = ImageResolver(fetch_asset=lambda asset_id: fetch_asset(deps, tenant, asset_id))
@@ -219,6 +235,9 @@ def render_and_upload(record: JobRecord, deps: WorkerDeps) -> StoredResult:
     def should_cancel() -> bool:
         if deps.shutdown.is_set():
             raise WorkerShuttingDown()
+        elapsed = time.monotonic() - started
+        if limit is not None and elapsed > limit:
+            raise JobTimeLimitExceeded(limit, elapsed)
         try:
             return deps.store.is_cancel_requested(job_id)
         except REDIS_DOWN:

@@ -15,12 +15,11 @@ The plan (bytes):
   (`SteerableVideoPipeline.denoise_bytes`, planned for SVD-XT's channel widths and scaled
   to the model's) and one decode chunk's.
 
-Available: `VSTEER_HOST_MEMORY_BYTES` when set, else the kernel's estimate of memory available
-without swapping (`MemAvailable`), lowered to the room left under the process's cgroup limit when
-there is one (a container's memory limit).
+Available: `host_memory_bytes` of the settings (`VSTEER_HOST_MEMORY_BYTES`) when set, else the
+kernel's estimate of memory available without swapping (`MemAvailable`), lowered to the room left
+under the process's cgroup limit when there is one (a container's memory limit).
 """
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from api_schemas import JobRequest
 from workers.errors import JobTooLarge
 from workers.pipeline import SteerableVideoPipeline
 
-HOST_MEMORY_ENV = "VSTEER_HOST_MEMORY_BYTES"
 FRAME_COPIES = 2.5
 GIB = 2**30
 # Channel widths the pipeline's per-pixel activation constants were traced with (SVD-XT).
@@ -65,14 +63,11 @@ def plan_host_memory(job: JobRequest, pipe: SteerableVideoPipeline, device: str)
     return HostPlan(frames, int(denoise), int(decode))
 
 
-def available_host_bytes(env: dict[str, str] | None = None) -> int | None:
-    """Bytes this process may still take: `VSTEER_HOST_MEMORY_BYTES`, else MemAvailable within the
-    cgroup's limit; None where neither can be read (not Linux)."""
-    value = (os.environ if env is None else env).get(HOST_MEMORY_ENV, "").strip()
-    if value:
-        if not (value.isascii() and value.isdigit()):
-            raise ValueError(f"{HOST_MEMORY_ENV} must be a number of bytes, got {value!r}")
-        return int(value)
+def available_host_bytes(configured: int | None = None) -> int | None:
+    """Bytes this process may still take: the configured amount (`EngineSettings.host_memory_bytes`),
+    else MemAvailable within the cgroup's limit; None where neither can be read (not Linux)."""
+    if configured is not None:
+        return configured
     available = _meminfo_available()
     room = _cgroup_room()
     if available is None or room is None:
@@ -80,10 +75,13 @@ def available_host_bytes(env: dict[str, str] | None = None) -> int | None:
     return min(available, room)
 
 
-def check_host_memory(job: JobRequest, pipe: SteerableVideoPipeline, device: str) -> HostPlan:
-    """Raise JobTooLarge when the job's plan exceeds the host memory available; else the plan."""
+def check_host_memory(
+    job: JobRequest, pipe: SteerableVideoPipeline, device: str, host_memory_bytes: int | None = None
+) -> HostPlan:
+    """Raise JobTooLarge when the job's plan exceeds the host memory available (`host_memory_bytes`
+    when configured); else the plan."""
     plan = plan_host_memory(job, pipe, device)
-    available = available_host_bytes()
+    available = available_host_bytes(host_memory_bytes)
     if available is None or plan.total <= available:
         return plan
     gen = job.generation

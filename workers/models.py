@@ -22,6 +22,7 @@ import torch
 
 from workers.errors import ModelUnavailableError
 from workers.pipeline import SteerableVideoPipeline
+from workers.settings import CUDA_ALLOC_CONF_ENV, EngineSettings, engine_defaults
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +127,9 @@ def weight_hash(folder: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def resolve_folder(spec: ModelSpec) -> Path:
-    """The local folder holding the spec's weights; never downloads."""
+def resolve_folder(spec: ModelSpec, hf_cache: str | None = None) -> Path:
+    """The local folder holding the spec's weights; never downloads. `hf_cache` (the configured hub
+    cache) only names where missing weights must go."""
     if spec.name == TINY and not Path(spec.source, "model_index.json").is_file():
         from workers.tiny import save_tiny_svd
 
@@ -145,7 +147,7 @@ def resolve_folder(spec: ModelSpec) -> Path:
     try:
         return Path(snapshot_download(spec.source, revision=spec.revision, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError) as exc:
-        cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        cache = hf_cache or "~/.cache/huggingface"
         revision = f" --revision {spec.revision}" if spec.revision else ""
         raise ModelUnavailableError(
             spec.name,
@@ -181,12 +183,12 @@ class FastPath:
     """Speed settings applied at load. On CUDA `channels_last` and the warm-up are on by default; on
     the CPU everything is off, so CPU results stay bit-for-bit those of diffusers.
 
-    Environment: `VSTEER_FAST=0` turns the defaults off; `VSTEER_COMPILE=1` compiles the UNet and the
-    VAE decoder with `torch.compile` (opt-in on any device: the first compile takes minutes, each new
-    shape compiles again); `VSTEER_WARMUP=1|0` forces the warm-up run at load on or off;
-    `VSTEER_CUDNN_AUTOTUNE=1` turns on cuDNN's autotune on CUDA (opt-in: it chooses kernels by timing
-    them, so two worker processes may round differently and a manifest no longer replays bit for
-    bit). SDPA attention is always on: the engine's processors wrap `AttnProcessor2_0`. bf16/fp16
+    Settings (`EngineSettings`): `VSTEER_FAST=0` turns the defaults off; `VSTEER_COMPILE=1` compiles the
+    UNet and the VAE decoder with `torch.compile` (opt-in on any device: the first compile takes
+    minutes, each new shape compiles again); `VSTEER_WARMUP=1|0` forces the warm-up run at load on or
+    off; `VSTEER_CUDNN_AUTOTUNE=1` turns on cuDNN's autotune on CUDA (opt-in: it chooses kernels by
+    timing them, so two worker processes may round differently and a manifest no longer replays bit
+    for bit). SDPA attention is always on: the engine's processors wrap `AttnProcessor2_0`. bf16/fp16
     weights are the spec's `dtype` (float16 on CUDA when unset).
     """
 
@@ -196,13 +198,13 @@ class FastPath:
     autotune: bool = False
 
     @classmethod
-    def for_device(cls, device: str, env: dict[str, str] | None = None) -> "FastPath":
-        env = dict(os.environ if env is None else env)
-        cuda = device.startswith("cuda") and env.get("VSTEER_FAST", "1") != "0"
-        compile_ = env.get("VSTEER_COMPILE", "0") == "1"
-        warm_up = env.get("VSTEER_WARMUP", "1" if cuda or compile_ else "0") == "1"
-        autotune = cuda and env.get("VSTEER_CUDNN_AUTOTUNE", "0") == "1"
-        return cls(channels_last=cuda, compile=compile_, warm_up=warm_up, autotune=autotune)
+    def for_device(cls, device: str, settings: EngineSettings | None = None) -> "FastPath":
+        """The fast path `settings` ask for on `device` (the defaults when None)."""
+        settings = settings or engine_defaults()
+        cuda = device.startswith("cuda") and settings.fast
+        warm_up = settings.warmup if settings.warmup is not None else cuda or settings.compile
+        autotune = cuda and settings.cudnn_autotune
+        return cls(channels_last=cuda, compile=settings.compile, warm_up=warm_up, autotune=autotune)
 
     def describe(self) -> dict[str, bool]:
         """What changes a job's numbers, for the manifest (the warm-up does not)."""
@@ -235,19 +237,16 @@ def channels_last_convs(module: torch.nn.Module) -> int:
     return len(convs)
 
 
-CUDA_ALLOC_CONF_ENV = "PYTORCH_CUDA_ALLOC_CONF"
-CUDA_ALLOC_CONF = "expandable_segments:True"
-
-
-def load_model(spec: ModelSpec, fast: FastPath | None = None) -> LoadedModel:
-    """Load a spec's pipeline onto its device, in its dtype, with the device's fast path applied
-    (`FastPath.for_device` from the environment unless `fast` is given)."""
+def load_model(spec: ModelSpec, settings: EngineSettings | None = None) -> LoadedModel:
+    """Load a spec's pipeline onto its device, in its dtype, with the fast path `settings` ask for on
+    that device (the defaults when None)."""
+    settings = settings or engine_defaults()
     quiet_libraries()
-    # Read once, when CUDA's allocator starts (the weights' move below, in a worker): growing segments
-    # instead of fixed blocks, so that jobs of changing sizes do not fragment the card's memory.
-    # `bench.gpu_svd` measures with the same setting.
-    os.environ.setdefault(CUDA_ALLOC_CONF_ENV, CUDA_ALLOC_CONF)
-    folder = resolve_folder(spec)
+    # CUDA reads it once, when its allocator starts (the weights' move below, in a worker): growing
+    # segments instead of fixed blocks, so that jobs of changing sizes do not fragment the card's
+    # memory. `bench.gpu_svd` measures with the same setting.
+    os.environ.setdefault(CUDA_ALLOC_CONF_ENV, settings.cuda_alloc_conf)
+    folder = resolve_folder(spec, settings.hf_cache)
     device, dtype = spec.resolved_device(), spec.resolved_dtype()
     variant = spec.variant if spec.variant and any(folder.rglob(f"*.{spec.variant}.*")) else None
     pipeline = SteerableVideoPipeline.from_pretrained(folder, dtype=dtype, variant=variant)
@@ -263,50 +262,48 @@ def load_model(spec: ModelSpec, fast: FastPath | None = None) -> LoadedModel:
         "height": spec.height,
         "num_frames": spec.num_frames or int(pipeline.unet.config.num_frames),
     }
-    fast = fast or FastPath.for_device(device)
+    fast = FastPath.for_device(device, settings)
     fast.apply(pipeline, defaults["num_frames"], spec.height, spec.width)
     return LoadedModel(spec, pipeline, folder, weight_hash(folder), size, defaults, fast)
 
 
 class ModelRegistry:
     """Named models, loaded on first use and kept warm; least recently used ones leave first
-    when the budget would be exceeded. Thread-safe."""
+    when the budget would be exceeded. Models load with `settings`' fast path and hub cache (the
+    defaults when None). Thread-safe."""
 
-    def __init__(self, specs: dict[str, ModelSpec], default: str, memory_budget_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        specs: dict[str, ModelSpec],
+        default: str,
+        memory_budget_bytes: int | None = None,
+        settings: EngineSettings | None = None,
+    ) -> None:
         if default not in specs:
             raise ValueError(f"default model {default!r} is not registered; known: {sorted(specs)}")
         self.specs = specs
         self.default = default
         self.budget = memory_budget_bytes
+        self.settings = settings
         self._warm: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "ModelRegistry":
-        """VSTEER_MODELS (JSON: name → spec fields or a folder path), VSTEER_DEFAULT_MODEL,
-        VSTEER_MODEL_MEMORY_BUDGET_GB, VSTEER_CACHE_DIR (where `tiny` is built)."""
-        env = dict(os.environ if env is None else env)
-        cache_dir = Path(env.get("VSTEER_CACHE_DIR", "~/.cache/vsteer")).expanduser()
-        specs = builtin_specs(cache_dir)
-        raw = env.get("VSTEER_MODELS", "").strip()
-        if raw:
+    def from_settings(cls, settings: EngineSettings) -> "ModelRegistry":
+        """The built-in models (`tiny` built under `cache_dir`) and `models`, with `default_model` and
+        `model_memory_budget_gb`."""
+        specs = builtin_specs(settings.cache_dir.expanduser())
+        for name, fields in settings.models.items():
             try:
-                configured = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"VSTEER_MODELS is not valid JSON: {exc}") from exc
-            if not isinstance(configured, dict):
-                raise ValueError("VSTEER_MODELS must be a JSON object of name → spec")
-            for name, value in configured.items():
-                fields = {"source": value} if isinstance(value, str) else dict(value)
-                try:
-                    specs[name] = ModelSpec(name=name, **fields)
-                except TypeError as exc:
-                    raise ValueError(f"VSTEER_MODELS[{name!r}]: {exc}") from exc
-        budget = env.get("VSTEER_MODEL_MEMORY_BUDGET_GB")
+                specs[name] = ModelSpec(name=name, **fields)
+            except TypeError as exc:
+                raise ValueError(f"VSTEER_MODELS[{name!r}]: {exc}") from exc
+        budget = settings.model_memory_budget_gb
         return cls(
             specs,
-            default=env.get("VSTEER_DEFAULT_MODEL", TINY),
-            memory_budget_bytes=int(float(budget) * 2**30) if budget else None,
+            default=settings.default_model,
+            memory_budget_bytes=int(budget * 2**30) if budget is not None else None,
+            settings=settings,
         )
 
     def names(self) -> list[str]:
@@ -352,7 +349,7 @@ class ModelRegistry:
             if spec.name in self._warm and self._warm[spec.name].spec == spec:
                 self._warm.move_to_end(spec.name)
                 return self._warm[spec.name]
-            loaded = load_model(spec)
+            loaded = load_model(spec, self.settings)
             if self.budget is not None and loaded.bytes > self.budget:
                 raise ModelUnavailableError(
                     spec.name, f"model {spec.name!r} needs {loaded.bytes / 2**30:.2f} GiB, over the budget"

@@ -7,9 +7,9 @@ its bitstream depends on the thread count), so they run as parallel tasks and th
 whatever the number of threads. On a GPU worker the device sits idle meanwhile, so this is time
 taken from every job.
 
-Threads: `VSTEER_OUTPUT_THREADS`, or the CPUs this process may use, at most 4 (a single clip has four
-tasks, and each task holds working memory: an audit a third of its clip's float frames, a sweep's clip
-encode its clip in 8 bits).
+Threads: `output_threads` of the settings (`VSTEER_OUTPUT_THREADS`), or the CPUs this process may use,
+at most 4 (a single clip has four tasks, and each task holds working memory: an audit a third of its
+clip's float frames, a sweep's clip encode its clip in 8 bits).
 
 Host memory beyond the decoded frames (S bytes of float32): the 8-bit frames the video, poster and
 preview share (S/4 for one clip; the contact sheet of a sweep, about as much), plus the running tasks'
@@ -31,21 +31,16 @@ from workers.audit import audit_frames
 from workers.video import contact_sheet, to_uint8, write_mp4, write_poster, write_preview
 
 T = TypeVar("T")
-THREADS_ENV = "VSTEER_OUTPUT_THREADS"
 DEFAULT_MAX_THREADS = 4
 
 
-def output_threads(env: dict[str, str] | None = None) -> int:
-    """Threads for a job's outputs: `VSTEER_OUTPUT_THREADS` (a positive integer), else the CPUs this
-    process may run on, at most DEFAULT_MAX_THREADS. Read before a job's GPU work, and at worker start,
-    so that a bad value fails there."""
-    value = (os.environ if env is None else env).get(THREADS_ENV, "").strip()
-    if not value:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return min(cpus, DEFAULT_MAX_THREADS)
-    if not (value.isascii() and value.isdigit()) or int(value) < 1:
-        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
-    return int(value)
+def output_threads(configured: int | None = None) -> int:
+    """Threads for a job's outputs: the configured count (`EngineSettings.output_threads`, checked
+    when the settings are read), else the CPUs this process may run on, at most DEFAULT_MAX_THREADS."""
+    if configured is not None:
+        return configured
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cpus, DEFAULT_MAX_THREADS)
 
 
 class Tasks:

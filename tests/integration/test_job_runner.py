@@ -6,6 +6,7 @@ tests run the real engine.
 """
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,42 @@ def test_a_job_too_large_for_the_host_fails_with_what_to_lower(store, storage):
     assert error.type.endswith("/out-of-memory") and error.title == "Not enough host memory"
     assert (error.status, error.field) == (507, "generation")
     assert error.detail.startswith("25 frames of 1024x576 need about 9.9 GiB")
+
+
+def test_a_job_past_its_time_limit_fails_and_the_worker_goes_on(store, storage):
+    def slow(job, out_dir, *, on_progress, should_cancel, **_):
+        for i in range(1000):
+            time.sleep(0.05)
+            on_progress(Progress("denoise", i + 1, 1000))
+            should_cancel()
+        raise AssertionError("the time limit did not stop the job")
+
+    job_id = create(store)
+    deps = deps_with(store, storage, slow)
+    deps.job_time_limit_s = 0.5
+    started = time.monotonic()
+
+    assert execute(job_id, TENANT, deps) is JobStatus.failed
+    assert time.monotonic() - started < 10
+    record = store.get(TENANT, job_id)
+    error = record.error
+    assert error.type.endswith("/time-limit") and error.status == 504
+    assert "past this worker's time limit of 0.5 s" in error.detail
+    assert 0 < record.progress.step < 1000  # stopped at a step, not run to the end
+
+    # The limit counts from each job's start: the next job on this worker runs as usual.
+    nxt = create(store)
+    deps.run_job = fake_engine()
+    assert execute(nxt, TENANT, deps) is JobStatus.succeeded
+
+
+def test_the_engine_stops_a_job_at_its_time_limit(store, storage, registry):
+    job_id = create(store)
+    deps = WorkerDeps(store=store, storage=storage, registry=registry, job_time_limit_s=0.0)
+
+    assert execute(job_id, TENANT, deps) is JobStatus.failed
+    error = store.get(TENANT, job_id).error
+    assert error.type.endswith("/time-limit"), error.detail
 
 
 def test_any_other_exception_becomes_a_problem(store, storage):

@@ -59,6 +59,7 @@ def test_fit_writes_directions_with_metadata_and_leakage(method, cli_env, tmp_pa
 
 def test_contrastive_direction_is_the_mean_pair_difference(cli_env, tiny_model_dir, tmp_path):
     from workers.models import ModelRegistry
+    from workers.settings import EngineSettings
 
     paths, _ = brightness_images(tmp_path, 8)
     (tmp_path / "pairs.txt").write_text("\n".join(f"{paths[i]},{paths[i + 4]}" for i in range(4)))
@@ -74,7 +75,7 @@ def test_contrastive_direction_is_the_mean_pair_difference(cli_env, tiny_model_d
     from safetensors.torch import load_file
 
     got = load_file(tmp_path / "dirs" / "dir_pair_0.safetensors")["direction"]
-    pipe = ModelRegistry.from_env().get("tiny").pipeline
+    pipe = ModelRegistry.from_settings(EngineSettings()).get("tiny").pipeline
     with torch.no_grad():
         emb = torch.stack([pipe.encode_image_embedding(PIL.Image.open(p).convert("RGB")) for p in paths]).double()
     want = (emb[:4] - emb[4:]).mean(dim=0)
@@ -93,6 +94,7 @@ def test_fitted_direction_runs_in_a_job_by_id(cli_env, image_paths, tmp_path):
     from workers.engine import run_job
     from workers.images import ImageResolver
     from workers.models import ModelRegistry
+    from workers.settings import EngineSettings
 
     job = JobRequest.model_validate(
         {
@@ -105,7 +107,7 @@ def test_fitted_direction_runs_in_a_job_by_id(cli_env, image_paths, tmp_path):
     outputs = run_job(
         job,
         tmp_path / "out",
-        registry=ModelRegistry.from_env(),
+        registry=ModelRegistry.from_settings(EngineSettings()),
         images=ImageResolver(allow_paths=True),
         directions=DirectionResolver.from_folder(tmp_path / "dirs"),
     )

@@ -5,6 +5,7 @@ import pytest
 from api_schemas.problems import PROBLEM_BASE, ProblemType
 from workers.errors import (
     JobInputError,
+    JobTimeLimitExceeded,
     JobTooLarge,
     ModelUnavailableError,
     StorageUnavailable,
@@ -14,6 +15,7 @@ from workers.errors import (
     out_of_memory_problem,
     poison_problem,
     storage_problem,
+    time_limit_problem,
     too_large_problem,
 )
 
@@ -33,6 +35,7 @@ JOB = "job_0123456789abcdef0123456789ab"
         (model_problem(JOB, ModelUnavailableError("svd", "no weights")), "model-unavailable", 503, "model"),
         (poison_problem(JOB, 3), "worker-lost", 500, None),
         (storage_problem(JOB, StorageUnavailable("down")), "storage-unavailable", 503, None),
+        (time_limit_problem(JOB, JobTimeLimitExceeded(60, 61.2)), "time-limit", 504, None),
         (internal_problem(JOB, RuntimeError("boom")), "internal-error", 500, None),
     ],
 )
@@ -53,3 +56,9 @@ def test_out_of_memory_says_what_to_lower() -> None:
     assert "sweep.batch_size" in detail
     assert "sweep.batch_size" not in (out_of_memory_problem(JOB, {}, RuntimeError("x")).detail or "")
     assert "defaultxdefault with default frames" in (out_of_memory_problem(JOB, {}, RuntimeError("x")).detail or "")
+
+
+def test_time_limit_says_the_limit_and_what_to_lower() -> None:
+    detail = time_limit_problem(JOB, JobTimeLimitExceeded(3600, 3601.4)).detail or ""
+    assert "after 3601 s, past this worker's time limit of 3600 s" in detail
+    assert "`generation.steps`" in detail

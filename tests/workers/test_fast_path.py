@@ -10,6 +10,7 @@ from api_schemas import JobRequest
 from workers.engine import run_job
 from workers.images import ImageResolver
 from workers.models import FastPath, ModelRegistry, ModelSpec, channels_last_convs
+from workers.settings import EngineSettings
 from workers.tiny import TINY_DEFAULTS
 
 DOC = {"seed": 5, "generation": {"width": 64, "height": 64, "num_frames": 5, "steps": 3}, "output": {"raw": True}}
@@ -41,7 +42,7 @@ def test_the_cuda_settings_on_the_cpu_give_the_same_frames(
     plain = frames(ModelRegistry({"t": spec}, default="t"), image_paths[0], tmp_path / "plain")
     # channels_last and the warm-up, as on CUDA (compile is opt-in and slow on the CPU)
     cuda_like = FastPath(channels_last=True, warm_up=True, autotune=True)
-    monkeypatch.setattr(FastPath, "for_device", classmethod(lambda cls, device, env=None: cuda_like))
+    monkeypatch.setattr(FastPath, "for_device", classmethod(lambda cls, device, settings=None: cuda_like))
     try:
         fast = frames(ModelRegistry({"t": spec}, default="t"), image_paths[0], tmp_path / "fast")
     finally:
@@ -52,11 +53,11 @@ def test_the_cuda_settings_on_the_cpu_give_the_same_frames(
 def test_cuda_defaults_keep_replays_exact_and_autotune_is_opt_in() -> None:
     """cuDNN's autotune picks kernels by timing them, so two processes may round differently and a
     manifest would no longer replay bit for bit: it stays off unless asked for."""
-    default = FastPath.for_device("cuda:0", env={})
+    default = FastPath.for_device("cuda:0")
     assert (default.channels_last, default.warm_up, default.autotune, default.compile) == (True, True, False, False)
-    assert FastPath.for_device("cuda", env={"VSTEER_CUDNN_AUTOTUNE": "1"}).autotune
-    assert not FastPath.for_device("cpu", env={"VSTEER_CUDNN_AUTOTUNE": "1"}).autotune
-    assert FastPath.for_device("cuda", env={"VSTEER_FAST": "0"}) == FastPath()
+    assert FastPath.for_device("cuda", EngineSettings(cudnn_autotune="1")).autotune
+    assert not FastPath.for_device("cpu", EngineSettings(cudnn_autotune="1")).autotune
+    assert FastPath.for_device("cuda", EngineSettings(fast="0")) == FastPath()
 
 
 def test_the_manifest_records_the_fast_path_and_the_device_it_ran_on(

@@ -9,6 +9,7 @@ from workers import memory_plan
 from workers.engine import Progress, resolve_job, run_job
 from workers.errors import JobInputError, JobTooLarge
 from workers.images import ImageResolver
+from workers.settings import EngineSettings
 
 LARGEST_SWEEP = {"num_frames": 128, "width": 2048, "height": 2048, "steps": 200}
 
@@ -35,12 +36,19 @@ def test_the_plan_counts_frames_and_on_the_cpu_the_activations(registry, image_p
 
 
 def test_a_job_over_the_available_memory_fails_before_any_work(registry, image_paths, tmp_path, monkeypatch):
-    monkeypatch.setenv(memory_plan.HOST_MEMORY_ENV, str(64 * 2**20))  # 64 MiB for this worker
+    monkeypatch.setenv("VSTEER_HOST_MEMORY_BYTES", str(64 * 2**20))  # 64 MiB for this worker
     stages: list[Progress] = []
     job = request(image_paths[0], {"num_frames": 8, "width": 1024, "height": 576, "steps": 2})
 
     with pytest.raises(JobTooLarge) as raised:
-        run_job(job, tmp_path, registry=registry, images=ImageResolver(allow_paths=True), on_progress=stages.append)
+        run_job(
+            job,
+            tmp_path,
+            registry=registry,
+            images=ImageResolver(allow_paths=True),
+            on_progress=stages.append,
+            settings=EngineSettings(),
+        )
 
     assert isinstance(raised.value, JobInputError) and raised.value.field == "generation"
     detail = raised.value.detail
@@ -49,27 +57,29 @@ def test_a_job_over_the_available_memory_fails_before_any_work(registry, image_p
     assert stages == [] and not any(tmp_path.iterdir())  # nothing loaded, encoded or written
 
     # The same job fits with the memory this machine has: the limit is the only difference.
-    monkeypatch.delenv(memory_plan.HOST_MEMORY_ENV)
+    monkeypatch.delenv("VSTEER_HOST_MEMORY_BYTES")
     small = request(image_paths[0], {"num_frames": 4, "width": 64, "height": 64, "steps": 1})
-    outputs = run_job(small, tmp_path, registry=registry, images=ImageResolver(allow_paths=True))
+    outputs = run_job(
+        small, tmp_path, registry=registry, images=ImageResolver(allow_paths=True), settings=EngineSettings()
+    )
     assert outputs.files["video"].is_file()
 
 
 def test_a_sweep_is_told_to_lower_its_count(registry, image_paths, tmp_path, monkeypatch):
-    monkeypatch.setenv(memory_plan.HOST_MEMORY_ENV, str(2**30))
+    monkeypatch.setenv("VSTEER_HOST_MEMORY_BYTES", str(2**30))
     job = request(image_paths[0], LARGEST_SWEEP, {"target": "seed", "to": 2, "count": 16})
     with pytest.raises(JobTooLarge, match=r"16 clips of 128 frames of 2048x2048 need about \d+\.\d GiB") as raised:
-        run_job(job, tmp_path, registry=registry, images=ImageResolver(allow_paths=True))
+        run_job(job, tmp_path, registry=registry, images=ImageResolver(allow_paths=True), settings=EngineSettings())
     assert "`sweep.count`" in raised.value.detail and "`sweep.batch_size`" in raised.value.detail
 
 
 @pytest.mark.parametrize("value", ["lots", "-5", "1e9", "1.5"])
 def test_a_bad_limit_is_refused(value):
-    with pytest.raises(ValueError, match=memory_plan.HOST_MEMORY_ENV):
-        memory_plan.available_host_bytes({memory_plan.HOST_MEMORY_ENV: value})
+    with pytest.raises(ValueError, match="VSTEER_HOST_MEMORY_BYTES"):
+        memory_plan.available_host_bytes(EngineSettings(host_memory_bytes=value).host_memory_bytes)
 
 
 def test_available_memory_is_read_from_the_host():
-    assert memory_plan.available_host_bytes({memory_plan.HOST_MEMORY_ENV: "1234"}) == 1234
-    available = memory_plan.available_host_bytes({})
+    assert memory_plan.available_host_bytes(EngineSettings(host_memory_bytes="1234").host_memory_bytes) == 1234
+    available = memory_plan.available_host_bytes(None)
     assert available is not None and available > 0  # Linux: MemAvailable (within a cgroup limit, if any)

@@ -8,6 +8,7 @@ import pytest
 
 from api_schemas import JobRequest
 from workers import outputs
+from workers.settings import EngineSettings
 
 
 def moving_clips(clips: int = 2, frames: int = 6, height: int = 64, width: int = 96) -> np.ndarray:
@@ -60,12 +61,12 @@ def test_a_failing_output_fails_the_job(tmp_path: Path) -> None:
 
 
 def test_thread_count_comes_from_the_environment_or_the_cpus() -> None:
-    assert outputs.output_threads({"VSTEER_OUTPUT_THREADS": "3"}) == 3
-    assert outputs.output_threads({}) >= 1
-    assert outputs.output_threads({}) <= outputs.DEFAULT_MAX_THREADS
+    assert outputs.output_threads(EngineSettings(output_threads="3").output_threads) == 3
+    assert outputs.output_threads(None) >= 1
+    assert outputs.output_threads(None) <= outputs.DEFAULT_MAX_THREADS
     for bad in ("0", "-2", "two", "1.5", "²"):
         with pytest.raises(ValueError, match="VSTEER_OUTPUT_THREADS must be a positive integer"):
-            outputs.output_threads({"VSTEER_OUTPUT_THREADS": bad})
+            outputs.output_threads(EngineSettings(output_threads=bad).output_threads)
 
 
 def test_a_bad_thread_count_fails_a_job_before_its_gpu_work(
@@ -77,6 +78,15 @@ def test_a_bad_thread_count_fails_a_job_before_its_gpu_work(
     monkeypatch.setenv("VSTEER_OUTPUT_THREADS", "0")
     job = JobRequest.model_validate({"image": str(image_paths[0]), "generation": {"steps": 2}})
     stages: list = []
+    # The settings are read once, before any job: the bad value stops them there.
     with pytest.raises(ValueError, match="VSTEER_OUTPUT_THREADS must be a positive integer, got '0'"):
-        run_job(job, tmp_path, registry=registry, images=ImageResolver(allow_paths=True), on_progress=stages.append)
+        settings = EngineSettings()
+        run_job(
+            job,
+            tmp_path,
+            registry=registry,
+            images=ImageResolver(allow_paths=True),
+            on_progress=stages.append,
+            settings=settings,
+        )
     assert stages == []  # nothing was loaded, encoded or denoised
