@@ -6,18 +6,19 @@ cost more than the lookup itself on every request.
 
 import hashlib
 import logging
-import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import redis.exceptions
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api_schemas.problems import ProblemType
 from jobstate.operations import RateLimit
 from jobstate.store import AsyncJobStore
-from service.errors import ProblemError
+from service.errors import ProblemError, rate_limited
 from service.queue import JobQueue
 from service.settings import Settings
 from storage.base import Storage
@@ -26,24 +27,13 @@ log = logging.getLogger(__name__)
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 
 
-async def get_settings_dep(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def app_state(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency answering `app.state.<name>`; its type is the one its `Annotated` alias declares."""
 
+    async def dependency(request: Request) -> Any:
+        return getattr(request.app.state, name)
 
-async def get_store(request: Request) -> AsyncJobStore:
-    store: AsyncJobStore = request.app.state.store
-    return store
-
-
-async def get_storage(request: Request) -> Storage:
-    storage: Storage = request.app.state.storage
-    return storage
-
-
-async def get_queue(request: Request) -> JobQueue:
-    queue: JobQueue = request.app.state.queue
-    return queue
+    return dependency
 
 
 @dataclass(frozen=True)
@@ -64,13 +54,15 @@ async def get_caller(
             401,
             "Unauthorized",
             "an API key is required: `Authorization: Bearer <key>`",
-            type_="unauthorized",
+            type_=ProblemType.unauthorized,
             headers=challenge,
         )
     digest = hashlib.sha256(credentials.credentials.encode()).hexdigest()
     tenant: str | None = request.app.state.tenants.get(digest)
     if tenant is None:
-        raise ProblemError(401, "Unauthorized", "the API key is not valid", type_="unauthorized", headers=challenge)
+        raise ProblemError(
+            401, "Unauthorized", "the API key is not valid", type_=ProblemType.unauthorized, headers=challenge
+        )
     return Caller(tenant, digest)
 
 
@@ -120,18 +112,6 @@ def rate_limit(settings: Settings, key_digest: str) -> RateLimit | None:
     return RateLimit(key_digest, settings.rate_limit_per_s, settings.rate_limit_burst)
 
 
-def rate_limited(settings: Settings, retry_after_s: float) -> ProblemError:
-    retry_after = max(1, math.ceil(retry_after_s))
-    return ProblemError(
-        429,
-        "Too Many Requests",
-        f"this API key may make {settings.rate_limit_per_s:g} requests per second "
-        f"(bursts of {settings.rate_limit_burst}); retry after {retry_after} s",
-        type_="rate-limited",
-        headers={"Retry-After": str(retry_after)},
-    )
-
-
 async def check_rate(request: Request, key_digest: str) -> None:
     """Raise 429 with `Retry-After` when the key has used up its requests for now."""
     settings: Settings = request.app.state.settings
@@ -163,9 +143,9 @@ async def settle_pending_token(request: Request) -> None:
         log.warning("rate limit not settled: %s", exc)
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-StoreDep = Annotated[AsyncJobStore, Depends(get_store)]
-StorageDep = Annotated[Storage, Depends(get_storage)]
-QueueDep = Annotated[JobQueue, Depends(get_queue)]
+SettingsDep = Annotated[Settings, Depends(app_state("settings"))]
+StoreDep = Annotated[AsyncJobStore, Depends(app_state("store"))]
+StorageDep = Annotated[Storage, Depends(app_state("storage"))]
+QueueDep = Annotated[JobQueue, Depends(app_state("queue"))]
 Tenant = Annotated[str, Depends(get_tenant)]
 Submitter = Annotated[Caller, Depends(get_submitter)]

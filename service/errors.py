@@ -1,11 +1,14 @@
 """Every error becomes RFC 9457 problem details (`application/problem+json`), here and nowhere else.
 
-Routes raise `ProblemError` (or let library errors through); the handlers below turn validation
-errors into 422 naming the field and the rule, a body over the limit into 413, an unreachable Redis,
-storage or broker into 503, and anything unexpected into a 500 that says nothing of the internals.
+Routes and their handlers (`service.handlers`) raise `ProblemError` or let job state's and libraries'
+errors through; the exception handlers below turn validation errors into 422 naming the field and the
+rule, job state's refusals (over the rate, over the active jobs, a reused Idempotency-Key) into 429 or
+422, a body over the limit into 413, an unreachable Redis, storage or broker into 503, and anything
+unexpected into a 500 that says nothing of the internals.
 """
 
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -20,13 +23,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_schemas import FieldError, Problem
 from api_schemas.job import rule_field
+from api_schemas.problems import ProblemType
+from jobstate.errors import IdempotencyConflict, RateLimited, TooManyActiveJobs
+from service.settings import Settings
 from storage.base import StorageError
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-TYPE_BASE = "https://vsteer.dev/problems/"
 RETRY_AFTER_S = "5"
+ACTIVE_CAP_RETRY_AFTER_S = 5
 
 
 class ProblemError(Exception):
@@ -38,14 +44,14 @@ class ProblemError(Exception):
         title: str,
         detail: str | None = None,
         *,
-        type_: str | None = None,
+        type_: ProblemType | None = None,
         field: str | None = None,
         errors: Sequence[FieldError] = (),
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(detail or title)
         self.problem = Problem(
-            type=TYPE_BASE + type_ if type_ else "about:blank",
+            type=type_.uri if type_ else "about:blank",
             title=title,
             status=status,
             detail=detail,
@@ -57,14 +63,51 @@ class ProblemError(Exception):
 
 def not_found(what: str, ident: str) -> ProblemError:
     """404 for an id that does not exist or belongs to another tenant (the two look the same)."""
-    return ProblemError(404, "Not Found", f"no {what} {ident!r}", type_="not-found")
+    return ProblemError(404, "Not Found", f"no {what} {ident!r}", type_=ProblemType.not_found)
 
 
 def invalid(errors: Sequence[FieldError], title: str = "Invalid job document") -> ProblemError:
     """422 naming every field and rule; `field` is the first one."""
     first = errors[0]
     detail = "; ".join(f"`{e.field}`: {e.message}" if e.field else e.message for e in errors)
-    return ProblemError(422, title, detail, type_="validation", field=first.field or None, errors=errors)
+    return ProblemError(422, title, detail, type_=ProblemType.validation, field=first.field or None, errors=errors)
+
+
+def rate_limited(settings: Settings, retry_after_s: float) -> ProblemError:
+    """429 for an API key over its request rate."""
+    retry_after = max(1, math.ceil(retry_after_s))
+    return ProblemError(
+        429,
+        "Too Many Requests",
+        f"this API key may make {settings.rate_limit_per_s:g} requests per second "
+        f"(bursts of {settings.rate_limit_burst}); retry after {retry_after} s",
+        type_=ProblemType.rate_limited,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+JobStateRefusal = RateLimited | TooManyActiveJobs | IdempotencyConflict
+
+
+def refused(exc: JobStateRefusal, settings: Settings) -> ProblemError:
+    """The problem that answers a job-state operation Redis refused for the caller's own reasons."""
+    if isinstance(exc, RateLimited):
+        return rate_limited(settings, exc.retry_after_s)
+    if isinstance(exc, TooManyActiveJobs):
+        # 429, not 409: nothing is wrong with this job; the tenant may submit it once others finish.
+        return ProblemError(
+            429,
+            "Too Many Requests",
+            f"{exc}; submit again when some of them have finished",
+            type_=ProblemType.too_many_active_jobs,
+            headers={"Retry-After": str(ACTIVE_CAP_RETRY_AFTER_S)},
+        )
+    reused = FieldError(
+        field="Idempotency-Key",
+        rule="idempotency_key_reused",
+        message=f"the key was used for job {exc.job_id} with a different body",
+    )
+    return invalid([reused], title="Idempotency-Key reused")
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -151,6 +194,10 @@ def _client_error_handlers(before: BeforeClientError) -> dict[type[Exception], A
             exc = instead
         return problem_response(exc.problem, request, exc.headers)
 
+    async def on_refused(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, JobStateRefusal)
+        return await on_problem(request, refused(exc, request.app.state.settings))
+
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         try:
@@ -162,7 +209,13 @@ def _client_error_handlers(before: BeforeClientError) -> dict[type[Exception], A
         title = "Invalid job document" if document else "Invalid request"
         return problem_response(invalid(errors, title).problem, request)
 
-    return {ProblemError: on_problem, RequestValidationError: on_validation}
+    return {
+        ProblemError: on_problem,
+        RateLimited: on_refused,
+        TooManyActiveJobs: on_refused,
+        IdempotencyConflict: on_refused,
+        RequestValidationError: on_validation,
+    }
 
 
 _TITLES = {
@@ -190,7 +243,7 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
         detail = f"nothing answers {request.method} {request.url.path}"
     problem = Problem(title=title, status=exc.status_code, detail=detail)
     if exc.status_code == 413:
-        problem = problem.model_copy(update={"type": TYPE_BASE + "too-large"})
+        problem = problem.model_copy(update={"type": ProblemType.too_large.uri})
     return problem_response(problem, request, exc.headers)
 
 
@@ -200,7 +253,7 @@ async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
     )
     log.warning("%s unavailable on %s %s: %s", what, request.method, request.url.path, exc)
     problem = Problem(
-        type=TYPE_BASE + "unavailable",
+        type=ProblemType.unavailable.uri,
         title="Service Unavailable",
         status=503,
         detail=f"{what} is unreachable; retry later",
@@ -254,7 +307,7 @@ class BodyLimitMiddleware:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             problem = Problem(
-                type=TYPE_BASE + "too-large",
+                type=ProblemType.too_large.uri,
                 title="Content Too Large",
                 status=413,
                 detail=f"the request body of {int(declared)} bytes exceeds the limit of {limit} bytes",

@@ -1,4 +1,4 @@
-"""Pieces several routes share: OpenAPI error responses and record → resource."""
+"""Pieces several routes share: OpenAPI error responses and a schema answered as JSON."""
 
 from collections.abc import Mapping
 from typing import Any
@@ -6,10 +6,7 @@ from typing import Any
 from fastapi import Response
 from pydantic import BaseModel
 
-from api_schemas import JobRequest, JobResource, Problem
-from jobstate.records import JobRecord, to_resource
-from service.settings import Settings
-from storage.base import Storage
+from api_schemas import Problem
 
 _DESCRIPTIONS = {
     401: "Missing or invalid API key.",
@@ -36,19 +33,6 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
         code: {"description": _DESCRIPTIONS[code], "content": {"application/problem+json": {"schema": schema}}}
         for code in codes
     }
-
-
-def presigner(storage: Storage, settings: Settings):  # type: ignore[no-untyped-def]
-    def presign(key: str) -> str:
-        return storage.presigned_url(key, settings.presign_expiry_s)
-
-    return presign
-
-
-def resource(record: JobRecord, storage: Storage, settings: Settings, request: JobRequest | None = None) -> JobResource:
-    """The job as the client sees it; result URLs are presigned now, so their expiry is fresh.
-    `request` is the record's document where the caller already holds it validated."""
-    return to_resource(record, presigner(storage, settings), request)
 
 
 def model_response(body: BaseModel, status_code: int = 200, headers: Mapping[str, str] | None = None) -> Response:

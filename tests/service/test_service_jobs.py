@@ -500,16 +500,16 @@ async def test_every_submission_takes_one_rate_limit_token(tmp_path: Path, redis
 async def test_a_limited_key_is_refused_before_its_document_is_checked(
     tmp_path: Path, redis_url: str, monkeypatch
 ) -> None:
-    import service.routes.jobs
+    import service.handlers.jobs
 
     checked: list[object] = []
-    real = service.routes.jobs.check_document
+    real = service.handlers.jobs.check_document
 
     async def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
         checked.append(args[0])
         await real(*args, **kwargs)
 
-    monkeypatch.setattr(service.routes.jobs, "check_document", counting)
+    monkeypatch.setattr(service.handlers.jobs, "check_document", counting)
     settings = make_settings(tmp_path, redis_url, rate_limit_per_s=0.001, rate_limit_burst=1)
     image = "data:image/png;base64," + base64.b64encode(png(32, 32)).decode()
     async for client in open_client(create_app(settings)):

@@ -1,0 +1,1 @@
+"""What the routes do, one module per resource: each route parses, calls its handler, returns a schema."""

@@ -1,0 +1,205 @@
+"""Jobs: submit, read, list, cancel, follow and fetch result files, for the routes in `service.routes.jobs`.
+
+Job state's refusals (over the rate, over the tenant's active jobs, a reused Idempotency-Key) pass
+through as raised; `service.errors` answers them.
+"""
+
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api_schemas import FieldError, JobList, JobRequest, JobResource, JobStatus
+from api_schemas.problems import ProblemType
+from jobstate.errors import RateLimited
+from jobstate.operations import Created, body_hash
+from jobstate.records import JobRecord, new_job_id, to_resource
+from jobstate.store import AsyncJobStore
+from service.checks import check_document, resolve_defaults
+from service.deps import (
+    Caller,
+    QueueDep,
+    SettingsDep,
+    StorageDep,
+    StoreDep,
+    remember_empty,
+    submission_rate_limit,
+    token_taken,
+)
+from service.errors import ProblemError, invalid, not_found
+from service.queue import JobQueue, job_task
+from service.settings import Settings
+from storage.base import Storage
+
+log = logging.getLogger(__name__)
+_WAIT = re.compile(r"^\s*wait\s*=\s*(\d+(?:\.\d+)?)\s*$", re.IGNORECASE)
+
+
+def prefer_wait(prefer: str | None) -> float | None:
+    """Seconds of `Prefer: wait=N` (RFC 7240), None when absent; unusable preferences are ignored."""
+    for item in (prefer or "").split(","):
+        match = _WAIT.match(item.split(";")[0])
+        if match:
+            return float(match.group(1))
+    return None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A job as the route sends it: 200, or 202 while it is still under way, with its headers."""
+
+    job: JobResource
+    status_code: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class JobHandler:
+    """The job routes' one collaborator, over the clients a request is injected with."""
+
+    def __init__(self, store: AsyncJobStore, storage: Storage, queue: JobQueue, settings: Settings) -> None:
+        self.store = store
+        self.storage = storage
+        self.queue = queue
+        self.settings = settings
+
+    async def submit(
+        self, document: JobRequest, caller: Caller, request: Request, idempotency_key: str | None, prefer: str | None
+    ) -> Answer:
+        # 1. check the document against this deployment (models, assets, paths, inline images, webhook)
+        await check_document(document, caller.tenant, self.store, self.settings)
+        # 2. resolve what the service decides: the model and, when left out, the seed
+        accepted = resolve_defaults(document, self.settings, seed=secrets.randbelow(2**32))
+        # 3. record the job and queue its task
+        created = await self._create(document, accepted, caller, request, idempotency_key)
+        record = created.record
+        headers = {"Location": f"/v1/jobs/{record.id}"}
+        # 4. hold the answer while the client prefers to wait
+        wait = prefer_wait(prefer)
+        if wait is not None:
+            applied = min(wait, self.settings.prefer_wait_max_s)
+            record = await self.store.wait_terminal(caller.tenant, record.id, applied) or record
+            headers["Preference-Applied"] = f"wait={applied:g}"
+        # A job just created is answered with the document already validated here, not re-read.
+        same = created.created and record is created.record
+        job = self.resource(record, request=accepted if same else None)
+        return Answer(job, 200 if record.status.is_terminal() else 202, headers)
+
+    async def _create(
+        self,
+        document: JobRequest,
+        accepted: JobRequest,
+        caller: Caller,
+        request: Request,
+        idempotency_key: str | None,
+    ) -> Created:
+        """In one Redis script: take the key's rate-limit token, record the job and queue its task, once
+        per Idempotency-Key (the hash is of the document as sent, before defaults; a replayed request
+        does not queue again)."""
+        idempotency = (idempotency_key, body_hash(document.dump())) if idempotency_key else None
+        model = accepted.model or self.settings.default_model
+        job_id = new_job_id()
+        try:
+            return await self.store.create(
+                job_id,
+                caller.tenant,
+                model,
+                accepted.dump(),
+                idempotency=idempotency,
+                idempotency_ttl_s=self.settings.idempotency_ttl_s,
+                max_active=self.settings.max_active_jobs_per_tenant,
+                task=job_task(job_id, caller.tenant, model),
+                rate=submission_rate_limit(request, self.settings, caller.key_digest),
+            )
+        except RateLimited as exc:
+            remember_empty(request, caller.key_digest, exc.retry_after_s)
+            raise
+        finally:
+            token_taken(request)  # by the script, whatever it answered
+
+    async def own(self, tenant: str, job_id: str) -> JobRecord:
+        """The tenant's job; 404 when there is none."""
+        record = await self.store.get(tenant, job_id)
+        if record is None:
+            raise not_found("job", job_id)
+        return record
+
+    async def get(self, tenant: str, job_id: str) -> JobResource:
+        return self.resource(await self.own(tenant, job_id))
+
+    async def page(self, tenant: str, cursor: str | None, limit: int, status: JobStatus | None) -> JobList:
+        """A page of the tenant's jobs, newest first."""
+        if limit > self.settings.list_limit_max:
+            too_many = FieldError(
+                field="limit",
+                rule="less_than_equal",
+                message=f"`limit` must be at most {self.settings.list_limit_max}, got {limit}",
+            )
+            raise invalid([too_many], title="Invalid request")
+        page = await self.store.list_jobs(tenant, cursor=cursor, limit=limit, status=status)
+        return JobList(items=[self.resource(r) for r in page.records], next_cursor=page.next_cursor)
+
+    async def cancel(self, tenant: str, job_id: str) -> Answer:
+        """Cancel a queued job at once (200), or ask a running one's worker to stop (202)."""
+        await self.own(tenant, job_id)
+        outcome, record = await self.store.request_cancel(job_id)
+        if record is None:
+            raise not_found("job", job_id)
+        status_code = 200
+        if outcome == "canceled":
+            # Canceled while queued: no worker will announce it, so the API sends the webhook.
+            try:
+                await self.queue.enqueue_webhook(record, self.presign)
+            except Exception:
+                # The job is canceled either way; a lost webhook must not turn that into an error.
+                log.exception("could not queue the webhook of canceled job %s", job_id)
+        elif outcome == "requested":
+            status_code = 202
+        elif record.status is not JobStatus.canceled:
+            raise ProblemError(
+                409, "Conflict", f"job {job_id!r} already {record.status.value}", type_=ProblemType.conflict
+            )
+        return Answer(self.resource(record), status_code)
+
+    async def follow(self, tenant: str, job_id: str) -> AsyncIterator[str]:
+        """The job's server-sent events. Ownership is checked now, so a 404 is answered before the stream."""
+        await self.own(tenant, job_id)
+        return self._events(job_id)
+
+    async def _events(self, job_id: str) -> AsyncIterator[str]:
+        async with aclosing(self.store.watch(job_id, heartbeat_s=self.settings.sse_heartbeat_s)) as events:
+            async for event in events:
+                if event.kind == "job" and event.record is not None:
+                    body = self.resource(event.record).model_dump_json(by_alias=True)
+                    yield f"event: job\ndata: {body}\n\n"
+                elif event.kind == "progress" and event.progress is not None:
+                    yield f"event: progress\ndata: {event.progress.model_dump_json()}\n\n"
+                else:
+                    yield ": keep-alive\n\n"
+
+    async def result_url(self, tenant: str, job_id: str, name: str) -> str:
+        """A fresh presigned URL of one of the job's result files."""
+        record = await self.own(tenant, job_id)
+        artifact = record.result.artifacts().get(name) if record.result is not None else None
+        if artifact is None:
+            raise not_found("result file", f"{job_id}/{name}")
+        return self.presign(artifact.key)
+
+    def presign(self, key: str) -> str:
+        return self.storage.presigned_url(key, self.settings.presign_expiry_s)
+
+    def resource(self, record: JobRecord, request: JobRequest | None = None) -> JobResource:
+        """The job as the client sees it; result URLs are presigned now, so their expiry is fresh.
+        `request` is the record's document where the caller already holds it validated."""
+        return to_resource(record, self.presign, request)
+
+
+async def get_job_handler(store: StoreDep, storage: StorageDep, queue: QueueDep, settings: SettingsDep) -> JobHandler:
+    return JobHandler(store, storage, queue, settings)
+
+
+JobHandlerDep = Annotated[JobHandler, Depends(get_job_handler)]
