@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,6 +24,7 @@ __all__ = [
     "Penalty",
     "ShellPenalty",
     "geodesic",
+    "interpolate_noise",
     "lerp",
     "shell_penalty",
     "slerp",
@@ -376,3 +378,16 @@ def geodesic(
         slerp_energy=slerp_energy,
         fell_back=False,
     )
+
+
+def interpolate_noise(a: Tensor, b: Tensor, u: float, method: str) -> tuple[Tensor, dict[str, Any]]:
+    """A point at `u` between two unit-Gaussian noise draws of the same shape, with a report of the
+    method used. `slerp` keeps to the Gaussian shell of radius √n that the sampler expects; `linear`
+    cuts inside it; `geodesic` minimises path energy with a shell penalty, which pulls it toward the
+    shell but does not hold it there (a lone midpoint of two draws lands near the chord)."""
+    if method == "linear":
+        return lerp(a, b, u), {"method": "linear"}
+    if method == "slerp" or u in (0.0, 1.0):
+        return slerp(a, b, u), {"method": method}
+    path = geodesic(a, b, torch.tensor([u]), penalty=shell_penalty(math.sqrt(a.numel())))
+    return path.points[0], {"method": "geodesic", "energy": path.energy, "slerp_energy": path.slerp_energy}

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["constant", "frame_window", "guidance_scales", "ramp", "step_window"]
+__all__ = ["constant", "frame_window", "guidance_scales", "ramp", "step_window", "strength_table"]
 
 Curve = Literal["linear", "cosine"]
 GuidanceShape = Literal["linear", "triangle", "constant"]
@@ -127,3 +127,24 @@ def guidance_scales(min_scale: float, max_scale: float, n: int, shape: GuidanceS
     if shape == "constant":
         return torch.full((n,), float(max_scale), dtype=torch.float32)
     raise ValueError(f"`shape` must be 'linear', 'triangle' or 'constant', got {shape!r}")
+
+
+def strength_table(
+    strength: float,
+    num_steps: int,
+    num_frames: int,
+    ramp_to: float | None = None,
+    over: Literal["frames", "steps"] = "frames",
+    curve: Curve = "linear",
+) -> Tensor:
+    """(S, F) strength at each denoising step and frame: `strength` everywhere, or with `ramp_to` a
+    ramp from `strength` to `ramp_to` over the frames or over the steps."""
+    _check_count("num_steps", num_steps)
+    _check_count("num_frames", num_frames)
+    if ramp_to is None:
+        return torch.full((num_steps, num_frames), float(strength), dtype=torch.float32)
+    if over == "frames":
+        values = ramp(strength, ramp_to, num_frames, curve)
+        return values[None, :].expand(num_steps, num_frames).clone()
+    values = ramp(strength, ramp_to, num_steps, curve)
+    return values[:, None].expand(num_steps, num_frames).clone()

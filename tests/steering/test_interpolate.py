@@ -300,3 +300,19 @@ def test_geodesic_energy_handles_non_uniform_t_without_endpoints() -> None:
     assert path.slerp_energy == pytest.approx(expected, rel=1e-9)
     # and it is a lower Riemann-type bound of ∫‖ṗ‖² dt = θ² (chords are shorter than arcs)
     assert path.slerp_energy < theta**2
+
+
+def test_interpolate_noise_slerp_keeps_the_shell_and_linear_does_not():
+    from steering.interpolate import interpolate_noise
+
+    g = torch.Generator().manual_seed(11)
+    a, b = torch.randn(4, 8, 8, generator=g), torch.randn(4, 8, 8, generator=g)
+    radius = math.sqrt(a.numel())
+    mid, report = interpolate_noise(a, b, 0.5, "slerp")
+    assert abs(float(mid.norm()) / radius - 1) < 0.05
+    assert report == {"method": "slerp"}
+    _, report = interpolate_noise(a, b, 0.5, "geodesic")
+    assert report["method"] == "geodesic" and {"energy", "slerp_energy"} <= set(report)
+    linear, report = interpolate_noise(a, b, 0.5, "linear")
+    assert float(linear.norm()) / radius < 0.8 and report == {"method": "linear"}
+    assert torch.equal(interpolate_noise(a, b, 1.0, "geodesic")[0], b)

@@ -129,3 +129,13 @@ def test_frame_window_ends_are_inclusive() -> None:
     assert frame_window(5, 0.25, 0.75).tolist() == [False, True, True, True, False]
     assert frame_window(5, 0.5, 0.5).tolist() == [False, False, True, False, False]
     assert frame_window(5, 0.0, 0.0).tolist() == [True, False, False, False, False]
+
+
+def test_strength_table_is_a_number_or_a_ramp_over_frames_or_steps():
+    from steering.schedules import strength_table
+
+    assert torch.equal(strength_table(2.0, 3, 4), torch.full((3, 4), 2.0))
+    over_frames = strength_table(0.0, 3, 5, ramp_to=1.0, over="frames")
+    assert over_frames[0].tolist() == [0.0, 0.25, 0.5, 0.75, 1.0] and torch.equal(over_frames[0], over_frames[2])
+    over_steps = strength_table(0.0, 3, 2, ramp_to=2.0, over="steps", curve="linear")
+    assert over_steps[:, 0].tolist() == [0.0, 1.0, 2.0] and torch.equal(over_steps[:, 0], over_steps[:, 1])
