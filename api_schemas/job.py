@@ -5,6 +5,7 @@ Every field carries bounds and a description; unknown fields are rejected. Field
 the manifest records.
 """
 
+import re
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
@@ -398,37 +399,47 @@ class JobRequest(Strict):
                 )
         return self
 
-    def conditioning_images(self) -> list[str]:
-        """Every image reference the job reads, in a stable order."""
-        refs: list[str] = []
+    def image_refs(self) -> list[tuple[str, str]]:
+        """Every image the job reads as (field path, reference), in a stable order: the one list of
+        the document's image roles, which the service's asset checks, the CLI's path resolution and
+        the worker's loader all read."""
+        refs: list[tuple[str, str]] = []
         if self.image is not None:
-            refs.append(self.image)
-        refs += [k.image for k in self.keyframes or []]
-        refs += [r.image for r in self.references]
+            refs.append(("image", self.image))
+        refs += [(f"keyframes[{i}].image", k.image) for i, k in enumerate(self.keyframes or [])]
+        refs += [(f"references[{i}].image", r.image) for i, r in enumerate(self.references)]
         if self.negative_image is not None:
-            refs.append(self.negative_image)
+            refs.append(("negative_image", self.negative_image))
         if self.style is not None:
-            refs.append(self.style.image)
-        if self.sweep is not None and self.sweep.target is SweepTarget.image:
-            assert isinstance(self.sweep.to, str)
-            refs.append(self.sweep.to)
+            refs.append(("style.image", self.style.image))
+        if self.sweep is not None and self.sweep.target is SweepTarget.image and isinstance(self.sweep.to, str):
+            refs.append(("sweep.to", self.sweep.to))
         return refs
 
     def map_image_refs(self, fn: Callable[[str], str]) -> "JobRequest":
         """A copy with every image reference replaced by `fn(ref)`."""
         doc = self.dump()
-        for key in ("image", "negative_image"):
-            if doc.get(key) is not None:
-                doc[key] = fn(doc[key])
-        for item in (doc.get("keyframes") or []) + doc["references"]:
-            item["image"] = fn(item["image"])
-        if doc.get("style") is not None:
-            doc["style"]["image"] = fn(doc["style"]["image"])
-        sweep = doc.get("sweep")
-        if sweep is not None and sweep["target"] == SweepTarget.image:
-            sweep["to"] = fn(sweep["to"])
+        for path, ref in self.image_refs():
+            set_field(doc, path, fn(ref))
         return JobRequest.model_validate(doc)
 
     def dump(self) -> dict[str, Any]:
         """The document as JSON-ready data, with field aliases (`from`)."""
         return self.model_dump(mode="json", by_alias=True)
+
+
+_PATH_PART = re.compile(r"([A-Za-z_]+)(?:\[(\d+)\])?")
+
+
+def set_field(doc: dict[str, Any], path: str, value: Any) -> None:
+    """Set the field at `path` (`style.image`, `keyframes[1].image`) of a dumped document."""
+    *parents, last = path.split(".")
+    node: Any = doc
+    for part in parents:
+        name, index = _PATH_PART.fullmatch(part).groups()  # type: ignore[union-attr]
+        node = node[name] if index is None else node[name][int(index)]
+    name, index = _PATH_PART.fullmatch(last).groups()  # type: ignore[union-attr]
+    if index is None:
+        node[name] = value
+    else:
+        node[name][int(index)] = value

@@ -13,7 +13,7 @@ Variants, interleaved:
   with `output_type="np"`, split so the VAE decode share can be timed);
 - `vsteer`: the engine as a worker runs it: separate copies of the same weights, `FastPath` for the
   device applied (channels_last, decode chunk from free memory; cuDNN autotune with `--autotune`;
-  `torch.compile` with `--compile` or VSTEER_COMPILE=1), `plan_clips` → `SteerableVideoPipeline` → `decode`.
+  `torch.compile` with `--compile` or VSTEER_COMPILE=1), `plan_job_clips` → `SteerableVideoPipeline` → `decode`.
 
 Reported: seconds per clip (medians) and the ratio, UNet TFLOP/s (FLOPs of one UNet call counted by
 `torch.utils.flop_counter`, times steps, over the denoise time) and its fraction of the bf16 matmul
@@ -311,15 +311,14 @@ class Engine:
         self.job = JobRequest.model_validate({"seed": 42, "image": "unused.png", "generation": generation})
 
     def __call__(self) -> tuple[np.ndarray, dict[str, float]]:
-        from workers.clips import plan_clips, stack_clips
-        from workers.conditioning import Inputs
-        from workers.directions import DirectionResolver
+        from workers.plan import plan_job
+        from workers.planning import plan_job_clips
 
         pipe, device = self.pipe, str(self.pipe._execution_device)
         start = time.perf_counter()
-        inputs = Inputs(keyframes=[self.image], keyframe_positions=[0.0])
-        clips, style = plan_clips(pipe, self.job, inputs, DirectionResolver())
-        conditioning, noise, _ = stack_clips(clips, style)
+        plan = plan_job(self.job, pipe, name="bench", defaults={})
+        planned = plan_job_clips(pipe, plan, {"image": self.image})
+        conditioning, noise, _ = planned.stack(planned.clips)
         latents = pipe(conditioning, noise, self.size.steps, output_type="latent")
         sync(device)
         denoised = time.perf_counter()

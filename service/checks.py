@@ -12,7 +12,7 @@ from functools import partial
 import anyio.to_thread
 from PIL import Image
 
-from api_schemas import FieldError, JobRequest, SweepTarget
+from api_schemas import FieldError, JobRequest
 from api_schemas.refs import RefKind, asset_id, ref_kind
 from jobstate.store import AsyncJobStore
 from service.errors import invalid
@@ -25,22 +25,6 @@ LOCAL_PATHS = "local paths are accepted by the CLI only"
 # in well under a millisecond: on the event loop that costs less than the hop to a worker thread and
 # back. Larger ones go to a thread so they never stall other requests.
 INLINE_DECODE_MAX_PIXELS = 256 * 256
-
-
-def image_fields(doc: JobRequest) -> list[tuple[str, str]]:
-    """Every image reference in the document with the path of its field."""
-    refs: list[tuple[str, str]] = []
-    if doc.image is not None:
-        refs.append(("image", doc.image))
-    refs += [(f"keyframes[{i}].image", k.image) for i, k in enumerate(doc.keyframes or [])]
-    refs += [(f"references[{i}].image", r.image) for i, r in enumerate(doc.references)]
-    if doc.negative_image is not None:
-        refs.append(("negative_image", doc.negative_image))
-    if doc.style is not None:
-        refs.append(("style.image", doc.style.image))
-    if doc.sweep is not None and doc.sweep.target is SweepTarget.image and isinstance(doc.sweep.to, str):
-        refs.append(("sweep.to", doc.sweep.to))
-    return refs
 
 
 def _data_uri_bytes(ref: str) -> bytes:
@@ -84,7 +68,7 @@ async def check_document(doc: JobRequest, tenant: str, store: AsyncJobStore, set
             )
         )
     # 2. image references
-    for field, ref in image_fields(doc):
+    for field, ref in doc.image_refs():
         kind = ref_kind(ref)
         if kind is RefKind.path:
             errors.append(FieldError(field=field, rule="no_local_paths", message=LOCAL_PATHS))
@@ -146,4 +130,4 @@ def resolve_defaults(doc: JobRequest, settings: Settings, seed: int) -> JobReque
     return doc.model_copy(update=update) if update else doc
 
 
-__all__ = ["LOCAL_PATHS", "check_document", "image_fields", "resolve_defaults"]
+__all__ = ["LOCAL_PATHS", "check_document", "resolve_defaults"]

@@ -15,10 +15,12 @@ from typing import Any
 import torch
 from safetensors.torch import load, save
 
-from api_schemas import DirectionSource, JobRequest, Ramp
+from api_schemas import DirectionSource, Ramp
+from steering import schedules
 from steering.directions import DependentDirectionError, normalize, project_out
-from steering.schedules import frame_window, ramp, step_window
+from steering.schedules import frame_window, step_window
 from workers.errors import JobInputError
+from workers.plan import JobPlan
 
 DIRECTION_ID = re.compile(r"^dir_[A-Za-z0-9_-]{1,64}$")
 
@@ -106,29 +108,26 @@ class ResolvedDirection:
 def strength_table(strength: float | Ramp, num_steps: int, num_frames: int) -> torch.Tensor:
     """(S, F) strength before windows: a number everywhere, or a ramp over frames or over steps."""
     if not isinstance(strength, Ramp):
-        return torch.full((num_steps, num_frames), float(strength), dtype=torch.float32)
-    if strength.over == "frames":
-        values = ramp(strength.from_, strength.to, num_frames, str(strength.curve))  # type: ignore[arg-type]
-        return values[None, :].expand(num_steps, num_frames).clone()
-    values = ramp(strength.from_, strength.to, num_steps, str(strength.curve))  # type: ignore[arg-type]
-    return values[:, None].expand(num_steps, num_frames).clone()
+        return schedules.strength_table(float(strength), num_steps, num_frames)
+    return schedules.strength_table(
+        strength.from_,
+        num_steps,
+        num_frames,
+        ramp_to=strength.to,
+        over=strength.over,
+        curve=str(strength.curve),  # type: ignore[arg-type]
+    )
 
 
 def resolve_directions(
-    job: JobRequest,
-    resolver: DirectionResolver,
-    *,
-    embedding_dim: int,
-    latent_shape: tuple[int, int, int],
-    strengths: dict[int, float] | None = None,
+    plan: JobPlan, resolver: DirectionResolver, *, strengths: dict[int, float] | None = None
 ) -> list[ResolvedDirection]:
     """Every direction of the job, checked against the model's spaces; `strengths` overrides the
     strength of some directions by index (a sweep over a direction's strength)."""
-    gen = job.generation
-    assert gen.num_frames is not None
-    steps, frames = gen.steps, gen.num_frames
+    steps, frames = plan.steps, plan.num_frames
+    embedding_dim, latent_shape = plan.embedding_dim, plan.latent_shape
     resolved = []
-    for i, spec in enumerate(job.directions):
+    for i, spec in enumerate(plan.job.directions):
         where = f"directions[{i}]"
 
         def shaped(source: DirectionSource, at: str, space: str = spec.space) -> torch.Tensor:

@@ -6,7 +6,6 @@ frames.npy (when `output.raw`), manifest.json.
 """
 
 import hashlib
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,19 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import PIL.Image
 import torch
 
-from api_schemas import JobRequest, SweepTarget
+from api_schemas import JobRequest
 from api_schemas.refs import RefKind, ref_kind
-from workers.clips import Clip, plan_clips, stack_clips
-from workers.conditioning import Inputs
 from workers.directions import DirectionResolver
 from workers.errors import JobCanceled
 from workers.images import ImageResolver
 from workers.manifest import build_manifest, describe_file, write_manifest
 from workers.memory_plan import check_host_memory
-from workers.models import LoadedModel, ModelRegistry
+from workers.models import ModelRegistry
 from workers.outputs import finish_outputs, output_threads
+from workers.plan import resolve_job
+from workers.planning import plan_job_clips
 from workers.settings import EngineSettings, engine_defaults
 
 
@@ -96,33 +96,34 @@ def run_job(
 
     # 1. Resolve the document against the model's defaults; choose a seed when none was given.
     model = registry.get(job.model)
-    job = resolve_job(job, model)
+    plan = resolve_job(job, model)
     pipe = model.pipeline
     clock = StageClock(model.device)
     threads = output_threads(settings.output_threads)
     # A job too large for this host fails here, not the worker.
-    check_host_memory(job, pipe, model.device, settings.host_memory_bytes)
+    check_host_memory(plan, pipe, model.device, settings.host_memory_bytes)
     if canceled():
         raise JobCanceled()
 
     # 2. Read and decode every image the job refers to.
     report(Progress("load", 0, 1))
     with clock("load"):
-        inputs, input_record = load_inputs(job, images)
+        decoded, input_record = load_inputs(plan.job, images)
 
-    # 3. Plan the clips (one, or a sweep's count): noise, conditioning, latent edits.
+    # 3. Plan the clips (one, or a sweep's count) through the job's steering operations.
     report(Progress("encode", 0, 1))
     with clock("encode"):
-        clips, style = plan_clips(pipe, job, inputs, directions or DirectionResolver())
+        planned = plan_job_clips(pipe, plan, decoded, directions)
+    clips = planned.clips
 
     # 4. Denoise batch by batch, stopping within one step when the job is canceled.
-    batches = batched(clips, batch_size(job, len(clips)))
-    steps = job.generation.steps
+    batches = planned.batches()
+    steps = plan.steps
     total = steps * len(batches)
     report(Progress("denoise", 0, total))
     clip_latents: list[torch.Tensor] = []
     for b, batch in enumerate(batches):
-        conditioning, noise, steering = stack_clips(batch, style)
+        conditioning, noise, steering = planned.stack(batch)
 
         def on_step(pipeline: Any, i: int, t: Any, tensors: dict[str, torch.Tensor], b: int = b, steer=steering):
             if steer:
@@ -139,28 +140,30 @@ def run_job(
     # 5. Decode each clip's latents to frames in [0, 1].
     report(Progress("decode", 0, 1))
     with clock("decode"):
-        frames = pipe.decode(latents, job.generation.decode_chunk_size)  # (K, F, H, W, 3)
+        frames = pipe.decode(latents, plan.decode_chunk_size)  # (K, F, H, W, 3)
 
     # 6. Audit each clip's temporal consistency and write the video (a contact sheet for a sweep),
     #    poster, preview, clips and raw frames: CPU work, side by side on the CPU's cores.
     report(Progress("video", 0, 1))
     with clock("outputs"):
-        audits, files, tasks = finish_outputs(frames, latents.float().cpu().numpy(), job, out_dir, threads)
+        audits, files, tasks = finish_outputs(frames, latents.float().cpu().numpy(), plan.job, out_dir, threads)
     clock.seconds.update(tasks)  # `audit_tasks`, `video_encode_tasks`: seconds their tasks ran, overlapping
 
     # 7. Write the manifest that reproduces the job.
     clock.seconds["total"] = time.perf_counter() - started
+    request = plan.job
     manifest = build_manifest(
-        job=job,
+        job=request,
         job_id=job_id,
         model=model,
         inputs=input_record,
-        seeds={"seed": job.seed, "variation": job.variation.seed if job.variation else None},
+        seeds={"seed": plan.seed, "variation": request.variation.seed if request.variation else None},
         interpolation=clips[0].report if len(clips) == 1 else {},
+        steering={op.name: op.describe(planned.ctx) for op in planned.operations},
         timings=clock.seconds,
         outputs={name: describe_file(path) for name, path in files.items()},
         metrics={"audit": audits[0] if len(audits) == 1 else audits},
-        clips=[{"index": c.index, **c.params, "interpolation": c.report} for c in clips] if job.sweep else None,
+        clips=[{"index": c.index, **c.params, "interpolation": c.report} for c in clips] if request.sweep else None,
     )
     files["manifest"] = write_manifest(manifest, out_dir / "manifest.json")
     report(Progress("video", 1, 1))
@@ -168,74 +171,19 @@ def run_job(
     return JobOutputs(files=files, manifest=manifest, metrics=metrics)
 
 
-def batch_size(job: JobRequest, count: int) -> int:
-    """Clips per UNet batch: the sweep's (resolved by `resolve_job`), one for a single clip."""
-    return job.sweep.batch_size or count if job.sweep else 1
-
-
-def batched(clips: list[Clip], size: int) -> list[list[Clip]]:
-    return [clips[i : i + size] for i in range(0, len(clips), size)]
-
-
-def resolve_job(job: JobRequest, model: LoadedModel) -> JobRequest:
-    """The document with every default made explicit: model, seed, frames, size, decode chunk, fps and
-    a sweep's clips per batch."""
-    gen = job.generation
-    num_frames = gen.num_frames or model.defaults["num_frames"]
-    height, width = model.defaults["height"], model.defaults["width"]
-    generation = gen.model_copy(
-        update={
-            "num_frames": num_frames,
-            "width": gen.width or model.defaults["width"],
-            "height": gen.height or model.defaults["height"],
-            # Unset: all frames on the CPU (as diffusers does), as many as fit in free memory on CUDA.
-            "decode_chunk_size": gen.decode_chunk_size
-            or model.pipeline.decode_chunk_for(num_frames, gen.height or height, gen.width or width),
-        }
-    )
-    output = job.output.model_copy(update={"fps": job.output.fps or gen.fps})
-    seed = job.seed if job.seed is not None else secrets.randbelow(2**63)
-    update = {"model": model.spec.name, "seed": seed, "generation": generation, "output": output}
-    if job.sweep is not None and job.sweep.batch_size is None:
-        # Unset: every clip at once on the CPU; on CUDA as many as fit in free memory.
-        size = generation.num_frames, generation.height, generation.width
-        batch = model.pipeline.denoise_batch_for(job.sweep.count, *size)
-        update["sweep"] = job.sweep.model_copy(update={"batch_size": batch})
-    return job.model_copy(update=update)
-
-
-def load_inputs(job: JobRequest, images: ImageResolver) -> tuple[Inputs, dict[str, Any]]:
-    """Decode the job's images by role; record each one's reference and sha256 for the manifest."""
+def load_inputs(job: JobRequest, images: ImageResolver) -> tuple[dict[str, PIL.Image.Image], dict[str, Any]]:
+    """Decode every image of the job (`JobRequest.image_refs`), by field path; record each one's
+    reference and sha256 for the manifest."""
+    decoded: dict[str, PIL.Image.Image] = {}
     record: dict[str, Any] = {}
-
-    def open_image(ref: str, where: str) -> Any:
+    for where, ref in job.image_refs():
         data = images.read(ref, where)
         record[where] = {
             "ref": ref if ref_kind(ref) is not RefKind.data else f"data:…({len(data)} bytes)",
             "sha256": "sha256:" + hashlib.sha256(data).hexdigest(),
         }
-        return images.decode(data, where)
-
-    if job.keyframes is not None:
-        keyframes = [open_image(k.image, f"keyframes[{i}].image") for i, k in enumerate(job.keyframes)]
-        positions = [k.at for k in job.keyframes]
-    else:
-        assert job.image is not None
-        keyframes, positions = [open_image(job.image, "image")], [0.0]
-    inputs = Inputs(
-        keyframes=keyframes,
-        keyframe_positions=positions,
-        references=[open_image(r.image, f"references[{i}].image") for i, r in enumerate(job.references)],
-        reference_weights=[r.weight for r in job.references],
-        negative=open_image(job.negative_image, "negative_image") if job.negative_image else None,
-        style=open_image(job.style.image, "style.image") if job.style else None,
-        sweep_image=(
-            open_image(str(job.sweep.to), "sweep.to")
-            if job.sweep is not None and job.sweep.target is SweepTarget.image
-            else None
-        ),
-    )
-    return inputs, record
+        decoded[where] = images.decode(data, where)
+    return decoded, record
 
 
 def warm_up_job(
@@ -247,8 +195,6 @@ def warm_up_job(
     import base64
     import io
     import tempfile
-
-    import PIL.Image
 
     gradient = np.linspace(0, 255, 64 * 64 * 3, dtype=np.float32).reshape(64, 64, 3).astype(np.uint8)
     buffer = io.BytesIO()

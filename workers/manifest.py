@@ -44,12 +44,14 @@ def build_manifest(
     inputs: dict[str, Any],
     seeds: dict[str, Any],
     interpolation: dict[str, Any],
+    steering: dict[str, Any],
     timings: dict[str, float],
     outputs: dict[str, Any],
     metrics: dict[str, Any] | None = None,
     clips: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The manifest document; `request` is the resolved job, so replaying it needs nothing else."""
+    """The manifest document; `request` is the resolved job, so replaying it needs nothing else.
+    `steering` says what each operation the job used did, by name."""
     return {
         "manifest_version": MANIFEST_VERSION,
         "job_id": job_id,
@@ -60,6 +62,7 @@ def build_manifest(
         "dtype": str(model.dtype).removeprefix("torch."),
         "inputs": inputs,
         "interpolation": interpolation,
+        "steering": steering,
         "libraries": library_versions(),
         "timings": {stage: round(seconds, 6) for stage, seconds in timings.items()},
         "outputs": outputs,

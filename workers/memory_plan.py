@@ -23,9 +23,9 @@ under the process's cgroup limit when there is one (a container's memory limit).
 from dataclasses import dataclass
 from pathlib import Path
 
-from api_schemas import JobRequest
 from workers.errors import JobTooLarge
 from workers.pipeline import SteerableVideoPipeline
+from workers.plan import JobPlan
 
 FRAME_COPIES = 2.5
 GIB = 2**30
@@ -45,21 +45,17 @@ class HostPlan:
         return self.frames + self.denoise + self.decode
 
 
-def plan_host_memory(job: JobRequest, pipe: SteerableVideoPipeline, device: str) -> HostPlan:
-    """The host bytes of a job whose shape `resolve_job` has made explicit."""
-    gen = job.generation
-    assert gen.num_frames and gen.width and gen.height and gen.decode_chunk_size, "resolve the job first"
-    clips = job.sweep.count if job.sweep else 1
-    frame_bytes = gen.height * gen.width * 3 * 4
-    frames = int(FRAME_COPIES * clips * gen.num_frames * frame_bytes)
+def plan_host_memory(plan: JobPlan, pipe: SteerableVideoPipeline, device: str) -> HostPlan:
+    """The host bytes of a resolved job."""
+    frame_bytes = plan.height * plan.width * 3 * 4
+    frames = int(FRAME_COPIES * plan.clip_count * plan.num_frames * frame_bytes)
     if device.startswith("cuda"):
         return HostPlan(frames, 0, 0)
-    batch = (job.sweep.batch_size or clips) if job.sweep else 1
     unet_width = pipe.unet.config.block_out_channels[0] / SVD_UNET_CHANNELS
-    denoise = batch * pipe.denoise_bytes(gen.num_frames, gen.height, gen.width) * unet_width
+    denoise = plan.batch_size * pipe.denoise_bytes(plan.num_frames, plan.height, plan.width) * unet_width
     vae_width = pipe.vae.config.block_out_channels[0] / SVD_VAE_CHANNELS
-    chunk = min(gen.decode_chunk_size, gen.num_frames)
-    decode = chunk * pipe.decode_bytes_per_frame(gen.height, gen.width) * vae_width
+    chunk = min(plan.decode_chunk_size, plan.num_frames)
+    decode = chunk * pipe.decode_bytes_per_frame(plan.height, plan.width) * vae_width
     return HostPlan(frames, int(denoise), int(decode))
 
 
@@ -76,18 +72,18 @@ def available_host_bytes(configured: int | None = None) -> int | None:
 
 
 def check_host_memory(
-    job: JobRequest, pipe: SteerableVideoPipeline, device: str, host_memory_bytes: int | None = None
+    job_plan: JobPlan, pipe: SteerableVideoPipeline, device: str, host_memory_bytes: int | None = None
 ) -> HostPlan:
     """Raise JobTooLarge when the job's plan exceeds the host memory available (`host_memory_bytes`
     when configured); else the plan."""
-    plan = plan_host_memory(job, pipe, device)
+    plan = plan_host_memory(job_plan, pipe, device)
     available = available_host_bytes(host_memory_bytes)
     if available is None or plan.total <= available:
         return plan
-    gen = job.generation
-    shape = f"{gen.num_frames} frames of {gen.width}x{gen.height}"
+    job = job_plan.job
+    shape = f"{job_plan.num_frames} frames of {job_plan.width}x{job_plan.height}"
     if job.sweep:
-        shape = f"{job.sweep.count} clips of {shape}"
+        shape = f"{job_plan.clip_count} clips of {shape}"
     parts = [f"{plan.frames / GIB:.1f} GiB for the decoded frames and outputs"]
     if plan.denoise:
         parts.append(f"{(plan.denoise + plan.decode) / GIB:.1f} GiB for the models' activations on the CPU")

@@ -314,8 +314,16 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         decode_chunk_size: int | None = None,
         callback_on_step_end: StepCallback | None = None,
         output_type: str = "np",
+        *,
+        latents: torch.Tensor | None = None,
+        first_step: int = 0,
     ) -> np.ndarray | torch.Tensor:
         """Denoise B clips from unit-variance `noise` (B, F, C, h, w) and decode them.
+
+        `latents`, when given, are the initial latents as they stand before step `first_step` (already
+        at that step's sigma: x = x0 + σ·ε), in place of `noise` times the first sigma; denoising then
+        runs steps `first_step` to the last (callbacks see the steps' own indices). Starting part-way
+        through the schedule is how a real clip is edited (SDEdit).
 
         Returns frames (B, F, H, W, 3) float32 in [0, 1] for `output_type="np"`, or the final latents
         for `"latent"`.
@@ -336,7 +344,18 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         #    rounding step at sigmas in the hundreds, which half-precision latents would round away.
         #    In float32 (the CPU) this is diffusers' loop exactly.
         timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device)
-        latents = noise.to(device=device, dtype=torch.float32) * self.scheduler.init_noise_sigma
+        if not 0 <= first_step < len(timesteps):
+            raise ValueError(f"`first_step` must be between 0 and {len(timesteps) - 1}, got {first_step}")
+        if latents is None:
+            if first_step:
+                raise ValueError("starting at a later step needs the `latents` at that step")
+            latents = noise.to(device=device, dtype=torch.float32) * self.scheduler.init_noise_sigma
+        else:
+            latents = latents.to(device=device, dtype=torch.float32)
+        if first_step:
+            # Otherwise the scheduler takes its step index from a search of the schedule for the first
+            # timestep it is given, which is only right from the start.
+            self.scheduler.set_begin_index(first_step)
 
         # 3. Per-frame guidance scale, broadcast over (C, h, w).
         guidance = cond.guidance.to(device=device, dtype=torch.float32)[:, :, None, None, None]
@@ -346,6 +365,8 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         self._fill_slot(context, bias, num_frames)
         try:
             for i, t in enumerate(timesteps):
+                if i < first_step:
+                    continue
                 model_input = torch.cat([latents] * 2) if do_cfg else latents
                 model_input = self.scheduler.scale_model_input(model_input, t).to(dtype)
                 model_input = torch.cat([model_input, image_latents], dim=2)

@@ -99,7 +99,28 @@ def test_map_image_refs_reaches_every_image_field():
         }
     )
     mapped = job.map_image_refs(lambda ref: "/abs/" + ref)
-    assert sorted(mapped.conditioning_images()) == [f"/abs/{c}.png" for c in "abcde"]
+    assert sorted(ref for _, ref in mapped.image_refs()) == [f"/abs/{c}.png" for c in "abcde"]
+
+
+def test_image_refs_name_each_image_by_its_field_path():
+    job = JobRequest.model_validate(
+        {
+            "keyframes": [{"image": "k0.png", "at": 0}, {"image": "k1.png", "at": 1}],
+            "references": [{"image": "r0.png", "weight": 1}, {"image": "r1.png", "weight": 0.5}],
+            "style": {"image": "s.png", "strength": 0.5},
+        }
+    )
+    assert job.image_refs() == [
+        ("keyframes[0].image", "k0.png"),
+        ("keyframes[1].image", "k1.png"),
+        ("references[0].image", "r0.png"),
+        ("references[1].image", "r1.png"),
+        ("style.image", "s.png"),
+    ]
+    mapped = job.map_image_refs(str.upper)
+    assert [k.image for k in mapped.keyframes or []] == ["K0.PNG", "K1.PNG"]
+    assert [r.image for r in mapped.references] == ["R0.PNG", "R1.PNG"]
+    assert mapped.style is not None and mapped.style.image == "S.PNG"
 
 
 @pytest.mark.parametrize(

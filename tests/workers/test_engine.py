@@ -147,8 +147,8 @@ def test_identical_keyframes_equal_the_plain_job(interpolation, registry, plain,
 
 
 def test_keyframe_morph_feeds_each_frame_its_interpolated_conditioning(registry, spy, image_paths, tmp_path):
+    from steering.conditioning import frame_positions
     from steering.interpolate import slerp
-    from workers.conditioning import frame_positions
 
     keys = [{"image": str(image_paths[1]), "at": 0.0}, {"image": str(image_paths[2]), "at": 1.0}]
     request = job(keyframes=keys, interpolation="slerp", generation={"guidance": {"min": 1.0, "max": 1.0}})

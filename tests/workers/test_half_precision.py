@@ -8,12 +8,11 @@ import pytest
 import torch
 
 from api_schemas import JobRequest
-from workers.clips import plan_clips, stack_clips
-from workers.conditioning import Inputs
-from workers.directions import DirectionResolver
 from workers.engine import run_job
 from workers.images import ImageResolver
 from workers.models import ModelRegistry, ModelSpec
+from workers.plan import plan_job
+from workers.planning import plan_job_clips
 from workers.tiny import TINY_DEFAULTS
 
 SIZE = {"width": 64, "height": 64, "num_frames": 4, "steps": 3}
@@ -65,9 +64,9 @@ def test_a_steered_job_in_float16_finishes_close_to_float32(half, full, image_pa
 def test_latents_stay_float32_so_small_shifts_survive(half, image_paths) -> None:
     pipe = half.get("t").pipeline
     job = JobRequest.model_validate({"seed": 1, "image": str(image_paths[0]), "generation": SIZE})
-    inputs = Inputs(keyframes=[load_image(image_paths[0])], keyframe_positions=[0.0])
-    clips, style = plan_clips(pipe, job, inputs, DirectionResolver())
-    conditioning, noise, _ = stack_clips(clips, style)
+    plan = plan_job(job, pipe, name="t", defaults={})
+    planned = plan_job_clips(pipe, plan, {"image": load_image(image_paths[0])})
+    conditioning, noise, _ = planned.stack(planned.clips)
     unet_inputs: list[torch.dtype] = []
     hook = pipe.unet.register_forward_pre_hook(lambda module, args: unet_inputs.append(args[0].dtype))
     shift = 1e-4  # far below float16's rounding step at the latents' size

@@ -6,9 +6,10 @@ import pytest
 
 from api_schemas import JobRequest
 from workers import memory_plan
-from workers.engine import Progress, resolve_job, run_job
+from workers.engine import Progress, run_job
 from workers.errors import JobInputError, JobTooLarge
 from workers.images import ImageResolver
+from workers.plan import resolve_job
 from workers.settings import EngineSettings
 
 LARGEST_SWEEP = {"num_frames": 128, "width": 2048, "height": 2048, "steps": 200}
@@ -40,15 +41,10 @@ def test_a_job_over_the_available_memory_fails_before_any_work(registry, image_p
     stages: list[Progress] = []
     job = request(image_paths[0], {"num_frames": 8, "width": 1024, "height": 576, "steps": 2})
 
+    resolver = ImageResolver(allow_paths=True)
+
     with pytest.raises(JobTooLarge) as raised:
-        run_job(
-            job,
-            tmp_path,
-            registry=registry,
-            images=ImageResolver(allow_paths=True),
-            on_progress=stages.append,
-            settings=EngineSettings(),
-        )
+        run_job(job, tmp_path, registry=registry, images=resolver, on_progress=stages.append, settings=EngineSettings())
 
     assert isinstance(raised.value, JobInputError) and raised.value.field == "generation"
     detail = raised.value.detail

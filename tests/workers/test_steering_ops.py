@@ -8,12 +8,14 @@ import torch
 
 from api_schemas import JobRequest
 from steering.adain import channel_stats
-from workers.clips import plan_clips, stack_clips
 from workers.directions import DirectionResolver, save_direction
-from workers.engine import load_inputs, resolve_job, run_job
+from workers.engine import load_inputs, run_job
 from workers.errors import JobInputError
 from workers.images import ImageResolver
+from workers.ops.style import StyleOp
 from workers.pipeline import SteerableVideoPipeline, fits_in
+from workers.plan import resolve_job
+from workers.planning import plan_job_clips
 
 SIZE = {"width": 64, "height": 64, "num_frames": 5, "steps": 4}
 TOL = 1e-5
@@ -138,7 +140,8 @@ def test_sweep_in_batches_of_two_equals_one_batch(registry, image_paths, tmp_pat
     assert np.abs(one - two).max() <= 1e-4
     # An explicit batch size is kept as given.
     assert (
-        resolve_job(job(image_paths[0], sweep={**sweep, "batch_size": 2}), registry.get("tiny")).sweep.batch_size == 2
+        resolve_job(job(image_paths[0], sweep={**sweep, "batch_size": 2}), registry.get("tiny")).job.sweep.batch_size
+        == 2
     )
 
 
@@ -183,13 +186,14 @@ def test_latent_direction_changes_nothing_before_its_window(registry, unet_input
 
 def test_style_brings_channel_statistics_to_the_reference(registry, image_paths):
     pipe = registry.get("tiny").pipeline
-    request = resolve_job(
+    plan = resolve_job(
         job(image_paths[0], style={"image": str(image_paths[3]), "strength": 1.0, "steps": [0.5, 1.0]}),
         registry.get("tiny"),
     )
-    inputs, _ = load_inputs(request, ImageResolver(allow_paths=True))
-    clips, style = plan_clips(pipe, request, inputs, DirectionResolver())
-    conditioning, noise, steering = stack_clips(clips, style)
+    inputs, _ = load_inputs(plan.job, ImageResolver(allow_paths=True))
+    planned = plan_job_clips(pipe, plan, inputs)
+    conditioning, noise, steering = planned.stack(planned.clips)
+    (style,) = [op.edit for op in planned.operations if isinstance(op, StyleOp)]
     seen: list[torch.Tensor] = []
 
     def record(p, i, t, tensors):
@@ -205,9 +209,8 @@ def test_style_brings_channel_statistics_to_the_reference(registry, image_paths)
     assert torch.allclose(std[0], style.std.expand_as(std[0]), atol=1e-4)
 
     # Outside the window (steps 0 and 1 of 4) the latents are those of the plain job.
-    plain_request = resolve_job(job(image_paths[0]), registry.get("tiny"))
-    plain_clips, _ = plan_clips(pipe, plain_request, inputs, DirectionResolver())
-    plain_conditioning, plain_noise, _ = stack_clips(plain_clips, None)
+    plain = plan_job_clips(pipe, resolve_job(job(image_paths[0]), registry.get("tiny")), inputs)
+    plain_conditioning, plain_noise, _ = plain.stack(plain.clips)
     plain_seen: list[torch.Tensor] = []
     pipe(
         plain_conditioning,
@@ -278,7 +281,7 @@ def test_preserve_keeps_the_preserved_score(registry, image_paths):
     """The edited embedding's score along a preserved direction does not move."""
     from workers.directions import resolve_directions
 
-    request = resolve_job(
+    plan = resolve_job(
         job(
             image_paths[0],
             directions=[
@@ -291,7 +294,8 @@ def test_preserve_keeps_the_preserved_score(registry, image_paths):
         ),
         registry.get("tiny"),
     )
-    (resolved,) = resolve_directions(request, DirectionResolver(), embedding_dim=EMBED_DIM, latent_shape=LATENT)
+    assert (plan.embedding_dim, plan.latent_shape) == (EMBED_DIM, LATENT)
+    (resolved,) = resolve_directions(plan, DirectionResolver())
     keep = torch.tensor(unit(EMBED_DIM, 2))
     assert abs(float(resolved.vector @ keep)) <= 1e-6
     assert float(resolved.vector @ torch.tensor(unit(EMBED_DIM, 1))) > 0.5

@@ -1,0 +1,75 @@
+"""`directions: [{source, space, strength, frames, steps, preserve}]`: z' = z + α·d.
+
+Each direction is unit length after its `preserve` directions are projected out
+(`workers.directions.resolve_directions`), so `strength` is a distance. `space: "embedding"` moves
+the positive CLIP image token of each frame before the tokens are assembled; `space: "latent"` adds
+its step's share of α·d to the latents after each step in its `steps` window (after step i the
+latents are x0 + σ_{i+1}·ε, Euler), α·d in total.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from steering.directions import apply_direction
+from workers.directions import resolve_directions
+from workers.ops.base import ClipState, JobContext, Operation, StepAction
+
+
+@dataclass
+class LatentEdit:
+    """A direction on the latents: `vector` (C, h, w) or (C, 1, 1), `alpha` (B, S, F) per clip, step
+    and frame."""
+
+    vector: torch.Tensor
+    alpha: torch.Tensor
+
+
+@dataclass
+class LatentDirections:
+    """The latent directions of one batch, applied in the job's order."""
+
+    edits: list[LatentEdit]
+
+    def __call__(self, pipe: Any, step: int, latents: torch.Tensor) -> torch.Tensor:
+        for edit in self.edits:
+            alpha = edit.alpha[:, step]  # (B, F)
+            if bool((alpha != 0).any()):
+                shift = alpha.to(latents)[:, :, None, None, None] * edit.vector.to(latents)
+                latents = latents + shift
+        return latents
+
+
+class DirectionsOp(Operation):
+    name = "directions"
+
+    def condition(self, ctx: JobContext, clip: ClipState) -> None:
+        resolved = resolve_directions(ctx.plan, ctx.directions, strengths=clip.strengths)
+        cond = clip.conditioning
+        for direction in resolved:
+            if direction.space == "embedding":
+                cond.embeddings = apply_direction(
+                    cond.embeddings, direction.vector.to(cond.embeddings), direction.alpha[0]
+                )
+        clip.step_edits[self.name] = [LatentEdit(d.vector, d.alpha[None]) for d in resolved if d.space == "latent"]
+
+    def step_action(self, ctx: JobContext, clips: list[ClipState]) -> StepAction | None:
+        per_clip = [clip.step_edits[self.name] for clip in clips]
+        if not per_clip[0]:
+            return None
+        edits = [
+            LatentEdit(vector=group[0].vector, alpha=torch.cat([e.alpha for e in group]))
+            for group in zip(*per_clip, strict=True)
+        ]
+        return LatentDirections(edits)
+
+    def describe(self, ctx: JobContext) -> dict[str, Any]:
+        described = []
+        for i, direction in enumerate(ctx.job.directions):
+            source = direction.source
+            kind = "id" if source.id is not None else "path" if source.path is not None else "vector"
+            described.append(
+                {"index": i, "space": direction.space, "source": kind, "preserve": len(direction.preserve)}
+            )
+        return {"directions": described}

@@ -1,0 +1,39 @@
+"""`keyframes: [{image, at}]` with `interpolation`: a morph inside one clip.
+
+Frame f is conditioned at t = f / (F − 1) on the two keyframes around t, in both spaces SVD is
+conditioned on: the CLIP image embedding and the VAE image latent (`steering.conditioning`).
+`geodesic` bends the embedding path toward a Gaussian density fitted to the job's conditioning
+embeddings (keyframes and references); VAE latents fall back to slerp, and the report says so.
+"""
+
+from typing import Any
+
+import torch
+
+from api_schemas import Interpolation
+from steering.conditioning import density_penalty, interpolate_both
+from workers.ops.base import ClipState, JobContext, Operation
+
+
+class KeyframesOp(Operation):
+    name = "keyframes"
+
+    def condition(self, ctx: JobContext, clip: ClipState) -> None:
+        cond, method = clip.conditioning, ctx.job.interpolation
+        penalty = None
+        if method is Interpolation.geodesic:
+            references = [e[None] for e in ctx.reference_embeddings()]
+            penalty = density_penalty(torch.cat([cond.key_embeddings, *references]))
+        cond.embeddings, cond.latents, report = interpolate_both(
+            cond.key_embeddings,
+            cond.key_latents,
+            cond.key_positions,
+            ctx.plan.num_frames,
+            str(method),
+            penalty,
+        )
+        clip.report.update(report)
+
+    def describe(self, ctx: JobContext) -> dict[str, Any]:
+        keyframes = ctx.job.keyframes or []
+        return {"count": len(keyframes), "at": [k.at for k in keyframes], "interpolation": str(ctx.job.interpolation)}
