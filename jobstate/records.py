@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from api_schemas import Artifact, JobRequest, JobResource, JobResult, JobStatus, Problem, Progress
+from api_schemas.artifacts import ARTIFACTS, LISTED_ARTIFACTS, SINGLE_ARTIFACTS, split_artifact_name
 
 JOB_ID_PATTERN = r"^job_[0-9a-f]{28}$"
 ASSET_ID_PATTERN = r"^ast_[0-9a-f]{28}$"
@@ -59,11 +60,25 @@ class StoredResult(BaseModel):
     clips: list[StoredArtifact] = Field(default_factory=list)
     metrics: dict[str, Any] = Field(default_factory=dict)
 
+    @classmethod
+    def from_artifacts(cls, stored: Mapping[str, StoredArtifact], metrics: dict[str, Any]) -> "StoredResult":
+        """The result of a job whose files are `stored` by artifact name (`video`, `clips/3`, ...)."""
+        fields: dict[str, Any] = {name: stored[name] for name in SINGLE_ARTIFACTS if name in stored}
+        for name in LISTED_ARTIFACTS:
+            listed = [n for n in stored if n.startswith(name + "/")]
+            fields[name] = [stored[n] for n in sorted(listed, key=lambda n: split_artifact_name(n)[1] or 0)]
+        return cls(**fields, metrics=metrics)
+
     def artifacts(self) -> dict[str, StoredArtifact]:
         """Every artifact by name: `video`, `poster`, ..., `clips/0`, `clips/1`, ..."""
-        named = {n: getattr(self, n) for n in ("video", "poster", "preview", "manifest", "frames")}
-        named |= {f"clips/{i}": a for i, a in enumerate(self.clips)}
-        return {n: a for n, a in named.items() if a is not None}
+        named: dict[str, StoredArtifact] = {}
+        for kind in ARTIFACTS:
+            value = getattr(self, kind.name)
+            if kind.many:
+                named |= {kind.artifact_name(i): a for i, a in enumerate(value)}
+            elif value is not None:
+                named[kind.name] = value
+        return named
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -142,15 +157,14 @@ def to_resource(record: JobRecord, presign: Presign, request: JobRequest | None 
     result = None
     if record.result is not None:
         r = record.result
-        result = JobResult(
-            video=r.video and _artifact(r.video, presign),
-            poster=r.poster and _artifact(r.poster, presign),
-            preview=r.preview and _artifact(r.preview, presign),
-            manifest=r.manifest and _artifact(r.manifest, presign),
-            frames=r.frames and _artifact(r.frames, presign),
-            clips=[_artifact(c, presign) for c in r.clips],
-            metrics=r.metrics,
-        )
+        files: dict[str, Any] = {}
+        for kind in ARTIFACTS:
+            value = getattr(r, kind.name)
+            if kind.many:
+                files[kind.name] = [_artifact(a, presign) for a in value]
+            else:
+                files[kind.name] = value and _artifact(value, presign)
+        result = JobResult(**files, metrics=r.metrics)
     return JobResource(
         id=record.id,
         status=record.status,

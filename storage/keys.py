@@ -17,18 +17,6 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 _KEY_PART = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._=-]{0,254}$")
 MAX_KEY_LENGTH = 1024
 
-CONTENT_TYPES = {
-    ".mp4": "video/mp4",
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".webp": "image/webp",
-    ".gif": "image/gif",
-    ".json": "application/json",
-    ".npy": "application/octet-stream",
-    ".safetensors": "application/octet-stream",
-}
-
 
 def _segment(value: str, what: str) -> str:
     if not isinstance(value, str) or not _SEGMENT.match(value) or ".." in value:
@@ -77,8 +65,3 @@ def direction_key(tenant: str, direction_id: str, ext: str = "safetensors") -> s
     if ext not in ("safetensors", "json"):
         raise ValueError(f"a direction is stored as `safetensors` or `json`, got {ext!r}")
     return f"directions/{_segment(tenant, 'tenant')}/{_segment(direction_id, 'direction_id')}.{ext}"
-
-
-def content_type_for(name: str) -> str:
-    """The content type stored with an object, from its file extension (octet-stream if unknown)."""
-    return CONTENT_TYPES.get(PurePosixPath(name).suffix.lower(), "application/octet-stream")

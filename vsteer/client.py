@@ -31,6 +31,7 @@ from urllib.parse import urljoin
 import httpx
 
 from api_schemas import Artifact, Asset, JobList, JobRequest, JobResource, JobStatus, ModelList, Problem, Progress
+from api_schemas.artifacts import ARTIFACTS, extension_for
 
 Names = list[str]
 """Artifact names: `video`, `poster`, `preview`, `manifest`, `frames`, `clips/<k>`."""
@@ -43,7 +44,6 @@ EVENTS_READ_TIMEOUT_S = 60.0
 _RETRY_STATUSES = {429, 502, 503, 504}
 # Longest `Retry-After` the client sleeps through on its own; a longer one is the caller's decision.
 _MAX_RETRY_AFTER_S = 30.0
-_PREVIEW_EXTENSIONS = {"image/gif": "gif", "image/webp": "webp"}
 
 
 class VsteerError(Exception):
@@ -144,18 +144,14 @@ def artifacts(job: JobResource) -> dict[str, tuple[Artifact, str]]:
     """Every artifact of a job's result with the file name it is saved under, by name."""
     if job.result is None:
         return {}
-    r = job.result
     named: dict[str, tuple[Artifact, str]] = {}
-    for name, file_name in [("video", "video.mp4"), ("poster", "poster.png"), ("manifest", "manifest.json")]:
-        artifact = getattr(r, name)
-        if artifact is not None:
-            named[name] = (artifact, file_name)
-    if r.preview is not None:
-        named["preview"] = (r.preview, f"preview.{_PREVIEW_EXTENSIONS.get(r.preview.content_type, 'gif')}")
-    if r.frames is not None:
-        named["frames"] = (r.frames, "frames.npy")
-    for k, clip in enumerate(r.clips):
-        named[f"clips/{k}"] = (clip, f"clips/{k}.mp4")
+    for kind in ARTIFACTS:
+        value = getattr(job.result, kind.name)
+        if kind.many:
+            for index, artifact in enumerate(value):
+                named[kind.artifact_name(index)] = (artifact, kind.file(index=index))
+        elif value is not None:
+            named[kind.name] = (value, kind.file(ext=extension_for(value.content_type)))
     return named
 
 

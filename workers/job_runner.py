@@ -40,11 +40,12 @@ import torch
 
 from api_schemas import JobRequest, JobStatus
 from api_schemas import Progress as ResourceProgress
+from api_schemas.artifacts import content_type_for
 from jobstate.operations import Transition
 from jobstate.records import JobRecord, StoredArtifact, StoredResult
 from jobstate.store import JobStore
 from storage.base import ObjectNotFound, Storage, StorageError
-from storage.keys import asset_key, content_type_for, direction_key, job_key
+from storage.keys import asset_key, direction_key, job_key
 from webhooks.messages import PROGRESS_EVENT, progress_worth_sending
 from workers.directions import DirectionResolver
 from workers.errors import (
@@ -70,13 +71,6 @@ from workers.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
-# Terminal status → the webhook event that announces it.
-WEBHOOK_EVENTS = {
-    JobStatus.succeeded: "completed",
-    JobStatus.failed: "failed",
-    JobStatus.canceled: "canceled",
-}
-_SINGLE_ARTIFACTS = ("video", "poster", "preview", "manifest", "frames")
 
 # Set by the Celery app when the worker is asked to stop (`worker_shutting_down`); read every step.
 SHUTDOWN = threading.Event()
@@ -288,12 +282,7 @@ def upload_outputs(
         )
         with contextlib.suppress(*REDIS_DOWN):
             deps.store.progress(record.id, "uploading", done, total)
-    clips = sorted((n for n in stored if n.startswith("clips/")), key=lambda n: int(n.split("/", 1)[1]))
-    return StoredResult(
-        **{n: stored[n] for n in _SINGLE_ARTIFACTS if n in stored},
-        clips=[stored[n] for n in clips],
-        metrics=metrics,
-    )
+    return StoredResult.from_artifacts(stored, metrics)
 
 
 def put_with_retries(deps: WorkerDeps, key: str, path: Path, content_type: str) -> Any:

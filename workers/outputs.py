@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from api_schemas import JobRequest
+from api_schemas.artifacts import split_artifact_name
 from workers.audit import audit_frames
 from workers.video import contact_sheet, to_uint8, write_mp4, write_poster, write_preview
 
@@ -102,7 +103,10 @@ def write_outputs(frames: np.ndarray, job: JobRequest, out_dir: Path, tasks: Tas
     assert fps is not None
     files: dict[str, Future[Path]] = {}
 
-    def write(name: str, path: Path, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    def write(name: str, fn: Callable[..., Any], *args: Any, ext: str | None = None, **kwargs: Any) -> None:
+        kind, index = split_artifact_name(name)
+        path = out_dir / kind.file(ext=ext, index=index)
+
         def run() -> Path:
             fn(*args, path, **kwargs)
             return path
@@ -115,15 +119,15 @@ def write_outputs(frames: np.ndarray, job: JobRequest, out_dir: Path, tasks: Tas
     else:
         (out_dir / "clips").mkdir(exist_ok=True)
         for k, clip in enumerate(frames):
-            write(f"clips/{k}", out_dir / "clips" / f"{k}.mp4", write_mp4, clip, fps=fps, crf=out.crf)
+            write(f"clips/{k}", write_mp4, clip, fps=fps, crf=out.crf)
         shown = contact_sheet(list(frames))
-    write("video", out_dir / "video.mp4", write_mp4, shown, fps=fps, crf=out.crf)
-    write("poster", out_dir / "poster.png", write_poster, shown)
+    write("video", write_mp4, shown, fps=fps, crf=out.crf)
+    write("poster", write_poster, shown)
     if out.preview != "none":
-        write("preview", out_dir / f"preview.{out.preview}", write_preview, shown, fps=fps, fmt=out.preview)
+        write("preview", write_preview, shown, fps=fps, fmt=out.preview, ext=out.preview)
     if out.raw:
         raw = frames[0] if job.sweep is None else frames
-        write("frames", out_dir / "frames.npy", save_float32, raw)
+        write("frames", save_float32, raw)
     return files
 
 

@@ -1,6 +1,7 @@
 import pytest
 
-from storage.keys import asset_key, check_key, content_type_for, direction_key, job_key, job_prefix
+from api_schemas.artifacts import content_type_for
+from storage.keys import asset_key, check_key, direction_key, job_key, job_prefix
 
 
 def test_layout():
