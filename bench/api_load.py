@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO_ROOT, median, percentile, png_bytes, table, test_image, write_result
+from bench.common import REPO_ROOT, median, percentile, table, test_image, write_result
 from bench.servers import TENANT, new_stack, start_api, start_redis, start_worker
+from vsteer.pictures import png_bytes
 
 
 def job_body(model: str) -> bytes:

@@ -4,7 +4,6 @@ Every figure is a ratio of medians from interleaved runs (A B A B …) measured 
 because the machines these run on are shared and noisy; absolute times count only on a GPU.
 """
 
-import io
 import json
 import os
 import platform
@@ -20,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import PIL.Image
+
+from vsteer.pictures import smooth_picture
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -184,16 +185,8 @@ def table(title: str, header: list[str], rows: list[list[Any]]) -> str:
 
 
 def test_image(seed: int, size: tuple[int, int] = (128, 96)) -> PIL.Image.Image:
-    """A smooth random picture: low-frequency noise upsampled (resizing it is well behaved)."""
-    rng = np.random.default_rng(seed)
-    small = (rng.random((6, 6, 3)) * 255).astype(np.uint8)
-    return PIL.Image.fromarray(small).resize(size, PIL.Image.BICUBIC)
-
-
-def png_bytes(image: PIL.Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
+    """A smooth random picture (`vsteer.pictures.smooth_picture`) at the benchmarks' default size."""
+    return smooth_picture(seed, size)
 
 
 def tiny_model_dir() -> Path:

@@ -155,8 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows,
         )
     )
-    path = write_result("cpu_tail", figures, args.out)
-    print(f"wrote {path}")
+    print(f"wrote {write_result('cpu_tail', figures, args.out)}")
     return figures
 
 

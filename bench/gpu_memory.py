@@ -229,8 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"UNet: {unet['bare']:.0f} (bare) / {unet['vsteer']:.0f} (vsteer) elements per latent pixel, frame and row "
         f"traced, {figures['unet_elements_per_latent_pixel_assumed']} assumed by denoise_batch_for"
     )
-    path = write_result("gpu_memory", figures, args.out)
-    print(f"wrote {path}")
+    print(f"wrote {write_result('gpu_memory', figures, args.out)}")
     return figures
 
 

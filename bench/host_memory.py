@@ -176,8 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"decode ({args.decode_size}, tiny model): numpy's peak {decode['peak_mib']:.1f} MiB = "
         f"{decode['peak_per_frames']:.2f} S"
     )
-    path = write_result("host_memory", figures, args.out)
-    print(f"wrote {path}")
+    print(f"wrote {write_result('host_memory', figures, args.out)}")
     return figures
 
 

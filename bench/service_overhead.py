@@ -24,7 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import interleave, median, png_bytes, table, test_image, tiny_model_dir, write_result
+from bench.common import interleave, median, table, test_image, tiny_model_dir, write_result
+from vsteer.pictures import png_bytes
 
 SIZES = {
     "tiny": {"width": 64, "height": 64, "num_frames": 4, "steps": 2},

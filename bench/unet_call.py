@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     title = f"One guided UNet call, SVD-XT architecture ({base.name}) at {shape}, {figures['dtype']}, {device}"
     print(table(title, ["variant", "s/call", "÷ bare", "TFLOP counted"], rows))
     print(f"\nmax |vsteer - bare| = {difference:.3g}")
-    path = write_result("unet_call", figures, args.out)
-    print(f"wrote {path}")
+    print(f"wrote {write_result('unet_call', figures, args.out)}")
     return figures
 
 

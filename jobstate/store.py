@@ -32,11 +32,10 @@ import redis.asyncio as aioredis
 
 from api_schemas import JobStatus, Problem, Progress
 from jobstate import operations
-from jobstate.operations import Created, Op, Page, ProgressAck, RateDecision, RateLimit, Transition
+from jobstate.operations import Created, Op, Page, ProgressAck, RateDecision, Transition
 from jobstate.records import AssetRecord, JobRecord, StoredResult
 from jobstate.redis_keys import events_channel
 from jobstate.scripts import SCRIPTS
-from jobstate.task_message import TaskMessage
 
 T = TypeVar("T")
 
@@ -65,31 +64,9 @@ class JobStore:
         return op.decode(raw)
 
     # jobs
-    def create(
-        self,
-        job_id: str,
-        tenant: str,
-        model: str,
-        request: Mapping[str, Any],
-        idempotency: tuple[str, str] | None = None,
-        idempotency_ttl_s: int = 86400,
-        max_active: int = 0,
-        task: TaskMessage | None = None,
-        rate: RateLimit | None = None,
-    ) -> Created:
-        return self.run(
-            operations.create_op(
-                job_id,
-                tenant,
-                model,
-                request,
-                idempotency=idempotency,
-                idempotency_ttl_s=idempotency_ttl_s,
-                max_active=max_active,
-                task=task,
-                rate=rate,
-            )
-        )
+    def create(self, job_id: str, tenant: str, model: str, request: Mapping[str, Any], **options: Any) -> Created:
+        """Create a queued job; `options` (idempotency, limits, the task to queue) as `operations.create_op`."""
+        return self.run(operations.create_op(job_id, tenant, model, request, **options))
 
     def get(self, tenant: str, job_id: str) -> JobRecord | None:
         return self.run(operations.get_op(tenant, job_id))
@@ -171,31 +148,9 @@ class AsyncJobStore:
         return op.decode(raw)
 
     # jobs
-    async def create(
-        self,
-        job_id: str,
-        tenant: str,
-        model: str,
-        request: Mapping[str, Any],
-        idempotency: tuple[str, str] | None = None,
-        idempotency_ttl_s: int = 86400,
-        max_active: int = 0,
-        task: TaskMessage | None = None,
-        rate: RateLimit | None = None,
-    ) -> Created:
-        return await self.run(
-            operations.create_op(
-                job_id,
-                tenant,
-                model,
-                request,
-                idempotency=idempotency,
-                idempotency_ttl_s=idempotency_ttl_s,
-                max_active=max_active,
-                task=task,
-                rate=rate,
-            )
-        )
+    async def create(self, job_id: str, tenant: str, model: str, request: Mapping[str, Any], **options: Any) -> Created:
+        """Create a queued job; `options` (idempotency, limits, the task to queue) as `operations.create_op`."""
+        return await self.run(operations.create_op(job_id, tenant, model, request, **options))
 
     async def get(self, tenant: str, job_id: str) -> JobRecord | None:
         return await self.run(operations.get_op(tenant, job_id))

@@ -1,30 +1,26 @@
 """Fixtures shared by the whole suite: the tiny SVD (built once per session) and test images."""
 
 import base64
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import PIL.Image
 import pytest
+
+from vsteer.pictures import png_bytes, smooth_picture
 
 if TYPE_CHECKING:
     from tests.servers import RedisServer
 
 
 def make_image(seed: int, size: tuple[int, int] = (80, 64)) -> PIL.Image.Image:
-    """A smooth random picture: low-frequency noise upsampled, so resizing it is well behaved."""
-    rng = np.random.default_rng(seed)
-    small = (rng.random((6, 6, 3)) * 255).astype(np.uint8)
-    return PIL.Image.fromarray(small).resize(size, PIL.Image.BICUBIC)
+    """A smooth random picture (`vsteer.pictures.smooth_picture`) at the tests' default size."""
+    return smooth_picture(seed, size)
 
 
 def data_uri(image: PIL.Image.Image) -> str:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
 
 
 @pytest.fixture(scope="session")

@@ -3,20 +3,13 @@
 import pytest
 
 from api_schemas.problems import PROBLEM_BASE, ProblemType
+from workers import errors
 from workers.errors import (
     JobInputError,
     JobTimeLimitExceeded,
     JobTooLarge,
     ModelUnavailableError,
     StorageUnavailable,
-    input_problem,
-    internal_problem,
-    model_problem,
-    out_of_memory_problem,
-    poison_problem,
-    storage_problem,
-    time_limit_problem,
-    too_large_problem,
 )
 
 JOB = "job_0123456789abcdef0123456789ab"
@@ -26,17 +19,22 @@ JOB = "job_0123456789abcdef0123456789ab"
     ("problem", "kind", "status", "field"),
     [
         (
-            input_problem(JOB, JobInputError("keyframes[1].image", "unknown asset")),
+            errors.input_problem(JOB, JobInputError("keyframes[1].image", "unknown asset")),
             "invalid-input",
             422,
             "keyframes[1].image",
         ),
-        (too_large_problem(JOB, JobTooLarge("generation.width", "lower it")), "out-of-memory", 507, "generation.width"),
-        (model_problem(JOB, ModelUnavailableError("svd", "no weights")), "model-unavailable", 503, "model"),
-        (poison_problem(JOB, 3), "worker-lost", 500, None),
-        (storage_problem(JOB, StorageUnavailable("down")), "storage-unavailable", 503, None),
-        (time_limit_problem(JOB, JobTimeLimitExceeded(60, 61.2)), "time-limit", 504, None),
-        (internal_problem(JOB, RuntimeError("boom")), "internal-error", 500, None),
+        (
+            errors.too_large_problem(JOB, JobTooLarge("generation.width", "lower it")),
+            "out-of-memory",
+            507,
+            "generation.width",
+        ),
+        (errors.model_problem(JOB, ModelUnavailableError("svd", "no weights")), "model-unavailable", 503, "model"),
+        (errors.poison_problem(JOB, 3), "worker-lost", 500, None),
+        (errors.storage_problem(JOB, StorageUnavailable("down")), "storage-unavailable", 503, None),
+        (errors.time_limit_problem(JOB, JobTimeLimitExceeded(60, 61.2)), "time-limit", 504, None),
+        (errors.internal_problem(JOB, RuntimeError("boom")), "internal-error", 500, None),
     ],
 )
 def test_each_failure_has_its_kind_status_and_field(problem, kind, status, field) -> None:
@@ -45,20 +43,22 @@ def test_each_failure_has_its_kind_status_and_field(problem, kind, status, field
 
 
 def test_input_problem_names_the_field_in_its_detail() -> None:
-    problem = input_problem(JOB, JobInputError("style.image", "not an image"))
+    problem = errors.input_problem(JOB, JobInputError("style.image", "not an image"))
     assert problem.detail == "`style.image`: not an image"
 
 
 def test_out_of_memory_says_what_to_lower() -> None:
     request = {"generation": {"width": 1024, "height": 576, "num_frames": 25}, "sweep": {"count": 4}}
-    detail = out_of_memory_problem(JOB, request, RuntimeError("CUDA out of memory\nmore")).detail
+    detail = errors.out_of_memory_problem(JOB, request, RuntimeError("CUDA out of memory\nmore")).detail
     assert "1024x576 with 25 frames (CUDA out of memory)" in detail
     assert "sweep.batch_size" in detail
-    assert "sweep.batch_size" not in (out_of_memory_problem(JOB, {}, RuntimeError("x")).detail or "")
-    assert "defaultxdefault with default frames" in (out_of_memory_problem(JOB, {}, RuntimeError("x")).detail or "")
+    assert "sweep.batch_size" not in (errors.out_of_memory_problem(JOB, {}, RuntimeError("x")).detail or "")
+    assert "defaultxdefault with default frames" in (
+        errors.out_of_memory_problem(JOB, {}, RuntimeError("x")).detail or ""
+    )
 
 
 def test_time_limit_says_the_limit_and_what_to_lower() -> None:
-    detail = time_limit_problem(JOB, JobTimeLimitExceeded(3600, 3601.4)).detail or ""
+    detail = errors.time_limit_problem(JOB, JobTimeLimitExceeded(3600, 3601.4)).detail or ""
     assert "after 3601 s, past this worker's time limit of 3600 s" in detail
     assert "`generation.steps`" in detail
