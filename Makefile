@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps demo up run test test-fast reliability reliability-full lint format openapi bench bench-gpu gpu-wheels clean
+.PHONY: install system-deps demo up run test test-fast reliability reliability-full lint format openapi bench bench-gpu gpu-wheels toy-model clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ demo: install
 # The same job in-process, no servers.
 run: install
 	$(BIN)/vsteer run examples/morph.json --out out/morph
+
+# Train the toy SVD (about 30 minutes on 2 CPU cores) into models/toy; run a job on it with
+# `vsteer run JOB --model models/toy`.
+toy-model: install
+	$(BIN)/vsteer models train-toy models/toy --plot models/toy-loss.png
 
 # The whole service on this machine, until Ctrl-C.
 up: install

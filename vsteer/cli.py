@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from workers.settings import EngineSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Latent-space steering of Stable Video Diffusion.")
-models_app = typer.Typer(no_args_is_help=True, help="Models: list the registry, build the tiny SVD.")
+models_app = typer.Typer(no_args_is_help=True, help="Models: list the registry, build the tiny SVD, train the toy SVD.")
 app.add_typer(models_app, name="models")
 directions_app = typer.Typer(no_args_is_help=True, help="Semantic directions: discover and save them.")
 app.add_typer(directions_app, name="directions")
@@ -225,6 +225,26 @@ def models_tiny(
 
     save_tiny_svd(path, seed=seed)
     typer.echo(str(path))
+
+
+@models_app.command("train-toy")
+def models_train_toy(
+    path: Annotated[Path, typer.Argument(help="Folder to write the trained toy SVD to.")],
+    steps: Annotated[
+        int | None, typer.Option(help="Steps per network (VAE and UNet) on a small pool; the full run if unset.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the weights, the data and the training order.")] = 0,
+    plot: Annotated[Path | None, typer.Option(help="Write the loss curves to this PNG.")] = None,
+) -> None:
+    """Train the toy SVD (the real architecture at 64x64 on synthetic shapes) and save_pretrained it to PATH."""
+    from workers.models import quiet_libraries
+    from workers.toy.train import TrainConfig, plot_losses, train_toy
+
+    quiet_libraries()
+    config = TrainConfig(seed=seed) if steps is None else TrainConfig.short(steps, seed=seed)
+    result = train_toy(path, config, log=typer.echo)
+    if plot is not None:
+        typer.echo(f"loss curves: {plot_losses(result.losses, plot)}")
 
 
 @models_app.command("list")

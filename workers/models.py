@@ -5,6 +5,7 @@ the local hub cache only: loading never downloads. When weights are missing the 
 download and where it must go. The built-in `tiny` model is built from small configs on first use.
 """
 
+import dataclasses
 import gc
 import hashlib
 import json
@@ -169,13 +170,19 @@ def quiet_libraries() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def _is_tiny(folder: Path) -> bool:
-    """Whether a folder holds the tiny architecture (its UNet is far below SVD's channel widths)."""
+SMALL_SIZE = 64
+
+
+def _small_model_frames(folder: Path) -> int | None:
+    """The UNet's frame count when a folder holds a small architecture (the tiny or the toy model: a
+    UNet far below SVD's channel widths, made for 64x64); None otherwise."""
     try:
         config = json.loads((folder / "unet" / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
-        return False
-    return max(config.get("block_out_channels", [320])) <= 64
+        return None
+    if max(config.get("block_out_channels", [320])) > 64:
+        return None
+    return int(config.get("num_frames", 6))
 
 
 @dataclass(frozen=True)
@@ -320,7 +327,7 @@ class ModelRegistry:
 
     def register(self, name_or_path: str) -> str:
         """A registered name as is; a local pipeline folder (CLI `--model PATH`) is registered under
-        its folder name, with the tiny model's defaults when it is the tiny architecture."""
+        its folder name, at 64x64 and its UNet's frame count when it is a small architecture (tiny, toy)."""
         if name_or_path in self.specs:
             return name_or_path
         path = Path(name_or_path).expanduser()
@@ -330,14 +337,10 @@ class ModelRegistry:
                 f"{name_or_path!r} is neither a registered model ({', '.join(self.names())}) nor a folder",
             )
         name = re.sub(r"[^A-Za-z0-9._-]", "-", path.resolve().name) or "local"
-        defaults = self.specs[TINY] if _is_tiny(path) and TINY in self.specs else ModelSpec(name=name, source="")
-        spec = ModelSpec(
-            name=name,
-            source=str(path.resolve()),
-            width=defaults.width,
-            height=defaults.height,
-            num_frames=defaults.num_frames,
-        )
+        frames = _small_model_frames(path)
+        spec = ModelSpec(name=name, source=str(path.resolve()), num_frames=frames)
+        if frames is not None:
+            spec = dataclasses.replace(spec, width=SMALL_SIZE, height=SMALL_SIZE)
         if name in self.specs and self.specs[name] != spec:
             raise ModelUnavailableError(name, f"a different model named {name!r} is already registered")
         self.specs[name] = spec

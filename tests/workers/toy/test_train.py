@@ -1,0 +1,25 @@
+"""Training the toy model is deterministic for a seed, and what it saves loads as a pipeline."""
+
+from diffusers import StableVideoDiffusionPipeline
+
+from workers.models import ModelRegistry, weight_hash
+from workers.settings import engine_defaults
+from workers.toy.train import TrainConfig, train_toy
+
+
+def test_two_runs_with_one_seed_save_the_same_weights_and_another_seed_others(tmp_path):
+    folders = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        folders[name] = train_toy(tmp_path / name, TrainConfig.short(2, seed=seed), log=lambda line: None).folder
+    hashes = {name: weight_hash(folder) for name, folder in folders.items()}
+    assert hashes["a"] == hashes["b"]
+    assert hashes["a"] != hashes["c"]
+    pipe = StableVideoDiffusionPipeline.from_pretrained(folders["a"])
+    assert pipe.unet.config.num_frames == 8 and pipe.vae.config.scaling_factor != 0.18215
+
+
+def test_a_trained_folder_runs_at_the_size_and_frames_it_was_trained_for(tmp_path):
+    folder = train_toy(tmp_path / "toy", TrainConfig.short(1), log=lambda line: None).folder
+    registry = ModelRegistry.from_settings(engine_defaults())
+    spec = registry.spec(registry.register(str(folder)))
+    assert (spec.width, spec.height, spec.num_frames) == (64, 64, 8)

@@ -1,0 +1,314 @@
+"""Training the toy model: SVD's real components at small size, on synthetic video, on a CPU.
+
+Three stages, each deterministic for a seed:
+
+1. **VAE** (`AutoencoderKLTemporalDecoder`): the encoder and the temporal decoder learn to reconstruct
+   clips of `NUM_FRAMES` frames (the frame count the pipeline decodes at once at the model's default
+   size), with a small KL term; `scaling_factor` is then set so that the scaled latents have unit
+   variance, as SVD's are.
+2. **Encode** a pool of clips once: their scaled latents, their first frame in [-1, 1] and the first
+   frame's CLIP image embedding (the image encoder stays a small frozen random CLIP, as in `tiny`).
+3. **UNet** (`UNetSpatioTemporalConditionModel`) with SVD's EDM preconditioning and v-prediction,
+   conditioned as SVD is: the noise-augmented first frame's VAE latent (unscaled, `mode()`) on every
+   frame's channels, its CLIP embedding in cross-attention, and `[fps − 1, motion_bucket_id,
+   noise_aug_strength]` as added time ids. With σ drawn as log σ ~ N(0.7, 1.6²), the network sees
+   x/√(σ²+1) at timestep ¼·log σ, and its output F gives the denoised estimate
+   D = x/(σ²+1) − σ/√(σ²+1)·F (the Euler scheduler's v-prediction step); the loss is
+   (σ²+1)/σ²·‖D − x0‖² (EDM's weighting). Conditioning is dropped at random (both together 10% of
+   the time, so guidance has an unconditional branch to push from; the image latent alone 15%, so
+   the CLIP token carries the picture too; the CLIP token alone 5%).
+
+The result is saved with `save_pretrained` as a `StableVideoDiffusionPipeline` folder, with the loss
+curves beside it.
+"""
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from diffusers import (
+    AutoencoderKLTemporalDecoder,
+    EulerDiscreteScheduler,
+    StableVideoDiffusionPipeline,
+    UNetSpatioTemporalConditionModel,
+)
+from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from workers.tiny import SVD_SCHEDULER
+from workers.toy.data import NUM_FRAMES, SIZE, clip_spec, render
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class TrainConfig:
+    """How the toy model is trained; the defaults fit the 30-minute budget of a 2-core CPU."""
+
+    seed: int = 0
+    vae_steps: int = 550
+    vae_batch: int = 1  # clips of NUM_FRAMES frames: ~1.1 s a step on 2 cores
+    vae_lr: float = 1e-3
+    kl_weight: float = 1e-6
+    colour_weight: float = 4.0
+    pool: int = 2000  # clips encoded once for the UNet stage
+    unet_steps: int = 2000
+    unet_batch: int = 6  # ~0.36 s a step on 2 cores
+    unet_lr: float = 8e-4
+    drop_both: float = 0.10
+    drop_latent: float = 0.15
+    drop_embedding: float = 0.05
+    threads: int = 2
+
+    @classmethod
+    def short(cls, steps: int, seed: int = 0) -> "TrainConfig":
+        """A run of `steps` steps per network on a small pool: for tests and quick tries."""
+        return cls(seed=seed, vae_steps=steps, unet_steps=steps, pool=max(8, steps))
+
+
+@dataclass
+class TrainResult:
+    folder: Path
+    seconds: dict[str, float]
+    losses: dict[str, list[float]] = field(default_factory=dict)
+
+
+def build_toy_components(seed: int = 0) -> dict[str, Any]:
+    """The toy architecture with fresh weights (about 4.1 M parameters, 17 MB in float32)."""
+    torch.manual_seed(seed)
+    vae = AutoencoderKLTemporalDecoder(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        # 64 channels in every stage: at 32, GroupNorm(32) normalises each channel on its own and a
+        # plain background's absolute colour cannot pass (a 32-channel middle lost every colour).
+        block_out_channels=(64, 64, 64, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        sample_size=SIZE,
+    )
+    unet = UNetSpatioTemporalConditionModel(
+        sample_size=SIZE // 8,
+        in_channels=8,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+        block_out_channels=(64, 64),
+        layers_per_block=1,
+        cross_attention_dim=32,
+        num_attention_heads=(4, 4),
+        addition_time_embed_dim=32,
+        projection_class_embeddings_input_dim=96,
+        num_frames=NUM_FRAMES,
+    )
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32,
+            projection_dim=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            image_size=224,
+            patch_size=32,
+        )
+    )
+    feature_extractor = CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
+    return {
+        "vae": vae,
+        "unet": unet,
+        "image_encoder": image_encoder,
+        "scheduler": EulerDiscreteScheduler(**SVD_SCHEDULER),
+        "feature_extractor": feature_extractor,
+    }
+
+
+def clip_tensor(seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Clip `seed` as (F, 3, H, W) in [-1, 1], with its fps and motion bucket."""
+    spec = clip_spec(seed)
+    frames = torch.from_numpy(render(spec)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return frames, {"fps": spec.fps, "motion_bucket_id": spec.motion_bucket_id}
+
+
+def train_vae(vae: AutoencoderKLTemporalDecoder, config: TrainConfig, log: Log) -> list[float]:
+    """Reconstruction (L1 + MSE, and L1 of the colours at 1/8 resolution) of whole clips through the
+    temporal decoder, plus a small KL term."""
+    optimiser = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, config.vae_lr, total_steps=config.vae_steps, pct_start=0.05
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    losses = []
+    vae.train()
+    for step in range(config.vae_steps):
+        seeds = [config.seed * 1_000_003 + step * config.vae_batch + k for k in range(config.vae_batch)]
+        frames = torch.cat([clip_tensor(s)[0] for s in seeds])  # (B*F, 3, H, W)
+        posterior = vae.encode(frames).latent_dist
+        noise = torch.randn(posterior.mean.shape, generator=generator)
+        latents = posterior.mean + posterior.std * noise
+        decoded = vae.decode(latents, num_frames=NUM_FRAMES).sample
+        # Absolute colour is what GroupNorm makes hardest to carry: weigh it again at 1/8 resolution.
+        colour = F.l1_loss(F.avg_pool2d(decoded, 8), F.avg_pool2d(frames, 8))
+        loss = (
+            F.l1_loss(decoded, frames)
+            + F.mse_loss(decoded, frames)
+            + config.colour_weight * colour
+            + config.kl_weight * posterior.kl().mean()
+        )
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if step % 100 == 0 or step == config.vae_steps - 1:
+            log(f"vae step {step}/{config.vae_steps}: loss {np.mean(losses[-50:]):.4f}")
+    vae.eval()
+    return losses
+
+
+@dataclass
+class Pool:
+    """Clips encoded once: scaled latents (N, F, C, h, w), first frames (N, 3, H, W) in [-1, 1],
+    CLIP embeddings (N, D), fps (N,) and motion buckets (N,)."""
+
+    latents: torch.Tensor
+    first_frames: torch.Tensor
+    embeddings: torch.Tensor
+    fps: torch.Tensor
+    motion: torch.Tensor
+
+
+@torch.no_grad()
+def encode_pool(pipe: StableVideoDiffusionPipeline, config: TrainConfig, log: Log) -> Pool:
+    latents, firsts, embeddings, fps, motion = [], [], [], [], []
+    base = 7_000_000 + config.seed * 1_000_003
+    for n in range(config.pool):
+        frames, meta = clip_tensor(base + n)
+        latents.append(pipe.vae.encode(frames).latent_dist.mode())
+        firsts.append(frames[0])
+        picture = PIL.Image.fromarray(((frames[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy())
+        embeddings.append(pipe._encode_image(picture, "cpu", 1, False)[0, 0])
+        fps.append(meta["fps"])
+        motion.append(meta["motion_bucket_id"])
+        if n % 250 == 0:
+            log(f"encode {n}/{config.pool}")
+    stacked = torch.stack(latents)  # (N, F, C, h, w), unscaled
+    scaling = 1.0 / float(stacked.std())
+    pipe.vae.register_to_config(scaling_factor=scaling)
+    log(f"latent std {1 / scaling:.4f}: scaling_factor {scaling:.4f}")
+    return Pool(
+        stacked * scaling, torch.stack(firsts), torch.stack(embeddings), torch.tensor(fps), torch.tensor(motion)
+    )
+
+
+def train_unet(pipe: StableVideoDiffusionPipeline, pool: Pool, config: TrainConfig, log: Log) -> list[float]:
+    """EDM-preconditioned v-prediction on the pool, conditioned as the pipeline conditions."""
+    unet, vae = pipe.unet, pipe.vae
+    optimiser = torch.optim.AdamW(unet.parameters(), lr=config.unet_lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, config.unet_lr, total_steps=config.unet_steps, pct_start=0.05
+    )
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    losses = []
+    unet.train()
+    for step in range(config.unet_steps):
+        index = torch.randint(len(pool.latents), (config.unet_batch,), generator=generator)
+        x0 = pool.latents[index]  # (B, F, C, h, w), scaled
+        batch = len(index)
+        # The conditioning frame, noise-augmented as the pipeline does before encoding it.
+        aug = torch.exp(torch.empty(batch).uniform_(math.log(0.005), math.log(0.2), generator=generator))
+        pixels = pool.first_frames[index] + aug[:, None, None, None] * torch.randn(
+            pool.first_frames[index].shape, generator=generator
+        )
+        with torch.no_grad():
+            cond_latent = vae.encode(pixels).latent_dist.mode()  # (B, C, h, w), unscaled
+        embedding = pool.embeddings[index][:, None, :]  # (B, 1, D)
+        drop = torch.rand(batch, generator=generator)
+        drop_latent = (drop < config.drop_both + config.drop_latent).float()
+        drop_embedding = ((drop < config.drop_both) | (drop > 1 - config.drop_embedding)).float()
+        cond_latent = cond_latent * (1 - drop_latent)[:, None, None, None]
+        embedding = embedding * (1 - drop_embedding)[:, None, None]
+
+        sigma = torch.exp(0.7 + 1.6 * torch.randn(batch, generator=generator))
+        s = sigma[:, None, None, None, None]
+        noisy = x0 + s * torch.randn(x0.shape, generator=generator)
+        model_input = torch.cat([noisy / torch.sqrt(s**2 + 1), cond_latent[:, None].expand_as(x0)], dim=2)
+        time_ids = torch.stack([pool.fps[index].float() - 1, pool.motion[index].float(), aug], dim=1)
+        out = unet(
+            model_input, 0.25 * torch.log(sigma), encoder_hidden_states=embedding, added_time_ids=time_ids
+        ).sample
+        denoised = noisy / (s**2 + 1) - s / torch.sqrt(s**2 + 1) * out
+        weight = (s**2 + 1) / s**2
+        loss = (weight * (denoised - x0) ** 2).mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if step % 100 == 0 or step == config.unet_steps - 1:
+            log(f"unet step {step}/{config.unet_steps}: loss {np.mean(losses[-50:]):.4f}")
+    unet.eval()
+    return losses
+
+
+def train_toy(out: Path, config: TrainConfig | None = None, log: Log = print) -> TrainResult:
+    """Train the toy model into `out` (a `save_pretrained` folder) and write its loss curves."""
+    config = config or TrainConfig()
+    torch.set_num_threads(config.threads)
+    torch.use_deterministic_algorithms(True)
+    seconds: dict[str, float] = {}
+    components = build_toy_components(config.seed)
+    pipe = StableVideoDiffusionPipeline(**components)
+    for module in (pipe.image_encoder,):
+        module.requires_grad_(False)
+
+    started = time.perf_counter()
+    vae_losses = train_vae(pipe.vae, config, log)
+    seconds["vae"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    pipe.vae.requires_grad_(False)
+    pool = encode_pool(pipe, config, log)
+    seconds["encode"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    unet_losses = train_unet(pipe, pool, config, log)
+    seconds["unet"] = time.perf_counter() - started
+
+    out.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(out)
+    losses = {"vae": vae_losses, "unet": unet_losses}
+    record = {"config": asdict(config), "seconds": seconds, "losses": losses}
+    (out / "training.json").write_text(json.dumps(record) + "\n")
+    log(f"saved to {out} ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())})")
+    return TrainResult(out, seconds, losses)
+
+
+def plot_losses(losses: dict[str, list[float]], path: Path) -> Path:
+    """Loss curves (moving average over 25 steps) of each stage, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 3.2))
+    for ax, (name, values) in zip(np.atleast_1d(axes), losses.items(), strict=True):
+        window = min(25, len(values))
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        ax.plot(values, color="0.8", linewidth=0.5)
+        ax.plot(np.arange(window - 1, len(values)), smooth, color="C0")
+        ax.set_title(f"{name} loss")
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
