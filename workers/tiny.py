@@ -37,32 +37,41 @@ SVD_SCHEDULER = {
 }
 
 
-def build_tiny_svd(seed: int = 0) -> StableVideoDiffusionPipeline:
-    """Random-weight SVD components from small configs; VAE downsampling is 8x, as in SVD."""
-    torch.manual_seed(seed)
-    unet = UNetSpatioTemporalConditionModel(
+def small_unet(
+    block_out_channels: tuple[int, int], heads: tuple[int, int], num_frames: int
+) -> UNetSpatioTemporalConditionModel:
+    """SVD's temporal UNet at 64x64 (8x8 latents) with two stages, cross-attending to 32-wide tokens."""
+    return UNetSpatioTemporalConditionModel(
         sample_size=8,
         in_channels=8,
         out_channels=4,
         down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
         up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-        block_out_channels=(32, 64),
+        block_out_channels=block_out_channels,
         layers_per_block=1,
         cross_attention_dim=32,
-        num_attention_heads=(2, 4),
+        num_attention_heads=heads,
         addition_time_embed_dim=32,
         projection_class_embeddings_input_dim=96,
-        num_frames=TINY_DEFAULTS["num_frames"],
+        num_frames=num_frames,
     )
-    vae = AutoencoderKLTemporalDecoder(
+
+
+def small_vae(block_out_channels: tuple[int, int, int, int]) -> AutoencoderKLTemporalDecoder:
+    """SVD's temporal VAE at 64x64: four stages, 8x downsampling, 4 latent channels."""
+    return AutoencoderKLTemporalDecoder(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
-        block_out_channels=(32, 32, 32, 32),
+        block_out_channels=block_out_channels,
         latent_channels=4,
         sample_size=64,
     )
-    image_encoder = CLIPVisionModelWithProjection(
+
+
+def small_image_encoder() -> CLIPVisionModelWithProjection:
+    """A two-layer CLIP vision tower with a 32-wide projection (random weights)."""
+    return CLIPVisionModelWithProjection(
         CLIPVisionConfig(
             hidden_size=32,
             projection_dim=32,
@@ -73,6 +82,14 @@ def build_tiny_svd(seed: int = 0) -> StableVideoDiffusionPipeline:
             patch_size=32,
         )
     )
+
+
+def small_pipeline(
+    unet: UNetSpatioTemporalConditionModel,
+    vae: AutoencoderKLTemporalDecoder,
+    image_encoder: CLIPVisionModelWithProjection,
+) -> StableVideoDiffusionPipeline:
+    """The stock pipeline around small components, with SVD's scheduler."""
     return StableVideoDiffusionPipeline(
         vae=vae,
         image_encoder=image_encoder,
@@ -80,6 +97,15 @@ def build_tiny_svd(seed: int = 0) -> StableVideoDiffusionPipeline:
         scheduler=EulerDiscreteScheduler(**SVD_SCHEDULER),
         feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
     )
+
+
+def build_tiny_svd(seed: int = 0) -> StableVideoDiffusionPipeline:
+    """Random-weight SVD components from small configs; VAE downsampling is 8x, as in SVD."""
+    torch.manual_seed(seed)
+    # Built in this order, so that a seed gives the weights it always gave.
+    unet = small_unet((32, 64), (2, 4), TINY_DEFAULTS["num_frames"])
+    vae = small_vae((32, 32, 32, 32))
+    return small_pipeline(unet, vae, small_image_encoder())
 
 
 def save_tiny_svd(path: Path, seed: int = 0) -> Path:

@@ -34,16 +34,10 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from diffusers import (
-    AutoencoderKLTemporalDecoder,
-    EulerDiscreteScheduler,
-    StableVideoDiffusionPipeline,
-    UNetSpatioTemporalConditionModel,
-)
-from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+from diffusers import AutoencoderKLTemporalDecoder, StableVideoDiffusionPipeline
 
-from workers.tiny import SVD_SCHEDULER
-from workers.toy.data import NUM_FRAMES, SIZE, clip_spec, render
+from workers.tiny import small_image_encoder, small_pipeline, small_unet, small_vae
+from workers.toy.data import NUM_FRAMES, clip_spec, render
 
 Log = Callable[[str], None]
 
@@ -73,6 +67,27 @@ class TrainConfig:
         return cls(seed=seed, vae_steps=steps, unet_steps=steps, pool=max(8, steps))
 
 
+class Stepper:
+    """One network's optimiser: AdamW on a one-cycle schedule, gradients clipped to norm 1, and a log
+    of the loss (its mean over the last 50 steps every 100 steps)."""
+
+    def __init__(self, name: str, module: torch.nn.Module, lr: float, steps: int, log: Log) -> None:
+        self.name, self.module, self.steps, self.log = name, module, steps, log
+        self.optimiser = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0)
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimiser, lr, total_steps=steps, pct_start=0.05)
+        self.losses: list[float] = []
+
+    def __call__(self, step: int, loss: torch.Tensor) -> None:
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
+        self.optimiser.step()
+        self.schedule.step()
+        self.losses.append(float(loss.detach()))
+        if step % 100 == 0 or step == self.steps - 1:
+            self.log(f"{self.name} step {step}/{self.steps}: loss {np.mean(self.losses[-50:]):.4f}")
+
+
 @dataclass
 class TrainResult:
     folder: Path
@@ -80,53 +95,14 @@ class TrainResult:
     losses: dict[str, list[float]] = field(default_factory=dict)
 
 
-def build_toy_components(seed: int = 0) -> dict[str, Any]:
-    """The toy architecture with fresh weights (about 4.1 M parameters, 17 MB in float32)."""
+def build_toy_pipeline(seed: int = 0) -> StableVideoDiffusionPipeline:
+    """The toy architecture with fresh weights (about 4.1 M parameters, 17 MB in float32): 64 channels
+    in every stage. At 32, GroupNorm(32) normalises each channel on its own and a plain background's
+    absolute colour cannot pass (a VAE with 32-channel middle stages lost every colour)."""
     torch.manual_seed(seed)
-    vae = AutoencoderKLTemporalDecoder(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        # 64 channels in every stage: at 32, GroupNorm(32) normalises each channel on its own and a
-        # plain background's absolute colour cannot pass (a 32-channel middle lost every colour).
-        block_out_channels=(64, 64, 64, 64),
-        layers_per_block=1,
-        latent_channels=4,
-        sample_size=SIZE,
-    )
-    unet = UNetSpatioTemporalConditionModel(
-        sample_size=SIZE // 8,
-        in_channels=8,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-        block_out_channels=(64, 64),
-        layers_per_block=1,
-        cross_attention_dim=32,
-        num_attention_heads=(4, 4),
-        addition_time_embed_dim=32,
-        projection_class_embeddings_input_dim=96,
-        num_frames=NUM_FRAMES,
-    )
-    image_encoder = CLIPVisionModelWithProjection(
-        CLIPVisionConfig(
-            hidden_size=32,
-            projection_dim=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=37,
-            image_size=224,
-            patch_size=32,
-        )
-    )
-    feature_extractor = CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
-    return {
-        "vae": vae,
-        "unet": unet,
-        "image_encoder": image_encoder,
-        "scheduler": EulerDiscreteScheduler(**SVD_SCHEDULER),
-        "feature_extractor": feature_extractor,
-    }
+    vae = small_vae((64, 64, 64, 64))
+    unet = small_unet((64, 64), (4, 4), NUM_FRAMES)
+    return small_pipeline(unet, vae, small_image_encoder())
 
 
 def clip_tensor(seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -139,12 +115,8 @@ def clip_tensor(seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
 def train_vae(vae: AutoencoderKLTemporalDecoder, config: TrainConfig, log: Log) -> list[float]:
     """Reconstruction (L1 + MSE, and L1 of the colours at 1/8 resolution) of whole clips through the
     temporal decoder, plus a small KL term."""
-    optimiser = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, config.vae_lr, total_steps=config.vae_steps, pct_start=0.05
-    )
+    stepper = Stepper("vae", vae, config.vae_lr, config.vae_steps, log)
     generator = torch.Generator().manual_seed(config.seed)
-    losses = []
     vae.train()
     for step in range(config.vae_steps):
         seeds = [config.seed * 1_000_003 + step * config.vae_batch + k for k in range(config.vae_batch)]
@@ -161,16 +133,9 @@ def train_vae(vae: AutoencoderKLTemporalDecoder, config: TrainConfig, log: Log) 
             + config.colour_weight * colour
             + config.kl_weight * posterior.kl().mean()
         )
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimiser.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-        if step % 100 == 0 or step == config.vae_steps - 1:
-            log(f"vae step {step}/{config.vae_steps}: loss {np.mean(losses[-50:]):.4f}")
+        stepper(step, loss)
     vae.eval()
-    return losses
+    return stepper.losses
 
 
 @dataclass
@@ -211,12 +176,8 @@ def encode_pool(pipe: StableVideoDiffusionPipeline, config: TrainConfig, log: Lo
 def train_unet(pipe: StableVideoDiffusionPipeline, pool: Pool, config: TrainConfig, log: Log) -> list[float]:
     """EDM-preconditioned v-prediction on the pool, conditioned as the pipeline conditions."""
     unet, vae = pipe.unet, pipe.vae
-    optimiser = torch.optim.AdamW(unet.parameters(), lr=config.unet_lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, config.unet_lr, total_steps=config.unet_steps, pct_start=0.05
-    )
+    stepper = Stepper("unet", unet, config.unet_lr, config.unet_steps, log)
     generator = torch.Generator().manual_seed(config.seed + 1)
-    losses = []
     unet.train()
     for step in range(config.unet_steps):
         index = torch.randint(len(pool.latents), (config.unet_batch,), generator=generator)
@@ -247,16 +208,9 @@ def train_unet(pipe: StableVideoDiffusionPipeline, pool: Pool, config: TrainConf
         denoised = noisy / (s**2 + 1) - s / torch.sqrt(s**2 + 1) * out
         weight = (s**2 + 1) / s**2
         loss = (weight * (denoised - x0) ** 2).mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimiser.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-        if step % 100 == 0 or step == config.unet_steps - 1:
-            log(f"unet step {step}/{config.unet_steps}: loss {np.mean(losses[-50:]):.4f}")
+        stepper(step, loss)
     unet.eval()
-    return losses
+    return stepper.losses
 
 
 def train_toy(out: Path, config: TrainConfig | None = None, log: Log = print) -> TrainResult:
@@ -265,10 +219,8 @@ def train_toy(out: Path, config: TrainConfig | None = None, log: Log = print) ->
     torch.set_num_threads(config.threads)
     torch.use_deterministic_algorithms(True)
     seconds: dict[str, float] = {}
-    components = build_toy_components(config.seed)
-    pipe = StableVideoDiffusionPipeline(**components)
-    for module in (pipe.image_encoder,):
-        module.requires_grad_(False)
+    pipe = build_toy_pipeline(config.seed)
+    pipe.image_encoder.requires_grad_(False)
 
     started = time.perf_counter()
     vae_losses = train_vae(pipe.vae, config, log)
