@@ -6,7 +6,7 @@ and `stack_clips` for each UNet batch's conditioning, noise and step callback wo
 does all of it for the engine.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import PIL.Image
@@ -23,15 +23,28 @@ from workers.plan import JobPlan
 
 @dataclass
 class Clip:
-    """One clip ready to denoise: unit noise (1, F, C, h, w), conditioning (B = 1), and the state the
-    operations batch in their step actions."""
+    """One clip ready to denoise: its planned state (noise, what it changes, how it was interpolated,
+    what operations batch in their step actions) and the conditioning (B = 1) made from it."""
 
-    index: int
-    params: dict[str, Any]
-    noise: torch.Tensor
-    conditioning: Conditioning
     state: ClipState
-    report: dict[str, Any] = field(default_factory=dict)
+    conditioning: Conditioning
+
+    @property
+    def index(self) -> int:
+        return self.state.index
+
+    @property
+    def noise(self) -> torch.Tensor:
+        """Unit initial latents (1, F, C, h, w)."""
+        return self.state.noise
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.state.params
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return self.state.report
 
 
 @dataclass
@@ -93,7 +106,7 @@ def plan_clips(ctx: JobContext, operations: list[Operation] | None = None) -> li
         for op in ops:
             op.condition(ctx, clip)
         conditioning = finish_conditioning(ctx, clip.conditioning)
-        planned.append(Clip(clip.index, clip.params, clip.noise, conditioning, clip, clip.report))
+        planned.append(Clip(clip, conditioning))
     return planned
 
 
