@@ -352,12 +352,33 @@ def directions_fit(
 
 
 def register_service_commands() -> None:
-    """`vsteer up` and `vsteer demo`: the local stack, and one job through it over HTTP."""
+    """`vsteer up` and `vsteer demo`: the local stack, and one job through it over HTTP; `vsteer jobs`
+    and `vsteer assets`: a running server's API."""
+    from vsteer.commands.server import assets_app, jobs_app
     from vsteer.demo import demo_command
     from vsteer.stack import up_command
 
     app.command("up")(up_command)
     app.command("demo")(demo_command)
+    app.add_typer(jobs_app, name="jobs")
+    app.add_typer(assets_app, name="assets")
+
+
+def show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"vsteer {version('vsteer')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Latent-space steering of Stable Video Diffusion."""
 
 
 register_service_commands()

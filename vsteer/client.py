@@ -424,6 +424,10 @@ class Client:
         response = self._request("POST", "v1/assets", files={"file": (name, content, guessed)})
         return Asset.model_validate(response.json())
 
+    def get_asset(self, asset_id: str) -> Asset:
+        """GET /v1/assets/{id}: the record of an uploaded file."""
+        return Asset.model_validate(self._request("GET", f"v1/assets/{asset_id}").json())
+
     def models(self) -> ModelList:
         return ModelList.model_validate(self._request("GET", "v1/models").json())
 
@@ -584,6 +588,10 @@ class AsyncClient:
         )
         response = await self._request("POST", "v1/assets", files={"file": (name, content, guessed)})
         return Asset.model_validate(response.json())
+
+    async def get_asset(self, asset_id: str) -> Asset:
+        """GET /v1/assets/{id}: the record of an uploaded file."""
+        return Asset.model_validate((await self._request("GET", f"v1/assets/{asset_id}")).json())
 
     async def models(self) -> ModelList:
         return ModelList.model_validate((await self._request("GET", "v1/models")).json())
