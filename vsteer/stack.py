@@ -15,12 +15,12 @@ set, in which case the bucket is created when missing. The worker serves the tin
 """
 
 import json
+import logging
 import os
 import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +35,8 @@ import typer
 from pydantic import TypeAdapter
 
 from jobstate.queues import WEBHOOK_QUEUE, queue_for
+from vsteer import supervisor
+from vsteer.supervisor import Backoff, Child, Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TENANT = "local"
@@ -51,35 +53,6 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @dataclass
-class Child:
-    """One process of the stack and its log file."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-chars:]
-        except FileNotFoundError:
-            return ""
-
-    def stop(self, timeout_s: float) -> None:
-        if not self.alive():
-            return
-        # SIGTERM: uvicorn and redis shut down; Celery finishes its current task (warm shutdown).
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout_s)
-
-
-@dataclass
 class Stack:
     """A running stack: where the API is, the key to call it with, and its processes."""
 
@@ -90,16 +63,21 @@ class Stack:
     state_dir: Path
     env: dict[str, str]
     children: list[Child] = field(default_factory=list)
+    supervisor: Supervisor | None = None
     _cleanup: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
-    def check(self) -> None:
-        """Raise StackError when a process has exited."""
+    def child(self, name: str) -> Child:
+        """The process called `name` (`redis`, `api`, `webhooks`, `worker`); its pid changes on a restart."""
         for child in self.children:
-            if not child.alive():
-                raise StackError(f"{child.name} exited with code {child.proc.returncode}\n{child.tail()}")
+            if child.name == name:
+                return child
+        raise KeyError(f"no process {name!r} in this stack: {[c.name for c in self.children]}")
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        """Stop the workers first (no new jobs), then the API, then Redis; remove private state."""
+        """Stop restarting, then stop the workers first (no new jobs), then the API, then Redis; remove
+        private state."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
         while self.children:
             self.children.pop().stop(timeout_s)
         while self._cleanup:
@@ -113,21 +91,16 @@ class Stack:
 
 
 def _spawn(name: str, argv: list[str], env: Mapping[str, str], logs: Path) -> Child:
-    log = logs / f"{name}.log"
-    with open(log, "wb") as out:
-        # A new session: Ctrl-C in the terminal reaches this process only, which stops the children
-        # in order instead of every one at once.
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env=dict(env), cwd=REPO_ROOT, start_new_session=True
-        )
-    return Child(name, proc, log)
+    child = Child(name, argv, dict(env), logs / f"{name}.log", cwd=REPO_ROOT)
+    child.start()
+    return child
 
 
 def _wait(child: Child, ready: Callable[[], bool], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not child.alive():
-            raise StackError(f"{child.name} exited with code {child.proc.returncode}\n{child.tail()}")
+            raise StackError(f"{child.name} exited with code {child.returncode}\n{child.tail()}")
         try:
             if ready():
                 return
@@ -214,12 +187,15 @@ def start_stack(
     env: Mapping[str, str] | None = None,
     webhooks: bool = True,
     ready_timeout_s: float = 180.0,
+    backoff: Backoff | None = None,
 ) -> Stack:
     """Start redis-server, the API, a GPU worker and (unless `webhooks=False`) the webhook worker.
 
     `env` (default: this process's environment) configures every process; `model` is the model the
     worker loads and serves (`VSTEER_DEFAULT_MODEL`, else `tiny`). Returns once all are ready; use the
-    result as a context manager, or call `stop()`.
+    result as a context manager, or call `stop()`. A process that does not get ready fails the start;
+    once all are ready, one that exits is started again after `backoff` (default `Backoff()`: 1 s
+    doubling to 30 s) until `stop()`.
     """
     # 1. a private folder and free ports
     base_env = dict(os.environ if env is None else env)
@@ -242,14 +218,13 @@ def start_stack(
         stack._cleanup.append(lambda: shutil.rmtree(root, ignore_errors=True))
 
     try:
-        # 2. Redis, private: in a given state folder it keeps its data (append-only file, as
-        #    docker-compose's does), so a later start on that folder finds its jobs and assets again;
-        #    in a temporary folder nothing outlives the stack.
-        persistence = ["--appendonly", "no"] if owned else ["--appendonly", "yes", "--appendfsync", "everysec"]
+        # 2. Redis, private, with an append-only file (fsync every second, as docker-compose's): a
+        #    redis-server that crashed and is started again finds its jobs, queues and assets, and so
+        #    does a later start on a given state folder. A temporary folder is removed at stop.
         redis = _spawn(
             "redis",
             [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(root / "redis"),
-             "--save", "", *persistence, "--protected-mode", "yes"],
+             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "yes"],
             stack_env,
             logs,
         )  # fmt: skip
@@ -299,6 +274,10 @@ def start_stack(
 
         _wait(api, lambda: _http_ok(f"{api_url}/healthz"), 60)
         _wait(worker, lambda: "ready." in worker.tail(1_000_000), ready_timeout_s)
+
+        # 6. from now on a process that exits is started again, until stop()
+        stack.supervisor = Supervisor(stack.children, backoff or Backoff())
+        stack.supervisor.start()
     except BaseException:
         stack.stop()
         raise
@@ -350,19 +329,24 @@ def up_command(
         typer.echo("  webhooks: signed with the development secret (webhooks.settings.DEV_WEBHOOK_SECRET); ", nl=False)
         typer.echo("private and loopback receivers allowed" if _allows_private(stack.env) else "public receivers only")
     typer.echo(f'  try:      curl -H "Authorization: Bearer {stack.api_key}" {stack.url}/v1/models')
+    typer.echo("  restarts: a process that exits is started again (after 1 s, doubling to 30 s), logged here")
     typer.echo("Ctrl-C stops everything.")
+    _echo_restarts()
     # A process manager stops with SIGTERM: take the same orderly way out as Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
-    code = 0
     try:
         while True:
-            stack.check()
             time.sleep(0.5)
     except KeyboardInterrupt:
         typer.echo("\nstopping…")
-    except StackError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        code = 1
     finally:
         stack.stop()
-    raise typer.Exit(code)
+
+
+def _echo_restarts() -> None:
+    """Print the supervisor's lines (a process exited, started again) on stderr, with the time."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger(supervisor.__name__)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
