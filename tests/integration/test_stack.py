@@ -1,17 +1,23 @@
 """The one-command local stack and the README's demo: real processes, started and stopped by `vsteer.stack`."""
 
 import json
+import logging
 import os
+import signal
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from api_schemas import JobStatus
 from storage.s3 import S3Storage
+from tests.conftest import data_uri, make_image
 from tests.servers import start_moto
 from vsteer.client import Client
 from vsteer.demo import demo_command, run_demo
 from vsteer.stack import start_stack
+from vsteer.supervisor import Backoff
 from workers.video import probe
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -135,3 +141,82 @@ def test_up_command_prints_the_url_and_stops_everything_on_sigterm(tmp_path, sta
         if up.poll() is None:
             up.kill()
             up.wait(10)
+
+
+def small_job(seed: int, steps: int) -> dict:
+    return {
+        "model": "tiny",
+        "seed": seed,
+        "image": data_uri(make_image(5)),
+        "generation": {"num_frames": 3, "width": 64, "height": 64, "steps": steps},
+        "output": {"preview": "none"},
+    }
+
+
+def test_a_worker_killed_mid_job_is_started_again_and_its_job_succeeds(tmp_path, stack_env, caplog):
+    caplog.set_level(logging.INFO, logger="vsteer.supervisor")
+    env = {
+        **stack_env,
+        # A killed worker's message comes back after the broker's visibility timeout, counted from its
+        # delivery; the settings want it above the job time limit plus the queue wait, so all are short.
+        "VSTEER_JOB_TIME_LIMIT_S": "20",
+        "VSTEER_MAX_QUEUE_WAIT_S": "0",
+        "VSTEER_VISIBILITY_TIMEOUT_S": "21",
+        "VSTEER_REDELIVERY_CHECK_S": "1",
+    }
+    with (
+        start_stack(env=env, webhooks=False, backoff=Backoff(first_s=0.5)) as stack,
+        Client(stack.url, stack.api_key) as client,
+    ):
+        worker = stack.child("worker")
+        killed_pid = worker.pid
+        others = {c.name: c.pid for c in stack.children if c is not worker}
+        job = client.submit(small_job(3, steps=30))
+
+        # 1. the worker dies in the middle of denoising
+        deadline = time.monotonic() + 120
+        while (current := client.get(job.id)).progress is None or current.progress.stage != "denoise":
+            assert time.monotonic() < deadline and not current.status.is_terminal(), (current, worker.tail())
+            time.sleep(0.05)
+        os.kill(killed_pid, signal.SIGKILL)
+
+        # 2. the supervisor starts it again; the job's message comes back to it and the job finishes
+        done = client.wait(job.id, timeout=180)
+        assert done.status is JobStatus.succeeded, (done.error, worker.tail())
+        assert worker.restarts == 1 and worker.alive() and worker.pid != killed_pid
+        assert [e.describe() for e in worker.exits] == ["killed by signal SIGKILL"]
+        assert "worker killed by signal SIGKILL after" in caplog.text and str(worker.log) in caplog.text
+        assert "--- vsteer: worker killed by signal SIGKILL; started again ---" in worker.tail(1_000_000)
+
+        # 3. the rest of the stack never went down
+        assert {c.name: c.pid for c in stack.children if c is not worker} == others
+        assert all(c.alive() and c.restarts == 0 for c in stack.children if c is not worker)
+        assert httpx.get(f"{stack.url}/healthz").is_success
+    assert not stack.state_dir.exists()  # a normal stop still removes a temporary state folder
+
+
+def test_a_killed_redis_is_started_again_with_its_data(tmp_path, stack_env):
+    with (
+        start_stack(env=stack_env, webhooks=False, backoff=Backoff(first_s=0.5)) as stack,
+        Client(stack.url, stack.api_key) as client,
+    ):
+        before = client.wait(client.submit(small_job(1, steps=1)).id, timeout=120)
+        assert before.status is JobStatus.succeeded
+        time.sleep(1.5)  # the append-only file is written to disk every second
+        redis = stack.child("redis")
+        os.kill(redis.pid, signal.SIGKILL)
+
+        deadline = time.monotonic() + 30
+        while not (redis.restarts == 1 and httpx.get(f"{stack.url}/readyz").is_success):
+            assert time.monotonic() < deadline, redis.tail()
+            time.sleep(0.1)
+        kept = client.get(before.id)  # its result URLs are signed anew on each read
+        assert (kept.status, kept.finished_at, kept.result.video.sha256) == (
+            before.status,
+            before.finished_at,
+            before.result.video.sha256,
+        )
+        # The worker reconnects to the new redis-server and takes the next job.
+        after = client.wait(client.submit(small_job(2, steps=1)).id, timeout=120)
+        assert after.status is JobStatus.succeeded, (after.error, stack.child("worker").tail())
+        assert [c.restarts for c in stack.children] == [1, 0, 0]
