@@ -16,6 +16,8 @@ from pydantic_core import PydanticCustomError
 from api_schemas.refs import check_image_ref
 
 MAX_SEED = 2**63 - 1
+ANCHOR_ID = r"^anc_[A-Za-z0-9_-]{1,64}$"
+_ANCHOR_CITATION = re.compile(r"^(anc_[A-Za-z0-9_-]{1,64})(?:@([1-9][0-9]{0,8}))?$")
 SWEEP_TO = "sweep_to_matches_target"
 IMAGE_OR_KEYFRAMES = "image_or_keyframes"
 
@@ -329,6 +331,40 @@ class Webhook(Strict):
     )
 
 
+class AnchorCitation(Strict):
+    """The anchor set a job cites. Sent as `"anc_...@3"` (or without `@version`: the latest), or as this
+    object; the service fills in `version` and `sha256` when it merges the anchor into the job, so a
+    citation with `sha256` is a record of a merge already done (a replayed manifest) and is kept as is."""
+
+    id: str = Field(pattern=ANCHOR_ID, description="Anchor set id, `anc_...`.")
+    version: int | None = Field(None, ge=1, description="Version of the anchor set (the latest if unset).")
+    sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the version's fields, set by the service."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        match = _ANCHOR_CITATION.fullmatch(value)
+        if match is None:
+            raise PydanticCustomError(
+                "anchor_citation",
+                "`anchor` must be `anc_<id>` or `anc_<id>@<version>` (version from 1), got {value}",
+                {"value": repr(value[:80])},
+            )
+        anchor_id, version = match.groups()
+        return {"id": anchor_id, "version": None if version is None else int(version)}
+
+    def merged(self) -> bool:
+        """Whether the anchor's fields are already in the document (the service resolved this citation)."""
+        return self.version is not None and self.sha256 is not None
+
+    def __str__(self) -> str:
+        return self.id if self.version is None else f"{self.id}@{self.version}"
+
+
 Metadata = dict[Annotated[str, Field(max_length=64)], str | int | float | bool | None]
 
 
@@ -360,6 +396,14 @@ class JobRequest(Strict):
     output: Output = Field(default_factory=Output)
     webhook: Webhook | None = None
     metadata: Metadata = Field(default_factory=dict, max_length=64)
+    anchor: AnchorCitation | None = Field(
+        None,
+        description=(
+            "An anchor set, `anc_...@<version>` (the latest without `@`): its fields are the base of the job's, "
+            "objects merged field by field and lists replaced; the accepted job shows the merged document and "
+            "the citation with its version and SHA-256."
+        ),
+    )
 
     _check_image = field_validator("image", "negative_image")(check_image_ref)
 
@@ -379,7 +423,7 @@ class JobRequest(Strict):
                         f"`keyframes[{i}].at` must be greater than `keyframes[{i - 1}].at` "
                         f"(ascending), got {ats[i]} after {ats[i - 1]}",
                     )
-        if self.sweep is not None:
+        if self.sweep is not None and not self._awaits_anchor():
             if self.sweep.target is SweepTarget.direction and self.sweep.direction >= len(self.directions):
                 raise rule_error(
                     "sweep.direction",
@@ -398,6 +442,11 @@ class JobRequest(Strict):
                     "keyframes", IMAGE_OR_KEYFRAMES, "`sweep.target` `image` needs `image`, not `keyframes`"
                 )
         return self
+
+    def _awaits_anchor(self) -> bool:
+        """Whether the job cites an anchor set not merged yet: rules between its own fields and fields an
+        anchor may hold (`directions`, `variation`) wait for the merged document, which is checked again."""
+        return self.anchor is not None and not self.anchor.merged()
 
     def image_refs(self) -> list[tuple[str, str]]:
         """Every image the job reads as (field path, reference), in a stable order: the one list of

@@ -14,10 +14,12 @@ from typing import Any, Generic, TypeVar
 
 from api_schemas import JobStatus, Problem
 from jobstate.errors import IdempotencyConflict, RateLimited, TooManyActiveJobs
-from jobstate.records import AssetRecord, JobRecord, StoredResult
+from jobstate.records import AnchorRecord, AnchorVersion, AssetRecord, JobRecord, StoredResult
 from jobstate.redis_keys import (
     PREFIX,
     STATUS_STATS,
+    anchor_index,
+    anchor_record_key,
     asset_record_key,
     duration_stats,
     idempotency_key,
@@ -78,6 +80,12 @@ class Transition:
 @dataclass(frozen=True)
 class Page:
     records: list[JobRecord]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class AnchorPage:
+    records: list[AnchorRecord]
     next_cursor: str | None
 
 
@@ -300,6 +308,59 @@ def get_asset_op(tenant: str, asset_id: str) -> Op[AssetRecord | None]:
         return None if raw is None else AssetRecord.model_validate_json(_str(raw))
 
     return Op(decode, command=("GET", asset_record_key(tenant, asset_id)))
+
+
+def put_anchor_op(tenant: str, anchor_id: str, version: AnchorVersion, *, new: bool) -> Op[int]:
+    """Store the next version of an anchor set (version 1 of a new one when `new`); the version
+    number written, or 0 when the anchor set of a new version does not exist."""
+    return Op(
+        lambda raw: int(raw),
+        script="anchor_put",
+        keys=(anchor_record_key(tenant, anchor_id), anchor_index(tenant)),
+        args=(anchor_id, tenant, version.model_dump_json(), "1" if new else "0"),
+    )
+
+
+def _decode_anchor(anchor_id: str, raw: Any) -> AnchorRecord | None:
+    if not raw or not _str(raw[2]):
+        return None
+    body = AnchorVersion.model_validate_json(_str(raw[2]))
+    return AnchorRecord(id=anchor_id, latest=int(raw[0]), version=int(raw[1]), body=body)
+
+
+def get_anchor_op(tenant: str, anchor_id: str, version: int | None = None) -> Op[AnchorRecord | None]:
+    """The tenant's anchor set at `version` (the latest when None); None when it or the version does
+    not exist (another tenant's anchor set does not exist under this tenant's keys)."""
+    return Op(
+        lambda raw: _decode_anchor(anchor_id, raw),
+        script="anchor_get",
+        keys=(anchor_record_key(tenant, anchor_id),),
+        args=("" if version is None else str(version),),
+    )
+
+
+def list_anchors_op(tenant: str, *, cursor: str | None = None, limit: int = 20) -> Op[AnchorPage]:
+    """One page of the tenant's anchor sets at their latest versions, newest first."""
+
+    def decode(raw: Any) -> AnchorPage:
+        more = len(raw) > limit
+        rows = raw[:limit]
+        records = [r for r in (_decode_anchor(_str(row[0]), row[1:]) for row in rows) if r is not None]
+        return AnchorPage(records, next_cursor=_str(rows[-1][0]) if more else None)
+
+    return Op(
+        decode, script="anchor_list", keys=(anchor_index(tenant),), args=(PREFIX, tenant, cursor or "", limit + 1)
+    )
+
+
+def delete_anchor_op(tenant: str, anchor_id: str) -> Op[bool]:
+    """Remove an anchor set and every version of it; False when there was none."""
+    return Op(
+        lambda raw: int(raw) > 0,
+        script="anchor_delete",
+        keys=(anchor_record_key(tenant, anchor_id), anchor_index(tenant)),
+        args=(anchor_id,),
+    )
 
 
 def heartbeat_op(model: str, worker: str, ttl_s: float = 60.0) -> Op[None]:

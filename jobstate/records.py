@@ -20,6 +20,7 @@ from api_schemas.artifacts import ARTIFACTS, LISTED_ARTIFACTS, SINGLE_ARTIFACTS,
 
 JOB_ID_PATTERN = r"^job_[0-9a-f]{28}$"
 ASSET_ID_PATTERN = r"^ast_[0-9a-f]{28}$"
+ANCHOR_ID_PATTERN = r"^anc_[0-9a-f]{28}$"
 
 
 def _time_ordered_id(prefix: str, now: float | None = None) -> str:
@@ -34,6 +35,10 @@ def new_job_id(now: float | None = None) -> str:
 
 def new_asset_id(now: float | None = None) -> str:
     return _time_ordered_id("ast", now)
+
+
+def new_anchor_id(now: float | None = None) -> str:
+    return _time_ordered_id("anc", now)
 
 
 class StoredArtifact(BaseModel):
@@ -195,3 +200,24 @@ class AssetRecord(BaseModel):
     height: int | None = None
     frames: int | None = None
     created_at: datetime
+
+
+class AnchorVersion(BaseModel):
+    """One version of an anchor set as Redis holds it (written once, never changed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    fields: dict[str, Any]
+    sha256: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AnchorRecord:
+    """An anchor set at one of its versions, and its newest version number."""
+
+    id: str
+    latest: int
+    version: int
+    body: AnchorVersion

@@ -10,6 +10,9 @@
   stays stable under inserts.
 - `idem:<tenant>:<sha256(key)>` string: `{"job_id", "body_hash"}` with a TTL.
 - `asset:<tenant>:<id>` string: the asset record (JSON).
+- `anchor:<tenant>:<id>` hash: id, tenant, latest (the newest version), and `v:<n>` per version: its
+  record (JSON: name, fields, sha256, created_at), written once. `tenant:<tenant>:anchors` sorted set of
+  anchor ids, score 0, newest first by `ZREVRANGEBYLEX` as for jobs.
 - `stats:status` hash: jobs per status; `stats:duration:<status>` hash: histogram of run times.
 - `model:<name>:warm` sorted set: worker name → expiry of its last heartbeat.
 - `ratelimit:<sha256(api key)>` hash: tokens, ts (a token bucket per API key, expiring when full).
@@ -50,6 +53,14 @@ def idempotency_key(tenant: str, key: str) -> str:
 
 def asset_record_key(tenant: str, asset_id: str) -> str:
     return f"{PREFIX}asset:{tenant}:{asset_id}"
+
+
+def anchor_record_key(tenant: str, anchor_id: str) -> str:
+    return f"{PREFIX}anchor:{tenant}:{anchor_id}"
+
+
+def anchor_index(tenant: str) -> str:
+    return f"{PREFIX}tenant:{tenant}:anchors"
 
 
 def rate_limit_key(subject: str) -> str:

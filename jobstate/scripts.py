@@ -197,6 +197,53 @@ return {allowed, wait}
 """
 )
 
+# Anchor sets (`anchor:<tenant>:<id>` hashes: `latest` and one `v:<n>` per version, never rewritten).
+# KEYS: anchor hash, the tenant's anchor index. ARGV: id, tenant, version body (JSON), '1' for a new set.
+# Returns the version written, or 0 when a new version's anchor set does not exist.
+_ANCHOR_PUT = """
+local ak, ik = KEYS[1], KEYS[2]
+if ARGV[4] == '1' then
+  redis.call('HSET', ak, 'id', ARGV[1], 'tenant', ARGV[2], 'latest', 0)
+  redis.call('ZADD', ik, 0, ARGV[1])
+elseif redis.call('EXISTS', ak) == 0 then
+  return 0
+end
+local v = redis.call('HINCRBY', ak, 'latest', 1)
+redis.call('HSET', ak, 'v:' .. v, ARGV[3])
+return v
+"""
+
+# KEYS: anchor hash. ARGV: version ('' for the latest). Returns {latest, version, body}, or {} when the
+# anchor set or that version does not exist.
+_ANCHOR_GET = """
+local latest = redis.call('HGET', KEYS[1], 'latest')
+if not latest then return {} end
+local v = ARGV[1] ~= '' and ARGV[1] or latest
+local body = redis.call('HGET', KEYS[1], 'v:' .. v)
+if not body then return {} end
+return {latest, v, body}
+"""
+
+# KEYS: the tenant's anchor index. ARGV: prefix, tenant, cursor ('' for the first page), count.
+# Returns {id, latest, latest, body} per anchor set, newest first.
+_ANCHOR_LIST = """
+local max = ARGV[3] == '' and '+' or '(' .. ARGV[3]
+local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], max, '-', 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {}
+for i, id in ipairs(ids) do
+  local ak = ARGV[1] .. 'anchor:' .. ARGV[2] .. ':' .. id
+  local latest = redis.call('HGET', ak, 'latest') or '0'
+  out[i] = {id, latest, latest, redis.call('HGET', ak, 'v:' .. latest) or ''}
+end
+return out
+"""
+
+# KEYS: anchor hash, the tenant's anchor index. ARGV: id. Returns 1 when the anchor set existed.
+_ANCHOR_DELETE = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('DEL', KEYS[1])
+"""
+
 SCRIPTS: dict[str, str] = {
     "create": _CREATE,
     "rate_limit": _RATE_LIMIT,
@@ -204,4 +251,8 @@ SCRIPTS: dict[str, str] = {
     "request_cancel": _REQUEST_CANCEL,
     "progress": _PROGRESS,
     "list": _LIST,
+    "anchor_put": _ANCHOR_PUT,
+    "anchor_get": _ANCHOR_GET,
+    "anchor_list": _ANCHOR_LIST,
+    "anchor_delete": _ANCHOR_DELETE,
 }

@@ -32,8 +32,8 @@ import redis.asyncio as aioredis
 
 from api_schemas import JobStatus, Problem, Progress
 from jobstate import operations
-from jobstate.operations import Created, Op, Page, ProgressAck, RateDecision, Transition
-from jobstate.records import AssetRecord, JobRecord, StoredResult
+from jobstate.operations import AnchorPage, Created, Op, Page, ProgressAck, RateDecision, Transition
+from jobstate.records import AnchorRecord, AnchorVersion, AssetRecord, JobRecord, StoredResult
 from jobstate.redis_keys import events_channel
 from jobstate.scripts import SCRIPTS
 
@@ -194,6 +194,19 @@ class AsyncJobStore:
 
     async def get_asset(self, tenant: str, asset_id: str) -> AssetRecord | None:
         return await self.run(operations.get_asset_op(tenant, asset_id))
+
+    # anchor sets
+    async def put_anchor(self, tenant: str, anchor_id: str, version: AnchorVersion, *, new: bool) -> int:
+        return await self.run(operations.put_anchor_op(tenant, anchor_id, version, new=new))
+
+    async def get_anchor(self, tenant: str, anchor_id: str, version: int | None = None) -> AnchorRecord | None:
+        return await self.run(operations.get_anchor_op(tenant, anchor_id, version))
+
+    async def list_anchors(self, tenant: str, cursor: str | None = None, limit: int = 20) -> AnchorPage:
+        return await self.run(operations.list_anchors_op(tenant, cursor=cursor, limit=limit))
+
+    async def delete_anchor(self, tenant: str, anchor_id: str) -> bool:
+        return await self.run(operations.delete_anchor_op(tenant, anchor_id))
 
     async def warm_workers(self, model: str) -> list[str]:
         return await self.run(operations.warm_workers_op(model))

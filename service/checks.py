@@ -1,5 +1,6 @@
-"""What a job document must satisfy on this deployment, beyond its schema: known model, assets that
-exist for the tenant, no local paths, decodable inline images, a webhook URL that passes the SSRF guard.
+"""What a job document (or an anchor set) must satisfy on this deployment, beyond its schema: known model,
+assets and stored directions that exist for the tenant, no local paths, decodable inline images, a webhook
+URL that passes the SSRF guard.
 
 Every broken rule is collected, so one 422 names them all.
 """
@@ -12,12 +13,15 @@ from functools import partial
 import anyio.to_thread
 from PIL import Image
 
-from api_schemas import FieldError, JobRequest
+from api_schemas import Direction, FieldError, JobRequest
+from api_schemas.anchors import AnchorFields
 from api_schemas.refs import RefKind, asset_id, ref_kind
 from jobstate.store import AsyncJobStore
 from service.errors import invalid
 from service.images import MediaRejected, inspect_image
 from service.settings import Settings
+from storage.base import Storage
+from storage.keys import direction_key
 from webhooks.ssrf_guard import UnsafeURL, resolve_target
 
 LOCAL_PATHS = "local paths are accepted by the CLI only"
@@ -55,20 +59,54 @@ async def _check_data_uri(ref: str, max_pixels: int) -> None:
         await anyio.to_thread.run_sync(inspect_image, io.BytesIO(raw), max_pixels)
 
 
-async def check_document(doc: JobRequest, tenant: str, store: AsyncJobStore, settings: Settings) -> None:
+async def check_document(
+    doc: JobRequest, tenant: str, store: AsyncJobStore, settings: Settings, storage: Storage
+) -> None:
     """Raise a 422 `ProblemError` naming every field that breaks a deployment rule."""
     errors: list[FieldError] = []
     # 1. the model
-    if doc.model is not None and doc.model not in settings.models:
-        errors.append(
-            FieldError(
-                field="model",
-                rule="known_model",
-                message=f"unknown model {doc.model!r}; known: {', '.join(settings.models)}",
-            )
-        )
+    errors += _check_model(doc.model, settings)
     # 2. image references
-    for field, ref in doc.image_refs():
+    errors += await _check_images(doc.image_refs(), tenant, store, settings)
+    # 3. direction sources
+    errors += await _check_directions(doc.directions, tenant, storage)
+    # 4. the webhook target
+    if doc.webhook is not None:
+        try:
+            await anyio.to_thread.run_sync(partial(resolve_target, doc.webhook.url, settings.webhook_allow_private))
+        except UnsafeURL as exc:
+            errors.append(FieldError(field="webhook.url", rule="public_url", message=str(exc)))
+    if errors:
+        raise invalid(errors)
+
+
+async def check_anchor(
+    fields: AnchorFields, tenant: str, store: AsyncJobStore, settings: Settings, storage: Storage
+) -> None:
+    """The rules of `check_document` for the fields of an anchor set: a 422 naming every field that
+    breaks one (the model, the images, the stored directions it cites)."""
+    errors = _check_model(fields.model, settings)
+    errors += await _check_images(fields.image_refs(), tenant, store, settings)
+    errors += await _check_directions(fields.directions or [], tenant, storage)
+    if errors:
+        raise invalid(errors, title="Invalid anchor set")
+
+
+def _check_model(model: str | None, settings: Settings) -> list[FieldError]:
+    if model is None or model in settings.models:
+        return []
+    return [
+        FieldError(
+            field="model", rule="known_model", message=f"unknown model {model!r}; known: {', '.join(settings.models)}"
+        )
+    ]
+
+
+async def _check_images(
+    refs: list[tuple[str, str]], tenant: str, store: AsyncJobStore, settings: Settings
+) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for field, ref in refs:
         kind = ref_kind(ref)
         if kind is RefKind.path:
             errors.append(FieldError(field=field, rule="no_local_paths", message=LOCAL_PATHS))
@@ -102,22 +140,31 @@ async def check_document(doc: JobRequest, tenant: str, store: AsyncJobStore, set
                 await _check_data_uri(ref, settings.max_image_pixels)
             except MediaRejected as exc:
                 errors.append(FieldError(field=field, rule=exc.rule, message=str(exc)))
-    # 3. direction sources
-    for i, direction in enumerate(doc.directions):
+    return errors
+
+
+async def _check_directions(directions: list[Direction], tenant: str, storage: Storage) -> list[FieldError]:
+    """No local files; a stored direction (`id`) must exist under the tenant's prefix, where the
+    worker reads it."""
+    errors: list[FieldError] = []
+    for i, direction in enumerate(directions):
         sources = [("source", direction.source)] + [(f"preserve[{j}]", p) for j, p in enumerate(direction.preserve)]
         for name, source in sources:
             if source.path is not None:
                 errors.append(
                     FieldError(field=f"directions[{i}].{name}.path", rule="no_local_paths", message=LOCAL_PATHS)
                 )
-    # 4. the webhook target
-    if doc.webhook is not None:
-        try:
-            await anyio.to_thread.run_sync(partial(resolve_target, doc.webhook.url, settings.webhook_allow_private))
-        except UnsafeURL as exc:
-            errors.append(FieldError(field="webhook.url", rule="public_url", message=str(exc)))
-    if errors:
-        raise invalid(errors)
+            elif source.id is not None:
+                key = direction_key(tenant, source.id)
+                if not await anyio.to_thread.run_sync(storage.exists, key):
+                    errors.append(
+                        FieldError(
+                            field=f"directions[{i}].{name}.id",
+                            rule="unknown_direction",
+                            message=f"no direction {source.id!r}",
+                        )
+                    )
+    return errors
 
 
 def resolve_defaults(doc: JobRequest, settings: Settings, seed: int) -> JobRequest:
@@ -130,4 +177,4 @@ def resolve_defaults(doc: JobRequest, settings: Settings, seed: int) -> JobReque
     return doc.model_copy(update=update) if update else doc
 
 
-__all__ = ["LOCAL_PATHS", "check_document", "resolve_defaults"]
+__all__ = ["LOCAL_PATHS", "check_anchor", "check_document", "resolve_defaults"]

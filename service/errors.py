@@ -175,6 +175,21 @@ def _shown(value: Any) -> str:
     return ""
 
 
+# The documents a client writes, and what their 422 is titled.
+_DOCUMENT_TITLES = {
+    ("POST", "/v1/jobs"): "Invalid job document",
+    ("POST", "/v1/anchors"): "Invalid anchor set",
+    ("POST", "/v1/anchors/{id}/versions"): "Invalid anchor set",
+}
+
+
+def _document_path(path: str) -> str:
+    parts = path.rstrip("/").split("/")
+    if len(parts) == 5 and parts[:3] == ["", "v1", "anchors"] and parts[4] == "versions":
+        parts[3] = "{id}"
+    return "/".join(parts)
+
+
 BeforeClientError = Callable[[Request], Awaitable[None]]
 
 
@@ -205,8 +220,7 @@ def _client_error_handlers(before: BeforeClientError) -> dict[type[Exception], A
         except ProblemError as instead:
             return problem_response(instead.problem, request, instead.headers)
         errors = _validation_errors(exc)
-        document = request.url.path == "/v1/jobs" and request.method == "POST"
-        title = "Invalid job document" if document else "Invalid request"
+        title = _DOCUMENT_TITLES.get((request.method, _document_path(request.url.path)), "Invalid request")
         return problem_response(invalid(errors, title).problem, request)
 
     return {

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from api_schemas import JobRequest
+from workers.errors import JobInputError
 from workers.models import LoadedModel
 from workers.pipeline import SteerableVideoPipeline
 
@@ -55,6 +56,9 @@ def resolve_job(job: JobRequest, model: LoadedModel) -> JobPlan:
 def plan_job(job: JobRequest, pipe: SteerableVideoPipeline, *, name: str, defaults: Mapping[str, int]) -> JobPlan:
     """`resolve_job` for a pipeline outside a registry: `defaults` gives the model's `num_frames`,
     `height` and `width` (only those the job leaves unset are read)."""
+    if job.anchor is not None and not job.anchor.merged():
+        # The service merges an anchor set into the job before it is queued; the engine never reads one.
+        raise JobInputError("anchor", f"anchor set {str(job.anchor)!r} is merged by the service: submit the job there")
     gen = job.generation
     num_frames = gen.num_frames or defaults["num_frames"]
     height = gen.height or defaults["height"]

@@ -32,6 +32,7 @@ from service.deps import (
     token_taken,
 )
 from service.errors import ProblemError, invalid, not_found
+from service.handlers.anchors import apply_anchor
 from service.queue import JobQueue, job_task
 from service.settings import Settings
 from storage.base import Storage
@@ -70,15 +71,17 @@ class JobHandler:
     async def submit(
         self, document: JobRequest, caller: Caller, request: Request, idempotency_key: str | None, prefer: str | None
     ) -> Answer:
-        # 1. check the document against this deployment (models, assets, paths, inline images, webhook)
-        await check_document(document, caller.tenant, self.store, self.settings)
-        # 2. resolve what the service decides: the model and, when left out, the seed
-        accepted = resolve_defaults(document, self.settings, seed=secrets.randbelow(2**32))
-        # 3. record the job and queue its task
+        # 1. merge the anchor set it cites, if any, under its own fields
+        merged = await apply_anchor(document, caller.tenant, self.store)
+        # 2. check the document against this deployment (models, assets, directions, paths, inline images, webhook)
+        await check_document(merged, caller.tenant, self.store, self.settings, self.storage)
+        # 3. resolve what the service decides: the model and, when left out, the seed
+        accepted = resolve_defaults(merged, self.settings, seed=secrets.randbelow(2**32))
+        # 4. record the job and queue its task
         created = await self._create(document, accepted, caller, request, idempotency_key)
         record = created.record
         headers = {"Location": f"/v1/jobs/{record.id}"}
-        # 4. hold the answer while the client prefers to wait
+        # 5. hold the answer while the client prefers to wait
         wait = prefer_wait(prefer)
         if wait is not None:
             applied = min(wait, self.settings.prefer_wait_max_s)

@@ -186,3 +186,19 @@ def test_replay_differences_of_a_manifest_that_predates_the_run_facts():
         "the recorded run did not record its fast-path options (its manifest predates them)"
     ]
     assert replay_differences(new, new) == []
+
+
+def test_the_manifest_records_the_anchor_a_job_was_merged_from(cli_env, image_paths, tmp_path):
+    citation = {"id": "anc_look", "version": 3, "sha256": "ab" * 32}
+    job_file = write_job(tmp_path, image_paths, anchor=citation, output={"raw": False, "preview": "none"})
+    result = CliRunner().invoke(app, ["run", str(job_file), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["request"]["anchor"] == citation
+
+
+def test_an_anchor_not_merged_yet_needs_the_service(cli_env, image_paths, tmp_path):
+    job_file = write_job(tmp_path, image_paths, anchor="anc_look@3")
+    result = CliRunner().invoke(app, ["run", str(job_file), "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0
+    assert "anchor: anchor set 'anc_look@3' is merged by the service" in result.output
