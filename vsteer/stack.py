@@ -8,7 +8,9 @@ or from Python (tests, the demo):
         client = Client(stack.url, stack.api_key)
 
 Every process is a child of this one, on free ports, with its state in a private folder (Redis data,
-local storage, logs) that is removed on exit unless it was given. Storage is a local folder unless
+local storage, logs) that is removed on exit unless it was given. Once all are ready, one that exits is
+started again with backoff and logged (`vsteer.supervisor`); the stack stops only when asked (Ctrl-C,
+SIGTERM, `stop()`), and a crashed process leaves the state folder as it was. Storage is a local folder unless
 `VSTEER_STORAGE_BACKEND=s3` (with `VSTEER_STORAGE_S3_BUCKET` and `VSTEER_STORAGE_S3_ENDPOINT_URL`) is
 set, in which case the bucket is created when missing. The worker serves the tiny model unless
 `VSTEER_DEFAULT_MODEL` (and `VSTEER_MODELS` with real weights) say otherwise.

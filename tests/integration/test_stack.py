@@ -106,11 +106,22 @@ def test_stack_uses_s3_when_configured(tmp_path, stack_env):
         moto.stop()
 
 
-def test_up_command_prints_the_url_and_stops_everything_on_sigterm(tmp_path, stack_env):
-    import signal
+def child_pid(parent: int, word: str) -> int:
+    """The child process of `parent` whose command line holds `word`."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and word.encode() in cmdline:
+            return int(stat.parent.name)
+    raise LookupError(f"no child of {parent} runs {word!r}")
+
+
+def test_up_command_prints_the_url_restarts_a_killed_api_and_stops_everything_on_sigterm(tmp_path, stack_env):
     import subprocess
     import sys
-    import time
 
     from tests.servers import free_port, port_open, wait_for
 
@@ -131,7 +142,17 @@ def test_up_command_prints_the_url_and_stops_everything_on_sigterm(tmp_path, sta
         assert f"http://127.0.0.1:{port}" in text and "API key:" in text
         assert "webhooks: signed with the development secret" in text and "loopback receivers allowed" in text
         key = text.split("API key:", 1)[1].split()[0]
-        assert httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}).is_success
+        models = f"http://127.0.0.1:{port}/v1/models"
+        assert httpx.get(models, headers={"Authorization": f"Bearer {key}"}).is_success
+
+        # A killed API is reported and started again on its port.
+        os.kill(child_pid(up.pid, "uvicorn"), signal.SIGKILL)
+        wait_for(lambda: "api started again" in log.read_text(), 30, "the API's restart", log)
+        assert "api killed by signal SIGKILL after" in log.read_text()
+        assert str(tmp_path / "state" / "logs" / "api.log") in log.read_text()
+        wait_for(lambda: port_open("127.0.0.1", port), 60, "the API's port", log)
+        wait_for(lambda: httpx.get(models, headers={"Authorization": f"Bearer {key}"}).is_success, 60, "API", log)
+
         up.send_signal(signal.SIGTERM)
         assert up.wait(60) == 0
         time.sleep(0.5)
