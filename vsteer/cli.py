@@ -352,8 +352,9 @@ def directions_fit(
 
 
 def register_service_commands() -> None:
-    """`vsteer up` and `vsteer demo`: the local stack, and one job through it over HTTP; `vsteer jobs`
-    and `vsteer assets`: a running server's API."""
+    """`vsteer up` and `vsteer demo`: the local stack, and one job through it over HTTP; `vsteer jobs`,
+    `vsteer assets` and `vsteer anchors`: a running server's API."""
+    from vsteer.commands.anchors import anchors_app
     from vsteer.commands.server import assets_app, jobs_app
     from vsteer.demo import demo_command
     from vsteer.stack import up_command
@@ -362,6 +363,7 @@ def register_service_commands() -> None:
     app.command("demo")(demo_command)
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(assets_app, name="assets")
+    app.add_typer(anchors_app, name="anchors")
 
 
 def show_version(value: bool) -> None:

@@ -31,6 +31,7 @@ from urllib.parse import urljoin
 import httpx
 
 from api_schemas import Artifact, Asset, JobList, JobRequest, JobResource, JobStatus, ModelList, Problem, Progress
+from api_schemas.anchors import AnchorCreate, AnchorList, AnchorResource, AnchorVersionCreate
 from api_schemas.artifacts import ARTIFACTS, extension_for
 
 Names = list[str]
@@ -90,6 +91,20 @@ def _job_body(job: JobRequest | Mapping[str, Any]) -> dict[str, Any]:
     # Validating here gives the caller the schema's error message before any network round trip.
     request = job if isinstance(job, JobRequest) else JobRequest.model_validate(job)
     return request.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def _anchor_body(body: AnchorCreate | AnchorVersionCreate | Mapping[str, Any], new: bool) -> dict[str, Any]:
+    """An anchor set's fields as sent: validated here first, like a job, and without the defaults
+    filled in (the anchor holds what was written, and a job merges only that)."""
+    if isinstance(body, AnchorCreate | AnchorVersionCreate):
+        anchor: AnchorCreate | AnchorVersionCreate = body
+    else:
+        anchor = (AnchorCreate if new else AnchorVersionCreate).model_validate(body)
+    return anchor.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def _anchor_path(anchor_id: str, version: int | None) -> str:
+    return f"v1/anchors/{anchor_id}" if version is None else f"v1/anchors/{anchor_id}/versions/{version}"
 
 
 def _submit_headers(idempotency_key: str | None, wait_s: float | None) -> dict[str, str]:
@@ -428,6 +443,31 @@ class Client:
         """GET /v1/assets/{id}: the record of an uploaded file."""
         return Asset.model_validate(self._request("GET", f"v1/assets/{asset_id}").json())
 
+    def create_anchor(self, anchor: AnchorCreate | Mapping[str, Any]) -> AnchorResource:
+        """POST /v1/anchors: a new anchor set (`{"name": ..., "seed": ..., "references": [...]}`), version 1.
+        A job cites it with `"anchor": "<id>"` (the latest version) or `"<id>@<version>"`."""
+        body = _anchor_body(anchor, new=True)
+        return AnchorResource.model_validate(self._request("POST", "v1/anchors", json=body).json())
+
+    def add_anchor_version(self, anchor_id: str, anchor: AnchorVersionCreate | Mapping[str, Any]) -> AnchorResource:
+        """POST /v1/anchors/{id}/versions: the next version (the whole bundle; `name` is kept if left out)."""
+        body = _anchor_body(anchor, new=False)
+        response = self._request("POST", f"v1/anchors/{anchor_id}/versions", json=body)
+        return AnchorResource.model_validate(response.json())
+
+    def get_anchor(self, anchor_id: str, version: int | None = None) -> AnchorResource:
+        """An anchor set at `version` (the latest when None)."""
+        return AnchorResource.model_validate(self._request("GET", _anchor_path(anchor_id, version)).json())
+
+    def list_anchors(self, limit: int = 20, cursor: str | None = None) -> AnchorList:
+        """A page of the tenant's anchor sets (each at its latest version), newest first."""
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        return AnchorList.model_validate(self._request("GET", "v1/anchors", params=params).json())
+
+    def delete_anchor(self, anchor_id: str) -> None:
+        """Delete an anchor set and all its versions; jobs that cited it keep their merged documents."""
+        self._request("DELETE", f"v1/anchors/{anchor_id}")
+
     def models(self) -> ModelList:
         return ModelList.model_validate(self._request("GET", "v1/models").json())
 
@@ -592,6 +632,32 @@ class AsyncClient:
     async def get_asset(self, asset_id: str) -> Asset:
         """GET /v1/assets/{id}: the record of an uploaded file."""
         return Asset.model_validate((await self._request("GET", f"v1/assets/{asset_id}")).json())
+
+    async def create_anchor(self, anchor: AnchorCreate | Mapping[str, Any]) -> AnchorResource:
+        """As `Client.create_anchor`."""
+        body = _anchor_body(anchor, new=True)
+        return AnchorResource.model_validate((await self._request("POST", "v1/anchors", json=body)).json())
+
+    async def add_anchor_version(
+        self, anchor_id: str, anchor: AnchorVersionCreate | Mapping[str, Any]
+    ) -> AnchorResource:
+        """As `Client.add_anchor_version`."""
+        body = _anchor_body(anchor, new=False)
+        response = await self._request("POST", f"v1/anchors/{anchor_id}/versions", json=body)
+        return AnchorResource.model_validate(response.json())
+
+    async def get_anchor(self, anchor_id: str, version: int | None = None) -> AnchorResource:
+        """As `Client.get_anchor`."""
+        return AnchorResource.model_validate((await self._request("GET", _anchor_path(anchor_id, version))).json())
+
+    async def list_anchors(self, limit: int = 20, cursor: str | None = None) -> AnchorList:
+        """As `Client.list_anchors`."""
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        return AnchorList.model_validate((await self._request("GET", "v1/anchors", params=params)).json())
+
+    async def delete_anchor(self, anchor_id: str) -> None:
+        """As `Client.delete_anchor`."""
+        await self._request("DELETE", f"v1/anchors/{anchor_id}")
 
     async def models(self) -> ModelList:
         return ModelList.model_validate((await self._request("GET", "v1/models")).json())
