@@ -106,3 +106,23 @@ def test_cli_anchors_commands(server_url: str, tmp_path: Path, monkeypatch: pyte
     assert deleted.exit_code == 0
     gone = runner.invoke(app, ["anchors", "show", anchor["id"]])
     assert gone.exit_code == 1 and "404" in gone.output
+
+
+def test_the_example_anchor_set_and_a_job_citing_it(server_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VSTEER_URL", server_url)
+    monkeypatch.setenv("VSTEER_API_KEY", KEY_A)
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    runner = CliRunner()
+    created = runner.invoke(app, ["anchors", "create", str(examples / "anchor-set.json")])
+    assert created.exit_code == 0, created.output
+    citation = created.stdout.split()[0]
+    assert citation.startswith("anc_") and citation.endswith("@1")
+
+    args = ["jobs", "submit", str(examples / "anchored-job.json"), "--anchor", citation, "--json"]
+    submitted = runner.invoke(app, args)
+    assert submitted.exit_code == 0, submitted.output
+    request = json.loads(submitted.stdout[submitted.stdout.index("{") :])["request"]
+    assert request["anchor"]["id"] == citation.split("@")[0] and request["anchor"]["version"] == 1
+    assert request["seed"] == 42 and request["references"][0]["image"].startswith("asset:")
+    assert request["generation"]["steps"] == 4 and request["generation"]["num_frames"] == 8
+    assert request["generation"]["guidance"] == {"min": 1.0, "max": 2.5, "shape": "triangle"}

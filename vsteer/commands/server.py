@@ -168,12 +168,17 @@ def submit(
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it ends.")] = False,
     download: Annotated[Path | None, typer.Option(help="Wait, then save the results in this folder.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the job.")] = 3600.0,
+    anchor: Annotated[
+        str | None, typer.Option(help="Cite this anchor set, `anc_...[@version]` (replaces the document's).")
+    ] = None,
     server: Server = None,
     key: Key = None,
     as_json: AsJson = False,
 ) -> None:
     """Submit a job document to the server (uploading the local files it names)."""
     doc = read_document(job_file)
+    if anchor is not None:
+        doc["anchor"] = anchor
     with connect(server, key) as client:
         job = client.submit(upload_files(client, doc, job_file.resolve().parent))
         typer.echo(f"submitted {job.id}", err=True)
