@@ -184,3 +184,30 @@ def test_api_errors_carry_problem_details(service: Service):
     with Client(service.url, "wrong-key") as stranger, pytest.raises(VsteerError) as denied:
         stranger.list()
     assert denied.value.status == 401
+
+
+def test_a_job_citing_an_anchor_set_runs_merged_and_its_manifest_cites_it(service: Service, tmp_path):
+    with service.client() as client:
+        assets = upload_pictures(client)
+        generation = {"num_frames": FRAMES, "width": SIZE, "height": SIZE, "steps": 2}
+        anchor = client.create_anchor(
+            {
+                "name": "e2e",
+                "seed": 5,
+                "references": [{"image": f"asset:{assets[2]}", "weight": 0.7}],
+                "generation": generation,
+            }
+        )
+        job = client.submit(
+            {"model": "tiny", "image": f"asset:{assets[0]}", "anchor": anchor.id, "generation": {"steps": 3}}
+        )
+        job = client.wait(job.id, timeout=240)
+        assert job.status is JobStatus.succeeded, job.error
+        # the finished job and its manifest need the anchor set no more
+        client.delete_anchor(anchor.id)
+        files = client.download(client.get(job.id), tmp_path, ["manifest", "video"])
+        recorded = json.loads(files["manifest"].read_text())["request"]
+        assert recorded["anchor"] == {"id": anchor.id, "version": 1, "sha256": anchor.sha256}
+        assert recorded["seed"] == 5 and recorded["references"] == [{"image": f"asset:{assets[2]}", "weight": 0.7}]
+        assert recorded["generation"]["steps"] == 3 and recorded["generation"]["num_frames"] == FRAMES
+        assert probe(files["video"]).frame_count == FRAMES
