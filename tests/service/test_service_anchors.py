@@ -252,6 +252,8 @@ async def test_an_anchor_must_cite_what_exists(api: Api) -> None:
         headers=AUTH_A,
     )
     assert_problem(again, 422, field="style.image")
+    schema = await client.post(f"/v1/anchors/{anchor['id']}/versions", json={"keyframes": []}, headers=AUTH_A)
+    assert assert_problem(schema, 422, field="keyframes")["title"] == "Invalid anchor set"
     assert (await client.get(f"/v1/anchors/{anchor['id']}", headers=AUTH_A)).json()["latest_version"] == 1
 
 
