@@ -4,9 +4,9 @@ Every deployable's settings extend these (through `webhooks.settings.WebhookSett
 GPU workers and the webhook worker read the same variables.
 """
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,3 +17,42 @@ class JobStateSettings(BaseSettings):
         "dev", description="`production` refuses development conveniences and placeholder secrets."
     )
     redis_url: str = Field("redis://localhost:6379/0", description="Redis for job state and the Celery broker.")
+
+    # A dead worker's job runs again within about `worker_lost_after_s + reap_every_s` seconds (the
+    # broker's visibility timeout, hours, is only the last resort): a worker renews the lease of the
+    # job it runs every `heartbeat_s`; a lease not renewed for `worker_lost_after_s` has lost its
+    # worker, and the API's reaper, every `reap_every_s`, puts such jobs back on their queue.
+    heartbeat_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often a worker renews the lease of the job it runs and reports its warm models.",
+    )
+    worker_lost_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="A running job whose worker has not renewed its lease for this long lost its worker: the "
+        "reaper queues it again (the lost run counts toward `max_deliveries`) and a cancel ends it at once. "
+        "At least twice `heartbeat_s`.",
+    )
+    reap_every_s: float = Field(
+        5.0,
+        ge=0,
+        description="How often the API looks for running jobs whose worker was lost and queues them again; "
+        "0: never (only the broker's visibility timeout delivers them again).",
+    )
+    max_deliveries: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Runs a job may start; a job whose worker was lost that many times (a poison job) is failed "
+        "instead of being run again.",
+    )
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> Self:
+        if self.worker_lost_after_s < 2 * self.heartbeat_s:
+            raise ValueError(
+                f"VSTEER_WORKER_LOST_AFTER_S must be at least twice VSTEER_HEARTBEAT_S ({2 * self.heartbeat_s:g}), "
+                f"got {self.worker_lost_after_s:g}: a live worker's job would be taken from it"
+            )
+        return self

@@ -24,6 +24,7 @@ from jobstate.redis_keys import (
     duration_stats,
     idempotency_key,
     job_record_key,
+    lease_key,
     rate_limit_key,
     tenant_index,
     warm_key,
@@ -108,6 +109,22 @@ class RateLimit:
 class ProgressAck:
     written: bool  # False unless the job is running
     cancel_requested: bool
+    taken_back: bool = False  # the reporting worker no longer holds the job (its lease expired)
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """A running job whose worker was lost, as the reaper found it.
+
+    `outcome`: `requeued` (back in its queue), `canceled` (its cancel was asked for: ended), `poison`
+    (its runs reached the limit: still running, for the caller to fail) or `no_task` (no kept task
+    message: left to the broker's visibility timeout).
+    """
+
+    job_id: str
+    outcome: str
+    attempts: int
+    worker: str
 
 
 T = TypeVar("T")
@@ -205,7 +222,10 @@ def transition_op(
     allowed_from: Sequence[str],
     fields: Mapping[str, str] | None = None,
     now: float | None = None,
+    owner: str | None = None,
 ) -> Op[Transition]:
+    """Move the job to `to` if its status is one of `allowed_from` and, with `owner`, if that worker's
+    run still holds it (a worker whose job was taken back changes nothing)."""
     pairs: list[str] = []
     for k, v in (fields or {}).items():
         pairs += [k, v]
@@ -214,30 +234,81 @@ def transition_op(
         _decode_transition,
         script="transition",
         keys=(job_record_key(job_id),),
-        args=(PREFIX, job_id, to.value, repr(t), ",".join(allowed_from), *pairs),
+        args=(PREFIX, job_id, to.value, repr(t), ",".join(allowed_from), owner or "", *pairs),
     )
 
 
-def mark_running_op(job_id: str) -> Op[Transition]:
-    # `running` is allowed too: a redelivered task (its first worker died) runs the job again.
-    return transition_op(job_id, JobStatus.running, ACTIVE)
+def _lease_ms(lease_s: float) -> int:
+    if not lease_s > 0:
+        raise ValueError(f"a lease must last more than 0 s, got {lease_s!r}")
+    return max(1, round(lease_s * 1000))
 
 
-def succeed_op(job_id: str, result: StoredResult) -> Op[Transition]:
-    return transition_op(job_id, JobStatus.succeeded, ACTIVE, {"result": result.model_dump_json()})
+def mark_running_op(
+    job_id: str, worker: str | None = None, lease_s: float = 30.0, now: float | None = None
+) -> Op[Transition]:
+    """Claim the job for a run: queued → running, or running → running when no live worker holds it
+    (a redelivery after its worker was lost). With `worker`, the run holds a lease of `lease_s` that the
+    worker renews (`renew_lease_op`); a job whose lease expired is taken back by `reap_op`. A job held
+    by another live worker is refused (`applied` False, status running)."""
+    t = time.time() if now is None else now
+    return Op(
+        _decode_transition,
+        script="claim",
+        keys=(job_record_key(job_id),),
+        args=(PREFIX, job_id, repr(t), worker or "", _lease_ms(lease_s)),
+    )
 
 
-def fail_op(job_id: str, error: Problem) -> Op[Transition]:
-    return transition_op(job_id, JobStatus.failed, ACTIVE, {"error": error.model_dump_json()})
+def renew_lease_op(job_id: str, worker: str, lease_s: float) -> Op[bool]:
+    """Extend `worker`'s lease on its running job; False when it no longer holds the job."""
+    return Op(
+        lambda raw: int(raw) == 1,
+        script="renew_lease",
+        keys=(job_record_key(job_id),),
+        args=(worker, _lease_ms(lease_s)),
+    )
 
 
-def mark_canceled_op(job_id: str) -> Op[Transition]:
-    return transition_op(job_id, JobStatus.canceled, ACTIVE)
+def lease_holder_op(job_id: str) -> Op[str | None]:
+    """The worker whose live lease holds the job, or None."""
+    return Op(lambda raw: None if raw is None else _str(raw), command=("GET", lease_key(job_id)))
 
 
-def requeue_op(job_id: str) -> Op[Transition]:
+def reap_op(max_deliveries: int, now: float | None = None) -> Op[list[Reaped]]:
+    """Queue again every running job whose worker was lost (see `jobstate.scripts._REAP`)."""
+    if max_deliveries < 1:
+        raise ValueError(f"max_deliveries must be at least 1, got {max_deliveries!r}")
+
+    def decode(raw: Any) -> list[Reaped]:
+        return [Reaped(_str(r[0]), _str(r[1]), int(r[2]), _str(r[3])) for r in raw or []]
+
+    t = time.time() if now is None else now
+    return Op(decode, script="reap", args=(PREFIX, repr(t), max_deliveries))
+
+
+def succeed_op(job_id: str, result: StoredResult, owner: str | None = None) -> Op[Transition]:
+    return transition_op(job_id, JobStatus.succeeded, ACTIVE, {"result": result.model_dump_json()}, owner=owner)
+
+
+def fail_op(job_id: str, error: Problem, owner: str | None = None) -> Op[Transition]:
+    return transition_op(job_id, JobStatus.failed, ACTIVE, {"error": error.model_dump_json()}, owner=owner)
+
+
+def fail_lost_op(job_id: str, error: Problem, worker: str) -> Op[Transition]:
+    """Fail a running job that `worker` held when it was lost (a poison job found by the reaper);
+    refused if the job moved on meanwhile."""
+    fields = {"error": error.model_dump_json()}
+    return transition_op(job_id, JobStatus.failed, (JobStatus.running.value,), fields, owner=worker)
+
+
+def mark_canceled_op(job_id: str, owner: str | None = None) -> Op[Transition]:
+    return transition_op(job_id, JobStatus.canceled, ACTIVE, owner=owner)
+
+
+def requeue_op(job_id: str, owner: str | None = None) -> Op[Transition]:
     """Running → queued: a worker shutting down hands the job back (its message goes back to the queue)."""
-    return transition_op(job_id, JobStatus.queued, (JobStatus.running.value,))
+    return transition_op(job_id, JobStatus.queued, (JobStatus.running.value,), owner=owner)
 
 
 def rate_limit_op(subject: str, rate_per_s: float, burst: int, cost: int = 1) -> Op[RateDecision]:
@@ -260,12 +331,21 @@ def request_cancel_op(job_id: str, now: float | None = None) -> Op[tuple[str, Jo
     return Op(decode, script="request_cancel", keys=(job_record_key(job_id),), args=(PREFIX, job_id, repr(t)))
 
 
-def progress_op(job_id: str, stage: str, step: int, total: int, now: float | None = None) -> Op[ProgressAck]:
+def progress_op(
+    job_id: str, stage: str, step: int, total: int, now: float | None = None, owner: str | None = None
+) -> Op[ProgressAck]:
+    """Record a running job's progress; with `owner`, only while that worker's run holds the job."""
+
     def decode(raw: Any) -> ProgressAck:
-        return ProgressAck(written=int(raw[0]) == 1, cancel_requested=int(raw[1]) == 1)
+        return ProgressAck(written=int(raw[0]) == 1, cancel_requested=int(raw[1]) == 1, taken_back=int(raw[2]) == 1)
 
     t = time.time() if now is None else now
-    return Op(decode, script="progress", keys=(job_record_key(job_id),), args=(stage, int(step), int(total), repr(t)))
+    return Op(
+        decode,
+        script="progress",
+        keys=(job_record_key(job_id),),
+        args=(stage, int(step), int(total), repr(t), owner or ""),
+    )
 
 
 def get_any_op(job_id: str) -> Op[JobRecord | None]:

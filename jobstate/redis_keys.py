@@ -2,7 +2,12 @@
 
 - `job:<id>` hash: id, tenant, status, model, request (JSON), created_at / started_at / finished_at
   (epoch seconds), stage / step / total / updated_at (progress), result (JSON), error (JSON),
-  cancel ("1" when requested), attempts.
+  cancel ("1" when requested), attempts; the job's task message and queue (`task`, `queue`, written at
+  creation, so that a reaper can queue the job again); `worker`, the id of the worker process whose
+  run holds the job while it is `running`.
+- `job:<id>:lease` string: the `worker` holding the running job, expiring unless that worker renews it
+  (every heartbeat). A running job whose lease has expired lost its worker.
+- `jobs:running` set: every running job's id, for the reaper's scan.
 - `job:<id>:events` pub/sub channel: `{"type": "progress", "stage", "step", "total"}`,
   `{"type": "status", "status"}`, `{"type": "cancel_requested"}`.
 - `tenant:<tenant>:jobs` and `tenant:<tenant>:jobs:<status>` sorted sets of job ids, all with score 0:
@@ -16,6 +21,10 @@
 - `stats:status` hash: jobs per status; `stats:duration:<status>` hash: histogram of run times.
 - `model:<name>:warm` sorted set: worker name → expiry of its last heartbeat.
 - `ratelimit:<sha256(api key)>` hash: tokens, ts (a token bucket per API key, expiring when full).
+
+Not ours but read here: kombu's Redis transport keeps each delivered, not yet acknowledged message in
+the hash `unacked` (delivery tag → `[message, exchange, routing key]`) and the sorted set
+`unacked_index` (delivery tag → when delivered); the reaper takes a dead worker's message from them.
 
 These are job-state records; the objects in storage have their own keys (`storage.keys`).
 """
@@ -36,6 +45,10 @@ def bucket_name(le: float) -> str:
 
 def job_record_key(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
+
+
+def lease_key(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}:lease"
 
 
 def events_channel(job_id: str) -> str:
@@ -70,6 +83,11 @@ def rate_limit_key(subject: str) -> str:
 def warm_key(model: str) -> str:
     return f"{PREFIX}model:{model}:warm"
 
+
+RUNNING_JOBS = f"{PREFIX}jobs:running"
+# kombu's Redis transport (`kombu.transport.redis.Channel.unacked_key`, `unacked_index_key`), no key prefix.
+KOMBU_UNACKED = "unacked"
+KOMBU_UNACKED_INDEX = "unacked_index"
 
 STATUS_STATS = f"{PREFIX}stats:status"
 

@@ -6,9 +6,10 @@ and stats keys are built inside from the prefix the caller passes, which is fine
 cluster).
 """
 
-from jobstate.redis_keys import DURATION_BUCKETS, bucket_name
+from jobstate.redis_keys import DURATION_BUCKETS, KOMBU_UNACKED, KOMBU_UNACKED_INDEX, bucket_name
 
-_LUA_COMMON = """
+_LUA_COMMON = (
+    """
 local P = ARGV[1]
 local function is_terminal(s)
   return s == 'succeeded' or s == 'failed' or s == 'canceled'
@@ -17,7 +18,9 @@ local BUCKETS = {__BUCKETS__}
 local BUCKET_NAMES = {__BUCKET_NAMES__}
 -- Move job `id` (hash `jk`) from status `from` to `to`, keep the indexes and counters right,
 -- stamp the times and tell subscribers. Returns nothing; the caller checked `from` is allowed.
-local function move(jk, id, from, to, now)
+-- `counted` (running → queued only): the run ended with its worker lost, so it stays counted toward
+-- the poison limit; otherwise the worker handed the job back and the run does not count.
+local function move(jk, id, from, to, now, counted)
   local tenant = redis.call('HGET', jk, 'tenant')
   if from ~= to then
     local base = P .. 'tenant:' .. tenant .. ':jobs:'
@@ -27,14 +30,19 @@ local function move(jk, id, from, to, now)
     redis.call('HINCRBY', P .. 'stats:status', to, 1)
   end
   redis.call('HSET', jk, 'status', to)
+  if from == 'running' and to ~= 'running' then
+    -- the run is over: no lease to renew, nothing for the reaper to look at
+    redis.call('DEL', jk .. ':lease')
+    redis.call('SREM', P .. 'jobs:running', id)
+  end
   if to == 'queued' and from == 'running' then
-    -- handed back by a worker that is shutting down: that delivery did not crash, so it does not count
-    redis.call('HINCRBY', jk, 'attempts', -1)
-    redis.call('HDEL', jk, 'stage', 'step', 'total')
+    if not counted then redis.call('HINCRBY', jk, 'attempts', -1) end
+    redis.call('HDEL', jk, 'stage', 'step', 'total', 'worker')
   end
   if to == 'running' then
     redis.call('HSET', jk, 'started_at', now)
     redis.call('HINCRBY', jk, 'attempts', 1)
+    redis.call('SADD', P .. 'jobs:running', id)
   end
   if is_terminal(to) then
     redis.call('HSET', jk, 'finished_at', now)
@@ -49,8 +57,24 @@ local function move(jk, id, from, to, now)
   end
   redis.call('PUBLISH', jk .. ':events', cjson.encode({type = 'status', status = to}))
 end
-""".replace("__BUCKETS__", ", ".join(repr(b) for b in DURATION_BUCKETS)).replace(
-    "__BUCKET_NAMES__", ", ".join(f"'{bucket_name(b)}'" for b in DURATION_BUCKETS)
+-- A running job with an owner whose lease has expired: its worker process is gone.
+local function worker_lost(jk)
+  return redis.call('HEXISTS', jk, 'worker') == 1 and redis.call('EXISTS', jk .. ':lease') == 0
+end
+-- Take the job's task message (`task`, as queued) out of kombu's unacknowledged messages, where the
+-- lost worker's delivery of it waits for the visibility timeout: it is queued again or not needed.
+local function drop_unacked(task)
+  local ok, message = pcall(cjson.decode, task)
+  if not ok or type(message) ~= 'table' or type(message['properties']) ~= 'table' then return end
+  local tag = message['properties']['delivery_tag']
+  if type(tag) ~= 'string' then return end
+  redis.call('HDEL', '__UNACKED__', tag)
+  redis.call('ZREM', '__UNACKED_INDEX__', tag)
+end
+""".replace("__BUCKETS__", ", ".join(repr(b) for b in DURATION_BUCKETS))
+    .replace("__BUCKET_NAMES__", ", ".join(f"'{bucket_name(b)}'" for b in DURATION_BUCKETS))
+    .replace("__UNACKED__", KOMBU_UNACKED)
+    .replace("__UNACKED_INDEX__", KOMBU_UNACKED_INDEX)
 )
 
 # A token bucket on Redis's clock, so every API process shares one bucket per key whatever their own
@@ -118,6 +142,8 @@ if cap > 0 then
 end
 redis.call('HSET', jk, 'id', id, 'tenant', tenant, 'status', 'queued', 'model', ARGV[4],
   'request', ARGV[5], 'created_at', ARGV[6], 'cancel', '0', 'attempts', 0)
+-- kept so that a reaper can queue the job again when its worker is lost
+if qk ~= '' then redis.call('HSET', jk, 'task', ARGV[10], 'queue', qk) end
 redis.call('ZADD', P .. 'tenant:' .. tenant .. ':jobs', 0, id)
 redis.call('ZADD', P .. 'tenant:' .. tenant .. ':jobs:queued', 0, id)
 redis.call('HINCRBY', P .. 'stats:status', 'queued', 1)
@@ -128,25 +154,107 @@ return {'created', '', {}}
 )
 
 # KEYS: job hash
-# ARGV: prefix, id, to status, now, allowed-from (comma separated), then field/value pairs to set
+# ARGV: prefix, id, to status, now, allowed-from (comma separated), owner ('' for any: else only the
+#       worker whose run holds the job may move it), then field/value pairs to set
 _TRANSITION = (
     _LUA_COMMON
     + """
-local jk, id, to, now = KEYS[1], ARGV[2], ARGV[3], ARGV[4]
+local jk, id, to, now, owner = KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[6]
 local from = redis.call('HGET', jk, 'status')
 if not from then return {'missing', {}} end
 local allowed = false
 for s in string.gmatch(ARGV[5], '[^,]+') do
   if s == from then allowed = true end
 end
+if owner ~= '' and redis.call('HGET', jk, 'worker') ~= owner then allowed = false end
 if not allowed then return {'rejected', redis.call('HGETALL', jk)} end
-for i = 6, #ARGV, 2 do redis.call('HSET', jk, ARGV[i], ARGV[i + 1]) end
+for i = 7, #ARGV, 2 do redis.call('HSET', jk, ARGV[i], ARGV[i + 1]) end
 move(jk, id, from, to, now)
 return {'ok', redis.call('HGETALL', jk)}
 """
 )
 
-# KEYS: job hash. ARGV: prefix, id, now. Queued → canceled at once; running → flag for the worker.
+# KEYS: job hash. ARGV: prefix, id, now, worker ('' for a claim without a lease), lease in milliseconds.
+# Queued → running; running → running only when no live worker holds the job (a redelivery after the
+# holder was lost, or the holder itself taking back a job it handed to the broker): 'busy' otherwise.
+_CLAIM = (
+    _LUA_COMMON
+    + """
+local jk, id, now, worker = KEYS[1], ARGV[2], ARGV[3], ARGV[4]
+local from = redis.call('HGET', jk, 'status')
+if not from then return {'missing', {}} end
+if from ~= 'queued' and from ~= 'running' then return {'rejected', redis.call('HGETALL', jk)} end
+if from == 'running' then
+  local holder = redis.call('GET', jk .. ':lease')
+  if holder and holder ~= worker then return {'busy', redis.call('HGETALL', jk)} end
+end
+if worker ~= '' then
+  redis.call('HSET', jk, 'worker', worker)
+  redis.call('SET', jk .. ':lease', worker, 'PX', ARGV[5])
+else
+  redis.call('HDEL', jk, 'worker')
+  redis.call('DEL', jk .. ':lease')
+end
+move(jk, id, from, 'running', now)
+return {'ok', redis.call('HGETALL', jk)}
+"""
+)
+
+# KEYS: job hash. ARGV: worker, lease in milliseconds. Renews the lease while this worker's run holds
+# the job, also after it lapsed (Redis was unreachable for longer than a lease) as long as no reaper
+# took the job back meanwhile; returns 0 when the run no longer holds it (taken back, or ended).
+_RENEW_LEASE = """
+local jk = KEYS[1]
+if redis.call('HGET', jk, 'status') ~= 'running' or redis.call('HGET', jk, 'worker') ~= ARGV[1] then return 0 end
+redis.call('SET', jk .. ':lease', ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# ARGV: prefix, now, most deliveries. Every running job whose worker was lost (its lease expired) is
+# queued again: back to `queued` (the lost run still counts toward the poison limit) and its task
+# message onto its queue's consuming end, taken out of kombu's unacknowledged messages so that the
+# visibility timeout does not deliver it a second time. A job whose runs reached the limit is left
+# running and reported as 'poison' for the caller to fail (the failure carries problem details). A
+# job without a kept task message (created before they were kept) is left to the visibility timeout;
+# a job whose cancel was asked for is canceled.
+# Returns {{id, 'requeued' | 'canceled' | 'poison' | 'no_task', attempts, lost worker}...}. Safe to run from any
+# number of processes at once: each job is checked and moved in one step.
+_REAP = (
+    _LUA_COMMON
+    + """
+local now, most = ARGV[2], tonumber(ARGV[3])
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', P .. 'jobs:running')) do
+  local jk = P .. 'job:' .. id
+  if redis.call('HGET', jk, 'status') ~= 'running' then
+    redis.call('SREM', P .. 'jobs:running', id)
+  elseif worker_lost(jk) then
+    local attempts = tonumber(redis.call('HGET', jk, 'attempts') or '0')
+    local worker = redis.call('HGET', jk, 'worker')
+    local task, queue = redis.call('HGET', jk, 'task'), redis.call('HGET', jk, 'queue')
+    if redis.call('HGET', jk, 'cancel') == '1' then
+      -- canceled while its worker was dying: nobody is left to read the flag
+      if task then drop_unacked(task) end
+      move(jk, id, 'running', 'canceled', now)
+      out[#out + 1] = {id, 'canceled', attempts, worker}
+    elseif attempts >= most then
+      out[#out + 1] = {id, 'poison', attempts, worker}
+    elseif task and queue then
+      drop_unacked(task)
+      move(jk, id, 'running', 'queued', now, true)
+      redis.call('RPUSH', queue, task)
+      out[#out + 1] = {id, 'requeued', attempts, worker}
+    else
+      out[#out + 1] = {id, 'no_task', attempts, worker}
+    end
+  end
+end
+return out
+"""
+)
+
+# KEYS: job hash. ARGV: prefix, id, now. Queued → canceled at once; running → flag for the worker,
+# or canceled at once when its worker was lost (nothing would read the flag).
 _REQUEST_CANCEL = (
     _LUA_COMMON
     + """
@@ -159,22 +267,30 @@ if from == 'queued' then
   move(jk, id, from, 'canceled', now)
   return {'canceled', redis.call('HGETALL', jk)}
 end
+if worker_lost(jk) then
+  local task = redis.call('HGET', jk, 'task')
+  if task then drop_unacked(task) end
+  move(jk, id, from, 'canceled', now)
+  return {'canceled', redis.call('HGETALL', jk)}
+end
 redis.call('PUBLISH', jk .. ':events', cjson.encode({type = 'cancel_requested'}))
 return {'requested', redis.call('HGETALL', jk)}
 """
 )
 
-# KEYS: job hash. ARGV: stage, step, total, now. Returns {written (0/1), cancel requested (0/1)}.
+# KEYS: job hash. ARGV: stage, step, total, now, owner ('' for any).
+# Returns {written (0/1), cancel requested (0/1), taken back (0/1: `owner` no longer holds the job)}.
 _PROGRESS = """
-local jk = KEYS[1]
+local jk, owner = KEYS[1], ARGV[5]
 local st = redis.call('HGET', jk, 'status')
-if st ~= 'running' then
-  return {0, st and redis.call('HGET', jk, 'cancel') == '1' and 1 or 0}
-end
+local cancel = st and redis.call('HGET', jk, 'cancel') == '1' and 1 or 0
+local lost = 0
+if owner ~= '' and st and redis.call('HGET', jk, 'worker') ~= owner then lost = 1 end
+if st ~= 'running' or lost == 1 then return {0, cancel, lost} end
 redis.call('HSET', jk, 'stage', ARGV[1], 'step', ARGV[2], 'total', ARGV[3], 'updated_at', ARGV[4])
 redis.call('PUBLISH', jk .. ':events', cjson.encode({type = 'progress', stage = ARGV[1],
   step = tonumber(ARGV[2]), total = tonumber(ARGV[3])}))
-return {1, redis.call('HGET', jk, 'cancel') == '1' and 1 or 0}
+return {1, cancel, 0}
 """
 
 # KEYS: index. ARGV: prefix, cursor ('' for the first page), count. Returns job hashes, newest first.
@@ -248,6 +364,9 @@ SCRIPTS: dict[str, str] = {
     "create": _CREATE,
     "rate_limit": _RATE_LIMIT,
     "transition": _TRANSITION,
+    "claim": _CLAIM,
+    "renew_lease": _RENEW_LEASE,
+    "reap": _REAP,
     "request_cancel": _REQUEST_CANCEL,
     "progress": _PROGRESS,
     "list": _LIST,

@@ -7,13 +7,19 @@ to Redis.
 How a worker drives a job (see also `webhooks.messages.enqueue_job_webhook`):
 
     store = JobStore.from_url(redis_url)
-    t = store.mark_running(job_id)            # queued/running → running; stamps started_at, counts attempts
-    if not t.applied: return                  # already terminal (redelivered after it finished)
-    ack = store.progress(job_id, "denoising", step, total)   # every step; cheap; tells SSE clients
-    if ack.cancel_requested: store.mark_canceled(job_id); return
-    store.succeed(job_id, StoredResult(video=StoredArtifact(key=..., content_type="video/mp4", ...)))
-    # or: store.fail(job_id, failure("Out of memory", "CUDA ran out of memory at 1024x576"))
-    # or, shutting down: store.requeue(job_id)  # running → queued; the message goes back to the queue
+    me = "gpu0@host:1234:5f3a"                # this worker process (`worker` below)
+    t = store.mark_running(job_id, worker=me, lease_s=30)  # queued → running; stamps started_at, counts attempts
+    if not t.applied: return                  # terminal (redelivered after it finished), or held by a live worker
+    store.renew_lease(job_id, me, 30)         # every heartbeat while it runs (a thread of the worker)
+    ack = store.progress(job_id, "denoising", step, total, owner=me)   # every step; tells SSE clients
+    if ack.taken_back: return                 # the lease expired and the reaper queued the job again
+    if ack.cancel_requested: store.mark_canceled(job_id, owner=me); return
+    store.succeed(job_id, StoredResult(video=StoredArtifact(key=..., content_type="video/mp4", ...)), owner=me)
+    # or: store.fail(job_id, failure("Out of memory", "CUDA ran out of memory at 1024x576"), owner=me)
+    # or, shutting down: store.requeue(job_id, owner=me)  # running → queued; the message goes back to the queue
+
+A running job whose worker stops renewing its lease (the process died) is put back on its queue by
+`reap` (the API runs it every few seconds, `service.reaper`), and a cancel of it ends it at once.
 
 A terminal job never changes again: every transition is refused (``applied=False``) once the job has
 succeeded, failed or been canceled.
@@ -79,17 +85,29 @@ class JobStore:
     ) -> Page:
         return self.run(operations.list_op(tenant, cursor=cursor, limit=limit, status=status))
 
-    def mark_running(self, job_id: str) -> Transition:
-        return self.run(operations.mark_running_op(job_id))
+    def mark_running(self, job_id: str, worker: str | None = None, lease_s: float = 30.0) -> Transition:
+        return self.run(operations.mark_running_op(job_id, worker, lease_s))
 
-    def progress(self, job_id: str, stage: str, step: int, total: int) -> ProgressAck:
-        return self.run(operations.progress_op(job_id, stage, step, total))
+    def renew_lease(self, job_id: str, worker: str, lease_s: float) -> bool:
+        return self.run(operations.renew_lease_op(job_id, worker, lease_s))
 
-    def succeed(self, job_id: str, result: StoredResult) -> Transition:
-        return self.run(operations.succeed_op(job_id, result))
+    def lease_holder(self, job_id: str) -> str | None:
+        return self.run(operations.lease_holder_op(job_id))
 
-    def fail(self, job_id: str, error: Problem) -> Transition:
-        return self.run(operations.fail_op(job_id, error))
+    def progress(self, job_id: str, stage: str, step: int, total: int, owner: str | None = None) -> ProgressAck:
+        return self.run(operations.progress_op(job_id, stage, step, total, owner=owner))
+
+    def succeed(self, job_id: str, result: StoredResult, owner: str | None = None) -> Transition:
+        return self.run(operations.succeed_op(job_id, result, owner))
+
+    def fail(self, job_id: str, error: Problem, owner: str | None = None) -> Transition:
+        return self.run(operations.fail_op(job_id, error, owner))
+
+    def reap(self, max_deliveries: int) -> list[operations.Reaped]:
+        return self.run(operations.reap_op(max_deliveries))
+
+    def fail_lost(self, job_id: str, error: Problem, worker: str) -> Transition:
+        return self.run(operations.fail_lost_op(job_id, error, worker))
 
     def request_cancel(self, job_id: str) -> tuple[str, JobRecord | None]:
         return self.run(operations.request_cancel_op(job_id))
@@ -97,11 +115,11 @@ class JobStore:
     def is_cancel_requested(self, job_id: str) -> bool:
         return self.run(operations.is_cancel_requested_op(job_id))
 
-    def mark_canceled(self, job_id: str) -> Transition:
-        return self.run(operations.mark_canceled_op(job_id))
+    def mark_canceled(self, job_id: str, owner: str | None = None) -> Transition:
+        return self.run(operations.mark_canceled_op(job_id, owner))
 
-    def requeue(self, job_id: str) -> Transition:
-        return self.run(operations.requeue_op(job_id))
+    def requeue(self, job_id: str, owner: str | None = None) -> Transition:
+        return self.run(operations.requeue_op(job_id, owner))
 
     # assets, workers, stats
     def put_asset(self, asset: AssetRecord) -> None:
@@ -183,6 +201,13 @@ class AsyncJobStore:
 
     async def mark_canceled(self, job_id: str) -> Transition:
         return await self.run(operations.mark_canceled_op(job_id))
+
+    async def reap(self, max_deliveries: int) -> list[operations.Reaped]:
+        """Queue again every running job whose worker was lost (`operations.reap_op`)."""
+        return await self.run(operations.reap_op(max_deliveries))
+
+    async def fail_lost(self, job_id: str, error: Problem, worker: str) -> Transition:
+        return await self.run(operations.fail_lost_op(job_id, error, worker))
 
     async def take_token(self, subject: str, rate_per_s: float, burst: int) -> RateDecision:
         """One request's token from `subject`'s bucket (see `operations.rate_limit_op`)."""
