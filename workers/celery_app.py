@@ -9,7 +9,9 @@ Why these settings (see DESIGN.md, "Worker process model"):
 - solo pool, one process: CUDA cannot be used in a forked child once the parent initialised it, and
   the model must be loaded once and stay warm in the process that runs the jobs;
 - `task_acks_late` + `task_reject_on_worker_lost`: a job whose worker died is delivered again, not lost
-  (the job body is idempotent, see `workers.job_runner`);
+  (the job body is idempotent, see `workers.job_runner`); the heartbeat thread renews the lease of the
+  running job every `heartbeat_s`, so that when the process dies the API's reaper queues the job again
+  within about `worker_lost_after_s` (`jobstate.reaper`) instead of it waiting out the visibility timeout;
 - prefetch 1: an idle worker can take the next job instead of it waiting behind a long one;
 - the broker's visibility timeout exceeds the longest queue wait plus the longest job, or Redis would
   hand a running job to a second worker; a job that runs past the longest (`job_time_limit_s`) is
@@ -116,6 +118,7 @@ def build_deps(settings: WorkerSettings):  # type: ignore[no-untyped-def]
         engine_settings=settings,
         job_time_limit_s=settings.job_time_limit_s,
         max_deliveries=settings.max_deliveries,
+        lease_s=settings.worker_lost_after_s,
         storage_retry_budget_s=settings.storage_retry_budget_s,
         state_retry_budget_s=settings.state_retry_budget_s,
     )
@@ -147,6 +150,9 @@ def load_models(sender=None, **_: object) -> None:  # type: ignore[no-untyped-de
         log.critical("cannot load models %s: %s", ", ".join(models), exc, exc_info=True)
         raise SystemExit(f"vsteer worker: cannot load models {', '.join(models)}: {exc}") from exc
     log.info("models loaded: %s", ", ".join(deps.registry.warm_names()))
+    from workers.job_runner import worker_identity
+
+    deps.worker_id = worker_identity(sender.hostname)
     _stop_heartbeat.clear()
     beat = threading.Thread(target=_heartbeat, args=(deps, sender.hostname, get_settings().heartbeat_s), daemon=True)
     beat.start()
@@ -180,8 +186,16 @@ def stop_heartbeat(**_: object) -> None:
 
 
 def _heartbeat(deps, hostname: str, every_s: float) -> None:  # type: ignore[no-untyped-def]
-    """Report warm models to job state (GET /v1/models lists them) until the worker stops."""
+    """Until the worker stops: renew the lease of the running job (a job whose lease expires is taken
+    back by the reaper) and report warm models to job state (GET /v1/models lists them)."""
+    from workers.job_runner import renew_lease
+
     while not _stop_heartbeat.is_set():
+        try:
+            if renew_lease(deps) is False:
+                log.warning("job %s is no longer held by this worker; its run stops at its next step", deps.current_job)
+        except Exception:
+            log.warning("lease renewal failed", exc_info=True)
         try:
             for model in deps.registry.warm_names():
                 deps.store.heartbeat(model, hostname, ttl_s=3 * every_s)

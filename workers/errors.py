@@ -5,6 +5,7 @@ from typing import Any
 
 from api_schemas import Problem
 from api_schemas.problems import ProblemType
+from jobstate.reaper import worker_lost_problem
 
 
 class JobInputError(Exception):
@@ -40,6 +41,11 @@ class JobCanceled(Exception):
 class WorkerShuttingDown(Exception):
     """The worker was asked to stop (SIGTERM: a warm shutdown) while running a job; the step callback
     raises this so that the job goes back to the queue instead of holding the shutdown for its whole run."""
+
+
+class JobTakenBack(Exception):
+    """This worker's run no longer holds the job: its lease expired (the worker looked dead, stalled or
+    cut off from Redis) and the reaper queued the job again. The run stops and writes nothing."""
 
 
 class StorageUnavailable(Exception):
@@ -95,11 +101,7 @@ def out_of_memory_problem(job_id: str, request: Mapping[str, Any], exc: BaseExce
 
 
 def poison_problem(job_id: str, attempts: int) -> Problem:
-    detail = (
-        f"the job was started {attempts} times and each time its worker process stopped before it "
-        "finished (crashed, killed or out of host memory); it is not run again"
-    )
-    return job_problem(job_id, ProblemType.worker_lost, "Job crashed its worker", 500, detail)
+    return worker_lost_problem(job_id, attempts)
 
 
 def storage_problem(job_id: str, exc: StorageUnavailable) -> Problem:

@@ -7,8 +7,13 @@ safe to deliver more than once lives here:
 - object keys depend only on the tenant and job id, so a re-run overwrites its own outputs;
 - every failure becomes problem details on the job and the worker goes on to the next job, an
   out-of-memory error included (the accelerator's cache is emptied first);
+- a run holds its job by a lease that the worker's heartbeat renews (`lease_s`); a worker that dies
+  stops renewing it, and the API's reaper (`jobstate.reaper`) puts the job back on its queue within
+  about a minute; a run whose lease expired while it still went on (a stalled worker) learns it at its
+  next progress report and stops without writing anything, so a job is never run to the end twice at
+  once; a delivery of a job that a live worker holds is dropped;
 - a job whose worker died `max_deliveries` times (a poison job: it crashes the process) is failed
-  with that reason on its next delivery instead of taking down one worker after another;
+  with that reason instead of taking down one worker after another;
 - a worker asked to stop (warm shutdown) stops the job within a step and hands it back: the job goes
   back to `queued` and `execute` returns `JobStatus.queued`, on which the task rejects its message
   with requeue, so another worker runs it;
@@ -26,6 +31,9 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import os
+import secrets
+import socket
 import tempfile
 import threading
 import time
@@ -51,6 +59,7 @@ from workers.directions import DirectionResolver
 from workers.errors import (
     JobCanceled,
     JobInputError,
+    JobTakenBack,
     JobTimeLimitExceeded,
     JobTooLarge,
     ModelUnavailableError,
@@ -104,7 +113,28 @@ class WorkerDeps:
     """How long an upload is retried while storage is unreachable."""
     state_retry_budget_s: float = 60.0
     """How long the final job-state transition is retried while Redis is unreachable."""
+    lease_s: float = 30.0
+    """How long a run's hold on its job lasts unless renewed (`worker_lost_after_s`)."""
+    worker_id: str = field(default_factory=lambda: worker_identity(socket.gethostname()))
+    """This worker process, as the runs it holds name it; unique per process start."""
+    current_job: str | None = None
+    """The job this process runs now, whose lease the heartbeat renews."""
     shutdown: threading.Event = field(default_factory=lambda: SHUTDOWN)
+
+
+def worker_identity(name: str) -> str:
+    """`<name>:<pid>:<random>`: a restarted worker (same name, perhaps the same pid in a container) is
+    another process, so the runs its predecessor held are not taken for its own."""
+    return f"{name}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def renew_lease(deps: WorkerDeps) -> bool | None:
+    """Renew the lease of the job this process runs (the heartbeat calls it); None when it runs none,
+    False when the job is no longer held by this process."""
+    job_id = deps.current_job
+    if job_id is None:
+        return None
+    return deps.store.renew_lease(job_id, deps.worker_id, deps.lease_s)
 
 
 class JobStateUnavailable(Exception):
@@ -123,20 +153,27 @@ def execute(job_id: str, tenant: str, deps: WorkerDeps) -> JobStatus | None:
         return record.status
 
     # 2. a job whose runs all ended with their worker dead is not given another worker to kill
-    if record.attempts >= deps.max_deliveries:
+    #    (when no reaper failed it first: its message came back after the visibility timeout)
+    if record.attempts >= deps.max_deliveries and not _held_by_live_worker(record, deps):
         final = _retry_state(partial(deps.store.fail, job_id, poison_problem(job_id, record.attempts)), deps).record
         log.error("job %s started %d times without finishing; failed as a poison job", job_id, record.attempts)
         if final is not None:
             notify(final, deps)
         return final.status if final is not None else None
 
-    # 3. claim it (queued or running → running; a running job is one whose worker died)
-    claimed = deps.store.mark_running(job_id)
-    if not claimed.applied:
-        return claimed.record.status if claimed.record else None
+    # 3. claim it (queued or running → running; a running job is one whose worker died) with a lease
+    deps.current_job = job_id
+    try:
+        claimed = deps.store.mark_running(job_id, deps.worker_id, deps.lease_s)
+        if not claimed.applied:
+            if claimed.record is not None and claimed.record.status is JobStatus.running:
+                log.info("job %s is held by a live worker; dropping this delivery of it", job_id)
+            return claimed.record.status if claimed.record else None
 
-    # 4. run the engine, upload, record the outcome
-    final = run_and_record(record, deps)
+        # 4. run the engine, upload, record the outcome
+        final = run_and_record(record, deps)
+    finally:
+        deps.current_job = None
     if final is None:
         return None
     if final.status is JobStatus.queued:
@@ -147,48 +184,57 @@ def execute(job_id: str, tenant: str, deps: WorkerDeps) -> JobStatus | None:
     return final.status
 
 
+def _held_by_live_worker(record: JobRecord, deps: WorkerDeps) -> bool:
+    """A running job whose run still holds a lease: this delivery is a duplicate, not a new run."""
+    return record.status is JobStatus.running and deps.store.lease_holder(record.id) is not None
+
+
 def run_and_record(record: JobRecord, deps: WorkerDeps) -> JobRecord | None:
     """Run a claimed job and write its terminal status; exceptions end as a failed job, not a crash.
 
-    Returns the job's record after the last transition.
+    Returns the job's record after the last transition (None when the run lost its hold on the job).
     """
     job_id = record.id
     out_of_memory = False
     store = deps.store
+    owner = deps.worker_id
     write: Callable[[], Transition]
     try:
         result = render_and_upload(record, deps)
-        write = partial(store.succeed, job_id, result)
+        write = partial(store.succeed, job_id, result, owner)
+    except JobTakenBack:
+        log.warning("job %s was taken back from this worker (its lease expired); the run stops here", job_id)
+        return None
     except REDIS_DOWN as exc:
         # Job state (an asset record, say) was unreachable mid-run: not the job's fault, so it is not
         # failed; the task leaves the message for another delivery.
         raise JobStateUnavailable(f"job state unreachable while running: {exc}") from exc
     except WorkerShuttingDown:
         log.warning("worker shutting down: job %s goes back to the queue", job_id)
-        write = partial(store.requeue, job_id)
+        write = partial(store.requeue, job_id, owner)
     except JobCanceled:
         log.info("job %s canceled", job_id)
-        write = partial(store.mark_canceled, job_id)
+        write = partial(store.mark_canceled, job_id, owner)
     except JobTimeLimitExceeded as exc:
         log.warning("job %s stopped: %s", job_id, exc)
-        write = partial(store.fail, job_id, time_limit_problem(job_id, exc))
+        write = partial(store.fail, job_id, time_limit_problem(job_id, exc), owner)
     except JobTooLarge as exc:
         log.warning("job %s is too large for this worker: %s", job_id, exc.detail)
-        write = partial(store.fail, job_id, too_large_problem(job_id, exc))
+        write = partial(store.fail, job_id, too_large_problem(job_id, exc), owner)
     except JobInputError as exc:
-        write = partial(store.fail, job_id, input_problem(job_id, exc))
+        write = partial(store.fail, job_id, input_problem(job_id, exc), owner)
     except ModelUnavailableError as exc:
-        write = partial(store.fail, job_id, model_problem(job_id, exc))
+        write = partial(store.fail, job_id, model_problem(job_id, exc), owner)
     except StorageUnavailable as exc:
         log.error("job %s: %s", job_id, exc)
-        write = partial(store.fail, job_id, storage_problem(job_id, exc))
+        write = partial(store.fail, job_id, storage_problem(job_id, exc), owner)
     except torch.OutOfMemoryError as exc:  # torch.cuda.OutOfMemoryError is the same class
         log.error("job %s ran out of accelerator memory: %s", job_id, exc)
         out_of_memory = True
-        write = partial(store.fail, job_id, out_of_memory_problem(job_id, record.request, exc))
+        write = partial(store.fail, job_id, out_of_memory_problem(job_id, record.request, exc), owner)
     except Exception as exc:
         log.exception("job %s failed", job_id)
-        write = partial(store.fail, job_id, internal_problem(job_id, exc))
+        write = partial(store.fail, job_id, internal_problem(job_id, exc), owner)
     transition = _retry_state(write, deps)
     if out_of_memory:
         # Outside the except block, so that the traceback's frames (and their tensors) are gone.
@@ -216,10 +262,13 @@ def render_and_upload(record: JobRecord, deps: WorkerDeps) -> StoredResult:
     def on_progress(progress: Progress) -> None:
         nonlocal last_sent
         try:
-            deps.store.progress(job_id, progress.stage, progress.step, progress.total)
+            ack = deps.store.progress(job_id, progress.stage, progress.step, progress.total, owner=deps.worker_id)
         except REDIS_DOWN as exc:
             # Progress is for watchers; the job goes on while Redis is away.
             log.warning("job %s: progress not recorded, job state unreachable: %s", job_id, exc)
+        else:
+            if ack.taken_back:
+                raise JobTakenBack()
         if progress_hooks:
             marker = progress_worth_sending(progress.stage, progress.step, progress.total, last_sent)
             if marker is not None:
@@ -281,7 +330,8 @@ def upload_outputs(
             sha256=info.sha256,
         )
         with contextlib.suppress(*REDIS_DOWN):
-            deps.store.progress(record.id, "uploading", done, total)
+            if deps.store.progress(record.id, "uploading", done, total, owner=deps.worker_id).taken_back:
+                raise JobTakenBack()
     return StoredResult.from_artifacts(stored, metrics)
 
 

@@ -145,13 +145,6 @@ class WorkerSettings(EngineSettings, WebhookSettings, StorageSettings):
         description="How often a worker looks for messages whose visibility timeout has passed (a dead worker's "
         "jobs) and puts them back in their queue; unset: kombu's default (every 100 s, and when a worker starts).",
     )
-    max_deliveries: int = Field(
-        3,
-        ge=1,
-        le=100,
-        description="Runs a job may start; a job whose worker died that many times (a poison job) is failed "
-        "on its next delivery instead of being run again.",
-    )
     storage_retry_budget_s: float = Field(
         120.0, ge=0, description="How long uploads are retried (with backoff) while storage is unreachable."
     )
@@ -160,7 +153,6 @@ class WorkerSettings(EngineSettings, WebhookSettings, StorageSettings):
     )
 
     work_dir: Path | None = Field(None, description="Where jobs write before upload (system temp if unset).")
-    heartbeat_s: float = Field(20.0, gt=0, description="How often warm models are reported to job state.")
 
     @field_validator("worker_models", mode="before")
     @classmethod
