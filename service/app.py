@@ -8,6 +8,7 @@ Run it with:
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from PIL import Image
@@ -19,6 +20,7 @@ from service.deps import settle_pending_token
 from service.errors import BodyLimitMiddleware, install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
 from service.queue import JobQueue, make_producer
+from service.reaper import Reaper
 from service.routes import anchors, assets, files, health, jobs, models
 from service.settings import Settings, get_settings
 from storage.base import Storage
@@ -52,10 +54,22 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = make_redis(settings)
         app.state.store = AsyncJobStore(client)
-        app.state.storage = storage if storage is not None else _make_storage(settings)
+        app.state.storage = store_objects = storage if storage is not None else _make_storage(settings)
         app.state.queue = JobQueue(make_producer(settings))
+        reaper = Reaper(
+            app.state.store,
+            app.state.queue,
+            lambda key: store_objects.presigned_url(key, settings.presign_expiry_s),
+            settings,
+        )
         try:
-            yield
+            async with anyio.create_task_group() as background:
+                if settings.reap_every_s > 0:
+                    background.start_soon(reaper.run_forever)
+                try:
+                    yield
+                finally:
+                    background.cancel_scope.cancel()
         finally:
             app.state.queue.close()
             await client.aclose()
