@@ -1,8 +1,10 @@
-"""At-least-once delivery end to end: a worker killed in the middle of a job loses nothing.
+"""At-least-once delivery end to end: a worker killed in the middle of a job loses nothing, even with
+no reaper running (no API here): the broker's visibility timeout is the last resort.
 
 `task_acks_late` + `task_reject_on_worker_lost` leave the message unacknowledged in Redis; after the
-visibility timeout the next worker to start takes it again, runs the job to the same object keys,
-and a job that finished is never run a second time.
+visibility timeout the next worker to start takes it again, claims the job (its dead worker's lease has
+expired), runs it to the same object keys, and a job that finished is never run a second time.
+`tests/reliability/test_worker_kill.py` shows the reaper's faster path.
 """
 
 import time
@@ -39,6 +41,9 @@ def test_a_job_survives_its_worker_being_killed(tmp_path: Path, tiny_model_dir: 
             "VSTEER_JOB_TIME_LIMIT_S": "10",
             "VSTEER_MAX_QUEUE_WAIT_S": "0",
             "VSTEER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
+            # A lease that lapses before the visibility timeout: the redelivered job may be claimed.
+            "VSTEER_HEARTBEAT_S": "1",
+            "VSTEER_WORKER_LOST_AFTER_S": "3",
         }
         store = JobStore.from_url(redis.url)
         job_id = new_job_id()

@@ -188,6 +188,10 @@ def make_stack(root: Path, appendonly: bool = False, api_env: dict[str, str] | N
         "VSTEER_FILES_SECRET": FILES_SECRET,
         "VSTEER_DEFAULT_MODEL": "tiny",
         "VSTEER_WEBHOOK_ALLOW_PRIVATE": "false",
+        # Leases shorter than the visibility timeout, so that a job redelivered by it may be claimed;
+        # `test_worker_kill.py` runs the production defaults instead.
+        "VSTEER_HEARTBEAT_S": "2",
+        "VSTEER_WORKER_LOST_AFTER_S": "6",
     }
     worker_env = {
         **common,
@@ -196,7 +200,6 @@ def make_stack(root: Path, appendonly: bool = False, api_env: dict[str, str] | N
         "VSTEER_MAX_QUEUE_WAIT_S": "0",
         "VSTEER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
         "VSTEER_REDELIVERY_CHECK_S": "1",
-        "VSTEER_HEARTBEAT_S": "2",
     }
     api = {
         **common,
