@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import anyio
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from PIL import Image
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -93,6 +94,17 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
         upload_limit=settings.max_upload_bytes + MULTIPART_SLACK,
     )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    if settings.cors_origins:  # outermost, so refusals carry the CORS headers too
+        # Browsers send the key in `Authorization` and follow events with `fetch` (an `EventSource`
+        # cannot send headers); `Last-Event-ID` lets a page resume a stream.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Prefer", "Last-Event-ID"],
+            expose_headers=["Location", "Retry-After", "Idempotency-Key"],
+            max_age=600,
+        )
     return app
 
 

@@ -46,6 +46,11 @@ class Settings(WebhookSettings, StorageSettings):
     prefer_wait_max_s: float = Field(60.0, ge=0, le=600, description="Longest `Prefer: wait=N` honoured.")
     idempotency_ttl_s: int = Field(24 * 3600, ge=60, description="How long an Idempotency-Key is remembered.")
     sse_heartbeat_s: float = Field(15.0, gt=0, description="Comment line sent on a quiet event stream.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (`https://app.example.com`) whose pages may call the API from a browser; none by "
+        "default (a page the API serves itself is same-origin and needs none). `*` allows any origin.",
+    )
     list_limit_max: int = Field(100, ge=1, le=1000, description="Largest page of `GET /v1/jobs`.")
 
     rate_limit_per_s: float = Field(

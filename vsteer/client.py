@@ -187,6 +187,7 @@ class _EventStream:
 
     def __init__(self) -> None:
         self.job: JobResource | None = None
+        self.last_id: str | None = None  # sent back as `Last-Event-ID` when the stream is resumed
         self._event = "message"
         self._data: list[str] = []
 
@@ -198,6 +199,8 @@ class _EventStream:
             name, _, value = line.partition(":")
             if name == "event":
                 self._event = value.strip()
+            elif name == "id":
+                self.last_id = value.strip() or None
             elif name == "data":
                 self._data.append(value.removeprefix(" "))
             return None
@@ -212,13 +215,28 @@ class _EventStream:
         return None
 
 
-def _events_request(base_url: str, auth: dict[str, str], job_id: str) -> dict[str, Any]:
+def _events_request(base_url: str, auth: dict[str, str], job_id: str, last_id: str | None) -> dict[str, Any]:
+    resume = {"Last-Event-ID": last_id} if last_id else {}
     return {
         "method": "GET",
         "url": urljoin(base_url, f"v1/jobs/{job_id}/events"),
-        "headers": {**auth, "Accept": "text/event-stream"},
+        "headers": {**auth, "Accept": "text/event-stream", **resume},
         "timeout": httpx.Timeout(DEFAULT_TIMEOUT_S, read=EVENTS_READ_TIMEOUT_S),
     }
+
+
+def _resume_delay(drops: int, retries: int, error: Exception | None) -> float:
+    """Seconds before stream `drops` (consecutive, without a new event) is resumed; re-raises the
+    transport error (or gives up quietly after a clean close) once `retries` are spent."""
+    if drops > retries:
+        if error is not None:
+            raise error
+        raise _StreamOver()
+    return min(0.2 * 2 ** (drops - 1), 2.0)
+
+
+class _StreamOver(Exception):
+    """The server keeps closing the stream before the job ends."""
 
 
 def _finish_wait(job: JobResource, raise_on_failure: bool) -> JobResource:
@@ -353,18 +371,34 @@ class Client:
 
     def events(self, job_id: str) -> Iterator[JobResource]:
         """Follow the job through `GET /v1/jobs/{id}/events`: its state after every change, first the
-        current one; ends after a terminal status (or when the server closes the stream)."""
+        current one; ends after a terminal status. A dropped stream is resumed (`Last-Event-ID`, up to
+        `retries` times in a row without a new event); it ends early only when the server keeps
+        closing it."""
         stream = _EventStream()
-        with self._http.stream(**_events_request(self.base_url, self._auth, job_id)) as response:
-            if not response.is_success:
-                response.read()
-                _check(response)
-            for line in response.iter_lines():
-                job = stream.feed(line)
-                if job is not None:
-                    yield job
-                    if job.status.is_terminal():
-                        return
+        drops = 0
+        while True:
+            error: Exception | None = None
+            try:
+                with self._http.stream(
+                    **_events_request(self.base_url, self._auth, job_id, stream.last_id)
+                ) as response:
+                    if not response.is_success:
+                        response.read()
+                        _check(response)
+                    for line in response.iter_lines():
+                        job = stream.feed(line)
+                        if job is not None:
+                            drops = 0
+                            yield job
+                            if job.status.is_terminal():
+                                return
+            except httpx.TransportError as exc:
+                error = exc
+            drops += 1
+            try:
+                time.sleep(_resume_delay(drops, self.retries, error))
+            except _StreamOver:
+                return
 
     def wait(
         self,
@@ -553,16 +587,29 @@ class AsyncClient:
 
     async def events(self, job_id: str) -> AsyncIterator[JobResource]:
         stream = _EventStream()
-        async with self._http.stream(**_events_request(self.base_url, self._auth, job_id)) as response:
-            if not response.is_success:
-                await response.aread()
-                _check(response)
-            async for line in response.aiter_lines():
-                job = stream.feed(line)
-                if job is not None:
-                    yield job
-                    if job.status.is_terminal():
-                        return
+        drops = 0
+        while True:
+            error: Exception | None = None
+            request = _events_request(self.base_url, self._auth, job_id, stream.last_id)
+            try:
+                async with self._http.stream(**request) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        _check(response)
+                    async for line in response.aiter_lines():
+                        job = stream.feed(line)
+                        if job is not None:
+                            drops = 0
+                            yield job
+                            if job.status.is_terminal():
+                                return
+            except httpx.TransportError as exc:
+                error = exc
+            drops += 1
+            try:
+                await asyncio.sleep(_resume_delay(drops, self.retries, error))
+            except _StreamOver:
+                return
 
     async def wait(
         self,

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from api_schemas import FieldError, JobList, JobRequest, JobResource, JobStatus
+from api_schemas import FieldError, JobList, JobRequest, JobResource, JobStatus, Progress
 from api_schemas.problems import ProblemType
 from jobstate.errors import RateLimited
 from jobstate.operations import Created, body_hash
@@ -168,21 +168,32 @@ class JobHandler:
             )
         return Answer(self.resource(record), status_code)
 
-    async def follow(self, tenant: str, job_id: str) -> AsyncIterator[str]:
-        """The job's server-sent events. Ownership is checked now, so a 404 is answered before the stream."""
+    async def follow(self, tenant: str, job_id: str, last_event_id: str | None = None) -> AsyncIterator[str]:
+        """The job's server-sent events. Ownership is checked now, so a 404 is answered before the stream.
+        A client resuming with `Last-Event-ID` is not sent again the state it already holds."""
         await self.own(tenant, job_id)
-        return self._events(job_id)
+        return self._events(job_id, last_event_id)
 
-    async def _events(self, job_id: str) -> AsyncIterator[str]:
+    async def _events(self, job_id: str, last_event_id: str | None) -> AsyncIterator[str]:
+        held = last_event_id  # the state the client holds, by its event id
+        attempts = 0
         async with aclosing(self.store.watch(job_id, heartbeat_s=self.settings.sse_heartbeat_s)) as events:
             async for event in events:
                 if event.kind == "job" and event.record is not None:
-                    body = self.resource(event.record).model_dump_json(by_alias=True)
-                    yield f"event: job\ndata: {body}\n\n"
+                    record, attempts = event.record, event.record.attempts
+                    progress = record.progress
+                    event_id = state_event_id(record.status, attempts, progress)
+                    if event_id != held or record.status.is_terminal():
+                        body = self.resource(record).model_dump_json(by_alias=True)
+                        yield f"id: {event_id}\nevent: job\ndata: {body}\n\n"
                 elif event.kind == "progress" and event.progress is not None:
-                    yield f"event: progress\ndata: {event.progress.model_dump_json()}\n\n"
+                    event_id = state_event_id(JobStatus.running, attempts, event.progress)
+                    if event_id != held:
+                        yield f"id: {event_id}\nevent: progress\ndata: {event.progress.model_dump_json()}\n\n"
                 else:
                     yield ": keep-alive\n\n"
+                    continue
+                held = None  # only the first event can repeat what the client holds
 
     async def result_url(self, tenant: str, job_id: str, name: str) -> str:
         """A fresh presigned URL of one of the job's result files."""
@@ -199,6 +210,13 @@ class JobHandler:
         """The job as the client sees it; result URLs are presigned now, so their expiry is fresh.
         `request` is the record's document where the caller already holds it validated."""
         return to_resource(record, self.presign, request)
+
+
+def state_event_id(status: JobStatus, attempts: int, progress: Progress | None) -> str:
+    """An event's `id`: the job's state it brings the client to (status, delivery, stage and step), so
+    a stream resumed with `Last-Event-ID` can leave out the one state the client already holds."""
+    where = f"{progress.stage}.{progress.step}" if progress is not None else "-"
+    return f"{status.value}.{attempts}.{where}"
 
 
 async def get_job_handler(store: StoreDep, storage: StorageDep, queue: QueueDep, settings: SettingsDep) -> JobHandler:

@@ -93,9 +93,22 @@ async def cancel_job(job_id: JobId, tenant: Tenant, jobs: JobHandlerDep) -> Resp
     response_class=StreamingResponse,
     summary="Follow a job (server-sent events)",
 )
-async def job_events(job_id: JobId, tenant: Tenant, jobs: JobHandlerDep) -> StreamingResponse:
+async def job_events(
+    job_id: JobId,
+    tenant: Tenant,
+    jobs: JobHandlerDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            max_length=200,
+            description="The `id` of the last event received, to resume a stream without its repeat.",
+        ),
+    ] = None,
+) -> StreamingResponse:
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(await jobs.follow(tenant, job_id), media_type="text/event-stream", headers=headers)
+    events = await jobs.follow(tenant, job_id, last_event_id)
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
 
 @router.get(

@@ -1,6 +1,8 @@
 """Server-sent events through a real uvicorn: current state first, progress ticks, then the final state."""
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -110,4 +112,143 @@ def test_quiet_stream_sends_keep_alive_comments(api: ThreadedUvicorn, store: Job
                 lines.append(line)
                 if line.startswith(":"):
                     break
-        assert lines[0] == "event: job" and lines[-1] == ": keep-alive"
+        assert lines[0].startswith("id: queued.") and lines[1] == "event: job" and lines[-1] == ": keep-alive"
+
+
+def first_event_id(client: httpx.Client, job_id: str, headers: dict[str, str] | None = None) -> tuple[str, str]:
+    """(the first event's id, the first non-id line after it) of a fresh stream."""
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers={**AUTH_A, **(headers or {})}) as response:
+        lines = response.iter_lines()
+        first = next(lines)
+        return first, next(lines)
+
+
+def test_a_resumed_stream_leaves_out_the_state_the_client_holds(
+    api: ThreadedUvicorn, store: JobStore, sync_redis
+) -> None:
+    with httpx.Client(base_url=api.url, timeout=10) as client:
+        job_id = submit(client)
+        store.mark_running(job_id)
+        store.progress(job_id, "denoising", 2, 5)
+        first, after = first_event_id(client, job_id)
+        assert first == "id: running.1.denoising.2" and after == "event: job"
+
+        # Resumed from that id: nothing to repeat, so the stream waits (a keep-alive) for news.
+        resumed, _ = first_event_id(client, job_id, {"Last-Event-ID": "running.1.denoising.2"})
+        assert resumed == ": keep-alive"
+        # Resumed from an older id: the current state first, so nothing in between is lost.
+        stale, after = first_event_id(client, job_id, {"Last-Event-ID": "running.1.denoising.1"})
+        assert stale == "id: running.1.denoising.2" and after == "event: job"
+
+        # News after a resume arrives with its own id.
+        def work() -> None:
+            wait_subscribed(sync_redis, job_id)
+            store.progress(job_id, "denoising", 3, 5)
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        headers = {**AUTH_A, "Last-Event-ID": "running.1.denoising.2"}
+        with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response:
+            lines = []
+            for line in response.iter_lines():
+                if line and not line.startswith(":"):
+                    lines.append(line)
+                if len(lines) == 2:
+                    break
+        worker.join()
+        assert lines[0] == "id: running.1.denoising.3" and lines[1] == "event: progress"
+
+
+class DroppingProxy:
+    """A TCP forwarder to the API that cuts the first events stream right after its first event, as a
+    flaky network would; it records each events request's `Last-Event-ID`."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.resumed_from: list[str | None] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.dropped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                downstream, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(downstream,), daemon=True).start()
+
+    def _serve(self, downstream) -> None:  # type: ignore[no-untyped-def]
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        request = downstream.recv(65536)
+        head = request.decode("latin-1")
+        events = "/events" in head.split("\r\n", 1)[0]
+        if events:
+            resume = [
+                line.split(":", 1)[1].strip()
+                for line in head.split("\r\n")
+                if line.lower().startswith("last-event-id:")
+            ]
+            self.resumed_from.append(resume[0] if resume else None)
+        cut = events and not self.dropped
+        self.dropped = self.dropped or cut
+        upstream.sendall(request)
+        threading.Thread(target=self._pipe, args=(downstream, upstream), daemon=True).start()
+        seen = b""
+        try:
+            while chunk := upstream.recv(65536):
+                downstream.sendall(chunk)
+                seen += chunk
+                if cut and b"\n\n" in seen.split(b"\r\n\r\n", 1)[-1]:
+                    break  # the first event went through: drop the connection mid-stream
+        finally:
+            for end in (downstream, upstream):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)  # wakes the other direction's thread, sends FIN
+                end.close()
+
+    @staticmethod
+    def _pipe(source, sink) -> None:  # type: ignore[no-untyped-def]
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_the_client_resumes_a_dropped_stream_and_misses_nothing(api: ThreadedUvicorn, store: JobStore, sync_redis):
+    from vsteer.client import Client
+
+    with httpx.Client(base_url=api.url, timeout=10) as client:
+        job_id = submit(client)
+    store.mark_running(job_id)
+    proxy = DroppingProxy(int(api.url.rsplit(":", 1)[1]))
+
+    def work() -> None:
+        # As a GPU worker, once the resumed stream listens: three steps, then the result.
+        deadline = time.monotonic() + 10
+        while len(proxy.resumed_from) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        wait_subscribed(sync_redis, job_id)
+        for step in range(1, 4):
+            store.progress(job_id, "denoising", step, 3)
+        video = StoredArtifact(key=f"jobs/tenant-a/{job_id}/video.mp4", content_type="video/mp4", bytes=3)
+        store.succeed(job_id, StoredResult(video=video))
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    try:
+        with Client(proxy.url, "key-tenant-a") as sdk:
+            seen = [(job.status.value, job.progress.step if job.progress else None) for job in sdk.events(job_id)]
+    finally:
+        worker.join()
+        proxy.close()
+
+    assert proxy.resumed_from == [None, "running.1.-"]  # the second request resumed from the first event
+    assert seen[0] == ("running", None)
+    assert [step for status, step in seen if status == "running"][1:] == [1, 2, 3]
+    assert seen[-1][0] == "succeeded"
