@@ -100,7 +100,10 @@ def execute(
         # Relative paths are read from the job file's folder; the manifest records them absolute.
         job = job.map_image_refs(lambda ref: absolute_path(ref, base_dir))
     if model is not None:
-        job = job.model_copy(update={"model": registry.register(model)})
+        try:
+            job = job.model_copy(update={"model": registry.register(model)})
+        except ModelUnavailableError as exc:
+            fail(exc.detail, EXIT_FAILED)
     bar = tqdm(total=job.generation.steps, desc="denoise", unit="step", file=sys.stderr, leave=False)
 
     def on_progress(progress: Progress) -> None:

@@ -328,7 +328,8 @@ class ModelRegistry:
     def register(self, name_or_path: str) -> str:
         """A registered name as is; a local pipeline folder (CLI `--model PATH`) is registered under
         its folder name, at 64x64 and its UNet's frame count when it is a small architecture (tiny, toy)."""
-        if name_or_path in self.specs:
+        written_as_path = any(sep in name_or_path for sep in ("/", os.sep)) or name_or_path.startswith(("~", "."))
+        if name_or_path in self.specs and not written_as_path:
             return name_or_path
         path = Path(name_or_path).expanduser()
         if not path.is_dir():
@@ -341,8 +342,11 @@ class ModelRegistry:
         spec = ModelSpec(name=name, source=str(path.resolve()), num_frames=frames)
         if frames is not None:
             spec = dataclasses.replace(spec, width=SMALL_SIZE, height=SMALL_SIZE)
-        if name in self.specs and self.specs[name] != spec:
-            raise ModelUnavailableError(name, f"a different model named {name!r} is already registered")
+        if name in self.specs and self.specs[name].source != spec.source:
+            # A folder named like another model (a copy of `tiny` in /tmp/tiny) is that folder, not the
+            # registered model: it gets a name of its own, stable for its path.
+            name = f"{name}-{hashlib.sha256(spec.source.encode()).hexdigest()[:8]}"
+            spec = dataclasses.replace(spec, name=name)
         self.specs[name] = spec
         return name
 

@@ -93,3 +93,11 @@ def test_assets_upload_and_get(service: Service, tmp_path):
 def test_version():
     shown = vsteer("--version")
     assert shown.returncode == 0 and shown.stdout.startswith("vsteer ")
+
+
+def test_worker_log_holds_no_library_chatter(service: Service):
+    # The worker's log is a file: no torchvision notice from transformers, no carriage-return progress bars.
+    log = service.log("worker")
+    assert "gpu." in log  # the log is the worker's and it got going
+    assert "requires torchvision" not in log
+    assert "\r" not in log

@@ -202,3 +202,24 @@ def test_an_anchor_not_merged_yet_needs_the_service(cli_env, image_paths, tmp_pa
     result = CliRunner().invoke(app, ["run", str(job_file), "--out", str(tmp_path / "out")])
     assert result.exit_code != 0
     assert "anchor: anchor set 'anc_look@3' is merged by the service" in result.output
+
+
+def test_a_model_folder_named_like_a_registered_model_is_that_folder(cli_env, image_paths, tmp_path):
+    # A copy of the tiny SVD with other weights, in a folder named `tiny` like the registered model.
+    from workers.tiny import save_tiny_svd
+
+    folder = save_tiny_svd(tmp_path / "tiny", seed=1)
+    job_file = write_job(tmp_path, image_paths, generation={"num_frames": 4, "steps": 2})
+    result = CliRunner().invoke(app, ["run", str(job_file), "--out", str(tmp_path / "out"), "--model", str(folder)])
+    assert result.exit_code == 0, result.output
+    model = json.loads((tmp_path / "out" / "manifest.json").read_text())["model"]
+    assert model["source"] == str(folder.resolve())
+    assert model["name"].startswith("tiny-") and model["name"] != "tiny"
+
+
+def test_a_missing_model_folder_is_one_line_of_error(cli_env, image_paths, tmp_path):
+    job_file = write_job(tmp_path, image_paths)
+    result = CliRunner().invoke(app, ["run", str(job_file), "--model", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1
+    assert "is neither a registered model" in result.output and "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
