@@ -33,13 +33,53 @@ class JobStatus(StrEnum):
         return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.canceled)
 
 
-class Progress(Resource):
-    """How far the running stage has got."""
+# Each stage of a job run and the span of the whole job's percent it covers, in the order a worker runs
+# them: reading the images and encoding the conditioning are quick, denoising is most of the time,
+# decoding, the audit and video encoding, and the uploads are the rest. A stage's steps move the
+# percent evenly across its span, so the percent never goes back while the stages run in order.
+STAGE_SPANS: dict[str, tuple[float, float]] = {
+    "load": (0.0, 2.0),
+    "encode": (2.0, 5.0),
+    "denoise": (5.0, 85.0),
+    "decode": (85.0, 90.0),
+    "video": (90.0, 97.0),
+    "uploading": (97.0, 100.0),
+}
 
-    stage: str = Field(description="What the worker is doing, e.g. `loading`, `denoising`, `decoding`, `encoding`.")
+
+def job_percent(stage: str, fraction: float) -> float | None:
+    """The whole job's percent at `fraction` of `stage` (`STAGE_SPANS`); None for a stage not listed."""
+    span = STAGE_SPANS.get(stage)
+    if span is None:
+        return None
+    start, end = span
+    return round(start + (end - start) * fraction, 2)
+
+
+class Progress(Resource):
+    """How far the running stage, and the whole job, have got."""
+
+    stage: str = Field(
+        description="What the worker is doing: `load`, `encode`, `denoise`, `decode`, `video` (audit and "
+        "encoding) or `uploading`."
+    )
     step: int = Field(ge=0, description="Steps done in this stage.")
     total: int = Field(ge=0, description="Steps in this stage (0 when unknown).")
     fraction: float = Field(ge=0.0, le=1.0, description="`step / total` (0 when the total is unknown).")
+    percent: float | None = Field(
+        None,
+        ge=0.0,
+        le=100.0,
+        description="How far the whole job has got, 0 to 100, never going back during a run: each stage covers "
+        "a fixed span (load 0-2, encode 2-5, denoise 5-85, decode 85-90, video 90-97, uploading 97-100) "
+        "that its steps cross evenly. Null for a stage outside that list.",
+    )
+
+    @classmethod
+    def of(cls, stage: str, step: int, total: int) -> "Progress":
+        """The progress of `step` of `total` steps of `stage`, with its fraction and the job's percent."""
+        fraction = min(1.0, step / total) if total > 0 else 0.0
+        return cls(stage=stage, step=step, total=total, fraction=fraction, percent=job_percent(stage, fraction))
 
 
 class Artifact(Resource):
@@ -49,6 +89,9 @@ class Artifact(Resource):
     content_type: str = Field(description="Media type, e.g. `video/mp4`, `image/png`, `application/json`.")
     bytes: int = Field(ge=0, description="Size in bytes.")
     sha256: str | None = Field(None, description="Hex SHA-256 of the content, when known.")
+    expires_at: datetime | None = Field(
+        None, description="When `url` stops working (UTC); fetch the job again for a fresh URL."
+    )
 
 
 class JobResult(Resource):
@@ -87,6 +130,17 @@ class Problem(Resource):
     errors: list[FieldError] = Field(default_factory=list, description="Every rule broken, for validation errors.")
 
 
+class JobUrls(Resource):
+    """Where the job can be reached, as absolute URLs under the API's public base URL."""
+
+    get: str = Field(description="The job resource (`GET`); `DELETE` removes the job.")
+    cancel: str = Field(description="Cancel the job (`POST`).")
+    events: str = Field(description="The job's server-sent events (`GET`).")
+    web: str = Field(
+        description="The playground page of the job, `<base>/playground#job=<id>` (the page is not served yet)."
+    )
+
+
 class JobResource(Resource):
     """A steering job as the service knows it."""
 
@@ -100,6 +154,13 @@ class JobResource(Resource):
     request: JobRequest = Field(description="The job document as accepted, with the defaults the service resolves.")
     result: JobResult | None = Field(None, description="What it produced, once `succeeded`.")
     error: Problem | None = Field(None, description="Why it failed, once `failed`.")
+    queue_position: int | None = Field(
+        None,
+        ge=0,
+        description="While `queued`: how many jobs its model's workers take before it (0 = next). Null "
+        "otherwise, and while its task is not in the queue (delivered to a worker that has not started it).",
+    )
+    urls: JobUrls | None = Field(None, description="Where the job can be reached (null where no base URL is known).")
 
 
 class JobList(Resource):

@@ -470,6 +470,26 @@ def duration_stats_op(status: str) -> Op[dict[str, float]]:
     )
 
 
+def queue_positions_op(job_ids: Sequence[str]) -> Op[list[int | None]]:
+    """Each job's place in its model's queue (0 = the next delivered); None where it is not waiting there."""
+
+    def decode(raw: Any) -> list[int | None]:
+        return [None if int(p) < 0 else int(p) for p in raw]
+
+    return Op(decode, script="queue_positions", keys=tuple(job_record_key(j) for j in job_ids), args=())
+
+
+def delete_op(job_id: str) -> Op[tuple[str, JobStatus | None]]:
+    """Remove a finished job's record: `("deleted", status)`, `("active", status)` for a job still queued or
+    running (left alone), or `("missing", None)`."""
+
+    def decode(raw: Any) -> tuple[str, JobStatus | None]:
+        outcome, status = _str(raw[0]), _str(raw[1])
+        return outcome, JobStatus(status) if status else None
+
+    return Op(decode, script="delete", keys=(job_record_key(job_id),), args=(PREFIX, job_id))
+
+
 def queue_depth_op(queue: str) -> Op[int]:
     """Messages waiting in a Celery queue on the Redis broker (a list named after the queue)."""
     return Op(lambda raw: int(raw or 0), command=("LLEN", queue))

@@ -10,13 +10,14 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from api_schemas import Artifact, JobRequest, JobResource, JobResult, JobStatus, Problem, Progress
 from api_schemas.artifacts import ARTIFACTS, LISTED_ARTIFACTS, SINGLE_ARTIFACTS, split_artifact_name
+from api_schemas.resources import JobUrls
 
 JOB_ID_PATTERN = r"^job_[0-9a-f]{28}$"
 ASSET_ID_PATTERN = r"^ast_[0-9a-f]{28}$"
@@ -119,9 +120,7 @@ class JobRecord:
     def from_hash(cls, h: Mapping[str, str]) -> "JobRecord":
         progress = None
         if h.get("stage"):
-            step, total = int(h.get("step", "0")), int(h.get("total", "0"))
-            fraction = min(1.0, step / total) if total > 0 else 0.0
-            progress = Progress(stage=h["stage"], step=step, total=total, fraction=fraction)
+            progress = Progress.of(h["stage"], int(h.get("step", "0")), int(h.get("total", "0")))
         created_at = _ts(h["created_at"])
         assert created_at is not None
         return cls(
@@ -152,13 +151,47 @@ class JobRecord:
 Presign = Callable[[str], str]
 
 
-def _artifact(stored: StoredArtifact, presign: Presign) -> Artifact:
-    return Artifact(url=presign(stored.key), content_type=stored.content_type, bytes=stored.bytes, sha256=stored.sha256)
+@dataclass(frozen=True)
+class Presigner:
+    """A storage's presigned URLs of one lifetime, and the API's public base URL: what a resource's links
+    need. Called with a storage key, it answers that key's URL; a plain `Presign` callable also serves
+    `to_resource`, whose resource then has no `expires_at` and no `urls`."""
+
+    sign: Callable[[str, int], str]  # `storage.presigned_url(key, expires_s)`
+    expires_in_s: int
+    base_url: str | None = None
+
+    def __call__(self, key: str) -> str:
+        return self.sign(key, self.expires_in_s)
 
 
-def to_resource(record: JobRecord, presign: Presign, request: JobRequest | None = None) -> JobResource:
-    """The client's view of a record; `presign(key)` turns a storage key into a URL. `request` is the
-    record's document where the caller already holds it validated."""
+def job_urls(base_url: str, job_id: str) -> JobUrls:
+    """The job's absolute URLs under the API's public base URL."""
+    base = base_url.rstrip("/")
+    job = f"{base}/v1/jobs/{job_id}"
+    return JobUrls(get=job, cancel=f"{job}/cancel", events=f"{job}/events", web=f"{base}/playground#job={job_id}")
+
+
+def _artifact(stored: StoredArtifact, presign: Presign, expires_at: datetime | None) -> Artifact:
+    return Artifact(
+        url=presign(stored.key),
+        content_type=stored.content_type,
+        bytes=stored.bytes,
+        sha256=stored.sha256,
+        expires_at=expires_at,
+    )
+
+
+def to_resource(
+    record: JobRecord, presign: Presign, request: JobRequest | None = None, queue_position: int | None = None
+) -> JobResource:
+    """The client's view of a record; `presign(key)` turns a storage key into a URL (a `Presigner` also
+    gives the URLs' expiry and the job's `urls`). `request` is the record's document where the caller
+    already holds it validated; `queue_position` is the queued job's place in its model's queue."""
+    expires_at = None
+    if isinstance(presign, Presigner):
+        # Taken before signing, so the URLs live at least until then.
+        expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=presign.expires_in_s)
     result = None
     if record.result is not None:
         r = record.result
@@ -166,10 +199,11 @@ def to_resource(record: JobRecord, presign: Presign, request: JobRequest | None 
         for kind in ARTIFACTS:
             value = getattr(r, kind.name)
             if kind.many:
-                files[kind.name] = [_artifact(a, presign) for a in value]
+                files[kind.name] = [_artifact(a, presign, expires_at) for a in value]
             else:
-                files[kind.name] = value and _artifact(value, presign)
+                files[kind.name] = value and _artifact(value, presign, expires_at)
         result = JobResult(**files, metrics=r.metrics)
+    base_url = presign.base_url if isinstance(presign, Presigner) else None
     return JobResource(
         id=record.id,
         status=record.status,
@@ -181,6 +215,8 @@ def to_resource(record: JobRecord, presign: Presign, request: JobRequest | None 
         request=request if request is not None else JobRequest.model_validate(record.request),
         result=result,
         error=record.error,
+        queue_position=queue_position if record.status is JobStatus.queued else None,
+        urls=job_urls(base_url, record.id) if base_url else None,
     )
 
 

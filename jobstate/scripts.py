@@ -360,7 +360,48 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return redis.call('DEL', KEYS[1])
 """
 
+# KEYS: job hashes. Returns, per job, its place in its queue (0 = the next delivered), or -1 when it is
+# not queued or its task is not in the queue (delivered, not yet claimed). kombu pushes tasks on the left
+# and workers pop from the right; the reaper pushes a job back on the right, to be next. The task is
+# found as queued (LPOS); a message re-serialized by the broker is found by the job id it carries.
+_QUEUE_POSITIONS = """
+local out, listed = {}, {}
+for i, jk in ipairs(KEYS) do
+  local f = redis.call('HMGET', jk, 'status', 'queue', 'task', 'id')
+  local position = -1
+  if f[1] == 'queued' and f[2] and f[3] then
+    local index = redis.call('LPOS', f[2], f[3])
+    if not index then
+      listed[f[2]] = listed[f[2]] or redis.call('LRANGE', f[2], 0, -1)
+      for k, message in ipairs(listed[f[2]]) do
+        if string.find(message, f[4], 1, true) then index = k - 1 break end
+      end
+    end
+    if index then position = redis.call('LLEN', f[2]) - 1 - index end
+  end
+  out[i] = position
+end
+return out
+"""
+
+# KEYS: job hash. ARGV: prefix, id. Removes a finished job's record and its index entries; a job still
+# queued or running is left alone. Returns {outcome, status}: 'deleted', 'active' or 'missing'.
+_DELETE = """
+local jk, P, id = KEYS[1], ARGV[1], ARGV[2]
+local status = redis.call('HGET', jk, 'status')
+if not status then return {'missing', ''} end
+if status == 'queued' or status == 'running' then return {'active', status} end
+local base = P .. 'tenant:' .. redis.call('HGET', jk, 'tenant') .. ':jobs'
+redis.call('ZREM', base, id)
+redis.call('ZREM', base .. ':' .. status, id)
+redis.call('HINCRBY', P .. 'stats:status', status, -1)
+redis.call('DEL', jk, jk .. ':lease')
+return {'deleted', status}
+"""
+
 SCRIPTS: dict[str, str] = {
+    "queue_positions": _QUEUE_POSITIONS,
+    "delete": _DELETE,
     "create": _CREATE,
     "rate_limit": _RATE_LIMIT,
     "transition": _TRANSITION,

@@ -27,7 +27,7 @@ succeeded, failed or been canceled.
 
 import json
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -184,6 +184,14 @@ class AsyncJobStore:
     async def mark_running(self, job_id: str) -> Transition:
         return await self.run(operations.mark_running_op(job_id))
 
+    async def queue_positions(self, job_ids: Sequence[str]) -> list[int | None]:
+        """Each job's place in its model's queue (0 = next); None where it is not waiting there."""
+        return await self.run(operations.queue_positions_op(job_ids)) if job_ids else []
+
+    async def delete(self, job_id: str) -> tuple[str, JobStatus | None]:
+        """Remove a finished job's record (`operations.delete_op`); its stored objects are the caller's."""
+        return await self.run(operations.delete_op(job_id))
+
     async def progress(self, job_id: str, stage: str, step: int, total: int) -> ProgressAck:
         return await self.run(operations.progress_op(job_id, stage, step, total))
 
@@ -275,12 +283,8 @@ class AsyncJobStore:
                 quiet_since = time.monotonic()
                 event = json.loads(message["data"])
                 if event["type"] == "progress":
-                    step, total = int(event["step"]), int(event["total"])
-                    fraction = min(1.0, step / total) if total > 0 else 0.0
-                    yield JobEvent(
-                        "progress",
-                        progress=Progress(stage=event["stage"], step=step, total=total, fraction=fraction),
-                    )
+                    progress = Progress.of(event["stage"], int(event["step"]), int(event["total"]))
+                    yield JobEvent("progress", progress=progress)
                     continue
                 record = await self.get_any(job_id)
                 if record is None:

@@ -16,6 +16,7 @@ from PIL import Image
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from jobstate.records import Presigner
 from jobstate.store import AsyncJobStore
 from service.deps import settle_pending_token
 from service.errors import BodyLimitMiddleware, install_error_handlers
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
         reaper = Reaper(
             app.state.store,
             app.state.queue,
-            lambda key: store_objects.presigned_url(key, settings.presign_expiry_s),
+            Presigner(store_objects.presigned_url, settings.presign_expiry_s, settings.public_base_url),
             settings,
         )
         try:

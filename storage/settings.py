@@ -30,7 +30,7 @@ class StorageSettings(BaseSettings):
     storage_s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key.")
     storage_s3_max_attempts: int = Field(5, ge=1, le=20, description="Attempts per S3 call (standard retries).")
     public_base_url: str = Field(
-        "http://localhost:8000", description="Base URL of the API as clients see it (local file URLs)."
+        "http://localhost:8000", description="Base URL of the API as clients see it (jobs' `urls`, local file URLs)."
     )
     files_secret: SecretStr = Field(
         SecretStr(PLACEHOLDER_FILES_SECRET), description="HMAC secret of local-storage file URLs."

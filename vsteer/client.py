@@ -369,6 +369,11 @@ class Client:
         """POST /v1/jobs/{id}/cancel: a queued job is canceled at once, a running one within a step."""
         return JobResource.model_validate(self._request("POST", f"v1/jobs/{job_id}/cancel").json())
 
+    def delete(self, job_id: str) -> None:
+        """DELETE /v1/jobs/{id}: remove a finished job's record and result files (a queued or running job
+        is refused with 409: cancel it first)."""
+        self._request("DELETE", f"v1/jobs/{job_id}")
+
     def events(self, job_id: str) -> Iterator[JobResource]:
         """Follow the job through `GET /v1/jobs/{id}/events`: its state after every change, first the
         current one; ends after a terminal status. A dropped stream is resumed (`Last-Event-ID`, up to
@@ -584,6 +589,10 @@ class AsyncClient:
 
     async def cancel(self, job_id: str) -> JobResource:
         return JobResource.model_validate((await self._request("POST", f"v1/jobs/{job_id}/cancel")).json())
+
+    async def delete(self, job_id: str) -> None:
+        """As `Client.delete`."""
+        await self._request("DELETE", f"v1/jobs/{job_id}")
 
     async def events(self, job_id: str) -> AsyncIterator[JobResource]:
         stream = _EventStream()

@@ -91,7 +91,7 @@ def worker_deps():  # type: ignore[no-untyped-def]
 
 def build_deps(settings: WorkerSettings):  # type: ignore[no-untyped-def]
     # Imported here: a webhook-only worker of the same app never loads torch.
-    from jobstate.records import JobRecord
+    from jobstate.records import JobRecord, Presigner
     from jobstate.store import JobStore
     from storage.factory import make_storage
     from webhooks.messages import enqueue_job_webhook
@@ -104,7 +104,7 @@ def build_deps(settings: WorkerSettings):  # type: ignore[no-untyped-def]
     def enqueue_webhook(record: JobRecord) -> bool:
         # The webhook body carries the job resource, with URLs as fresh as the API's.
         return enqueue_job_webhook(
-            app, record, presign=lambda key: storage.presigned_url(key, settings.presign_expiry_s)
+            app, record, presign=Presigner(storage.presigned_url, settings.presign_expiry_s, settings.public_base_url)
         )
 
     return WorkerDeps(

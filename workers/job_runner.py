@@ -375,9 +375,7 @@ def _retry_state(write: Callable[[], T], deps: WorkerDeps) -> T:
 
 def running_with(record: JobRecord, stage: str, step: int, total: int) -> JobRecord:
     """The running job's record as of this progress report (what a `job.progress` webhook carries)."""
-    fraction = min(1.0, step / total) if total > 0 else 0.0
-    progress = ResourceProgress(stage=stage, step=step, total=total, fraction=fraction)
-    return dataclasses.replace(record, status=JobStatus.running, progress=progress)
+    return dataclasses.replace(record, status=JobStatus.running, progress=ResourceProgress.of(stage, step, total))
 
 
 def notify(record: JobRecord, deps: WorkerDeps) -> None:

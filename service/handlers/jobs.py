@@ -12,13 +12,14 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 
 from api_schemas import FieldError, JobList, JobRequest, JobResource, JobStatus, Progress
 from api_schemas.problems import ProblemType
 from jobstate.errors import RateLimited
 from jobstate.operations import Created, body_hash
-from jobstate.records import JobRecord, new_job_id, to_resource
+from jobstate.records import JobRecord, Presigner, new_job_id, to_resource
 from jobstate.store import AsyncJobStore
 from service.checks import check_document, resolve_defaults
 from service.deps import (
@@ -89,7 +90,7 @@ class JobHandler:
             headers["Preference-Applied"] = f"wait={applied:g}"
         # A job just created is answered with the document already validated here, not re-read.
         same = created.created and record is created.record
-        job = self.resource(record, request=accepted if same else None)
+        job = await self.view(record, request=accepted if same else None)
         return Answer(job, 200 if record.status.is_terminal() else 202, headers)
 
     async def _create(
@@ -132,7 +133,7 @@ class JobHandler:
         return record
 
     async def get(self, tenant: str, job_id: str) -> JobResource:
-        return self.resource(await self.own(tenant, job_id))
+        return await self.view(await self.own(tenant, job_id))
 
     async def page(self, tenant: str, cursor: str | None, limit: int, status: JobStatus | None) -> JobList:
         """A page of the tenant's jobs, newest first."""
@@ -144,7 +145,10 @@ class JobHandler:
             )
             raise invalid([too_many], title="Invalid request")
         page = await self.store.list_jobs(tenant, cursor=cursor, limit=limit, status=status)
-        return JobList(items=[self.resource(r) for r in page.records], next_cursor=page.next_cursor)
+        queued = [r.id for r in page.records if r.status is JobStatus.queued]
+        positions = dict(zip(queued, await self.store.queue_positions(queued), strict=True))
+        items = [self.resource(r, queue_position=positions.get(r.id)) for r in page.records]
+        return JobList(items=items, next_cursor=page.next_cursor)
 
     async def cancel(self, tenant: str, job_id: str) -> Answer:
         """Cancel a queued job at once (200), or ask a running one's worker to stop (202)."""
@@ -166,7 +170,24 @@ class JobHandler:
             raise ProblemError(
                 409, "Conflict", f"job {job_id!r} already {record.status.value}", type_=ProblemType.conflict
             )
-        return Answer(self.resource(record), status_code)
+        return Answer(await self.view(record), status_code)
+
+    async def delete(self, tenant: str, job_id: str) -> None:
+        """Remove a finished job: its result files from storage, then its record. A queued or running job
+        is refused with 409 (cancel it first), so no worker can write to a job that is gone."""
+        record = await self.own(tenant, job_id)
+        if not record.status.is_terminal():
+            raise job_active(job_id, record.status)
+        # 1. the files its result lists (a failed or canceled job stored none)
+        if record.result is not None:
+            for artifact in record.result.artifacts().values():
+                await anyio.to_thread.run_sync(self.storage.delete, artifact.key)
+        # 2. the record and its index entries
+        outcome, status = await self.store.delete(job_id)
+        if outcome == "missing":
+            raise not_found("job", job_id)
+        if outcome == "active" and status is not None:
+            raise job_active(job_id, status)
 
     async def follow(self, tenant: str, job_id: str, last_event_id: str | None = None) -> AsyncIterator[str]:
         """The job's server-sent events. Ownership is checked now, so a 404 is answered before the stream.
@@ -184,7 +205,7 @@ class JobHandler:
                     progress = record.progress
                     event_id = state_event_id(record.status, attempts, progress)
                     if event_id != held or record.status.is_terminal():
-                        body = self.resource(record).model_dump_json(by_alias=True)
+                        body = (await self.view(record)).model_dump_json(by_alias=True)
                         yield f"id: {event_id}\nevent: job\ndata: {body}\n\n"
                 elif event.kind == "progress" and event.progress is not None:
                     event_id = state_event_id(JobStatus.running, attempts, event.progress)
@@ -203,13 +224,34 @@ class JobHandler:
             raise not_found("result file", f"{job_id}/{name}")
         return self.presign(artifact.key)
 
-    def presign(self, key: str) -> str:
-        return self.storage.presigned_url(key, self.settings.presign_expiry_s)
+    @property
+    def presign(self) -> Presigner:
+        """Result URLs of the configured lifetime, and job URLs under the public base URL."""
+        return Presigner(self.storage.presigned_url, self.settings.presign_expiry_s, self.settings.public_base_url)
 
-    def resource(self, record: JobRecord, request: JobRequest | None = None) -> JobResource:
+    def resource(
+        self, record: JobRecord, request: JobRequest | None = None, queue_position: int | None = None
+    ) -> JobResource:
         """The job as the client sees it; result URLs are presigned now, so their expiry is fresh.
         `request` is the record's document where the caller already holds it validated."""
-        return to_resource(record, self.presign, request)
+        return to_resource(record, self.presign, request, queue_position)
+
+    async def view(self, record: JobRecord, request: JobRequest | None = None) -> JobResource:
+        """`resource`, with a queued job's place in its model's queue read now."""
+        position = None
+        if record.status is JobStatus.queued:
+            (position,) = await self.store.queue_positions([record.id])
+        return self.resource(record, request, position)
+
+
+def job_active(job_id: str, status: JobStatus) -> ProblemError:
+    return ProblemError(
+        409,
+        "Conflict",
+        f"job {job_id!r} is {status.value}: only a finished job (succeeded, failed or canceled) can be deleted; "
+        "cancel it first",
+        type_=ProblemType.conflict,
+    )
 
 
 def state_event_id(status: JobStatus, attempts: int, progress: Progress | None) -> str:

@@ -66,6 +66,21 @@ async def list_jobs(
     return await jobs.page(tenant, cursor, limit, status)
 
 
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    response_class=Response,
+    responses={
+        204: {"description": "Deleted: the record and its result files are gone; the id is 404 from now on."},
+        **problems(401, 404, 409, 422, 503),
+    },
+    summary="Delete a finished job and its result files (409 while it is queued or running: cancel it first)",
+)
+async def delete_job(job_id: JobId, tenant: Tenant, jobs: JobHandlerDep) -> Response:
+    await jobs.delete(tenant, job_id)
+    return Response(status_code=204)
+
+
 @router.post(
     "/{job_id}/cancel",
     response_model=JobResource,

@@ -68,7 +68,7 @@ def test_events_deliver_progress_and_the_final_state(api: ThreadedUvicorn, store
             wait_subscribed(sync_redis, job_id)
             assert first_event_seen.wait(5)
             for step in range(1, 4):
-                store.progress(job_id, "denoising", step, 3)
+                store.progress(job_id, "denoise", step, 3)
             video = StoredArtifact(key=f"jobs/tenant-a/{job_id}/video.mp4", content_type="video/mp4", bytes=3)
             store.succeed(job_id, StoredResult(video=video))
 
@@ -85,6 +85,8 @@ def test_events_deliver_progress_and_the_final_state(api: ThreadedUvicorn, store
 
     assert events[0][0] == "job" and events[0][1]["status"] == "running"
     assert [e[1]["step"] for e in events if e[0] == "progress"] == [1, 2, 3]
+    # the whole job's percent: denoising spans 5 to 85
+    assert [e[1]["percent"] for e in events if e[0] == "progress"] == [31.67, 58.33, 85.0]
     assert events[-1][0] == "job" and events[-1][1]["status"] == "succeeded"
     assert events[-1][1]["result"]["video"]["url"].startswith(f"http://testserver/v1/files/jobs/tenant-a/{job_id}/")
 

@@ -387,11 +387,11 @@ async def test_state_survives_an_api_restart(tmp_path: Path, redis_url: str, sto
     async for client in open_client(create_app(settings)):
         job = await new_job(client)
     store.mark_running(job["id"])
-    store.progress(job["id"], "denoising", 7, 25)
+    store.progress(job["id"], "denoise", 7, 25)
     async for client in open_client(create_app(settings)):
         again = (await client.get(f"/v1/jobs/{job['id']}", headers=AUTH_A)).json()
     assert again["id"] == job["id"] and again["status"] == "running"
-    assert again["progress"] == {"stage": "denoising", "step": 7, "total": 25, "fraction": 0.28}
+    assert again["progress"] == {"stage": "denoise", "step": 7, "total": 25, "fraction": 0.28, "percent": 27.4}
     assert again["request"] == job["request"]
 
 
