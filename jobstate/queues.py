@@ -7,8 +7,11 @@ versioned: a change of arguments is a new name.
 
 RUN_JOB_TASK = "vsteer.run_job.v1"
 DELIVER_WEBHOOK_TASK = "vsteer.deliver_webhook.v1"
+COMPOSE_COMPARISON_TASK = "vsteer.compose_comparison.v1"
 
 WEBHOOK_QUEUE = "webhooks"
+# CPU work that needs no model (a comparison's side-by-side): served by the webhook worker's process.
+CPU_QUEUE = "cpu"
 GPU_QUEUE_PREFIX = "gpu."
 
 

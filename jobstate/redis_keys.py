@@ -18,6 +18,10 @@
 - `anchor:<tenant>:<id>` hash: id, tenant, latest (the newest version), and `v:<n>` per version: its
   record (JSON: name, fields, sha256, created_at), written once. `tenant:<tenant>:anchors` sorted set of
   anchor ids, score 0, newest first by `ZREVRANGEBYLEX` as for jobs.
+- `comparison:<tenant>:<id>` hash: id, tenant, request (JSON, the comparison as accepted), seed, children
+  (JSON list of `{model, job_id}`), created_at, cancel ("1" when asked), compose (`""`, `queued`,
+  `succeeded`, `failed`: the side-by-side's state, set once to `queued` with its task), result / error
+  (JSON), finished_at.
 - `stats:status` hash: jobs per status; `stats:duration:<status>` hash: histogram of run times.
 - `model:<name>:warm` sorted set: worker name → expiry of its last heartbeat.
 - `ratelimit:<sha256(api key)>` hash: tokens, ts (a token bucket per API key, expiring when full).
@@ -74,6 +78,10 @@ def anchor_record_key(tenant: str, anchor_id: str) -> str:
 
 def anchor_index(tenant: str) -> str:
     return f"{PREFIX}tenant:{tenant}:anchors"
+
+
+def comparison_record_key(tenant: str, comparison_id: str) -> str:
+    return f"{PREFIX}comparison:{tenant}:{comparison_id}"
 
 
 def rate_limit_key(subject: str) -> str:

@@ -399,6 +399,41 @@ redis.call('DEL', jk, jk .. ':lease')
 return {'deleted', status}
 """
 
+# KEYS: comparison hash, the CPU queue's list. ARGV: the composition's task message.
+# Queues the composition once: sets `compose` to `queued` and pushes its task in the same step, so the
+# side-by-side is asked for exactly once however many API processes notice the children are done.
+# Returns 1 when it queued it, 0 when it was queued already, canceled, or there is no comparison.
+_COMPARISON_COMPOSE = """
+local ck, qk = KEYS[1], KEYS[2]
+if redis.call('EXISTS', ck) == 0 then return 0 end
+local state = redis.call('HGET', ck, 'compose')
+if (state and state ~= '') or redis.call('HGET', ck, 'cancel') == '1' then return 0 end
+local kind = redis.call('TYPE', qk)['ok']
+if kind ~= 'none' and kind ~= 'list' then return redis.error_reply('queue key ' .. qk .. ' holds a ' .. kind) end
+redis.call('HSET', ck, 'compose', 'queued')
+redis.call('LPUSH', qk, ARGV[1])
+return 1
+"""
+
+# KEYS: comparison hash. ARGV: `succeeded` or `failed`, the field to set (`result` or `error`), its
+# JSON, now. Only a queued composition finishes, once; returns 1 when this call finished it.
+_COMPARISON_FINISH = """
+local ck = KEYS[1]
+if redis.call('HGET', ck, 'compose') ~= 'queued' then return 0 end
+redis.call('HSET', ck, 'compose', ARGV[1], ARGV[2], ARGV[3], 'finished_at', ARGV[4])
+return 1
+"""
+
+# KEYS: comparison hash. Marks the comparison canceled unless its composition was already queued.
+# Returns 1 when the comparison exists (its children are canceled by the caller either way).
+_COMPARISON_CANCEL = """
+local ck = KEYS[1]
+if redis.call('EXISTS', ck) == 0 then return 0 end
+local state = redis.call('HGET', ck, 'compose')
+if not state or state == '' then redis.call('HSET', ck, 'cancel', '1') end
+return 1
+"""
+
 SCRIPTS: dict[str, str] = {
     "queue_positions": _QUEUE_POSITIONS,
     "delete": _DELETE,
@@ -415,4 +450,7 @@ SCRIPTS: dict[str, str] = {
     "anchor_get": _ANCHOR_GET,
     "anchor_list": _ANCHOR_LIST,
     "anchor_delete": _ANCHOR_DELETE,
+    "comparison_compose": _COMPARISON_COMPOSE,
+    "comparison_finish": _COMPARISON_FINISH,
+    "comparison_cancel": _COMPARISON_CANCEL,
 }

@@ -2,7 +2,8 @@
 
 ``jobs/<tenant>/<job_id>/video.mp4`` (and ``poster.png``, ``preview.gif``, ``manifest.json``,
 ``frames.npy``, ``clips/<k>.mp4``), ``assets/<tenant>/<asset_id>``,
-``directions/<tenant>/<direction_id>.safetensors`` and ``.json``.
+``directions/<tenant>/<direction_id>.safetensors`` and ``.json``,
+``comparisons/<tenant>/<comparison_id>/video.mp4`` (and ``contact_sheet.png``, ``table.json``).
 
 Keys are deterministic: the same job id always writes the same keys, so a redelivered job overwrites
 its own objects instead of leaving duplicates. Every segment is checked, so that no id can climb out of
@@ -65,3 +66,8 @@ def direction_key(tenant: str, direction_id: str, ext: str = "safetensors") -> s
     if ext not in ("safetensors", "json"):
         raise ValueError(f"a direction is stored as `safetensors` or `json`, got {ext!r}")
     return f"directions/{_segment(tenant, 'tenant')}/{_segment(direction_id, 'direction_id')}.{ext}"
+
+
+def comparison_key(tenant: str, comparison_id: str, name: str) -> str:
+    """``comparisons/<tenant>/<comparison_id>/<name>``: a comparison's side-by-side, contact sheet or table."""
+    return check_key(f"comparisons/{_segment(tenant, 'tenant')}/{_segment(comparison_id, 'comparison_id')}/{name}")

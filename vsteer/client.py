@@ -22,7 +22,7 @@ import hashlib
 import mimetypes
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, closing
 from pathlib import Path
 from typing import Any, Self
@@ -33,6 +33,7 @@ import httpx
 from api_schemas import Artifact, Asset, JobList, JobRequest, JobResource, JobStatus, ModelList, Problem, Progress
 from api_schemas.anchors import AnchorCreate, AnchorList, AnchorResource, AnchorVersionCreate
 from api_schemas.artifacts import ARTIFACTS, extension_for
+from api_schemas.comparisons import ComparisonResource
 
 Names = list[str]
 """Artifact names: `video`, `poster`, `preview`, `manifest`, `frames`, `clips/<k>`."""
@@ -279,6 +280,26 @@ class _Digest:
         self.partial.unlink(missing_ok=True)
 
 
+def _comparison_body(models: Sequence[str], job: JobRequest | Mapping[str, Any]) -> dict[str, Any]:
+    return {"models": list(models), "job": _job_body(job)}
+
+
+def _comparison_files(comparison: ComparisonResource) -> dict[str, tuple[Artifact, str]]:
+    """The side-by-side and the contact sheet of a finished comparison, by name, with their file names."""
+    result = comparison.result
+    if result is None:
+        raise DownloadError(f"comparison {comparison.id} has no result ({comparison.status.value})")
+    return {"video": (result.video, "video.mp4"), "contact_sheet": (result.contact_sheet, "contact_sheet.png")}
+
+
+def _comparison_changed(previous: ComparisonResource | None, comparison: ComparisonResource) -> bool:
+    return previous is None or (previous.status, previous.children, previous.progress) != (
+        comparison.status,
+        comparison.children,
+        comparison.progress,
+    )
+
+
 def _asset_file(path: str | Path, content_type: str | None) -> tuple[str, bytes, str]:
     path = Path(path)
     guessed = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -507,6 +528,61 @@ class Client:
         """Delete an anchor set and all its versions; jobs that cited it keep their merged documents."""
         self._request("DELETE", f"v1/anchors/{anchor_id}")
 
+    def compare(self, models: Sequence[str], job: JobRequest | Mapping[str, Any]) -> ComparisonResource:
+        """POST /v1/comparisons: `job` (without `model`) on each of `models`, one child job per model,
+        all with one seed."""
+        response = self._request("POST", "v1/comparisons", json=_comparison_body(models, job))
+        return ComparisonResource.model_validate(response.json())
+
+    def get_comparison(self, comparison_id: str) -> ComparisonResource:
+        return ComparisonResource.model_validate(self._request("GET", f"v1/comparisons/{comparison_id}").json())
+
+    def cancel_comparison(self, comparison_id: str) -> ComparisonResource:
+        """POST /v1/comparisons/{id}/cancel: cancels every child still queued or running."""
+        response = self._request("POST", f"v1/comparisons/{comparison_id}/cancel")
+        return ComparisonResource.model_validate(response.json())
+
+    def wait_comparison(
+        self,
+        comparison_id: str,
+        timeout: float = 600.0,
+        on_progress: Callable[[ComparisonResource], None] | None = None,
+        poll_s: float = 0.5,
+    ) -> ComparisonResource:
+        """Poll until the comparison is terminal (its side-by-side made, or it failed or was canceled),
+        calling `on_progress` on every change; raises TimeoutError."""
+        deadline = time.monotonic() + timeout
+        previous: ComparisonResource | None = None
+        while True:
+            comparison = self.get_comparison(comparison_id)
+            if on_progress is not None and _comparison_changed(previous, comparison):
+                on_progress(comparison)
+            previous = comparison
+            if comparison.status.is_terminal():
+                return comparison
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"comparison {comparison_id} still {comparison.status.value} after {timeout:g} s")
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+    def download_comparison(self, comparison: ComparisonResource, dest_dir: str | Path) -> dict[str, Path]:
+        """Save the side-by-side (`video.mp4`) and the contact sheet (`contact_sheet.png`) under
+        `dest_dir`, sha256-checked; returns name → path."""
+        saved: dict[str, Path] = {}
+        for name, (artifact, file_name) in _comparison_files(comparison).items():
+            sink = _Digest(Path(dest_dir) / file_name, artifact)
+            try:
+                with self._http.stream("GET", urljoin(self.base_url, artifact.url)) as response:
+                    if not response.is_success:
+                        response.read()
+                        raise DownloadError(f"{name}: GET {artifact.url} answered {response.status_code}")
+                    for chunk in response.iter_bytes():
+                        sink.write(chunk)
+                saved[name] = sink.finish()
+            except BaseException:
+                sink.abort()
+                raise
+        return saved
+
     def models(self) -> ModelList:
         return ModelList.model_validate(self._request("GET", "v1/models").json())
 
@@ -714,6 +790,55 @@ class AsyncClient:
     async def delete_anchor(self, anchor_id: str) -> None:
         """As `Client.delete_anchor`."""
         await self._request("DELETE", f"v1/anchors/{anchor_id}")
+
+    async def compare(self, models: Sequence[str], job: JobRequest | Mapping[str, Any]) -> ComparisonResource:
+        response = await self._request("POST", "v1/comparisons", json=_comparison_body(models, job))
+        return ComparisonResource.model_validate(response.json())
+
+    async def get_comparison(self, comparison_id: str) -> ComparisonResource:
+        response = await self._request("GET", f"v1/comparisons/{comparison_id}")
+        return ComparisonResource.model_validate(response.json())
+
+    async def cancel_comparison(self, comparison_id: str) -> ComparisonResource:
+        response = await self._request("POST", f"v1/comparisons/{comparison_id}/cancel")
+        return ComparisonResource.model_validate(response.json())
+
+    async def wait_comparison(
+        self,
+        comparison_id: str,
+        timeout: float = 600.0,
+        on_progress: Callable[[ComparisonResource], None] | None = None,
+        poll_s: float = 0.5,
+    ) -> ComparisonResource:
+        deadline = time.monotonic() + timeout
+        previous: ComparisonResource | None = None
+        while True:
+            comparison = await self.get_comparison(comparison_id)
+            if on_progress is not None and _comparison_changed(previous, comparison):
+                on_progress(comparison)
+            previous = comparison
+            if comparison.status.is_terminal():
+                return comparison
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"comparison {comparison_id} still {comparison.status.value} after {timeout:g} s")
+            await asyncio.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+    async def download_comparison(self, comparison: ComparisonResource, dest_dir: str | Path) -> dict[str, Path]:
+        saved: dict[str, Path] = {}
+        for name, (artifact, file_name) in _comparison_files(comparison).items():
+            sink = _Digest(Path(dest_dir) / file_name, artifact)
+            try:
+                async with self._http.stream("GET", urljoin(self.base_url, artifact.url)) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        raise DownloadError(f"{name}: GET {artifact.url} answered {response.status_code}")
+                    async for chunk in response.aiter_bytes():
+                        sink.write(chunk)
+                saved[name] = sink.finish()
+            except BaseException:
+                sink.abort()
+                raise
+        return saved
 
     async def models(self) -> ModelList:
         return ModelList.model_validate((await self._request("GET", "v1/models")).json())
