@@ -42,6 +42,7 @@ from vsteer.supervisor import Backoff, Child, Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TENANT = "local"
+SECOND_TENANT = "local-2"  # `vsteer up --second-key`: to try tenant isolation
 
 
 class StackError(RuntimeError):
@@ -65,6 +66,7 @@ class Stack:
     state_dir: Path
     env: dict[str, str]
     children: list[Child] = field(default_factory=list)
+    other_keys: dict[str, str] = field(default_factory=dict)  # more API keys → their tenants
     supervisor: Supervisor | None = None
     _cleanup: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
@@ -190,11 +192,14 @@ def start_stack(
     webhooks: bool = True,
     ready_timeout_s: float = 180.0,
     backoff: Backoff | None = None,
+    host: str = "127.0.0.1",
+    second_tenant: bool = False,
 ) -> Stack:
     """Start redis-server, the API, a GPU worker and (unless `webhooks=False`) the webhook worker.
 
     `env` (default: this process's environment) configures every process; `model` is the model the
-    worker loads and serves (`VSTEER_DEFAULT_MODEL`, else `tiny`). Returns once all are ready; use the
+    worker loads and serves (`VSTEER_DEFAULT_MODEL`, else `tiny`); the API listens on `host`, and with
+    `second_tenant` a second key for another tenant is made. Returns once all are ready; use the
     result as a context manager, or call `stop()`. A process that does not get ready fails the start;
     once all are ready, one that exits is started again after `backoff` (default `Backoff()`: 1 s
     doubling to 30 s) until `stop()`.
@@ -212,10 +217,12 @@ def start_stack(
     logs.mkdir(parents=True, exist_ok=True)
     redis_port, api_port = free_port(), port or free_port()
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
-    api_url = f"http://127.0.0.1:{api_port}"
+    api_url = f"http://{_reachable(host)}:{api_port}"
     key = api_key or "vs_" + secrets.token_urlsafe(24)
     stack_env = _stack_env(base_env, redis_url=redis_url, api_url=api_url, state_dir=root, model=model)
     stack = Stack(api_url, key, TENANT, redis_url, root, stack_env)
+    if second_tenant:
+        stack.other_keys["vs_" + secrets.token_urlsafe(24)] = SECOND_TENANT
     if owned:
         stack._cleanup.append(lambda: shutil.rmtree(root, ignore_errors=True))
 
@@ -250,11 +257,11 @@ def start_stack(
         api_env = {
             **stack_env,
             "VSTEER_MODELS": json.dumps(_model_names(worker_env, model)),
-            "VSTEER_DEV_API_KEYS": json.dumps({key: TENANT}),
+            "VSTEER_DEV_API_KEYS": json.dumps({key: TENANT, **stack.other_keys}),
         }
         api = _spawn(
             "api",
-            [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host", host,
              "--port", str(api_port), "--log-level", "info"],
             api_env,
             logs,
@@ -296,6 +303,11 @@ def running_stack(**kwargs: Any) -> Iterator[Stack]:
         stack.stop()
 
 
+def _reachable(host: str) -> str:
+    """The address to call an API that listens on `host` from this machine."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else (f"[{host}]" if ":" in host else host)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -315,16 +327,27 @@ def up_command(
         ),
     ] = None,
     api_key: Annotated[str | None, typer.Option(help="API key to accept (a random one if unset).")] = None,
+    host: Annotated[
+        str, typer.Option(help="Address the API listens on (0.0.0.0: every interface; the default: this machine only).")
+    ] = "127.0.0.1",
+    second_key: Annotated[
+        bool, typer.Option("--second-key", help="Also make a key for a second tenant, to try tenant isolation.")
+    ] = False,
 ) -> None:
     """Run the whole service locally without Docker: Redis, the API, a GPU worker, the webhook worker."""
     typer.echo("starting redis-server, the API, the worker (loading the model) and the webhook worker…")
     try:
-        stack = start_stack(port=port, model=model, state_dir=state_dir, api_key=api_key)
+        stack = start_stack(
+            port=port, model=model, state_dir=state_dir, api_key=api_key, host=host, second_tenant=second_key
+        )
     except StackError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"vsteer is up at {stack.url}")
     typer.echo(f"  API key:  {stack.api_key}   (tenant {stack.tenant})")
+    for other, tenant in stack.other_keys.items():
+        typer.echo(f"  API key:  {other}   (tenant {tenant}: sees none of the other's jobs and assets)")
+    typer.echo(f"  API docs: {stack.url}/docs   (OpenAPI: {stack.url}/openapi.json)")
     typer.echo(f"  storage:  {stack.env.get('VSTEER_STORAGE_BACKEND')}")
     typer.echo(f"  logs:     {stack.state_dir / 'logs'}")
     if "VSTEER_WEBHOOK_SECRET" not in stack.env:

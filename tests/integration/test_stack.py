@@ -16,6 +16,7 @@ from tests.conftest import data_uri, make_image
 from tests.servers import start_moto
 from vsteer.client import Client
 from vsteer.demo import demo_command, run_demo
+from vsteer.pictures import png_bytes, smooth_picture
 from vsteer.stack import start_stack
 from vsteer.supervisor import Backoff
 from workers.video import probe
@@ -130,7 +131,18 @@ def test_up_command_prints_the_url_restarts_a_killed_api_and_stops_everything_on
     code = "import typer; from vsteer.stack import up_command; typer.run(up_command)"
     with open(log, "wb") as out:
         up = subprocess.Popen(
-            [sys.executable, "-c", code, "--port", str(port), "--state-dir", str(tmp_path / "state")],
+            [
+                sys.executable,
+                "-c",
+                code,
+                "--port",
+                str(port),
+                "--state-dir",
+                str(tmp_path / "state"),
+                "--host",
+                "0.0.0.0",
+                "--second-key",
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=stack_env,
@@ -144,6 +156,19 @@ def test_up_command_prints_the_url_restarts_a_killed_api_and_stops_everything_on
         key = text.split("API key:", 1)[1].split()[0]
         models = f"http://127.0.0.1:{port}/v1/models"
         assert httpx.get(models, headers={"Authorization": f"Bearer {key}"}).is_success
+        # The docs are named, and a second tenant's key sees none of the first tenant's assets.
+        assert f"API docs: http://127.0.0.1:{port}/docs" in text
+        assert httpx.get(f"http://127.0.0.1:{port}/docs").is_success
+        other = text.split("API key:", 2)[2].split()[0]
+        assert other != key and "(tenant local-2" in text
+        picture = {"file": ("p.png", png_bytes(smooth_picture(0, (64, 64))), "image/png")}
+        asset = httpx.post(
+            f"http://127.0.0.1:{port}/v1/assets", files=picture, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert asset.status_code == 201, asset.text
+        peek = f"http://127.0.0.1:{port}/v1/assets/{asset.json()['id']}"
+        assert httpx.get(peek, headers={"Authorization": f"Bearer {other}"}).status_code == 404
+        assert httpx.get(peek, headers={"Authorization": f"Bearer {key}"}).status_code == 200
 
         # A killed API is reported and started again on its port.
         os.kill(child_pid(up.pid, "uvicorn"), signal.SIGKILL)
