@@ -36,7 +36,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import TypeAdapter
 
-from jobstate.queues import WEBHOOK_QUEUE, queue_for
+from jobstate.queues import CPU_QUEUE, WEBHOOK_QUEUE, queue_for
 from vsteer import supervisor
 from vsteer.supervisor import Backoff, Child, Supervisor
 
@@ -268,13 +268,13 @@ def start_stack(
         )  # fmt: skip
         stack.children.insert(1, api)
 
-        # 5. the webhook worker (no torch)
+        # 5. the CPU worker (no torch): webhooks and comparisons' side-by-sides
         if webhooks:
             hooks = _spawn(
                 "webhooks",
-                [sys.executable, "-m", "celery", "-A", "webhooks.celery_app", "worker", "-Q", WEBHOOK_QUEUE,
-                 "--pool", "threads", "--concurrency", "4", "--loglevel", "INFO", "--without-gossip",
-                 "--without-mingle", "-n", "webhooks@%h"],
+                [sys.executable, "-m", "celery", "-A", "workers.cpu_app", "worker",
+                 "-Q", f"{WEBHOOK_QUEUE},{CPU_QUEUE}", "--pool", "threads", "--concurrency", "4",
+                 "--loglevel", "INFO", "--without-gossip", "--without-mingle", "-n", "webhooks@%h"],
                 stack_env,
                 logs,
             )  # fmt: skip
