@@ -118,7 +118,15 @@ async def _check_images(
                     message="remote image URLs are not enabled; upload with POST /v1/assets",
                 )
             )
-        elif kind is RefKind.url and not ref.startswith("s3://"):
+        elif kind is RefKind.url and ref.startswith("s3://"):
+            errors.append(
+                FieldError(
+                    field=field,
+                    rule="http_url",
+                    message="s3:// references are not fetched; give an https:// URL or upload with POST /v1/assets",
+                )
+            )
+        elif kind is RefKind.url:
             # Fetched by a worker inside the network: the same SSRF guard as webhooks.
             try:
                 await anyio.to_thread.run_sync(partial(resolve_target, ref, settings.webhook_allow_private))

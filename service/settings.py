@@ -38,7 +38,11 @@ class Settings(WebhookSettings, StorageSettings):
     max_image_pixels: int = Field(
         4096 * 4096, ge=64 * 64, description="Largest image (width x height) decoded; more is refused."
     )
-    allow_remote_images: bool = Field(False, description="Accept `https://` and `s3://` image references.")
+    allow_remote_images: bool = Field(
+        False,
+        description="Accept `https://` (and `http://`) image references, fetched by the worker behind the SSRF "
+        "guard; set it for the workers too.",
+    )
 
     default_model: str = Field("svd-xt", description="Model of a job that names none.")
     models: list[str] = Field(default_factory=lambda: ["svd-xt", "svd"], min_length=1, description="Known models.")

@@ -1,16 +1,15 @@
 """One signed delivery attempt, to the address the SSRF guard checked, and the delay before the next."""
 
-import ipaddress
 import logging
 import random
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
 from webhooks.signing import as_bytes, sign
-from webhooks.ssrf_guard import IPAddress, UnsafeURL, resolve_target
+from webhooks.ssrf_guard import UnsafeURL, pinned_url, resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +22,6 @@ class Delivery:
     status_code: int | None = None
     error: str | None = None
     permanent: bool = False
-
-
-def _pinned(url: str, ip: IPAddress) -> str:
-    """`url` with its host replaced by the checked address, so a second lookup cannot change it."""
-    parts = urlsplit(url)
-    host = f"[{ip}]" if isinstance(ip, ipaddress.IPv6Address) else str(ip)
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path or "/", parts.query, ""))
 
 
 def deliver(
@@ -64,7 +54,7 @@ def deliver(
     extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
     try:
         with httpx.Client(timeout=timeout_s, follow_redirects=False, transport=transport) as client:
-            response = client.post(_pinned(url, ip), content=as_bytes(body), headers=headers, extensions=extensions)
+            response = client.post(pinned_url(url, ip), content=as_bytes(body), headers=headers, extensions=extensions)
     except httpx.HTTPError as exc:
         log.info("webhook %s attempt %d to %s failed: %s", msg_id, attempt, parts.hostname, exc)
         return Delivery(ok=False, error=f"{type(exc).__name__}: {exc}")

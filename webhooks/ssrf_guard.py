@@ -2,7 +2,7 @@
 
 import ipaddress
 import socket
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -19,6 +19,16 @@ def is_public_address(ip: IPAddress) -> bool:
         if inner is not None and not is_public_address(inner):
             return False
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_loopback or ip.is_link_local)
+
+
+def pinned_url(url: str, ip: IPAddress) -> str:
+    """`url` with its host replaced by the checked address, so a second lookup cannot change it (send
+    the original host in the `Host` header, and as the TLS server name for https)."""
+    parts = urlsplit(url)
+    host = f"[{ip}]" if isinstance(ip, ipaddress.IPv6Address) else str(ip)
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path or "/", parts.query, ""))
 
 
 def resolve_target(url: str, allow_private: bool = False) -> list[IPAddress]:

@@ -97,6 +97,7 @@ def build_deps(settings: WorkerSettings):  # type: ignore[no-untyped-def]
     from webhooks.messages import enqueue_job_webhook
     from workers.job_runner import WorkerDeps
     from workers.models import ModelRegistry
+    from workers.remote_images import RemoteImages
 
     kind, storage_settings = settings.storage_kwargs()
     storage = make_storage(kind, **storage_settings)
@@ -116,6 +117,9 @@ def build_deps(settings: WorkerSettings):  # type: ignore[no-untyped-def]
         enqueue_webhook=enqueue_webhook,
         work_dir=settings.work_dir,
         engine_settings=settings,
+        remote_images=RemoteImages(allow_private=settings.webhook_allow_private)
+        if settings.allow_remote_images
+        else None,
         job_time_limit_s=settings.job_time_limit_s,
         max_deliveries=settings.max_deliveries,
         lease_s=settings.worker_lost_after_s,

@@ -15,9 +15,11 @@ MAX_PIXELS = 64 * 1024 * 1024
 
 
 class ImageResolver:
-    """Opens `asset:<id>`, `data:` URIs and (when allowed, as in the CLI) local paths.
+    """Opens `asset:<id>`, `data:` URIs, (when allowed, as in the CLI) local paths and (when given
+    `fetch_url`, as a worker with remote images enabled) URLs.
 
     `fetch_asset` maps an asset id to its bytes; the worker backs it with storage, the CLI has none.
+    `fetch_url(url, field)` returns a URL's bytes (`workers.remote_images.RemoteImages.fetch`).
     """
 
     def __init__(
@@ -27,8 +29,10 @@ class ImageResolver:
         allow_paths: bool = False,
         base_dir: Path | None = None,
         max_pixels: int = MAX_PIXELS,
+        fetch_url: Callable[[str, str], bytes] | None = None,
     ) -> None:
         self.fetch_asset = fetch_asset
+        self.fetch_url = fetch_url
         self.allow_paths = allow_paths
         self.base_dir = base_dir  # relative paths are read from here (the job file's folder)
         self.max_pixels = max_pixels
@@ -57,6 +61,8 @@ class ImageResolver:
             if not path.is_file():
                 raise JobInputError(field, f"no such file: {ref}")
             return path.read_bytes()
+        if self.fetch_url is not None:
+            return self.fetch_url(ref, field)
         raise JobInputError(field, "URL references are not enabled; upload the image as an asset")
 
     def open(self, ref: str, field: str) -> PIL.Image.Image:

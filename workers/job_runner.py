@@ -76,6 +76,7 @@ from workers.errors import (
 )
 from workers.images import ImageResolver
 from workers.models import ModelRegistry
+from workers.remote_images import RemoteImages
 from workers.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,8 @@ class WorkerDeps:
     run_job: Callable[..., Any] | None = None
     """The engine's `workers.engine.run_job` (the default), or a stand-in with its signature."""
     engine_settings: EngineSettings | None = None
+    remote_images: RemoteImages | None = None
+    """Fetches images named by URL (`VSTEER_ALLOW_REMOTE_IMAGES`); URLs fail the job when None."""
     """What the engine reads (output threads, host memory), passed to the default `run_job`; its
     defaults when None."""
     job_time_limit_s: float | None = None
@@ -252,7 +255,10 @@ def render_and_upload(record: JobRecord, deps: WorkerDeps) -> StoredResult:
     limit = deps.job_time_limit_s
     job_id, tenant = record.id, record.tenant
     request = JobRequest.model_validate(record.request)
-    images = ImageResolver(fetch_asset=lambda asset_id: fetch_asset(deps, tenant, asset_id))
+    images = ImageResolver(
+        fetch_asset=lambda asset_id: fetch_asset(deps, tenant, asset_id),
+        fetch_url=deps.remote_images.fetch if deps.remote_images is not None else None,
+    )
     directions = DirectionResolver(fetch=lambda direction_id: fetch_direction(deps, tenant, direction_id))
 
     hook = record.webhook()

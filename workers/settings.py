@@ -123,6 +123,11 @@ def engine_defaults() -> EngineSettings:
 class WorkerSettings(EngineSettings, WebhookSettings, StorageSettings):
     """Variable names follow the API's settings (`service.settings`), so one environment serves both."""
 
+    allow_remote_images: bool = Field(
+        False,
+        description="Fetch images that jobs name by http(s) URL, behind the webhooks' SSRF guard (the API's "
+        "setting of the same name accepts them).",
+    )
     worker_models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Models this worker serves, comma separated; it consumes `gpu.<model>` for each "

@@ -119,6 +119,7 @@ def service(
             "VSTEER_DEFAULT_MODEL": "tiny",
             "VSTEER_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "VSTEER_WEBHOOK_ALLOW_PRIVATE": "true",
+            "VSTEER_ALLOW_REMOTE_IMAGES": "true",  # on loopback: allowed by the line above
             "VSTEER_WEBHOOK_BACKOFF_BASE_S": "0.2",
         }
         # The worker's registry finds the session's tiny SVD where it builds it: <cache>/tiny-svd.

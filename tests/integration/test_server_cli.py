@@ -4,13 +4,17 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import make_image
 from tests.integration.conftest import API_KEY, Service
+from vsteer.client import VsteerError
 from workers.video import probe
+
+SMALL = {"num_frames": 4, "width": 64, "height": 64, "steps": 2}
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -101,3 +105,29 @@ def test_worker_log_holds_no_library_chatter(service: Service):
     assert "gpu." in log  # the log is the worker's and it got going
     assert "requires torchvision" not in log
     assert "\r" not in log
+
+
+def test_an_image_named_by_url_is_fetched_by_the_worker(service: Service, tmp_path):
+    import http.server
+    import threading
+
+    make_image(5).save(tmp_path / "cat.png")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://localhost:{httpd.server_address[1]}/cat.png"
+    try:
+        with service.client() as client:
+            job = client.submit({"model": "tiny", "seed": 1, "image": url, "generation": SMALL})
+            job = client.wait(job.id, timeout=120)
+            assert job.status.value == "succeeded", job.error
+            assert job.request.image == url
+            missing = client.submit({"model": "tiny", "image": url.replace("cat", "dog"), "generation": SMALL})
+            missing = client.wait(missing.id, timeout=120)
+            assert missing.status.value == "failed" and missing.error is not None
+            assert missing.error.field == "image" and "answered 404" in (missing.error.detail or "")
+            with pytest.raises(VsteerError) as refused:
+                client.submit({"model": "tiny", "image": "s3://bucket/cat.png", "generation": SMALL})
+            assert refused.value.problem.errors[0].rule == "http_url"
+    finally:
+        httpd.shutdown()
