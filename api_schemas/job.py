@@ -8,7 +8,8 @@ the manifest records.
 import re
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from types import UnionType
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -22,11 +23,28 @@ SWEEP_TO = "sweep_to_matches_target"
 IMAGE_OR_KEYFRAMES = "image_or_keyframes"
 
 
+def _takes_floats(annotation: Any) -> tuple[bool, bool]:
+    """Whether a field's type holds a float `(as a scalar, in a list or tuple)`, for a field that takes no
+    strings (`int | float | str` takes strings: its own rule checks them)."""
+    members = set(get_args(annotation)) if get_origin(annotation) in (Union, UnionType) else {annotation}
+    members = {get_args(m)[0] if get_origin(m) is Annotated else m for m in members}
+    if str in members:
+        return False, False
+    scalar = float in members
+    listed = any(get_origin(m) in (list, tuple) and float in get_args(m) for m in members)
+    return scalar, listed
+
+
+def _not_a_number(value: Any) -> bool:
+    return isinstance(value, bool | str | bytes)
+
+
 class Strict(BaseModel):
     """Base of every request model: unknown fields are an error, not a silent drop. Integer and boolean
     fields take only integers and booleans: `"5"`, `64.0` or `true` for a count, or `"yes"` or `1` for a
     flag, is an error naming the field, not a silently different job (integer types that are not `int`,
-    numpy's, still convert)."""
+    numpy's, still convert). Number fields take numbers (an integer is a number): `"0.5"` or `true` is
+    an error too."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -41,6 +59,16 @@ class Strict(BaseModel):
         if annotation in (bool, bool | None) and not isinstance(value, bool):
             raise PydanticCustomError(
                 "bool_type", "Input should be true or false, not {kind}", {"kind": type(value).__name__}
+            )
+        scalar, listed = _takes_floats(annotation)
+        wrong = None
+        if scalar and _not_a_number(value):
+            wrong = value
+        elif listed and isinstance(value, list | tuple):
+            wrong = next((v for v in value if _not_a_number(v)), None)
+        if wrong is not None:
+            raise PydanticCustomError(
+                "float_type", "Input should be a number, not {kind}", {"kind": type(wrong).__name__}
             )
         return value
 
@@ -379,11 +407,18 @@ class JobRequest(Strict):
         description="Registered model name (the service's default if unset).",
     )
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Seed; chosen and recorded if unset.")
-    image: ImageRef | None = Field(None, description="Conditioning image (required unless `keyframes` is given).")
+    image: ImageRef | None = Field(
+        None,
+        description="Conditioning image. A job has exactly one of `image` and `keyframes`: both, or neither, "
+        "is a 422 with rule `image_or_keyframes`.",
+    )
     generation: Generation = Field(default_factory=Generation)
     variation: Variation | None = None
     keyframes: list[Keyframe] | None = Field(
-        None, min_length=2, max_length=64, description="Images to morph between, `at` ascending."
+        None,
+        min_length=2,
+        max_length=64,
+        description="Images to morph between, `at` ascending; not with `image` (422, `image_or_keyframes`).",
     )
     interpolation: Interpolation = Field(Interpolation.slerp, description="How keyframes are interpolated.")
     references: list[Reference] = Field(default_factory=list, max_length=8)

@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     install_error_handlers(app, before_client_error=settle_pending_token)
     for module in (jobs, comparisons, assets, anchors, models, files, health):
         app.include_router(module.router)
+    jobs.document_list_limit(app, settings.list_limit_max)
     app.add_middleware(
         BodyLimitMiddleware,
         json_limit=settings.max_json_bytes,

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/assets", tags=["assets"])
     "",
     status_code=201,
     response_model=Asset,
-    responses=problems(401, 413, 415, 422, 503),
+    responses=problems(400, 401, 413, 415, 422, 503),
     summary="Upload an image (PNG, JPEG, WebP, GIF) or a video (MP4, WebM)",
 )
 async def upload_asset(

@@ -9,12 +9,15 @@ from pydantic import BaseModel
 from api_schemas import Problem
 
 _DESCRIPTIONS = {
+    400: "The body cannot be read as what the route takes (a malformed multipart body, say).",
     401: "Missing or invalid API key.",
     404: "No such id for this tenant (another tenant's ids look the same).",
     409: "The request conflicts with the current state.",
     413: "The body is over the limit.",
-    415: "The content is not a supported image or video.",
-    422: "The document breaks a rule; `field` and `errors` name the fields and rules.",
+    415: "The body's media type is not one the route takes (a job document is JSON; an upload is a "
+    "supported image or video).",
+    422: "The document breaks a rule; `field` and `errors` name the fields and rules (a job with both `image` and "
+    "`keyframes`, or neither, breaks `image_or_keyframes`; a body that is not valid JSON breaks `json_invalid`).",
     429: "Over the API key's request rate, or (submit) over the tenant's queued + running jobs; "
     "retry after `Retry-After` seconds.",
     503: "Redis, storage or the queue is unreachable; retry after `Retry-After` seconds.",

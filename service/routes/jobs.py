@@ -1,13 +1,15 @@
-"""Jobs: submit, read, list, cancel, follow (server-sent events), and fetch result files."""
+"""Jobs: submit, read, list, cancel, delete, follow (server-sent events), and fetch result files."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from api_schemas import JobList, JobRequest, JobResource, JobStatus
+from api_schemas import FieldError, JobList, JobRequest, JobResource, JobStatus
+from api_schemas.problems import ProblemType
 from jobstate.records import JOB_ID_PATTERN
 from service.deps import Submitter, Tenant
+from service.errors import ProblemError, invalid
 from service.handlers.jobs import JobHandlerDep
 from service.routes.common import model_response, problems
 
@@ -26,19 +28,41 @@ IdempotencyKey = Annotated[
 Prefer = Annotated[str | None, Header(description="`wait=N`: hold the answer up to N seconds for the job to finish.")]
 
 
+async def json_document(request: Request) -> None:
+    """A job document is JSON: an empty body is a 422 naming the field a job cannot go without, and a
+    body of another media type (or of none declared) a 415 that says so."""
+    if not await request.body():
+        empty = FieldError(
+            field="image", rule="missing", message="the body is empty: a job needs `image` or `keyframes`"
+        )
+        raise invalid([empty])
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise ProblemError(
+            415,
+            "Unsupported Media Type",
+            f"a job document is sent as `Content-Type: application/json`, got `{media or 'none'}`",
+            type_=ProblemType.unsupported_media,
+        )
+
+
+JsonDocument = Annotated[None, Depends(json_document)]
+
+
 @router.post(
     "",
     status_code=202,
     response_model=JobResource,
     responses={
         200: {"model": JobResource, "description": "Finished within `Prefer: wait`."},
-        **problems(401, 413, 422, 429, 503),
+        **problems(401, 413, 415, 422, 429, 503),
     },
     summary="Submit a job",
 )
 async def submit_job(
     document: JobRequest,
     caller: Submitter,
+    _json: JsonDocument,
     request: Request,
     jobs: JobHandlerDep,
     idempotency_key: IdempotencyKey = None,
@@ -60,7 +84,9 @@ async def list_jobs(
     cursor: Annotated[
         str | None, Query(pattern=JOB_ID_PATTERN, description="`next_cursor` of the previous page.")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000, description="Jobs per page (at most the configured maximum).")] = 20,
+    limit: Annotated[
+        int, Query(ge=1, description="Jobs per page, at most `VSTEER_LIST_LIMIT_MAX` (100 by default).")
+    ] = 20,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
 ) -> JobList:
     return await jobs.page(tenant, cursor, limit, status)
@@ -137,4 +163,19 @@ async def job_result_file(job_id: JobId, name: str, tenant: Tenant, jobs: JobHan
     return RedirectResponse(await jobs.result_url(tenant, job_id, name), status_code=307)
 
 
-__all__ = ["router"]
+def document_list_limit(app: FastAPI, most: int) -> None:
+    """Document `limit` of `GET /v1/jobs` with this deployment's maximum, which the handler enforces (a
+    bound fixed in the route would say what the code allows, not what the deployment does)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            for parameter in build()["paths"]["/v1/jobs"]["get"]["parameters"]:
+                if parameter["name"] == "limit":
+                    parameter["schema"]["maximum"] = most
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+__all__ = ["document_list_limit", "router"]

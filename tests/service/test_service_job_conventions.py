@@ -3,6 +3,7 @@ its own URLs, when result URLs expire, and deleting it."""
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,9 +12,11 @@ import redis
 from api_schemas.resources import STAGE_SPANS, Progress
 from jobstate.records import StoredArtifact, StoredResult
 from jobstate.store import JobStore, failure
+from service.app import create_app
+from service.openapi import openapi_document
 from service.settings import Settings
 from storage.local import LocalStorage
-from tests.service.conftest import AUTH_A, AUTH_B, assert_problem, upload_image
+from tests.service.conftest import AUTH_A, AUTH_B, assert_problem, make_settings, open_client, upload_image
 
 pytestmark = pytest.mark.anyio
 
@@ -132,3 +135,58 @@ async def test_delete_refuses_an_active_job_until_it_is_canceled(client: httpx.A
     assert (await client.delete(f"/v1/jobs/{queued['id']}", headers=AUTH_A)).status_code == 204
     store.fail(running["id"], failure("Boom", "the worker failed"))
     assert (await client.delete(f"/v1/jobs/{running['id']}", headers=AUTH_A)).status_code == 204
+
+
+async def test_submit_takes_json_only_and_an_empty_body_names_the_missing_field(client: httpx.AsyncClient) -> None:
+    document = b'{"image": "asset:x"}'
+    for media in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=b"):
+        response = await client.post("/v1/jobs", content=document, headers={**AUTH_A, "content-type": media})
+        body = assert_problem(response, 415)
+        assert "application/json" in body["detail"] and media.split(";")[0] in body["detail"]
+    for headers in ({"content-type": "application/json"}, {}):
+        response = await client.post("/v1/jobs", content=b"", headers={**AUTH_A, **headers})
+        body = assert_problem(response, 422, field="image")
+        assert body["errors"][0]["rule"] == "missing" and "empty" in body["detail"]
+    # a body that declares no media type is not taken for JSON
+    body = assert_problem(await client.post("/v1/jobs", content=document, headers=AUTH_A), 415)
+    assert "got `none`" in body["detail"]
+    # JSON with parameters, or under a +json name, is JSON
+    for media in ("application/json; charset=utf-8", "application/merge-patch+json"):
+        response = await client.post("/v1/jobs", content=b"{}", headers={**AUTH_A, "content-type": media})
+        assert assert_problem(response, 422, field="image")["errors"][0]["rule"] == "image_or_keyframes"
+    # authentication still comes first
+    assert_problem(await client.post("/v1/jobs", content=document, headers={"content-type": "text/plain"}), 401)
+
+
+async def test_a_string_where_a_number_goes_is_422(client: httpx.AsyncClient) -> None:
+    asset = await upload_image(client)
+    doc = {"image": f"asset:{asset}", "variation": {"seed": 1, "strength": "0.5"}}
+    body = assert_problem(await client.post("/v1/jobs", json=doc, headers=AUTH_A), 422, field="variation.strength")
+    assert body["errors"][0]["rule"] == "float_type"
+    doc["variation"] = {"seed": 1, "strength": 1}  # a JSON integer is a number
+    assert (await client.post("/v1/jobs", json=doc, headers=AUTH_A)).status_code == 202
+
+
+async def test_the_openapi_document_says_what_the_api_answers(tmp_path: Path, redis_url: str) -> None:
+    document = openapi_document()
+    (limit,) = [p for p in document["paths"]["/v1/jobs"]["get"]["parameters"] if p["name"] == "limit"]
+    assert limit["schema"]["maximum"] == 100
+    assert "415" in document["paths"]["/v1/jobs"]["post"]["responses"]
+    assert "204" in document["paths"]["/v1/jobs/{job_id}"]["delete"]["responses"]
+    assert {"400", "415"} <= set(document["paths"]["/v1/assets"]["post"]["responses"])
+    assert "image_or_keyframes" in document["components"]["schemas"]["JobRequest"]["properties"]["image"]["description"]
+    # a deployment documents its own page limit, and answers by it
+    app = create_app(make_settings(tmp_path, redis_url, list_limit_max=7))
+    (limit,) = [p for p in app.openapi()["paths"]["/v1/jobs"]["get"]["parameters"] if p["name"] == "limit"]
+    assert limit["schema"]["maximum"] == 7
+    async for client in open_client(app):
+        assert (await client.get("/v1/jobs?limit=7", headers=AUTH_A)).status_code == 200
+        assert_problem(await client.get("/v1/jobs?limit=8", headers=AUTH_A), 422, field="limit")
+
+
+async def test_the_answers_the_document_lists(client: httpx.AsyncClient) -> None:
+    malformed = {**AUTH_A, "content-type": "multipart/form-data; boundary=xyz"}
+    assert_problem(await client.post("/v1/assets", content=b"garbage", headers=malformed), 400)
+    two = [{"image": "asset:b", "at": 0}, {"image": "asset:c", "at": 1}]
+    response = await client.post("/v1/jobs", json={"image": "asset:a", "keyframes": two}, headers=AUTH_A)
+    assert assert_problem(response, 422, field="keyframes")["errors"][0]["rule"] == "image_or_keyframes"
