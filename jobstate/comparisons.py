@@ -18,7 +18,8 @@ from api_schemas import JobStatus, Problem
 from jobstate.operations import Op, decode_hash
 from jobstate.queues import COMPOSE_COMPARISON_TASK, CPU_QUEUE
 from jobstate.records import JobRecord, StoredArtifact, _time_ordered_id
-from jobstate.redis_keys import comparison_record_key
+from jobstate.redis_keys import ACTIVE_COMPARISONS, comparison_record_key
+from jobstate.store import AsyncJobStore
 from jobstate.task_message import TaskMessage, task_message
 
 COMPARISON_ID_PATTERN = r"^cmp_[0-9a-f]{28}$"
@@ -114,7 +115,8 @@ def compose_task(comparison_id: str, tenant: str) -> TaskMessage:
 
 
 def put_comparison_op(record: ComparisonRecord) -> Op[None]:
-    """Write a new comparison (its children's ids included, before they are created)."""
+    """Write a new comparison (its children's ids included, before they are created) and list it as
+    under way (`ACTIVE_COMPARISONS`), in one step."""
     children = json.dumps([{"model": c.model, "job_id": c.job_id} for c in record.children])
     fields = {
         "id": record.id,
@@ -127,7 +129,50 @@ def put_comparison_op(record: ComparisonRecord) -> Op[None]:
         "compose": "",
     }
     flat = [item for pair in fields.items() for item in pair]
-    return Op(lambda raw: None, command=("HSET", comparison_record_key(record.tenant, record.id), *flat))
+    return Op(
+        lambda raw: None,
+        script="comparison_put",
+        keys=(comparison_record_key(record.tenant, record.id), ACTIVE_COMPARISONS),
+        args=(_member(record.tenant, record.id), *flat),
+    )
+
+
+def _member(tenant: str, comparison_id: str) -> str:
+    return f"{tenant}/{comparison_id}"
+
+
+def active_comparisons_op() -> Op[list[tuple[str, str]]]:
+    """`(tenant, id)` of every comparison whose side-by-side may still have to be queued."""
+
+    def decode(raw: Any) -> list[tuple[str, str]]:
+        members = [m.decode() if isinstance(m, bytes) else str(m) for m in raw or []]
+        return [(tenant, ident) for tenant, _, ident in (m.rpartition("/") for m in members)]
+
+    return Op(decode, command=("SMEMBERS", ACTIVE_COMPARISONS))
+
+
+def settled_op(tenant: str, comparison_id: str) -> Op[None]:
+    """The comparison needs no more looking after (its composition is queued, or it never will be)."""
+    return Op(lambda raw: None, command=("SREM", ACTIVE_COMPARISONS, _member(tenant, comparison_id)))
+
+
+async def queue_ready_compositions(store: AsyncJobStore) -> int:
+    """Queue the side-by-side of every comparison under way whose children are all terminal, and stop
+    looking after those that are settled; returns how many it queued. Safe to run in every API process
+    at once: the queueing is `compose_comparison_op`, once per comparison."""
+    queued = 0
+    for tenant, ident in await store.run(active_comparisons_op()):
+        record = await store.run(get_comparison_op(tenant, ident))
+        if record is None:
+            await store.run(settled_op(tenant, ident))
+            continue
+        children = [await store.get(tenant, c.job_id) for c in record.children]
+        if composition_ready(record, children):
+            queued += await store.run(compose_comparison_op(tenant, ident))
+            record = await store.run(get_comparison_op(tenant, ident)) or record
+        if record.compose or comparison_status(record, children).is_terminal():
+            await store.run(settled_op(tenant, ident))
+    return queued
 
 
 def get_comparison_op(tenant: str, comparison_id: str) -> Op[ComparisonRecord | None]:
@@ -197,4 +242,5 @@ __all__ = [
     "get_comparison_op",
     "new_comparison_id",
     "put_comparison_op",
+    "queue_ready_compositions",
 ]

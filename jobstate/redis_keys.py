@@ -21,7 +21,8 @@
 - `comparison:<tenant>:<id>` hash: id, tenant, request (JSON, the comparison as accepted), seed, children
   (JSON list of `{model, job_id}`), created_at, cancel ("1" when asked), compose (`""`, `queued`,
   `succeeded`, `failed`: the side-by-side's state, set once to `queued` with its task), result / error
-  (JSON), finished_at.
+  (JSON), finished_at. `comparisons:active` set of `<tenant>/<id>`: the comparisons whose side-by-side
+  may still have to be queued (the API's reaper loop looks at them).
 - `stats:status` hash: jobs per status; `stats:duration:<status>` hash: histogram of run times.
 - `model:<name>:warm` sorted set: worker name → expiry of its last heartbeat.
 - `ratelimit:<sha256(api key)>` hash: tokens, ts (a token bucket per API key, expiring when full).
@@ -93,6 +94,7 @@ def warm_key(model: str) -> str:
 
 
 RUNNING_JOBS = f"{PREFIX}jobs:running"
+ACTIVE_COMPARISONS = f"{PREFIX}comparisons:active"
 # kombu's Redis transport (`kombu.transport.redis.Channel.unacked_key`, `unacked_index_key`), no key prefix.
 KOMBU_UNACKED = "unacked"
 KOMBU_UNACKED_INDEX = "unacked_index"

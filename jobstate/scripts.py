@@ -399,6 +399,14 @@ redis.call('DEL', jk, jk .. ':lease')
 return {'deleted', status}
 """
 
+# KEYS: comparison hash, the set of comparisons under way. ARGV: the member (`<tenant>/<id>`), then
+# field/value pairs. Writes a new comparison and lists it as under way, in one step.
+_COMPARISON_PUT = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
 # KEYS: comparison hash, the CPU queue's list. ARGV: the composition's task message.
 # Queues the composition once: sets `compose` to `queued` and pushes its task in the same step, so the
 # side-by-side is asked for exactly once however many API processes notice the children are done.
@@ -450,6 +458,7 @@ SCRIPTS: dict[str, str] = {
     "anchor_get": _ANCHOR_GET,
     "anchor_list": _ANCHOR_LIST,
     "anchor_delete": _ANCHOR_DELETE,
+    "comparison_put": _COMPARISON_PUT,
     "comparison_compose": _COMPARISON_COMPOSE,
     "comparison_finish": _COMPARISON_FINISH,
     "comparison_cancel": _COMPARISON_CANCEL,

@@ -1,4 +1,5 @@
-"""The API's reaper: every `reap_every_s` it queues again the running jobs whose worker was lost.
+"""The API's reaper: every `reap_every_s` it queues again the running jobs whose worker was lost, and
+queues the side-by-side of each comparison whose children are all done.
 
 Each API process runs one, started in the lifespan; the scan is one atomic Lua step per job
 (`jobstate.reaper`), so several processes reaping at once neither duplicate a job nor lose one, and
@@ -18,6 +19,7 @@ import time
 import anyio
 import redis.exceptions
 
+from jobstate.comparisons import queue_ready_compositions
 from jobstate.reaper import reap_once
 from jobstate.records import JobRecord, Presign
 from jobstate.store import AsyncJobStore
@@ -39,7 +41,18 @@ class Reaper:
         """Scan every `reap_every_s` until cancelled; errors are logged, never raised."""
         while True:
             await self.scan()
+            await self.compose()
             await anyio.sleep(self.settings.reap_every_s)
+
+    async def compose(self) -> None:
+        """Queue the side-by-side of every comparison whose children are all done (once per comparison,
+        whichever process or request gets there first), so that none waits for a client to ask."""
+        try:
+            await queue_ready_compositions(self.store)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning("reaper: comparisons not checked, job state unreachable: %s", exc)
+        except Exception:
+            log.exception("reaper: comparisons not checked")
 
     async def scan(self) -> None:
         now = time.monotonic()

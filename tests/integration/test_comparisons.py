@@ -4,6 +4,7 @@ worker that composes the side-by-side."""
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 from PIL import Image
 
 from api_schemas import JobStatus
+from jobstate.comparisons import get_comparison_op
+from jobstate.store import JobStore
 from storage.s3 import S3Storage
 from tests.conftest import make_image
 from tests.integration.conftest import start_worker
@@ -36,6 +39,7 @@ HOST_MEMORY_BYTES = 1 << 30
 class Stack:
     url: str
     logs: Path
+    redis_url: str
 
     def client(self, key: str = KEY) -> Client:
         return Client(self.url, key)
@@ -79,7 +83,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Ite
         }
         api = start_uvicorn(logs / "api.log", env=api_env)
         stops.append(api.stop)
-        yield Stack(api.url, logs)
+        yield Stack(api.url, logs, redis.url)
     finally:
         for stop in reversed(stops):
             stop()
@@ -144,6 +148,26 @@ def test_two_models_side_by_side(stack: Stack, tmp_path: Path) -> None:
         # 4. asking again does not compose again: the same files
         again = client.get_comparison(done.id)
         assert again.result.video.sha256 == done.result.video.sha256
+
+
+def test_the_side_by_side_is_made_without_being_asked_for(stack: Stack) -> None:
+    """Nobody reads the comparison while its children run: the API's reaper loop queues the composition."""
+    with stack.client() as client:
+        job = {"image": picture(client), "generation": {"steps": 2}}
+        comparison = client.compare(["tiny", "tiny-b"], job)
+        for child in comparison.children:
+            assert client.wait(child.job_id, timeout=300).status is JobStatus.succeeded
+    store = JobStore.from_url(stack.redis_url)
+    deadline = time.monotonic() + 60
+    record = None
+    while time.monotonic() < deadline:
+        record = store.run(get_comparison_op("acme", comparison.id))
+        if record is not None and record.compose == "succeeded":
+            break
+        time.sleep(0.2)
+    assert record is not None and record.compose == "succeeded", record
+    with stack.client() as client:
+        assert client.get_comparison(comparison.id).status is JobStatus.succeeded
 
 
 def test_cancel_cancels_every_child(stack: Stack) -> None:
