@@ -340,10 +340,15 @@ class Output(Strict):
 
 
 class WebhookEvent(StrEnum):
+    """What a webhook is sent for; each name is the message's type after `job.`, but `completed`, the
+    older name of `succeeded`, which is kept and means the same."""
+
+    started = "started"
+    progress = "progress"
+    succeeded = "succeeded"
     completed = "completed"
     failed = "failed"
     canceled = "canceled"
-    progress = "progress"
 
 
 class Webhook(Strict):
@@ -351,10 +356,12 @@ class Webhook(Strict):
     events: list[WebhookEvent] = Field(
         default_factory=lambda: [WebhookEvent.completed, WebhookEvent.failed, WebhookEvent.canceled],
         min_length=1,
-        max_length=4,
+        max_length=6,
         description=(
-            "What sends a webhook: `completed`, `failed`, `canceled`; `progress` also sends `job.progress` when "
-            "each stage starts and at each quarter of the denoising steps (at most 9 per job)."
+            "What sends a webhook, by the message's type: `succeeded` (`job.succeeded`; `completed` is the same), "
+            "`failed`, `canceled` (the default: the three terminal states); `started` (`job.started`, when a worker "
+            "starts the job, once per run); `progress` (`job.progress` when each stage starts and at each quarter "
+            "of the denoising steps, at most 9 per run)."
         ),
     )
 

@@ -10,12 +10,14 @@ from api_schemas import JobStatus
 from jobstate.queues import DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE
 from jobstate.records import JobRecord, Presign, to_resource
 
-# The job document's `webhook.events` names for each terminal status.
+# The job document's `webhook.events` names: a running job's, and each terminal status's (`completed` is
+# the older name of `succeeded`).
+STARTED_EVENT = "started"
 PROGRESS_EVENT = "progress"
-EVENT_FOR_STATUS = {
-    JobStatus.succeeded: "completed",
-    JobStatus.failed: "failed",
-    JobStatus.canceled: "canceled",
+EVENTS_FOR_STATUS = {
+    JobStatus.succeeded: {"succeeded", "completed"},
+    JobStatus.failed: {"failed"},
+    JobStatus.canceled: {"canceled"},
 }
 
 
@@ -36,14 +38,15 @@ class WebhookMessage:
 
 
 def job_webhook_message(record: JobRecord, presign: Presign) -> WebhookMessage | None:
-    """The message for a job that reached a terminal status, or for a running job's progress (the
-    record carries it), or None when it asked for no webhook or not for this event."""
+    """The message for a job that reached a terminal status, for a running job's progress (the record
+    carries it), or for a run that has just started (a running record without progress), or None when it
+    asked for no webhook or not for this event."""
     hook = record.webhook()
     if hook is None:
         return None
     url, events = hook
     if record.status.is_terminal():
-        if EVENT_FOR_STATUS[record.status] not in events:
+        if not EVENTS_FOR_STATUS[record.status] & set(events):
             return None
         kind, msg_id = record.status.value, f"msg_{record.id}_{record.status.value}"
         at = record.finished_at or record.created_at
@@ -51,6 +54,10 @@ def job_webhook_message(record: JobRecord, presign: Presign) -> WebhookMessage |
         progress = record.progress
         kind, msg_id = PROGRESS_EVENT, f"msg_{record.id}_progress_{progress.stage}_{progress.step}"
         at = datetime.now(UTC)
+    elif record.status is JobStatus.running and record.progress is None and STARTED_EVENT in events:
+        # once per run: a job queued again after its worker was lost starts again
+        kind, msg_id = STARTED_EVENT, f"msg_{record.id}_started_{record.attempts}"
+        at = record.started_at or datetime.now(UTC)
     else:
         return None
     payload = {

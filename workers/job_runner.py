@@ -173,6 +173,8 @@ def execute(job_id: str, tenant: str, deps: WorkerDeps) -> JobStatus | None:
                 log.info("job %s is held by a live worker; dropping this delivery of it", job_id)
             return claimed.record.status if claimed.record else None
 
+        notify(claimed.record, deps)  # `job.started`, for a job that asked for it
+
         # 4. run the engine, upload, record the outcome
         final = run_and_record(record, deps)
     finally:
@@ -384,10 +386,11 @@ def running_with(record: JobRecord, stage: str, step: int, total: int) -> JobRec
     return dataclasses.replace(record, status=JobStatus.running, progress=ResourceProgress.of(stage, step, total))
 
 
-def notify(record: JobRecord, deps: WorkerDeps) -> None:
-    """Queue the job's webhook for its terminal status, or for a running job's progress (the record
-    carries it); a broker error is logged, the job stands."""
-    if deps.enqueue_webhook is None or not (record.status.is_terminal() or record.progress is not None):
+def notify(record: JobRecord | None, deps: WorkerDeps) -> None:
+    """Queue the job's webhook for its terminal status, a running job's progress (the record carries it)
+    or the start of its run (`webhooks.messages.job_webhook_message` decides); a broker error is logged,
+    the job stands."""
+    if deps.enqueue_webhook is None or record is None or record.status is JobStatus.queued:
         return
     try:
         deps.enqueue_webhook(record)

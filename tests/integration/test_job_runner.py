@@ -284,6 +284,21 @@ def test_progress_webhooks_come_at_each_stage_and_quarter_of_the_steps(store, st
     assert len(set(ids)) == len(ids)
 
 
+def test_started_webhook_once_per_run_when_asked(store, storage):
+    hooked = {**REQUEST, "webhook": {"url": "http://127.0.0.1:1/hook", "events": ["started", "succeeded"]}}
+    job_id, quiet = create(store, hooked), create(store)
+    deps = deps_with(store, storage, fake_engine())
+    assert execute(job_id, TENANT, deps) is JobStatus.succeeded
+    assert execute(quiet, TENANT, deps) is JobStatus.succeeded  # asked for no webhook: sends none
+
+    bodies = [json.loads(kwargs["body"]) for _, kwargs, _ in deps.enqueue_webhook]
+    assert [b["type"] for b in bodies] == ["job.started", "job.succeeded"]
+    started = bodies[0]["data"]
+    assert started["status"] == "running" and started["progress"] is None and started["started_at"]
+    ids = [kwargs["msg_id"] for _, kwargs, _ in deps.enqueue_webhook]
+    assert ids == [f"msg_{job_id}_started_1", f"msg_{job_id}_succeeded"]
+
+
 def test_unknown_or_foreign_jobs_are_dropped(store, storage):
     job_id = create(store)
     deps = deps_with(store, storage, fake_engine())

@@ -51,3 +51,32 @@ def test_progress_messages_only_for_jobs_that_asked(store: JobStore) -> None:
             assert message.msg_id == f"msg_{job_id}True_progress_denoise_3"
             body = json.loads(message.body)
             assert body["type"] == "job.progress" and body["data"]["progress"]["step"] == 3
+
+
+def test_succeeded_and_its_older_name_completed_ask_for_the_same_message(store: JobStore) -> None:
+    for events, sent in [(["succeeded"], True), (["completed"], True), (["failed", "canceled"], False)]:
+        job_id = new_job_id()
+        store.create(job_id, "t1", "svd-xt", {"image": "a", "webhook": {"url": "https://e.com/h", "events": events}})
+        store.mark_running(job_id)
+        record = store.succeed(job_id, StoredResult()).record
+        assert record is not None
+        message = job_webhook_message(record, str)
+        assert (message is not None) is sent
+        if message is not None:
+            assert json.loads(message.body)["type"] == "job.succeeded"
+
+
+def test_started_is_sent_for_a_run_that_has_just_started_when_asked(store: JobStore) -> None:
+    for events, sent in [(["started"], True), (["progress", "completed"], False)]:
+        job_id = new_job_id()
+        store.create(job_id, "t1", "svd-xt", {"image": "a", "webhook": {"url": "https://e.com/h", "events": events}})
+        queued = store.get_any(job_id)
+        assert queued is not None and job_webhook_message(queued, str) is None  # not while queued
+        record = store.mark_running(job_id).record
+        assert record is not None
+        message = job_webhook_message(record, str)
+        assert (message is not None) is sent
+        if message is not None:
+            assert message.msg_id == f"msg_{job_id}_started_1"
+            body = json.loads(message.body)
+            assert body["type"] == "job.started" and body["data"]["status"] == "running"
