@@ -189,6 +189,13 @@ class Asset(Resource):
     created_at: datetime = Field(description="When it was uploaded (UTC).")
 
 
+class ModelDimensions(Resource):
+    """The widths a model's directions must have."""
+
+    embedding: int = Field(ge=1, description="Width of the CLIP image embedding (1024 for SVD and SVD-XT).")
+    latent_channels: int = Field(ge=1, description="Channels of the latents (4 for SVD).")
+
+
 class ModelInfo(Resource):
     """A model the service accepts jobs for."""
 
@@ -197,6 +204,9 @@ class ModelInfo(Resource):
     queue: str = Field(description="Worker queue its jobs go to, `gpu.<name>`.")
     warm_workers: list[str] = Field(
         default_factory=list, description="Workers that reported it loaded within the last minute."
+    )
+    dimensions: ModelDimensions | None = Field(
+        None, description="The widths its directions must have (null when not configured for this model)."
     )
 
 

@@ -55,6 +55,11 @@ class Settings(WebhookSettings, StorageSettings):
         description="Origins (`https://app.example.com`) whose pages may call the API from a browser; none by "
         "default (a page the API serves itself is same-origin and needs none). `*` allows any origin.",
     )
+    model_dimensions: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description='Widths of each model\'s directions, `{"name": {"embedding": 1024, "latent_channels": 4}}`, '
+        "for models other than the built-in svd, svd-xt, tiny and toy.",
+    )
     list_limit_max: int = Field(100, ge=1, le=1000, description="Largest page of `GET /v1/jobs`.")
 
     rate_limit_per_s: float = Field(

@@ -357,6 +357,7 @@ def directions_fit(
 def register_service_commands() -> None:
     """`vsteer up` and `vsteer demo`: the local stack, and one job through it over HTTP; `vsteer jobs`,
     `vsteer assets` and `vsteer anchors`: a running server's API."""
+    from vsteer.commands import server
     from vsteer.commands.anchors import anchors_app
     from vsteer.commands.server import assets_app, jobs_app
     from vsteer.demo import demo_command
@@ -366,6 +367,10 @@ def register_service_commands() -> None:
     app.command("demo")(demo_command)
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(assets_app, name="assets")
+    directions_app.command("upload")(server.upload_direction)
+    directions_app.command("list")(server.list_directions)
+    directions_app.command("show")(server.show_direction)
+    directions_app.command("delete")(server.delete_direction)
     app.add_typer(anchors_app, name="anchors")
 
 

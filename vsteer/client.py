@@ -34,6 +34,7 @@ from api_schemas import Artifact, Asset, JobList, JobRequest, JobResource, JobSt
 from api_schemas.anchors import AnchorCreate, AnchorList, AnchorResource, AnchorVersionCreate
 from api_schemas.artifacts import ARTIFACTS, extension_for
 from api_schemas.comparisons import ComparisonResource
+from api_schemas.directions import DirectionCreate, DirectionList, DirectionResource
 
 Names = list[str]
 """Artifact names: `video`, `poster`, `preview`, `manifest`, `frames`, `clips/<k>`."""
@@ -583,6 +584,33 @@ class Client:
                 raise
         return saved
 
+    def create_direction(
+        self, vector: Sequence[float], model: str, space: str = "embedding", name: str | None = None
+    ) -> DirectionResource:
+        """POST /v1/directions: store a vector made elsewhere; jobs cite it as `{"id": ...}`."""
+        body = DirectionCreate(vector=list(vector), model=model, space=space, name=name)  # type: ignore[arg-type]
+        response = self._request("POST", "v1/directions", json=body.model_dump(exclude_none=True))
+        return DirectionResource.model_validate(response.json())
+
+    def upload_direction(
+        self, path: str | Path, model: str, space: str = "embedding", name: str | None = None
+    ) -> DirectionResource:
+        """POST /v1/directions (multipart): store a safetensors file's direction."""
+        form = {"model": model, "space": space, **({"name": name} if name else {})}
+        files = {"file": (Path(path).name, Path(path).read_bytes(), "application/octet-stream")}
+        response = self._request("POST", "v1/directions", data=form, files=files)
+        return DirectionResource.model_validate(response.json())
+
+    def get_direction(self, direction_id: str) -> DirectionResource:
+        return DirectionResource.model_validate(self._request("GET", f"v1/directions/{direction_id}").json())
+
+    def list_directions(self, limit: int = 100) -> DirectionList:
+        response = self._request("GET", "v1/directions", params={"limit": limit})
+        return DirectionList.model_validate(response.json())
+
+    def delete_direction(self, direction_id: str) -> None:
+        self._request("DELETE", f"v1/directions/{direction_id}")
+
     def models(self) -> ModelList:
         return ModelList.model_validate(self._request("GET", "v1/models").json())
 
@@ -839,6 +867,23 @@ class AsyncClient:
                 sink.abort()
                 raise
         return saved
+
+    async def create_direction(
+        self, vector: Sequence[float], model: str, space: str = "embedding", name: str | None = None
+    ) -> DirectionResource:
+        body = DirectionCreate(vector=list(vector), model=model, space=space, name=name)  # type: ignore[arg-type]
+        response = await self._request("POST", "v1/directions", json=body.model_dump(exclude_none=True))
+        return DirectionResource.model_validate(response.json())
+
+    async def get_direction(self, direction_id: str) -> DirectionResource:
+        return DirectionResource.model_validate((await self._request("GET", f"v1/directions/{direction_id}")).json())
+
+    async def list_directions(self, limit: int = 100) -> DirectionList:
+        response = await self._request("GET", "v1/directions", params={"limit": limit})
+        return DirectionList.model_validate(response.json())
+
+    async def delete_direction(self, direction_id: str) -> None:
+        await self._request("DELETE", f"v1/directions/{direction_id}")
 
     async def models(self) -> ModelList:
         return ModelList.model_validate((await self._request("GET", "v1/models")).json())

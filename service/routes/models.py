@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from api_schemas import ModelInfo, ModelList
 from jobstate.queues import queue_for
 from service.deps import SettingsDep, StoreDep, Tenant
+from service.handlers.directions import model_dimensions
 from service.routes.common import problems
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -18,6 +19,7 @@ async def list_models(tenant: Tenant, store: StoreDep, settings: SettingsDep) ->
             default=name == settings.default_model,
             queue=queue_for(name),
             warm_workers=await store.warm_workers(name),
+            dimensions=model_dimensions(settings, name),
         )
         for name in settings.models
     ]

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import make_image
 from tests.integration.conftest import API_KEY, Service
 from vsteer.client import VsteerError
+from vsteer.pictures import png_bytes
 from workers.video import probe
 
 SMALL = {"num_frames": 4, "width": 64, "height": 64, "steps": 2}
@@ -131,3 +132,30 @@ def test_an_image_named_by_url_is_fetched_by_the_worker(service: Service, tmp_pa
             assert refused.value.problem.errors[0].rule == "http_url"
     finally:
         httpd.shutdown()
+
+
+def test_a_direction_uploaded_with_the_cli_steers_a_job_on_the_worker(service: Service, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"direction": torch.tensor([1.0, 0.0, 0.0, -1.0])}, tmp_path / "warm.safetensors")
+    made = vsteer(
+        "directions", "upload", str(tmp_path / "warm.safetensors"), "--model", "tiny", "--space", "latent",
+        "--name", "warm", "--json", server=service,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    direction = json.loads(made.stdout)
+    assert direction["dimension"] == 4 and direction["name"] == "warm"
+    assert direction["id"] in vsteer("directions", "list", server=service).stdout
+
+    with service.client() as client:
+        asset = client.upload_asset(tmp_path / "p.png", data=png_bytes(make_image(6))).id
+        steer = {"source": {"id": direction["id"]}, "space": "latent", "strength": 0.5}
+        job = client.submit({"model": "tiny", "image": f"asset:{asset}", "directions": [steer], "generation": SMALL})
+        job = client.wait(job.id, timeout=120)
+        assert job.status.value == "succeeded", job.error
+
+    gone = vsteer("directions", "delete", direction["id"], server=service)
+    assert gone.returncode == 0
+    again = vsteer("directions", "show", direction["id"], server=service)
+    assert again.returncode == 1 and "404" in again.stderr

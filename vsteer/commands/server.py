@@ -283,3 +283,52 @@ def get_asset(asset_id: str, server: Server = None, key: Key = None, as_json: As
         asset = client.get_asset(asset_id.removeprefix("asset:"))
         size = f" {asset.width}x{asset.height}" if asset.width else ""
         show(asset, as_json, f"asset:{asset.id}  {asset.content_type}{size}  {asset.bytes} bytes")
+
+
+# --- stored directions (registered on `vsteer directions`) -----------------------------------------
+
+
+def direction_line(direction: Any) -> str:
+    name = f"  {direction.name}" if direction.name else ""
+    return f"{direction.id}  {direction.model} {direction.space} ({direction.dimension} values){name}"
+
+
+def upload_direction(
+    file: Annotated[Path, typer.Argument(help="A safetensors file with a `direction` tensor.")],
+    model: Annotated[str, typer.Option(help="The model whose space it lives in.")],
+    space: Annotated[str, typer.Option(help="`embedding` or `latent`.")] = "embedding",
+    name: Annotated[str | None, typer.Option(help="A name to find it by.")] = None,
+    server: Server = None,
+    key: Key = None,
+    as_json: AsJson = False,
+) -> None:
+    """Store a direction made elsewhere on the server; jobs cite it as {"id": "dir_..."}."""
+    if not file.is_file():
+        fail(f"no such file: {file}", EXIT_INVALID)
+    with connect(server, key) as client:
+        direction = client.upload_direction(file, model, space, name)
+        show(direction, as_json, direction_line(direction))
+
+
+def list_directions(server: Server = None, key: Key = None, as_json: AsJson = False) -> None:
+    """The directions stored on the server, newest first."""
+    with connect(server, key) as client:
+        page = client.list_directions()
+        if as_json:
+            typer.echo(json.dumps(page.model_dump(mode="json"), indent=2))
+        for direction in [] if as_json else page.items:
+            typer.echo(direction_line(direction))
+
+
+def show_direction(direction_id: str, server: Server = None, key: Key = None, as_json: AsJson = False) -> None:
+    """One stored direction."""
+    with connect(server, key) as client:
+        direction = client.get_direction(direction_id)
+        show(direction, as_json, direction_line(direction))
+
+
+def delete_direction(direction_id: str, server: Server = None, key: Key = None) -> None:
+    """Delete a stored direction (jobs citing it are refused from then on)."""
+    with connect(server, key) as client:
+        client.delete_direction(direction_id)
+        typer.echo(f"deleted {direction_id}")
