@@ -31,7 +31,8 @@ LOCAL_PATHS = "local paths are accepted by the CLI only"
 INLINE_DECODE_MAX_PIXELS = 256 * 256
 
 
-def _data_uri_bytes(ref: str) -> bytes:
+def data_uri_bytes(ref: str) -> bytes:
+    """The bytes of a `data:image/...;base64,` URI; raises `MediaRejected`."""
     header, _, payload = ref.partition(",")
     if not header.lower().startswith("data:image/"):
         raise MediaRejected("data_uri_image", "a data URI here must hold an image (data:image/...)")
@@ -52,7 +53,7 @@ def _small_image(raw: bytes) -> bool:
 
 
 async def _check_data_uri(ref: str, max_pixels: int) -> None:
-    raw = _data_uri_bytes(ref)
+    raw = data_uri_bytes(ref)
     if _small_image(raw):
         inspect_image(io.BytesIO(raw), max_pixels)
     else:
@@ -185,4 +186,4 @@ def resolve_defaults(doc: JobRequest, settings: Settings, seed: int) -> JobReque
     return doc.model_copy(update=update) if update else doc
 
 
-__all__ = ["LOCAL_PATHS", "check_anchor", "check_document", "resolve_defaults"]
+__all__ = ["LOCAL_PATHS", "check_anchor", "check_document", "data_uri_bytes", "resolve_defaults"]

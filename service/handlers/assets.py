@@ -1,15 +1,19 @@
 """Assets: upload and read the images and videos jobs refer to as `asset:<id>`, for `service.routes.assets`."""
 
+import io
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 from fastapi import Depends, UploadFile
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from api_schemas import Asset, FieldError
+from api_schemas import Asset, FieldError, JobRequest
 from api_schemas.problems import ProblemType
+from api_schemas.refs import RefKind, ref_kind
 from jobstate.records import AssetRecord, new_asset_id
 from jobstate.store import AsyncJobStore
+from service.checks import data_uri_bytes
 from service.deps import SettingsDep, StorageDep, StoreDep
 from service.errors import ProblemError, invalid, not_found
 from service.images import SNIFF_BYTES, MediaRejected, inspect_image, sniff
@@ -55,23 +59,8 @@ class AssetHandler:
                 ) from None
             width, height, content_type = info.width, info.height, info.content_type
         # 4. store the bytes, then the record that makes `asset:<id>` resolvable
-        asset_id = new_asset_id()
-        key = asset_key(tenant, asset_id)
         file.file.seek(0)
-        stored = await run_in_threadpool(self.storage.put, key, file.file, content_type)
-        record = AssetRecord(
-            id=asset_id,
-            tenant=tenant,
-            key=key,
-            kind=sniffed.kind,
-            content_type=content_type,
-            sha256=stored.sha256 or "",
-            bytes=stored.size,
-            width=width,
-            height=height,
-            created_at=datetime.now(UTC),
-        )
-        await self.store.put_asset(record)
+        record = await put_asset(self.store, self.storage, tenant, file.file, sniffed.kind, content_type, width, height)
         return _asset(record)
 
     async def get(self, tenant: str, asset_id: str) -> Asset:
@@ -79,6 +68,56 @@ class AssetHandler:
         if record is None:
             raise not_found("asset", asset_id)
         return _asset(record)
+
+
+async def put_asset(
+    store: AsyncJobStore,
+    storage: Storage,
+    tenant: str,
+    body: BinaryIO,
+    kind: str,
+    content_type: str,
+    width: int | None,
+    height: int | None,
+) -> AssetRecord:
+    """Store checked content as a new asset of the tenant: the bytes, then the record that makes
+    `asset:<id>` resolvable."""
+    asset_id = new_asset_id()
+    key = asset_key(tenant, asset_id)
+    stored = await run_in_threadpool(storage.put, key, body, content_type)
+    record = AssetRecord(
+        id=asset_id,
+        tenant=tenant,
+        key=key,
+        kind=kind,
+        content_type=content_type,
+        sha256=stored.sha256 or "",
+        bytes=stored.size,
+        width=width,
+        height=height,
+        created_at=datetime.now(UTC),
+    )
+    await store.put_asset(record)
+    return record
+
+
+async def store_inline_images(doc: JobRequest, tenant: str, store: AsyncJobStore, storage: Storage) -> JobRequest:
+    """The document with each inline `data:` image stored as an asset of the tenant and cited as
+    `asset:<id>`, so the job's record, its resource, list pages and webhooks never carry image bytes.
+    The document was checked (every inline image decodes within the pixel limit); an image given in
+    several fields is stored once."""
+    inline = {ref for _, ref in doc.image_refs() if ref_kind(ref) is RefKind.data}
+    cited: dict[str, str] = {}
+    for ref in sorted(inline):
+        raw = data_uri_bytes(ref)
+        # Checked already: its header gives the type and size without decoding it again.
+        sniffed = sniff(raw[:SNIFF_BYTES])
+        with Image.open(io.BytesIO(raw)) as img:
+            width, height = img.size
+        content_type = sniffed.content_type if sniffed is not None else f"image/{(img.format or 'png').lower()}"
+        record = await put_asset(store, storage, tenant, io.BytesIO(raw), "image", content_type, width, height)
+        cited[ref] = f"asset:{record.id}"
+    return doc.map_image_refs(lambda ref: cited.get(ref, ref)) if cited else doc
 
 
 def _too_large(detail: str) -> ProblemError:

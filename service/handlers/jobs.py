@@ -34,6 +34,7 @@ from service.deps import (
 )
 from service.errors import ProblemError, invalid, not_found
 from service.handlers.anchors import apply_anchor
+from service.handlers.assets import store_inline_images
 from service.queue import JobQueue, job_task
 from service.settings import Settings
 from storage.base import Storage
@@ -76,13 +77,15 @@ class JobHandler:
         merged = await apply_anchor(document, caller.tenant, self.store)
         # 2. check the document against this deployment (models, assets, directions, paths, inline images, webhook)
         await check_document(merged, caller.tenant, self.store, self.settings, self.storage)
-        # 3. resolve what the service decides: the model and, when left out, the seed
+        # 3. store inline images as assets, so the job cites `asset:<id>` and never carries image bytes
+        merged = await store_inline_images(merged, caller.tenant, self.store, self.storage)
+        # 4. resolve what the service decides: the model and, when left out, the seed
         accepted = resolve_defaults(merged, self.settings, seed=secrets.randbelow(2**32))
-        # 4. record the job and queue its task
+        # 5. record the job and queue its task
         created = await self._create(document, accepted, caller, request, idempotency_key)
         record = created.record
         headers = {"Location": f"/v1/jobs/{record.id}"}
-        # 5. hold the answer while the client prefers to wait
+        # 6. hold the answer while the client prefers to wait
         wait = prefer_wait(prefer)
         if wait is not None:
             applied = min(wait, self.settings.prefer_wait_max_s)

@@ -1,7 +1,9 @@
 """What clients of hosted video APIs expect of a job: the whole job's percent, its place in the queue,
 its own URLs, when result URLs expire, and deleting it."""
 
+import base64
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from service.app import create_app
 from service.openapi import openapi_document
 from service.settings import Settings
 from storage.local import LocalStorage
-from tests.service.conftest import AUTH_A, AUTH_B, assert_problem, make_settings, open_client, upload_image
+from tests.service.conftest import AUTH_A, AUTH_B, assert_problem, make_settings, open_client, png, upload_image
 
 pytestmark = pytest.mark.anyio
 
@@ -190,3 +192,31 @@ async def test_the_answers_the_document_lists(client: httpx.AsyncClient) -> None
     two = [{"image": "asset:b", "at": 0}, {"image": "asset:c", "at": 1}]
     response = await client.post("/v1/jobs", json={"image": "asset:a", "keyframes": two}, headers=AUTH_A)
     assert assert_problem(response, 422, field="keyframes")["errors"][0]["rule"] == "image_or_keyframes"
+
+
+async def test_inline_images_are_stored_as_assets_and_cited(
+    client: httpx.AsyncClient, store: JobStore, settings: Settings
+) -> None:
+    inline = "data:image/png;base64," + base64.b64encode(png(32, 16)).decode()
+    doc = {
+        "keyframes": [{"image": inline, "at": 0}, {"image": inline, "at": 1}],
+        "references": [{"image": inline, "weight": 0.5}],
+    }
+    response = await client.post("/v1/jobs", json=doc, headers=AUTH_A)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    refs = {k["image"] for k in job["request"]["keyframes"]} | {job["request"]["references"][0]["image"]}
+    (ref,) = refs  # one image, given three times, stored once
+    assert ref.startswith("asset:ast_")
+    asset = (await client.get(f"/v1/assets/{ref.removeprefix('asset:')}", headers=AUTH_A)).json()
+    assert (asset["kind"], asset["content_type"], asset["width"], asset["height"]) == ("image", "image/png", 32, 16)
+    local = LocalStorage(settings.storage_local_dir, secret="test-files-secret")
+    assert local.get(f"assets/tenant-a/{asset['id']}") == png(32, 16)
+    # neither the resource, the list, nor a webhook carries the bytes
+    assert "data:" not in (await client.get(f"/v1/jobs/{job['id']}", headers=AUTH_A)).text
+    assert "data:" not in (await client.get("/v1/jobs", headers=AUTH_A)).text
+    record = store.get_any(job["id"])
+    assert record is not None and "data:" not in json.dumps(record.request)
+    # another tenant cannot use the stored image
+    theirs = await client.post("/v1/jobs", json={"image": ref}, headers=AUTH_B)
+    assert assert_problem(theirs, 422, field="image")["errors"][0]["rule"] == "unknown_asset"
