@@ -356,9 +356,10 @@ def directions_fit(
 
 def register_service_commands() -> None:
     """`vsteer up` and `vsteer demo`: the local stack, and one job through it over HTTP; `vsteer jobs`,
-    `vsteer assets` and `vsteer anchors`: a running server's API."""
+    `vsteer assets`, `vsteer anchors` and `vsteer compare`: a running server's API."""
     from vsteer.commands import server
     from vsteer.commands.anchors import anchors_app
+    from vsteer.commands.compare import compare_app
     from vsteer.commands.server import assets_app, jobs_app
     from vsteer.demo import demo_command
     from vsteer.stack import up_command
@@ -372,6 +373,7 @@ def register_service_commands() -> None:
     directions_app.command("show")(server.show_direction)
     directions_app.command("delete")(server.delete_direction)
     app.add_typer(anchors_app, name="anchors")
+    app.add_typer(compare_app, name="compare")
 
 
 def show_version(value: bool) -> None:

@@ -4,6 +4,9 @@ worker that composes the side-by-side."""
 
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from workers.video import probe, read_frames
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+ROOT = Path(__file__).resolve().parents[2]
 KEY, OTHER_KEY = "compare-key", "compare-other-key"
 BUCKET = "vsteer-comparisons"
 # name → (width, height, num_frames): what a job that leaves them out renders on that model
@@ -226,3 +230,47 @@ def test_another_tenants_comparison_is_not_found(stack: Stack) -> None:
             with pytest.raises(VsteerError) as caught:
                 call(comparison.id)
             assert caught.value.status == 404
+
+
+def test_cli_compares_the_example_sweep_and_downloads_it(stack: Stack, tmp_path: Path) -> None:
+    """`vsteer compare submit` with the example (a seed sweep of 2 clips, local images uploaded first)
+    on two models: each child renders the sweep, and the side-by-side shows each child's sweep video."""
+    example = ROOT / "examples" / "compare.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VSTEER_")}
+    env |= {"VSTEER_URL": stack.url, "VSTEER_API_KEY": KEY}
+    argv = [
+        sys.executable,
+        "-m",
+        "vsteer.cli",
+        "compare",
+        "submit",
+        str(example),
+        "--model",
+        "tiny",
+        "--model",
+        "tiny-b",
+    ]
+    out = subprocess.run(
+        [*argv, "--download", str(tmp_path)], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    assert "succeeded" in out.stdout.splitlines()[0]
+    assert (tmp_path / "contact_sheet.png").is_file()
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert [row["model"] for row in table] == ["tiny", "tiny-b"]
+    comparison_id = out.stdout.split()[0]
+    with stack.client() as client:
+        comparison = client.get_comparison(comparison_id)
+        for child in comparison.children:
+            job = client.get(child.job_id)
+            assert job.request.sweep is not None and len(job.result.clips) == 2
+    # each column holds its child's contact sheet of 2 clips side by side (sweep videos tile in a row)
+    info = probe(tmp_path / "video.mp4")
+    assert info.width == 2 * max(2 * w for w, _, _ in SIZES.values())
+
+    # a bad invocation is one line naming what is wrong, exit 2
+    missing = subprocess.run(
+        [sys.executable, "-m", "vsteer.cli", "compare", "submit", str(example.parent / "morph.json")],
+        env=env, capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "--model" in missing.stderr
