@@ -137,7 +137,7 @@ class JobUrls(Resource):
     cancel: str = Field(description="Cancel the job (`POST`).")
     events: str = Field(description="The job's server-sent events (`GET`).")
     web: str = Field(
-        description="The playground page of the job, `<base>/playground#job=<id>` (the page is not served yet)."
+        description="The playground page showing the job, `<base>/playground#job=<id>` (once given a key)."
     )
 
 

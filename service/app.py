@@ -23,7 +23,7 @@ from service.errors import BodyLimitMiddleware, install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
 from service.queue import JobQueue, make_producer
 from service.reaper import Reaper
-from service.routes import anchors, assets, comparisons, directions, files, health, jobs, models
+from service.routes import anchors, assets, comparisons, directions, files, health, jobs, models, playground
 from service.settings import Settings, get_settings
 from storage.base import Storage
 from storage.factory import make_storage
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app.state.metrics = Metrics()
     app.state.rate_empty_until = {}  # see service.deps.get_submitter
     install_error_handlers(app, before_client_error=settle_pending_token)
-    for module in (jobs, comparisons, assets, anchors, directions, models, files, health):
+    for module in (jobs, comparisons, assets, anchors, directions, models, files, health, playground):
         app.include_router(module.router)
     jobs.document_list_limit(app, settings.list_limit_max)
     app.add_middleware(
