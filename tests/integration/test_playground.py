@@ -1,0 +1,169 @@
+"""The playground in a real browser: headless Chromium against a local stack on the tiny model.
+
+It uploads two images, submits a keyframe morph from the page's controls, watches the progress bar
+move, plays the video the job made, and submits a bad document to see its field marked with the rule.
+"""
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service as ChromeService
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from vsteer.pictures import png_bytes, smooth_picture
+from vsteer.stack import Stack, start_stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+FRAMES, FPS, STEPS = 4, 7, 3
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_model_dir: Path) -> Iterator[Stack]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VSTEER_")}
+    env["VSTEER_CACHE_DIR"] = str(tiny_model_dir.parent)
+    with start_stack(env=env, webhooks=False) as running:
+        yield running
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800"):
+        options.add_argument(flag)
+    options.add_argument("--autoplay-policy=no-user-gesture-required")
+    driver = webdriver.Chrome(service=ChromeService(executable_path=CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_until(driver: WebDriver, condition: Callable[[WebDriver], Any], timeout_s: float, what: str) -> Any:
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(condition, message=f"waiting for {what}")
+
+
+def set_value(driver: WebDriver, element_id: str, value: object) -> None:
+    field = driver.find_element(By.ID, element_id)
+    field.clear()
+    field.send_keys(str(value))
+
+
+def document(driver: WebDriver) -> dict[str, Any]:
+    return json.loads(driver.find_element(By.ID, "doc").get_attribute("value") or "{}")
+
+
+def test_the_playground_runs_a_keyframe_morph_and_marks_a_bad_field(stack: Stack, browser: WebDriver, tmp_path: Path):
+    started = time.monotonic()
+    # 1. the page loads without a key; the root redirects to it
+    browser.get(f"{stack.url}/")
+    assert browser.current_url == f"{stack.url}/playground"
+    browser.find_element(By.ID, "api-key").send_keys(stack.api_key)
+    browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+    assert browser.execute_script("return sessionStorage.getItem('vsteer.apiKey')") == stack.api_key
+
+    # 2. two images through the file input, uploaded as assets and shown as thumbnails
+    paths = []
+    for seed in (1, 2):
+        path = tmp_path / f"key{seed}.png"
+        path.write_bytes(png_bytes(smooth_picture(seed, (64, 64))))
+        paths.append(str(path))
+    browser.find_element(By.ID, "file-input").send_keys("\n".join(paths))
+    wait_until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#assets li img")) == 2, 30, "two thumbnails")
+    asset_ids = [li.get_attribute("data-asset-id") for li in browser.find_elements(By.CSS_SELECTOR, "#assets li")]
+
+    # 3. the controls write the document
+    for element_id, value in (("seed", 42), ("frames", FRAMES), ("fps", FPS), ("width", 64), ("height", 64)):
+        set_value(browser, element_id, value)
+    set_value(browser, "steps", STEPS)
+    doc = document(browser)
+    assert doc["keyframes"] == [
+        {"image": f"asset:{asset_ids[0]}", "at": 0},
+        {"image": f"asset:{asset_ids[1]}", "at": 1},
+    ]
+    assert doc["seed"] == 42
+    gen = doc["generation"]
+    assert (gen["num_frames"], gen["fps"], gen["width"], gen["height"], gen["steps"]) == (FRAMES, FPS, 64, 64, STEPS)
+
+    # 4. submit and watch the progress bar: every value it shows is recorded by the page's own DOM
+    browser.execute_script(
+        "window.seenProgress = [];"
+        "new MutationObserver(() => window.seenProgress.push(["
+        "  document.getElementById('progress').value, document.getElementById('progress-text').textContent]))"
+        ".observe(document.getElementById('progress-box'), {attributes: true, childList: true, subtree: true,"
+        "  characterData: true});"
+    )
+    browser.find_element(By.ID, "submit").click()
+    wait_until(
+        browser,
+        lambda d: (
+            d.find_element(By.ID, "job-state").get_attribute("data-status") in ("succeeded", "failed", "canceled")
+        ),
+        240,
+        "the job to finish",
+    )
+    state = browser.find_element(By.ID, "job-state")
+    assert state.get_attribute("data-status") == "succeeded", state.text
+    job_id = state.text.split(":")[0]
+    seen = browser.execute_script("return window.seenProgress")
+    percents = [value for value, _ in seen]
+    assert any(0 < p < 100 for p in percents), seen
+    assert percents == sorted(percents), f"the progress bar went back: {seen}"
+    assert any(text.startswith(f"denoise {step}/{STEPS}") for _, text in seen for step in range(1, STEPS)), seen
+
+    # 5. the video plays with the job's duration; the poster, manifest and audit chart are shown
+    video = browser.find_element(By.ID, "video")
+    wait_until(browser, lambda d: d.execute_script("return arguments[0].readyState", video) >= 2, 30, "video data")
+    duration = browser.execute_script("return arguments[0].duration", video)
+    assert abs(duration - FRAMES / FPS) <= 1 / FPS, duration
+    assert f"/{job_id}/video.mp4" in (video.get_attribute("src") or "")
+    wait_until(
+        browser,
+        lambda d: (d.find_element(By.ID, "manifest").get_attribute("textContent") or "").startswith("{"),
+        30,
+        "the manifest",
+    )
+    wait_until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chart svg polyline")) == 2, 30, "the chart")
+    poster = browser.find_element(By.ID, "poster")
+    wait_until(browser, lambda d: d.execute_script("return arguments[0].naturalWidth", poster) == 64, 30, "poster")
+    wait_until(
+        browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'#history li[data-job-id="{job_id}"]'), 30, "history"
+    )
+
+    # 6. the document is what is sent: steps 0 is refused, and the steps control shows the rule
+    doc["generation"]["steps"] = 0
+    browser.execute_script(
+        "const area = document.getElementById('doc'); area.value = arguments[0];"
+        "area.dispatchEvent(new Event('input'));",
+        json.dumps(doc),
+    )
+    browser.find_element(By.ID, "submit").click()
+    error = wait_until(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, '#errors li[data-field="generation.steps"]'),
+        30,
+        "the 422's field",
+    )[0]
+    assert error.find_element(By.CSS_SELECTOR, ".rule").text == "greater_than_equal"
+    steps = browser.find_element(By.ID, "steps")
+    assert "invalid" in (steps.get_attribute("class") or "").split()
+    assert (steps.get_attribute("title") or "").startswith("greater_than_equal:")
+    assert browser.find_element(By.ID, "job-state").text.startswith(job_id)  # no new job was made
+
+    screenshot = tmp_path / "playground.png"
+    browser.save_screenshot(str(screenshot))
+    print(f"screenshot: {screenshot} (browser part took {time.monotonic() - started:.1f} s)")
