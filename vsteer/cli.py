@@ -290,6 +290,14 @@ def directions_fit(
     method: Annotated[str, typer.Option(help="pca, ica, supervised, probe or contrastive.")],
     images: Annotated[list[Path] | None, typer.Option("--images", help="Example images (repeat the option).")] = None,
     labels: Annotated[str | None, typer.Option(help="One number per image: inline 1,0,1 or a file.")] = None,
+    attribute: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attribute",
+            help="NAME=VALUES: a labelled attribute (one number per image, inline 1,0,1 or a file) the leakage, "
+            "MIG and SAP are measured against; repeat for several.",
+        ),
+    ] = None,
     pairs: Annotated[
         Path | None, typer.Option(help="A file of `with,without` image path pairs, one pair per line.")
     ] = None,
@@ -339,19 +347,36 @@ def directions_fit(
     size_w, size_h = width or loaded.defaults["width"], height or loaded.defaults["height"]
     X = encode_images(loaded, decoded, space, size_w, size_h)  # type: ignore[arg-type]
     y = torch.tensor(read_numbers(labels, "--labels"), dtype=torch.float64) if labels else None
+    attributes = {}
+    for spec in attribute or []:
+        attr_name, sep, values = spec.partition("=")
+        if not sep or not attr_name:
+            fail(f"--attribute must be NAME=VALUES, got {spec!r}", EXIT_INVALID)
+        attributes[attr_name] = torch.tensor(read_numbers(values, f"--attribute {attr_name}"), dtype=torch.float64)
     try:
         if method == "contrastive":
+            from steering.disentanglement import attribute_report
+
             half = len(X) // 2
             fitted = fit("contrastive", X[half:], X_b=X[:half], seed=seed)
+            if attributes:  # one value per image of the pairs file, in its order: withs, then withouts
+                fitted.leakage = attribute_report(fitted.vectors, X, attributes, seed=seed).to_dict()
         else:
-            fitted = fit(method, X, k=k, labels=y, seed=seed)  # type: ignore[arg-type]
+            fitted = fit(method, X, k=k, labels=y, attributes=attributes or None, seed=seed)  # type: ignore[arg-type]
     except ValueError as exc:
         fail(str(exc), EXIT_INVALID)
     extra = {"images": [str(p) for p in paths], "width": size_w, "height": size_h}
     saved = save_fitted(fitted, out, name, method=method, space=space, model=loaded, extra=extra)  # type: ignore[arg-type]
     for path in saved:
         typer.echo(str(path))
-    typer.echo(f"disentanglement {fitted.leakage['disentanglement']:.3f}")
+    report = fitted.leakage
+    if report["measured"]:
+        figures = "  ".join(f"{k.upper()} {report[k]:.3f}" for k in ("mig", "sap") if report[k] is not None)
+        typer.echo(f"against {', '.join(report['attributes'])}: {figures or 'one direction: no MIG or SAP'}")
+        for attr_name, row in zip(report["attributes"], report["leakage"], strict=True):
+            typer.echo(f"  leakage of {attr_name}: " + " ".join(f"{v:+.2f}" for v in row))
+    else:
+        typer.echo(f"leakage not measured: {report['reason']}")
 
 
 def register_service_commands() -> None:

@@ -9,7 +9,7 @@ import PIL.Image
 import torch
 
 from steering import discovery
-from steering.leakage import disentanglement, leakage_matrix, linear_scorers
+from steering.disentanglement import attribute_report, not_measured
 from workers.directions import save_direction
 from workers.models import LoadedModel
 
@@ -49,9 +49,11 @@ def fit(
     k: int = 1,
     labels: torch.Tensor | None = None,
     X_b: torch.Tensor | None = None,
+    attributes: dict[str, torch.Tensor] | None = None,
     seed: int = 0,
 ) -> FittedSet:
-    """Fit directions by `method` on encoded examples X (N, D); `X_b` pairs with X for contrastive."""
+    """Fit directions by `method` on encoded examples X (N, D); `X_b` pairs with X for contrastive.
+    `attributes` (name → one value per example) are what the leakage report measures against."""
     if method == "pca":
         found = discovery.pca(X, k)
         vectors = found.components
@@ -97,12 +99,7 @@ def fit(
     else:
         raise ValueError(f"unknown method {method!r}")
     vectors = vectors.to(torch.float32)
-    matrix = leakage_matrix(vectors, linear_scorers(vectors), X.to(torch.float32))
-    leakage = {
-        "scorers": "linear (score_j = x . d_j)",
-        "matrix": matrix.tolist(),
-        "disentanglement": disentanglement(matrix),
-    }
+    leakage = attribute_report(vectors, X, attributes, seed=seed).to_dict() if attributes else not_measured()
     return FittedSet(vectors=vectors, stats=stats, leakage=leakage)
 
 

@@ -41,6 +41,8 @@ def test_fit_writes_directions_with_metadata_and_leakage(method, cli_env, tmp_pa
         args += ["--k", "2"]
     else:
         args += ["--labels", ",".join(f"{v:.4f}" for v in levels)]
+    if method != "probe":  # the probe's set is measured without labelled attributes
+        args += ["--attribute", "brightness=" + ",".join(f"{v:.4f}" for v in levels)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     count = 2 if method == "pca" else 1
@@ -48,13 +50,17 @@ def test_fit_writes_directions_with_metadata_and_leakage(method, cli_env, tmp_pa
         meta = json.loads((tmp_path / "dirs" / f"dir_bright_{i}.json").read_text())
         assert meta["method"] == method and meta["space"] == "embedding" and meta["dimension"] == 32
         assert meta["model"]["weight_hash"].startswith("sha256:")
-        matrix = torch.tensor(meta["leakage"]["matrix"])
-        assert matrix.shape == (count, count)
-        assert torch.allclose(matrix.diagonal(), torch.ones(count), atol=1e-6)
-        assert 0.0 <= meta["leakage"]["disentanglement"] <= 1.0
-    # PCA axes are orthonormal, so their linear scores do not leak into each other.
-    if method == "pca":
-        assert meta["leakage"]["disentanglement"] > 0.99
+        report = meta["leakage"]
+        if method == "probe":
+            # No labelled attributes: the report says so instead of a figure that ignores the data.
+            assert report["measured"] is False and "attributes" in report["reason"]
+            assert "leakage not measured" in result.output
+            continue
+        assert report["measured"] is True and report["attributes"] == ["brightness"]
+        assert len(report["leakage"]) == 1 and len(report["leakage"][0]) == count
+        assert max(abs(v) for v in report["leakage"][0]) == pytest.approx(1.0)
+        assert (report["mig"] is None) == (count == 1)
+        assert "leakage of brightness" in result.output
 
 
 def test_contrastive_direction_is_the_mean_pair_difference(cli_env, tiny_model_dir, tmp_path):
