@@ -13,7 +13,7 @@ child's audit figures and timings.
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from api_schemas.job import JobRequest, Strict
 from api_schemas.resources import Artifact, JobStatus, Problem, Progress, Resource
@@ -46,11 +46,12 @@ class ComparisonRequest(Strict):
             raise ValueError(f"`models` must name each model once, got {', '.join(repeated)} more than once")
         return value
 
-    @model_validator(mode="after")
-    def _no_job_model(self) -> "ComparisonRequest":
-        if self.job.model is not None:
-            raise ValueError("`job.model` must be left out of a comparison: `models` names them")
-        return self
+    @field_validator("job")
+    @classmethod
+    def _no_job_model(cls, value: JobRequest) -> JobRequest:
+        if value.model is not None:
+            raise ValueError("`job.model` must be left out of a comparison: `models` names the models")
+        return value
 
 
 class ComparisonChild(Resource):

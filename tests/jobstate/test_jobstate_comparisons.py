@@ -1,0 +1,97 @@
+"""Comparison records on a real redis-server: the composition is queued once, with its task, and
+finished once; a canceled comparison is never composed; the status follows the children."""
+
+import json
+from datetime import UTC, datetime
+
+from api_schemas import JobStatus
+from jobstate.comparisons import (
+    Child,
+    ComparisonRecord,
+    cancel_comparison_op,
+    comparison_status,
+    compose_comparison_op,
+    composition_ready,
+    finish_comparison_op,
+    get_comparison_op,
+    put_comparison_op,
+)
+from jobstate.queues import COMPOSE_COMPARISON_TASK, CPU_QUEUE
+from jobstate.records import StoredResult
+from jobstate.store import JobStore, failure
+
+TENANT = "acme"
+
+
+def comparison(store: JobStore, ident: str = "cmp_0000000000000000000000000001") -> ComparisonRecord:
+    record = ComparisonRecord(
+        id=ident,
+        tenant=TENANT,
+        request={"models": ["a", "b"], "job": {"seed": 4}},
+        seed=4,
+        children=[Child("a", "job_a"), Child("b", "job_b")],
+        created_at=datetime.now(UTC),
+    )
+    store.run(put_comparison_op(record))
+    stored = store.run(get_comparison_op(TENANT, ident))
+    assert stored is not None
+    return stored
+
+
+def queued_tasks(store: JobStore) -> list[dict]:
+    return [json.loads(m)["headers"] for m in store.redis.lrange(CPU_QUEUE, 0, -1)]
+
+
+def test_a_comparison_reads_back_and_another_tenant_has_none(store: JobStore):
+    record = comparison(store)
+    assert record.seed == 4 and [c.model for c in record.children] == ["a", "b"]
+    assert store.run(get_comparison_op("globex", record.id)) is None
+
+
+def test_the_composition_is_queued_once_with_its_task(store: JobStore):
+    record = comparison(store)
+    assert store.run(compose_comparison_op(TENANT, record.id)) is True
+    assert store.run(compose_comparison_op(TENANT, record.id)) is False  # a second request, another process
+    tasks = queued_tasks(store)
+    assert [t["task"] for t in tasks] == [COMPOSE_COMPARISON_TASK]
+    assert store.run(get_comparison_op(TENANT, record.id)).compose == "queued"
+
+
+def test_the_outcome_is_recorded_once(store: JobStore):
+    record = comparison(store)
+    assert store.run(finish_comparison_op(TENANT, record.id, result={"table": []})) is False  # not queued yet
+    store.run(compose_comparison_op(TENANT, record.id))
+    assert store.run(finish_comparison_op(TENANT, record.id, result={"table": []})) is True
+    late = failure("Composition failed", "a redelivery that failed")
+    assert store.run(finish_comparison_op(TENANT, record.id, error=late)) is False
+    done = store.run(get_comparison_op(TENANT, record.id))
+    assert done.compose == "succeeded" and done.error is None and done.finished_at is not None
+
+
+def test_a_canceled_comparison_is_never_composed(store: JobStore):
+    record = comparison(store)
+    assert store.run(cancel_comparison_op(TENANT, record.id)) is True
+    assert store.run(compose_comparison_op(TENANT, record.id)) is False
+    assert queued_tasks(store) == []
+    assert store.run(cancel_comparison_op("globex", record.id)) is False
+
+
+def test_the_status_follows_the_children(store: JobStore):
+    record = comparison(store)
+    for job_id, model in (("job_a", "a"), ("job_b", "b")):
+        store.create(job_id, TENANT, model, {"seed": 4})
+    children = [store.get_any("job_a"), store.get_any("job_b")]
+    assert comparison_status(record, children) is JobStatus.queued
+    store.mark_running("job_a")
+    store.fail("job_a", failure("Out of memory", "too big"))
+    children = [store.get_any("job_a"), store.get_any("job_b")]
+    assert comparison_status(record, children) is JobStatus.running
+    assert not composition_ready(record, children)
+    store.mark_running("job_b")
+    store.succeed("job_b", StoredResult())
+    children = [store.get_any("job_a"), store.get_any("job_b")]
+    assert composition_ready(record, children)  # one succeeded: the side-by-side is made of it
+    assert comparison_status(record, children) is JobStatus.running
+    # every child failed: nothing to compose, the comparison failed
+    assert comparison_status(record, [children[0], None]) is JobStatus.failed
+    assert not composition_ready(record, [children[0], None])
