@@ -87,7 +87,9 @@ class ComparisonResult(Resource):
     """What a finished comparison has."""
 
     video: Artifact = Field(description="The side-by-side MP4: one labelled column per succeeded child.")
-    contact_sheet: Artifact = Field(description="A PNG: a few frames of each succeeded child, one row per model.")
+    contact_sheet: Artifact = Field(
+        description="A PNG: four moments of the side-by-side, first to last, top to bottom (a column per model)."
+    )
     table: list[ComparisonRow] = Field(description="Every child's audit figures and timings, in `models` order.")
 
 
