@@ -403,8 +403,20 @@ class AnchorCitation(Strict):
 Metadata = dict[Annotated[str, Field(max_length=64)], str | int | float | bool | None]
 
 
+# What `JobRequest._conditioning` checks first, said in the JSON schema: one of them given (not null),
+# never both.
+_GIVEN_IMAGE = {"required": ["image"], "properties": {"image": {"type": "string"}}}
+_GIVEN_KEYFRAMES = {"required": ["keyframes"], "properties": {"keyframes": {"type": "array"}}}
+IMAGE_OR_KEYFRAMES_SCHEMA: dict[str, Any] = {
+    "anyOf": [_GIVEN_IMAGE, _GIVEN_KEYFRAMES],
+    "not": {"allOf": [_GIVEN_IMAGE, _GIVEN_KEYFRAMES]},
+}
+
+
 class JobRequest(Strict):
     """A steering job: what to generate and how to steer it."""
+
+    model_config = ConfigDict(json_schema_extra=IMAGE_OR_KEYFRAMES_SCHEMA)
 
     model: str | None = Field(
         None,

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as BrokerError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_schemas import FieldError, Problem
@@ -258,7 +259,25 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     problem = Problem(title=title, status=exc.status_code, detail=detail)
     if exc.status_code == 413:
         problem = problem.model_copy(update={"type": ProblemType.too_large.uri})
-    return problem_response(problem, request, exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        # Starlette's `Allow` names the methods of the first route on the path only; one route per method
+        # (GET and DELETE of a job) needs them all.
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+    return problem_response(problem, request, headers)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on the request's path (each asked of the router as a request)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
 
 
 async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:

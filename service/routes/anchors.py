@@ -26,7 +26,7 @@ def _answer(anchor: AnchorResource, status_code: int = 200) -> Response:
     "",
     status_code=201,
     response_model=AnchorResource,
-    responses=problems(401, 413, 422, 503),
+    responses=problems(400, 401, 413, 422, 503),
     summary="Store an anchor set (version 1)",
 )
 async def create_anchor(body: AnchorCreate, tenant: Tenant, anchors: AnchorHandlerDep) -> Response:
@@ -74,7 +74,7 @@ async def get_anchor_version(
     "/{anchor_id}/versions",
     status_code=201,
     response_model=AnchorResource,
-    responses=problems(401, 404, 413, 422, 503),
+    responses=problems(400, 401, 404, 413, 422, 503),
     summary="Store a new version of an anchor set (the whole bundle; earlier versions stay as they are)",
 )
 async def add_anchor_version(

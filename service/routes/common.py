@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from api_schemas import Problem
 
 _DESCRIPTIONS = {
-    400: "The body cannot be read as what the route takes (a malformed multipart body, say).",
+    400: "The body cannot be read at all (JSON that is not UTF-8, a malformed multipart body).",
     401: "Missing or invalid API key.",
     404: "No such id for this tenant (another tenant's ids look the same).",
     409: "The request conflicts with the current state.",

@@ -55,7 +55,7 @@ JsonDocument = Annotated[None, Depends(json_document)]
     response_model=JobResource,
     responses={
         200: {"model": JobResource, "description": "Finished within `Prefer: wait`."},
-        **problems(401, 413, 415, 422, 429, 503),
+        **problems(400, 401, 413, 415, 422, 429, 503),
     },
     summary="Submit a job",
 )

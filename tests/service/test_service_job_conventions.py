@@ -220,3 +220,25 @@ async def test_inline_images_are_stored_as_assets_and_cited(
     # another tenant cannot use the stored image
     theirs = await client.post("/v1/jobs", json={"image": ref}, headers=AUTH_B)
     assert assert_problem(theirs, 422, field="image")["errors"][0]["rule"] == "unknown_asset"
+
+
+async def test_a_method_no_route_answers_is_405_naming_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    job = await new_job(client)
+    response = await client.request("PUT", f"/v1/jobs/{job['id']}", headers=AUTH_A)
+    assert_problem(response, 405)
+    assert response.headers["allow"] == "DELETE, GET"
+    response = await client.request("PATCH", "/v1/jobs", headers=AUTH_A)
+    assert assert_problem(response, 405) and response.headers["allow"] == "GET, POST"
+
+
+async def test_a_body_that_cannot_be_read_is_400_and_documented(client: httpx.AsyncClient) -> None:
+    not_utf8 = {**AUTH_A, "content-type": "application/json"}
+    assert_problem(await client.post("/v1/jobs", content=b'{"image": "\xff"}', headers=not_utf8), 400)
+    assert_problem(await client.post("/v1/anchors", content=b'{"name": "\xff"}', headers=not_utf8), 400)
+    document = openapi_document()
+    for path in ("/v1/jobs", "/v1/anchors", "/v1/anchors/{anchor_id}/versions", "/v1/assets"):
+        assert "400" in document["paths"][path]["post"]["responses"], path
+    # the schema says a job has `image` or `keyframes`, never both
+    schema = document["components"]["schemas"]["JobRequest"]
+    assert [s["required"] for s in schema["anyOf"]] == [["image"], ["keyframes"]]
+    assert [s["required"] for s in schema["not"]["allOf"]] == [["image"], ["keyframes"]]
