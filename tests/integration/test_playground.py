@@ -167,3 +167,37 @@ def test_the_playground_runs_a_keyframe_morph_and_marks_a_bad_field(stack: Stack
     screenshot = tmp_path / "playground.png"
     browser.save_screenshot(str(screenshot))
     print(f"screenshot: {screenshot} (browser part took {time.monotonic() - started:.1f} s)")
+
+
+def test_the_playground_switches_between_a_sweeps_clips(stack: Stack, browser: WebDriver, tmp_path: Path):
+    browser.get(f"{stack.url}/playground")
+    browser.find_element(By.ID, "api-key").send_keys(stack.api_key)
+    browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+    image = tmp_path / "one.png"
+    image.write_bytes(png_bytes(smooth_picture(3, (64, 64))))
+    browser.find_element(By.ID, "file-input").send_keys(str(image))
+    wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#assets li img"), 30, "the thumbnail")
+    for element_id, value in (("frames", FRAMES), ("width", 64), ("height", 64), ("steps", 2), ("sweep-count", 3)):
+        set_value(browser, element_id, value)
+    assert document(browser)["sweep"] == {"target": "seed", "to": 1, "count": 3}
+    browser.find_element(By.ID, "submit").click()
+    wait_until(
+        browser,
+        lambda d: d.find_element(By.ID, "job-state").get_attribute("data-status") in ("succeeded", "failed"),
+        240,
+        "the sweep to finish",
+    )
+    assert browser.find_element(By.ID, "job-state").get_attribute("data-status") == "succeeded"
+
+    # Every clip is loaded before the slider moves, so switching shows the next one at once.
+    ready = "return [...document.querySelectorAll('#clips video')].map(v => v.readyState)"
+    wait_until(
+        browser, lambda d: (states := d.execute_script(ready)) and min(states) >= 2 and len(states) == 3, 30, "clips"
+    )
+    shown = "return [...document.querySelectorAll('#clips video')].map(v => !v.hidden)"
+    assert browser.execute_script(shown) == [True, False, False]
+    browser.execute_script(
+        "const s = document.getElementById('clip-slider'); s.value = 2; s.dispatchEvent(new Event('input'));"
+    )
+    assert browser.execute_script(shown) == [False, False, True]
+    assert browser.find_element(By.ID, "clip-index").text == "2"
