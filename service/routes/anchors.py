@@ -41,7 +41,7 @@ async def list_anchors(
         str | None, Query(pattern=ANCHOR_ID_PATTERN, description="`next_cursor` of the previous page.")
     ] = None,
     limit: Annotated[
-        int, Query(ge=1, le=1000, description="Anchor sets per page (at most the configured maximum).")
+        int, Query(ge=1, description="Anchor sets per page, at most `VSTEER_LIST_LIMIT_MAX` (100 by default).")
     ] = 20,
 ) -> Response:
     page = await anchors.page(tenant, cursor, limit)

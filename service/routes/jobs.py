@@ -163,16 +163,22 @@ async def job_result_file(job_id: JobId, name: str, tenant: Tenant, jobs: JobHan
     return RedirectResponse(await jobs.result_url(tenant, job_id, name), status_code=307)
 
 
+LISTS = ("/v1/jobs", "/v1/anchors")
+
+
 def document_list_limit(app: FastAPI, most: int) -> None:
-    """Document `limit` of `GET /v1/jobs` with this deployment's maximum, which the handler enforces (a
-    bound fixed in the route would say what the code allows, not what the deployment does)."""
+    """Document `limit` of the list routes (`GET /v1/jobs`, `GET /v1/anchors`) with this deployment's
+    maximum, which their handlers enforce (a bound fixed in the route would say what the code allows,
+    not what the deployment does)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            for parameter in build()["paths"]["/v1/jobs"]["get"]["parameters"]:
-                if parameter["name"] == "limit":
-                    parameter["schema"]["maximum"] = most
+            paths = build()["paths"]
+            for path in LISTS:
+                for parameter in paths[path]["get"]["parameters"]:
+                    if parameter["name"] == "limit":
+                        parameter["schema"]["maximum"] = most
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

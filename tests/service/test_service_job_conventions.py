@@ -179,11 +179,13 @@ async def test_the_openapi_document_says_what_the_api_answers(tmp_path: Path, re
     assert "image_or_keyframes" in document["components"]["schemas"]["JobRequest"]["properties"]["image"]["description"]
     # a deployment documents its own page limit, and answers by it
     app = create_app(make_settings(tmp_path, redis_url, list_limit_max=7))
-    (limit,) = [p for p in app.openapi()["paths"]["/v1/jobs"]["get"]["parameters"] if p["name"] == "limit"]
-    assert limit["schema"]["maximum"] == 7
+    for path in ("/v1/jobs", "/v1/anchors"):
+        (limit,) = [p for p in app.openapi()["paths"][path]["get"]["parameters"] if p["name"] == "limit"]
+        assert limit["schema"]["maximum"] == 7, path
     async for client in open_client(app):
-        assert (await client.get("/v1/jobs?limit=7", headers=AUTH_A)).status_code == 200
-        assert_problem(await client.get("/v1/jobs?limit=8", headers=AUTH_A), 422, field="limit")
+        for path in ("/v1/jobs", "/v1/anchors"):
+            assert (await client.get(f"{path}?limit=7", headers=AUTH_A)).status_code == 200
+            assert_problem(await client.get(f"{path}?limit=8", headers=AUTH_A), 422, field="limit")
 
 
 async def test_the_answers_the_document_lists(client: httpx.AsyncClient) -> None:
