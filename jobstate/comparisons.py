@@ -77,7 +77,7 @@ class ComparisonRecord:
 
 
 def comparison_status(record: ComparisonRecord, children: Sequence[JobRecord | None]) -> JobStatus:
-    """The comparison's status from its children's records (None: a child that was never created)."""
+    """The comparison's status from its children's records (None: a child that was not created, or was deleted)."""
     statuses = [c.status if c is not None else JobStatus.failed for c in children]
     if not all(s.is_terminal() for s in statuses):
         if record.cancel or any(s is not JobStatus.queued for s in statuses):

@@ -99,7 +99,7 @@ def _mean(values: Sequence[float]) -> float | None:
 def table_row(model: str, job_id: str, child: JobRecord | None, manifest: dict[str, Any] | None) -> ComparisonRow:
     """The child's line: what it rendered (from its manifest), its audit figures and its timings."""
     if child is None:
-        problem = failure("Child not created", f"child job {job_id} of model {model!r} was never created")
+        problem = failure("Child missing", f"child job {job_id} of model {model!r} was not created, or was deleted")
         return ComparisonRow(model=model, job_id=job_id, status=JobStatus.failed, error=problem)
     row: dict[str, Any] = {"model": model, "job_id": job_id, "status": child.status, "error": child.error}
     if manifest is not None:

@@ -194,7 +194,7 @@ class ComparisonHandler:
 
 def _child(model: str, job_id: str, job: JobRecord | None) -> ComparisonChild:
     if job is None:
-        problem = failure("Child not created", f"child job {job_id} of model {model!r} was never created")
+        problem = failure("Child missing", f"child job {job_id} of model {model!r} was not created, or was deleted")
         return ComparisonChild(model=model, job_id=job_id, status=JobStatus.failed, error=problem)
     return ComparisonChild(model=model, job_id=job_id, status=job.status, progress=job.progress, error=job.error)
 

@@ -2,6 +2,7 @@
 tiny SVD registered under three names with different default sizes and frame counts), and the CPU
 worker that composes the side-by-side."""
 
+import asyncio
 import io
 import json
 import os
@@ -24,7 +25,8 @@ from storage.s3 import S3Storage
 from tests.conftest import make_image
 from tests.integration.conftest import start_worker
 from tests.servers import start_moto, start_redis, start_uvicorn
-from vsteer.client import Client, VsteerError
+from vsteer.client import AsyncClient, Client, VsteerError
+from vsteer.pictures import png_bytes
 from workers.video import probe, read_frames
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -274,3 +276,15 @@ def test_cli_compares_the_example_sweep_and_downloads_it(stack: Stack, tmp_path:
         env=env, capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
     assert missing.returncode == 2 and "--model" in missing.stderr
+
+
+def test_the_async_client_compares_too(stack: Stack) -> None:
+    async def run() -> None:
+        async with AsyncClient(stack.url, KEY) as client:
+            image = f"asset:{(await client.upload_asset('p.png', data=png_bytes(make_image(4)))).id}"
+            comparison = await client.compare(["tiny", "tiny-b"], {"image": image, "generation": {"steps": 2}})
+            done = await client.wait_comparison(comparison.id, timeout=300)
+            assert done.status is JobStatus.succeeded and done.result is not None
+            assert (await client.get_comparison(done.id)).seed == comparison.seed
+
+    asyncio.run(run())
