@@ -8,11 +8,14 @@ A message is POSTed as JSON with three headers:
 - `webhook-signature`: `v1,` + base64(HMAC-SHA256(key, f"{id}.{timestamp}.{body}")), where `key` is
   the base64-decoded part of the secret after `whsec_`.
 
-The body is `{"type": "job.succeeded" | "job.failed" | "job.canceled" | "job.progress", "timestamp":
-<ISO 8601>, "data": <the job resource>}`; its URLs are presigned when the message is built and expire
-like any other. A job whose `webhook.events` has `progress` gets `job.progress` when each stage starts
-and at each quarter of its denoising steps (at most 9 per job; see `messages.progress_worth_sending`);
-they are separate deliveries, so a receiver may see them out of order and should read `data.progress`.
+The body is `{"type": "job.started" | "job.progress" | "job.succeeded" | "job.failed" | "job.canceled",
+"timestamp": <ISO 8601>, "data": <the job resource>}`; its URLs are presigned when the message is built
+and expire like any other (each result file says when, `expires_at`). `webhook.events` names the types
+it wants (`completed` is the older name of `succeeded`). A job whose `webhook.events` has `started` gets
+`job.started` when a worker starts it, once per run; with `progress`, `job.progress` when each stage
+starts and at each quarter of its denoising steps (at most 9 per run; see
+`messages.progress_worth_sending`); they are separate deliveries, so a receiver may see them out of
+order and should read `data.progress`.
 
 - `messages`: the message of a job and `enqueue_job_webhook`, how a worker (or the API, for a job
   canceled while queued) sends one;
