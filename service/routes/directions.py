@@ -57,7 +57,10 @@ async def list_directions(
 
 
 @router.get(
-    "/{direction_id}", response_model=DirectionResource, responses=problems(401, 404, 503), summary="Get a direction"
+    "/{direction_id}",
+    response_model=DirectionResource,
+    responses=problems(401, 404, 422, 503),
+    summary="Get a direction",
 )
 async def get_direction(
     direction_id: DirectionId, tenant: Tenant, directions: DirectionHandlerDep
@@ -65,7 +68,7 @@ async def get_direction(
     return await directions.get(tenant, direction_id)
 
 
-@router.delete("/{direction_id}", status_code=204, responses=problems(401, 404, 503), summary="Delete a direction")
+@router.delete("/{direction_id}", status_code=204, responses=problems(401, 404, 422, 503), summary="Delete a direction")
 async def delete_direction(direction_id: DirectionId, tenant: Tenant, directions: DirectionHandlerDep) -> Response:
     await directions.delete(tenant, direction_id)
     return Response(status_code=204)
