@@ -1,11 +1,13 @@
 """The service end to end on real servers: HTTP in, a Celery worker running the tiny SVD, S3 out."""
 
 import asyncio
+import base64
 import io
 import json
 import time
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from api_schemas import JobResource, JobStatus
@@ -105,6 +107,50 @@ def test_steering_job_end_to_end(service: Service, tmp_path):
     payload = json.loads(hook.body)
     assert payload["type"] == "job.succeeded"
     assert payload["data"]["status"] == "succeeded"
+
+
+def test_an_inline_image_job_runs_from_its_asset_announces_its_start_and_is_deleted(service: Service):
+    inline = "data:image/png;base64," + base64.b64encode(png(5)).decode()
+    hook = {"url": service.receiver.url, "events": ["started", "succeeded"]}
+    document = {
+        "model": "tiny",
+        "seed": 3,
+        "image": inline,
+        "generation": {"num_frames": FRAMES, "width": SIZE, "height": SIZE, "steps": 2},
+        "output": {"preview": "none"},
+        "webhook": hook,
+    }
+    with service.client() as client:
+        job = client.submit(document)
+        assert job.request.image is not None and job.request.image.startswith("asset:")
+        assert job.urls is not None and job.urls.get.endswith(f"/v1/jobs/{job.id}")
+        job = client.wait(job.id, timeout=240)
+        assert job.status is JobStatus.succeeded, job.error
+        assert job.progress is not None and job.progress.percent == 100.0
+        assert job.result is not None and job.result.video is not None and job.result.video.expires_at is not None
+
+        # the worker's webhooks: the start, then the success; neither carries the image
+        deadline = time.monotonic() + 30
+        while (
+            len(
+                bodies := [
+                    b for b in (json.loads(r.body) for r in service.receiver.received) if b["data"]["id"] == job.id
+                ]
+            )
+            < 2
+        ):
+            assert time.monotonic() < deadline, service.log("webhooks")[-3000:]
+            time.sleep(0.1)
+        assert sorted(b["type"] for b in bodies) == ["job.started", "job.succeeded"]
+        assert all("data:image" not in json.dumps(b) for b in bodies)
+
+        # deleted: the record and the result files
+        video_url = job.result.video.url
+        client.delete(job.id)
+        with pytest.raises(VsteerError) as gone:
+            client.get(job.id)
+        assert gone.value.status == 404
+        assert httpx.get(video_url).status_code == 404
 
 
 def test_cancel_a_running_job_then_the_same_worker_runs_the_next(service: Service):
