@@ -125,16 +125,19 @@ def _http_ok(url: str) -> bool:
         return bool(response.status == 200)
 
 
-def _model_names(worker_env: Mapping[str, str], default_model: str) -> list[str]:
-    """The models the API accepts: the worker's registry (VSTEER_MODELS, a JSON object) plus the default."""
-    names = {default_model, "tiny"}
+def _served_models(model: str, worker_env: Mapping[str, str]) -> list[str]:
+    """The models the worker serves (and so the only ones the API accepts, so that no job waits for a
+    worker that will never come): `model`, comma separated, the first the default. VSTEER_MODELS (a
+    JSON object of name → weights for the worker's registry) is checked here to fail early."""
     raw = worker_env.get("VSTEER_MODELS", "").strip()
     if raw:
         specs = json.loads(raw)
         if not isinstance(specs, dict):
             raise StackError("VSTEER_MODELS must be a JSON object of model name → weights for the worker")
-        names |= set(specs)
-    return sorted(names)
+    served = list(dict.fromkeys(name.strip() for name in model.split(",") if name.strip()))
+    if not served:
+        raise StackError(f"--model names no model: {model!r}")
+    return served
 
 
 def _allows_private(env: Mapping[str, str]) -> bool:
@@ -197,8 +200,8 @@ def start_stack(
 ) -> Stack:
     """Start redis-server, the API, a GPU worker and (unless `webhooks=False`) the webhook worker.
 
-    `env` (default: this process's environment) configures every process; `model` is the model the
-    worker loads and serves (`VSTEER_DEFAULT_MODEL`, else `tiny`); the API listens on `host`, and with
+    `env` (default: this process's environment) configures every process; `model` names the models the
+    worker loads and serves, comma separated, the first the default (`VSTEER_DEFAULT_MODEL`, else `tiny`); the API listens on `host`, and with
     `second_tenant` a second key for another tenant is made. Returns once all are ready; use the
     result as a context manager, or call `stop()`. A process that does not get ready fails the start;
     once all are ready, one that exits is started again after `backoff` (default `Backoff()`: 1 s
@@ -206,7 +209,8 @@ def start_stack(
     """
     # 1. a private folder and free ports
     base_env = dict(os.environ if env is None else env)
-    model = model or base_env.get("VSTEER_DEFAULT_MODEL") or "tiny"
+    served = _served_models(model or base_env.get("VSTEER_DEFAULT_MODEL") or "tiny", base_env)
+    model = served[0]
     redis_server = shutil.which("redis-server")
     if redis_server is None:
         raise StackError("redis-server is not on PATH (Debian/Ubuntu: apt-get install redis-server)")
@@ -242,11 +246,11 @@ def start_stack(
         _ensure_bucket(stack_env)
 
         # 3. the GPU worker: it loads the model before consuming, so it is ready when it says so
-        worker_env = {**stack_env, "VSTEER_WORKER_MODELS": model}
+        worker_env = {**stack_env, "VSTEER_WORKER_MODELS": ",".join(served)}
         worker = _spawn(
             "worker",
             [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool", "solo",
-             "--concurrency", "1", "-Q", queue_for(model), "--loglevel", "INFO", "--without-gossip",
+             "--concurrency", "1", "-Q", ",".join(map(queue_for, served)), "--loglevel", "INFO", "--without-gossip",
              "--without-mingle", "-n", f"gpu-{model}@%h"],
             worker_env,
             logs,
@@ -256,7 +260,7 @@ def start_stack(
         # 4. the API: it reads VSTEER_MODELS as the list of model names
         api_env = {
             **stack_env,
-            "VSTEER_MODELS": json.dumps(_model_names(worker_env, model)),
+            "VSTEER_MODELS": json.dumps(served),
             "VSTEER_DEV_API_KEYS": json.dumps({key: TENANT, **stack.other_keys}),
         }
         api = _spawn(
@@ -315,7 +319,11 @@ def _interrupt(signum: int, frame: object) -> None:
 def up_command(
     port: Annotated[int, typer.Option(help="Port of the API.")] = 8000,
     model: Annotated[
-        str | None, typer.Option(help="Model the worker serves (VSTEER_DEFAULT_MODEL, else tiny).")
+        str | None,
+        typer.Option(
+            help="Models the worker serves, comma separated, the first the default (VSTEER_DEFAULT_MODEL, else "
+            "tiny); several let comparisons run here."
+        ),
     ] = None,
     state_dir: Annotated[
         Path | None,
