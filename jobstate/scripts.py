@@ -130,7 +130,9 @@ if ik ~= '' then
   local existing = redis.call('GET', ik)
   if existing then
     local prior = cjson.decode(existing)
-    return {'existing', existing, redis.call('HGETALL', P .. 'job:' .. prior['job_id'])}
+    local job = redis.call('HGETALL', P .. 'job:' .. prior['job_id'])
+    -- a key whose job was deleted is free again: the request makes a new job
+    if #job > 0 then return {'existing', existing, job} end
   end
 end
 local id, tenant = ARGV[2], ARGV[3]

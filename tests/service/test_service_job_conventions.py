@@ -244,3 +244,15 @@ async def test_a_body_that_cannot_be_read_is_400_and_documented(client: httpx.As
     schema = document["components"]["schemas"]["JobRequest"]
     assert [s["required"] for s in schema["anyOf"]] == [["image"], ["keyframes"]]
     assert [s["required"] for s in schema["not"]["allOf"]] == [["image"], ["keyframes"]]
+
+
+async def test_an_idempotency_key_whose_job_was_deleted_makes_a_new_job(client: httpx.AsyncClient) -> None:
+    asset = await upload_image(client)
+    headers = {**AUTH_A, "Idempotency-Key": "k-1"}
+    first = (await client.post("/v1/jobs", json={"image": f"asset:{asset}"}, headers=headers)).json()
+    again = (await client.post("/v1/jobs", json={"image": f"asset:{asset}"}, headers=headers)).json()
+    assert again["id"] == first["id"]
+    await client.post(f"/v1/jobs/{first['id']}/cancel", headers=AUTH_A)
+    assert (await client.delete(f"/v1/jobs/{first['id']}", headers=AUTH_A)).status_code == 204
+    response = await client.post("/v1/jobs", json={"image": f"asset:{asset}"}, headers=headers)
+    assert response.status_code == 202 and response.json()["id"] != first["id"]
