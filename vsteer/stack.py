@@ -200,9 +200,10 @@ def start_stack(
 ) -> Stack:
     """Start redis-server, the API, a GPU worker and (unless `webhooks=False`) the webhook worker.
 
-    `env` (default: this process's environment) configures every process; `model` names the models the
-    worker loads and serves, comma separated, the first the default (`VSTEER_DEFAULT_MODEL`, else `tiny`); the API listens on `host`, and with
-    `second_tenant` a second key for another tenant is made. Returns once all are ready; use the
+    `env` (default: this process's environment) configures every process; `model` names the models
+    the worker loads and serves, comma separated, the first the default (`VSTEER_DEFAULT_MODEL`, else
+    `tiny`); the API listens on `host`, and with `second_tenant` a second key for another tenant is
+    made. Returns once all are ready; use the
     result as a context manager, or call `stop()`. A process that does not get ready fails the start;
     once all are ready, one that exits is started again after `backoff` (default `Backoff()`: 1 s
     doubling to 30 s) until `stop()`.

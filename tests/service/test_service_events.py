@@ -158,7 +158,9 @@ def test_a_resumed_stream_leaves_out_the_state_the_client_holds(
                 if len(lines) == 2:
                     break
         worker.join()
-        assert lines[0] == "id: running.1.denoising.3" and lines[1] == "event: progress"
+        # (the step can land between the stream's subscribing and its reading the record: then it comes
+        # as the record, with the same id)
+        assert lines[0] == "id: running.1.denoising.3" and lines[1] in ("event: progress", "event: job")
 
 
 class DroppingProxy:

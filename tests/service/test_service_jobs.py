@@ -454,7 +454,13 @@ async def test_errors_never_leak_and_are_problems(settings: Settings) -> None:
 async def test_models_health_and_metrics(client: httpx.AsyncClient, store: JobStore) -> None:
     store.heartbeat("svd-xt", "gpu0@host", ttl_s=60)
     models = (await client.get("/v1/models", headers=AUTH_A)).json()["items"]
-    assert models[0] == {"name": "svd-xt", "default": True, "queue": "gpu.svd-xt", "warm_workers": ["gpu0@host"]}
+    assert models[0] == {
+        "name": "svd-xt",
+        "default": True,
+        "queue": "gpu.svd-xt",
+        "warm_workers": ["gpu0@host"],
+        "dimensions": {"embedding": 1024, "latent_channels": 4},
+    }
     assert models[1]["name"] == "svd" and not models[1]["default"]
     assert (await client.get("/healthz")).json()["status"] == "ok"
     ready = await client.get("/readyz")
