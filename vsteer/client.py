@@ -469,9 +469,12 @@ class Client:
 
         The URLs expire: pass a freshly fetched job (`client.get(id)`) when the one at hand is old.
         """
-        dest = Path(dest_dir)
+        return self._save(_result_files(job, names), Path(dest_dir))
+
+    def _save(self, files: dict[str, tuple[Artifact, str]], dest: Path) -> dict[str, Path]:
+        """Fetch each artifact into `dest` under its file name, checked against its sha256."""
         saved: dict[str, Path] = {}
-        for name, (artifact, file_name) in _result_files(job, names).items():
+        for name, (artifact, file_name) in files.items():
             sink = _Digest(dest / file_name, artifact)
             try:
                 with self._http.stream("GET", urljoin(self.base_url, artifact.url)) as response:
@@ -568,21 +571,7 @@ class Client:
     def download_comparison(self, comparison: ComparisonResource, dest_dir: str | Path) -> dict[str, Path]:
         """Save the side-by-side (`video.mp4`) and the contact sheet (`contact_sheet.png`) under
         `dest_dir`, sha256-checked; returns name → path."""
-        saved: dict[str, Path] = {}
-        for name, (artifact, file_name) in _comparison_files(comparison).items():
-            sink = _Digest(Path(dest_dir) / file_name, artifact)
-            try:
-                with self._http.stream("GET", urljoin(self.base_url, artifact.url)) as response:
-                    if not response.is_success:
-                        response.read()
-                        raise DownloadError(f"{name}: GET {artifact.url} answered {response.status_code}")
-                    for chunk in response.iter_bytes():
-                        sink.write(chunk)
-                saved[name] = sink.finish()
-            except BaseException:
-                sink.abort()
-                raise
-        return saved
+        return self._save(_comparison_files(comparison), Path(dest_dir))
 
     def create_direction(
         self, vector: Sequence[float], model: str, space: str = "embedding", name: str | None = None
@@ -757,9 +746,11 @@ class AsyncClient:
             await asyncio.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
     async def download(self, job: JobResource, dest_dir: str | Path, names: Names | None = None) -> dict[str, Path]:
-        dest = Path(dest_dir)
+        return await self._save(_result_files(job, names), Path(dest_dir))
+
+    async def _save(self, files: dict[str, tuple[Artifact, str]], dest: Path) -> dict[str, Path]:
         saved: dict[str, Path] = {}
-        for name, (artifact, file_name) in _result_files(job, names).items():
+        for name, (artifact, file_name) in files.items():
             sink = _Digest(dest / file_name, artifact)
             try:
                 async with self._http.stream("GET", urljoin(self.base_url, artifact.url)) as response:
@@ -852,21 +843,7 @@ class AsyncClient:
             await asyncio.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
     async def download_comparison(self, comparison: ComparisonResource, dest_dir: str | Path) -> dict[str, Path]:
-        saved: dict[str, Path] = {}
-        for name, (artifact, file_name) in _comparison_files(comparison).items():
-            sink = _Digest(Path(dest_dir) / file_name, artifact)
-            try:
-                async with self._http.stream("GET", urljoin(self.base_url, artifact.url)) as response:
-                    if not response.is_success:
-                        await response.aread()
-                        raise DownloadError(f"{name}: GET {artifact.url} answered {response.status_code}")
-                    async for chunk in response.aiter_bytes():
-                        sink.write(chunk)
-                saved[name] = sink.finish()
-            except BaseException:
-                sink.abort()
-                raise
-        return saved
+        return await self._save(_comparison_files(comparison), Path(dest_dir))
 
     async def create_direction(
         self, vector: Sequence[float], model: str, space: str = "embedding", name: str | None = None
