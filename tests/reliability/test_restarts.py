@@ -142,11 +142,13 @@ def test_an_api_restart_keeps_every_job_state(stack_factory):
 
 
 def _stable(resource: dict) -> dict:
-    """A job resource without what moves on its own: progress of a running job, fresh URL signatures."""
+    """A job resource without what moves on its own: progress of a running job, fresh URL signatures
+    and the expiry that comes with them."""
     out = {k: v for k, v in resource.items() if k != "progress"}
+    fresh = {"url", "expires_at"}
     if out.get("result"):
         out["result"] = {
-            k: ({kk: vv for kk, vv in v.items() if kk != "url"} if isinstance(v, dict) and "url" in v else v)
+            k: ({kk: vv for kk, vv in v.items() if kk not in fresh} if isinstance(v, dict) and "url" in v else v)
             for k, v in out["result"].items()
         }
     return out

@@ -73,6 +73,7 @@ def test_a_child_that_stayed_up_restarts_after_the_first_wait(tmp_path):
 
 
 def test_a_killed_child_is_named_by_its_signal_and_the_others_stay_up(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="vsteer.supervisor")
     sleeper = child(tmp_path, "import time; time.sleep(60)", "sleeper")
     steady = child(tmp_path, "import time; time.sleep(60)", "steady")
     for c in (sleeper, steady):
@@ -107,6 +108,7 @@ def test_nothing_is_started_again_after_stop(tmp_path):
 
 
 def test_a_child_that_cannot_start_is_retried_until_it_can(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="vsteer.supervisor")
     workdir = tmp_path / "workdir"
     workdir.mkdir()
     crasher = Child("crasher", [sys.executable, "-c", "import sys; sys.exit(1)"], {}, tmp_path / "c.log", cwd=workdir)
