@@ -63,6 +63,12 @@ def test_submit_uploads_local_images_once_and_downloads_a_playable_video(service
     again = vsteer("jobs", "download", job["id"], str(tmp_path / "again"), server=service)
     assert again.returncode == 0 and (tmp_path / "again" / "manifest.json").is_file()
 
+    # Deleted, the job is gone.
+    deleted = vsteer("jobs", "delete", job["id"], server=service)
+    assert deleted.returncode == 0 and deleted.stdout.strip() == f"deleted {job['id']}"
+    gone = vsteer("jobs", "get", job["id"], server=service)
+    assert gone.returncode == 1 and "404" in gone.stderr
+
 
 def test_errors_are_one_line_naming_the_field(service: Service, tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"image": "missing.png", "generation": {"steps": 0}}))

@@ -235,6 +235,14 @@ def cancel(job_id: str, server: Server = None, key: Key = None, as_json: AsJson 
         show(job, as_json, job_line(job))
 
 
+@jobs_app.command("delete")
+def delete_job(job_id: str, server: Server = None, key: Key = None) -> None:
+    """Delete a finished job: its record and its files (a queued or running job: cancel it first)."""
+    with connect(server, key) as client:
+        client.delete(job_id)
+        typer.echo(f"deleted {job_id}")
+
+
 @jobs_app.command("download")
 def download_command(
     job_id: str,
