@@ -25,6 +25,7 @@ from jobstate.redis_keys import (
     idempotency_key,
     job_record_key,
     lease_key,
+    model_running_key,
     rate_limit_key,
     tenant_index,
     warm_key,
@@ -493,6 +494,12 @@ def delete_op(job_id: str) -> Op[tuple[str, JobStatus | None]]:
 def queue_depth_op(queue: str) -> Op[int]:
     """Messages waiting in a Celery queue on the Redis broker (a list named after the queue)."""
     return Op(lambda raw: int(raw or 0), command=("LLEN", queue))
+
+
+def running_jobs_op(model: str) -> Op[list[str]]:
+    """The ids of the model's running jobs (`model:<name>:running`, kept by every move into and out of
+    `running`); its size plus the model's queue length is what its workers have to do."""
+    return Op(lambda raw: sorted(_str(j) for j in raw or []), command=("SMEMBERS", model_running_key(model)))
 
 
 def ping_op() -> Op[bool]:

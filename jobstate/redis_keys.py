@@ -8,6 +8,9 @@
 - `job:<id>:lease` string: the `worker` holding the running job, expiring unless that worker renews it
   (every heartbeat). A running job whose lease has expired lost its worker.
 - `jobs:running` set: every running job's id, for the reaper's scan.
+- `model:<name>:running` set: the ids of the model's running jobs, kept by the same steps as
+  `jobs:running`; an autoscaler (`deploy/k8s`, KEDA) adds its size to the length of the model's queue
+  list, so that a worker in the middle of a job is never counted as idle.
 - `job:<id>:events` pub/sub channel: `{"type": "progress", "stage", "step", "total"}`,
   `{"type": "status", "status"}`, `{"type": "cancel_requested"}`.
 - `tenant:<tenant>:jobs` and `tenant:<tenant>:jobs:<status>` sorted sets of job ids, all with score 0:
@@ -91,6 +94,10 @@ def rate_limit_key(subject: str) -> str:
 
 def warm_key(model: str) -> str:
     return f"{PREFIX}model:{model}:warm"
+
+
+def model_running_key(model: str) -> str:
+    return f"{PREFIX}model:{model}:running"
 
 
 RUNNING_JOBS = f"{PREFIX}jobs:running"

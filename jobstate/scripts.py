@@ -16,6 +16,11 @@ local function is_terminal(s)
 end
 local BUCKETS = {__BUCKETS__}
 local BUCKET_NAMES = {__BUCKET_NAMES__}
+-- The set of the running jobs of job `jk`'s model (`model:<name>:running`): an autoscaler adds its
+-- size to the model's queue length, so that a worker in the middle of a job is still counted.
+local function model_running(jk)
+  return P .. 'model:' .. (redis.call('HGET', jk, 'model') or '') .. ':running'
+end
 -- Move job `id` (hash `jk`) from status `from` to `to`, keep the indexes and counters right,
 -- stamp the times and tell subscribers. Returns nothing; the caller checked `from` is allowed.
 -- `counted` (running → queued only): the run ended with its worker lost, so it stays counted toward
@@ -34,6 +39,7 @@ local function move(jk, id, from, to, now, counted)
     -- the run is over: no lease to renew, nothing for the reaper to look at
     redis.call('DEL', jk .. ':lease')
     redis.call('SREM', P .. 'jobs:running', id)
+    redis.call('SREM', model_running(jk), id)
   end
   if to == 'queued' and from == 'running' then
     if not counted then redis.call('HINCRBY', jk, 'attempts', -1) end
@@ -43,6 +49,7 @@ local function move(jk, id, from, to, now, counted)
     redis.call('HSET', jk, 'started_at', now)
     redis.call('HINCRBY', jk, 'attempts', 1)
     redis.call('SADD', P .. 'jobs:running', id)
+    redis.call('SADD', model_running(jk), id)
   end
   if is_terminal(to) then
     redis.call('HSET', jk, 'finished_at', now)
@@ -230,6 +237,7 @@ for _, id in ipairs(redis.call('SMEMBERS', P .. 'jobs:running')) do
   local jk = P .. 'job:' .. id
   if redis.call('HGET', jk, 'status') ~= 'running' then
     redis.call('SREM', P .. 'jobs:running', id)
+    if redis.call('EXISTS', jk) == 1 then redis.call('SREM', model_running(jk), id) end
   elseif worker_lost(jk) then
     local attempts = tonumber(redis.call('HGET', jk, 'attempts') or '0')
     local worker = redis.call('HGET', jk, 'worker')
