@@ -31,6 +31,7 @@ Models load in `worker_init`, in the worker's main process before it consumes an
 
 import logging
 import threading
+from pathlib import Path
 
 from celery import Celery, signals
 from kombu import Queue
@@ -158,7 +159,10 @@ def load_models(sender=None, **_: object) -> None:  # type: ignore[no-untyped-de
 
     deps.worker_id = worker_identity(sender.hostname)
     _stop_heartbeat.clear()
-    beat = threading.Thread(target=_heartbeat, args=(deps, sender.hostname, get_settings().heartbeat_s), daemon=True)
+    settings = get_settings()
+    beat = threading.Thread(
+        target=_heartbeat, args=(deps, sender.hostname, settings.heartbeat_s, settings.heartbeat_file), daemon=True
+    )
     beat.start()
 
 
@@ -189,9 +193,11 @@ def stop_heartbeat(**_: object) -> None:
     _stop_heartbeat.set()
 
 
-def _heartbeat(deps, hostname: str, every_s: float) -> None:  # type: ignore[no-untyped-def]
+def _heartbeat(deps, hostname: str, every_s: float, beat_file: Path | None = None) -> None:  # type: ignore[no-untyped-def]
     """Until the worker stops: renew the lease of the running job (a job whose lease expires is taken
-    back by the reaper) and report warm models to job state (GET /v1/models lists them)."""
+    back by the reaper), report warm models to job state (GET /v1/models lists them) and touch
+    `beat_file`, the liveness signal of an orchestrator (`workers.liveness`). The file is touched
+    whether or not Redis answered: a Redis outage is not a reason to restart a worker."""
     from workers.job_runner import renew_lease
 
     while not _stop_heartbeat.is_set():
@@ -205,6 +211,11 @@ def _heartbeat(deps, hostname: str, every_s: float) -> None:  # type: ignore[no-
                 deps.store.heartbeat(model, hostname, ttl_s=3 * every_s)
         except Exception:
             log.warning("heartbeat to job state failed", exc_info=True)
+        if beat_file is not None:
+            try:
+                beat_file.touch()
+            except OSError:
+                log.warning("cannot touch the heartbeat file %s", beat_file, exc_info=True)
         _stop_heartbeat.wait(every_s)
 
 

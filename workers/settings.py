@@ -158,6 +158,11 @@ class WorkerSettings(EngineSettings, WebhookSettings, StorageSettings):
     )
 
     work_dir: Path | None = Field(None, description="Where jobs write before upload (system temp if unset).")
+    heartbeat_file: Path | None = Field(
+        None,
+        description="A file whose modification time the worker's heartbeat sets on every beat, once its models "
+        "are loaded; a liveness probe reads its age (`python -m workers.liveness FILE`). None: no file.",
+    )
 
     @field_validator("worker_models", mode="before")
     @classmethod
