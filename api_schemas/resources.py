@@ -82,6 +82,18 @@ class Progress(Resource):
         return cls(stage=stage, step=step, total=total, fraction=fraction, percent=job_percent(stage, fraction))
 
 
+class LivePreview(Resource):
+    """What a running job's denoised estimate looks like: the latest of its live previews."""
+
+    step: int = Field(ge=1, description="Denoising steps done (over every batch of clips) when it was made.")
+    total: int = Field(ge=1, description="Denoising steps in the whole job.")
+    image: str = Field(
+        description="A JPEG strip of a few frames of the job's first clip, side by side, at most 256 pixels "
+        "wide, as a `data:image/jpeg;base64,…` URI. Colours come from a per-model linear map of the latents, "
+        "so they are close to, not equal to, what the decoder will make."
+    )
+
+
 class Artifact(Resource):
     """One stored file of a result."""
 
@@ -161,6 +173,11 @@ class JobResource(Resource):
         "otherwise, and while its task is not in the queue (delivered to a worker that has not started it).",
     )
     urls: JobUrls | None = Field(None, description="Where the job can be reached (null where no base URL is known).")
+    preview: LivePreview | None = Field(
+        None,
+        description="While `running`: the latest live preview of the denoising (each one is also sent as a "
+        "`preview` server-sent event). Null before the first one and once the job has finished.",
+    )
 
 
 class JobList(Resource):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from api_schemas import JobStatus, Problem
+from api_schemas import JobStatus, LivePreview, Problem
 from jobstate.errors import IdempotencyConflict, RateLimited, TooManyActiveJobs
 from jobstate.records import AnchorRecord, AnchorVersion, AssetRecord, JobRecord, StoredResult
 from jobstate.redis_keys import (
@@ -346,6 +346,18 @@ def progress_op(
         script="progress",
         keys=(job_record_key(job_id),),
         args=(stage, int(step), int(total), repr(t), owner or ""),
+    )
+
+
+def preview_op(job_id: str, preview: LivePreview, owner: str | None = None) -> Op[bool]:
+    """Keep a running job's latest live preview and publish it as a `preview` event; with `owner`, only
+    while that worker's run holds the job. True when written."""
+    event = json.dumps({"type": "preview", **preview.model_dump(mode="json")})
+    return Op(
+        lambda raw: int(raw) == 1,
+        script="preview",
+        keys=(job_record_key(job_id),),
+        args=(preview.model_dump_json(), event, owner or ""),
     )
 
 

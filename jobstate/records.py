@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api_schemas import Artifact, JobRequest, JobResource, JobResult, JobStatus, Problem, Progress
+from api_schemas import Artifact, JobRequest, JobResource, JobResult, JobStatus, LivePreview, Problem, Progress
 from api_schemas.artifacts import ARTIFACTS, LISTED_ARTIFACTS, SINGLE_ARTIFACTS, split_artifact_name
 from api_schemas.resources import JobUrls
 
@@ -109,6 +109,7 @@ class JobRecord:
     error: Problem | None = None
     cancel_requested: bool = False
     attempts: int = 0
+    preview: LivePreview | None = None  # the latest live preview, while running
 
     @classmethod
     def new(cls, job_id: str, tenant: str, model: str, request: dict[str, Any], created_at: float) -> "JobRecord":
@@ -137,6 +138,7 @@ class JobRecord:
             error=Problem.model_validate_json(h["error"]) if h.get("error") else None,
             cancel_requested=h.get("cancel") == "1",
             attempts=int(h.get("attempts", "0")),
+            preview=LivePreview.model_validate_json(h["preview"]) if h.get("preview") else None,
         )
 
     def webhook(self) -> tuple[str, list[str]] | None:
@@ -217,6 +219,7 @@ def to_resource(
         error=record.error,
         queue_position=queue_position if record.status is JobStatus.queued else None,
         urls=job_urls(base_url, record.id) if base_url else None,
+        preview=record.preview if record.status is JobStatus.running else None,
     )
 
 

@@ -39,6 +39,7 @@ local function move(jk, id, from, to, now, counted)
     -- the run is over: no lease to renew, nothing for the reaper to look at
     redis.call('DEL', jk .. ':lease')
     redis.call('SREM', P .. 'jobs:running', id)
+    redis.call('HDEL', jk, 'preview')  -- live previews are for a run in progress
     redis.call('SREM', model_running(jk), id)
   end
   if to == 'queued' and from == 'running' then
@@ -303,6 +304,17 @@ redis.call('PUBLISH', jk .. ':events', cjson.encode({type = 'progress', stage = 
 return {1, cancel, 0}
 """
 
+# KEYS: job hash. ARGV: the preview (JSON, kept on the job), its event (JSON, published), owner ('' for any).
+# Returns 1 when written (the job is running, held by `owner`), 0 otherwise.
+_PREVIEW = """
+local jk, owner = KEYS[1], ARGV[3]
+if redis.call('HGET', jk, 'status') ~= 'running' then return 0 end
+if owner ~= '' and redis.call('HGET', jk, 'worker') ~= owner then return 0 end
+redis.call('HSET', jk, 'preview', ARGV[1])
+redis.call('PUBLISH', jk .. ':events', ARGV[2])
+return 1
+"""
+
 # KEYS: index. ARGV: prefix, cursor ('' for the first page), count. Returns job hashes, newest first.
 _LIST = """
 local P = ARGV[1]
@@ -463,6 +475,7 @@ SCRIPTS: dict[str, str] = {
     "reap": _REAP,
     "request_cancel": _REQUEST_CANCEL,
     "progress": _PROGRESS,
+    "preview": _PREVIEW,
     "list": _LIST,
     "anchor_put": _ANCHOR_PUT,
     "anchor_get": _ANCHOR_GET,

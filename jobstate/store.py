@@ -36,7 +36,7 @@ import anyio
 import redis
 import redis.asyncio as aioredis
 
-from api_schemas import JobStatus, Problem, Progress
+from api_schemas import JobStatus, LivePreview, Problem, Progress
 from jobstate import operations
 from jobstate.operations import AnchorPage, Created, Op, Page, ProgressAck, RateDecision, Transition
 from jobstate.records import AnchorRecord, AnchorVersion, AssetRecord, JobRecord, StoredResult
@@ -97,6 +97,9 @@ class JobStore:
     def progress(self, job_id: str, stage: str, step: int, total: int, owner: str | None = None) -> ProgressAck:
         return self.run(operations.progress_op(job_id, stage, step, total, owner=owner))
 
+    def preview(self, job_id: str, preview: LivePreview, owner: str | None = None) -> bool:
+        return self.run(operations.preview_op(job_id, preview, owner))
+
     def succeed(self, job_id: str, result: StoredResult, owner: str | None = None) -> Transition:
         return self.run(operations.succeed_op(job_id, result, owner))
 
@@ -140,11 +143,13 @@ class JobStore:
 
 @dataclass(frozen=True)
 class JobEvent:
-    """One event of a job's stream: the whole record (`job`), a progress tick, or a heartbeat."""
+    """One event of a job's stream: the whole record (`job`), a progress tick, a live preview, or a
+    heartbeat."""
 
-    kind: Literal["job", "progress", "heartbeat"]
+    kind: Literal["job", "progress", "preview", "heartbeat"]
     record: JobRecord | None = None
     progress: Progress | None = None
+    preview: LivePreview | None = None
 
 
 class AsyncJobStore:
@@ -285,6 +290,10 @@ class AsyncJobStore:
                 if event["type"] == "progress":
                     progress = Progress.of(event["stage"], int(event["step"]), int(event["total"]))
                     yield JobEvent("progress", progress=progress)
+                    continue
+                if event["type"] == "preview":
+                    event.pop("type")
+                    yield JobEvent("preview", preview=LivePreview.model_validate(event))
                     continue
                 record = await self.get_any(job_id)
                 if record is None:

@@ -30,7 +30,18 @@ from urllib.parse import urljoin
 
 import httpx
 
-from api_schemas import Artifact, Asset, JobList, JobRequest, JobResource, JobStatus, ModelList, Problem, Progress
+from api_schemas import (
+    Artifact,
+    Asset,
+    JobList,
+    JobRequest,
+    JobResource,
+    JobStatus,
+    LivePreview,
+    ModelList,
+    Problem,
+    Progress,
+)
 from api_schemas.anchors import AnchorCreate, AnchorList, AnchorResource, AnchorVersionCreate
 from api_schemas.artifacts import ARTIFACTS, extension_for
 from api_schemas.comparisons import ComparisonResource
@@ -185,7 +196,7 @@ def _changed(previous: JobResource | None, job: JobResource) -> bool:
 
 
 class _EventStream:
-    """Folds a server-sent event stream (`event: job` / `event: progress`) into the job's latest state."""
+    """Folds a server-sent event stream (`event: job` / `progress` / `preview`) into the job's latest state."""
 
     def __init__(self) -> None:
         self.job: JobResource | None = None
@@ -213,6 +224,9 @@ class _EventStream:
             return self.job
         if event == "progress" and data and self.job is not None:
             self.job = self.job.model_copy(update={"progress": Progress.model_validate_json(data)})
+            return self.job
+        if event == "preview" and data and self.job is not None:
+            self.job = self.job.model_copy(update={"preview": LivePreview.model_validate_json(data)})
             return self.job
         return None
 

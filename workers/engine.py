@@ -28,6 +28,7 @@ from workers.models import ModelRegistry
 from workers.outputs import finish_outputs, output_threads
 from workers.plan import resolve_job
 from workers.planning import plan_job_clips
+from workers.preview import preview_steps, preview_strip
 from workers.settings import EngineSettings, engine_defaults
 
 
@@ -50,7 +51,18 @@ class JobOutputs:
 
 
 ProgressSink = Callable[[Progress], None]
+@dataclass(frozen=True)
+class Preview:
+    """A live preview of the denoised estimate after `step` of `total` denoising steps: a JPEG strip of
+    a few frames of the first clip (`workers.preview`)."""
 
+    step: int
+    total: int
+    jpeg: bytes
+
+
+
+PreviewSink = Callable[[Preview], None]
 
 class StageClock:
     """Wall time per stage; waits for the device so GPU work is charged to the stage that queued it."""
@@ -83,12 +95,14 @@ def run_job(
     directions: DirectionResolver | None = None,
     on_progress: ProgressSink | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    on_preview: PreviewSink | None = None,
     job_id: str | None = None,
     settings: EngineSettings | None = None,
 ) -> JobOutputs:
     """Run one job to files in `out_dir`; raises JobInputError (JobTooLarge among them), JobCanceled or
-    ModelUnavailableError. `settings` give the output threads and the host memory (the defaults when
-    None); `should_cancel` may raise to stop the job at its next step."""
+    ModelUnavailableError. `settings` give the output threads, the host memory and how many live
+    previews `on_preview` gets (the defaults when None); `should_cancel` may raise to stop the job at
+    its next step."""
     settings = settings or engine_defaults()
     report = on_progress or (lambda progress: None)
     canceled = should_cancel or (lambda: False)
@@ -123,12 +137,16 @@ def run_job(
     report(Progress("denoise", 0, total))
     clip_latents: list[torch.Tensor] = []
     for b, batch in enumerate(batches):
+    preview_at = preview_steps(total, settings.previews) if on_preview and model.preview else frozenset()
         conditioning, noise, steering = planned.stack(batch)
 
         def on_step(pipeline: Any, i: int, t: Any, tensors: dict[str, torch.Tensor], b: int = b, steer=steering):
             if steer:
                 tensors["latents"] = steer(pipeline, i, tensors["latents"])
-            report(Progress("denoise", b * steps + i + 1, total))
+            done = b * steps + i + 1
+            if done in preview_at and on_preview and model.preview:
+                on_preview(Preview(done, total, preview_strip(tensors["denoised"][0], model.preview)))
+            report(Progress("denoise", done, total))
             if canceled():
                 raise JobCanceled()
             return tensors

@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 import redis.exceptions
 import torch
 
-from api_schemas import JobRequest, JobStatus
+from api_schemas import JobRequest, JobStatus, LivePreview
 from api_schemas import Progress as ResourceProgress
 from api_schemas.artifacts import content_type_for
 from jobstate.operations import Transition
@@ -250,7 +250,8 @@ def run_and_record(record: JobRecord, deps: WorkerDeps) -> JobRecord | None:
 def render_and_upload(record: JobRecord, deps: WorkerDeps) -> StoredResult:
     """Render the job in a temporary folder and store every output under the job's keys."""
     # Imported here: the engine pulls in the pipeline, which the module's importers do not all need.
-    from workers.engine import Progress, run_job
+    from workers.engine import Preview, Progress, run_job
+    from workers.preview import data_uri
 
     run = deps.run_job or partial(run_job, settings=deps.engine_settings)
     started = time.monotonic()
@@ -283,6 +284,13 @@ def render_and_upload(record: JobRecord, deps: WorkerDeps) -> StoredResult:
                 last_sent = marker
                 notify(running_with(record, progress.stage, progress.step, progress.total), deps)
 
+    def on_preview(preview: Preview) -> None:
+        live = LivePreview(step=preview.step, total=preview.total, image=data_uri(preview.jpeg))
+        try:
+            deps.store.preview(job_id, live, owner=deps.worker_id)
+        except REDIS_DOWN as exc:
+            log.warning("job %s: live preview not sent, job state unreachable: %s", job_id, exc)
+
     def should_cancel() -> bool:
         if deps.shutdown.is_set():
             raise WorkerShuttingDown()
@@ -303,6 +311,7 @@ def render_and_upload(record: JobRecord, deps: WorkerDeps) -> StoredResult:
             images=images,
             directions=directions,
             on_progress=on_progress,
+            on_preview=on_preview,
             should_cancel=should_cancel,
             job_id=job_id,
         )

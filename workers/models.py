@@ -23,6 +23,7 @@ import torch
 
 from workers.errors import ModelUnavailableError
 from workers.pipeline import SteerableVideoPipeline
+from workers.preview import LatentRGB, fit_latent_rgb
 from workers.settings import CUDA_ALLOC_CONF_ENV, EngineSettings, engine_defaults
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class ModelSpec:
     width: int = 1024
     height: int = 576
     num_frames: int | None = None  # the UNet's own when unset (14 for SVD, 25 for SVD-XT)
+    # Live previews' latent → RGB map: 3 rows of C weights and a bias; fitted from the VAE at load if unset.
+    preview_map: tuple[tuple[float, ...], ...] | None = None
 
     def resolved_device(self) -> str:
         return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -83,6 +86,7 @@ class LoadedModel:
     bytes: int
     defaults: dict[str, int] = field(default_factory=dict)
     fast: "FastPath" = field(default_factory=lambda: FastPath())
+    preview: LatentRGB | None = None  # the live previews' colour map
 
     @property
     def device(self) -> str:
@@ -271,7 +275,20 @@ def load_model(spec: ModelSpec, settings: EngineSettings | None = None) -> Loade
     }
     fast = FastPath.for_device(device, settings)
     fast.apply(pipeline, defaults["num_frames"], spec.height, spec.width)
-    return LoadedModel(spec, pipeline, folder, weight_hash(folder), size, defaults, fast)
+    return LoadedModel(spec, pipeline, folder, weight_hash(folder), size, defaults, fast, preview_map(spec, pipeline))
+
+
+def preview_map(spec: ModelSpec, pipeline: SteerableVideoPipeline) -> LatentRGB:
+    """The spec's live-preview map, or one fitted now from the model's own VAE (milliseconds on a GPU)."""
+    if spec.preview_map is not None:
+        colour_map = LatentRGB.from_rows(spec.preview_map)
+        if colour_map.channels != pipeline.unet.config.out_channels:
+            raise ValueError(
+                f"model {spec.name!r}: `preview_map` has {colour_map.channels} channel weights, "
+                f"the UNet makes {pipeline.unet.config.out_channels} latent channels"
+            )
+        return colour_map
+    return fit_latent_rgb(pipeline)
 
 
 class ModelRegistry:
@@ -302,6 +319,8 @@ class ModelRegistry:
         specs = builtin_specs(settings.cache_dir.expanduser())
         for name, fields in settings.models.items():
             try:
+                if isinstance(fields.get("preview_map"), list):  # JSON lists; the spec keeps tuples
+                    fields = {**fields, "preview_map": tuple(tuple(row) for row in fields["preview_map"])}
                 specs[name] = ModelSpec(name=name, **fields)
             except TypeError as exc:
                 raise ValueError(f"VSTEER_MODELS[{name!r}]: {exc}") from exc

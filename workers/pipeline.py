@@ -381,9 +381,12 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
                 if do_cfg:
                     noise_uncond, noise_cond = noise_pred.chunk(2)
                     noise_pred = noise_uncond + guidance * (noise_cond - noise_uncond)
-                latents = self.scheduler.step(noise_pred, t, latents).prev_sample
+                stepped = self.scheduler.step(noise_pred, t, latents)
+                latents = stepped.prev_sample
                 if callback_on_step_end is not None:
-                    latents = callback_on_step_end(self, i, t, {"latents": latents}).pop("latents", latents)
+                    # `denoised`: the step's estimate of the clean latents (read by live previews).
+                    tensors = {"latents": latents, "denoised": stepped.pred_original_sample}
+                    latents = callback_on_step_end(self, i, t, tensors).pop("latents", latents)
         finally:
             self._fill_slot(None, None, num_frames)
 

@@ -56,6 +56,13 @@ class EngineSettings(BaseSettings):
     cudnn_autotune: bool = Field(
         False, description="cuDNN's autotune on CUDA: faster convolutions, but manifests no longer replay bit for bit."
     )
+    previews: int = Field(
+        10,
+        ge=0,
+        le=100,
+        description="Live previews per job: a small JPEG strip of the denoised estimate every few denoising "
+        "steps, published as an SSE `preview` event (0 turns them off).",
+    )
     output_threads: int | None = Field(
         None, description="Threads for a job's outputs; the CPUs this process may use, at most 4, if unset."
     )
@@ -94,7 +101,15 @@ class EngineSettings(BaseSettings):
         return _count(value, "VSTEER_HOST_MEMORY_BYTES must be a number of bytes", minimum=0)
 
     @field_validator(
-        "model_memory_budget_gb", "cache_dir", "hf_cache", "fast", "compile", "warmup", "cudnn_autotune", mode="before"
+        "model_memory_budget_gb",
+        "cache_dir",
+        "hf_cache",
+        "fast",
+        "compile",
+        "warmup",
+        "cudnn_autotune",
+        "previews",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object, info: ValidationInfo) -> object:

@@ -214,6 +214,10 @@ class JobHandler:
                     event_id = state_event_id(JobStatus.running, attempts, event.progress)
                     if event_id != held:
                         yield f"id: {event_id}\nevent: progress\ndata: {event.progress.model_dump_json()}\n\n"
+                elif event.kind == "preview" and event.preview is not None:
+                    # No `id:`: a preview is not state a resumed stream must repeat or skip.
+                    yield f"event: preview\ndata: {event.preview.model_dump_json()}\n\n"
+                    continue
                 else:
                     yield ": keep-alive\n\n"
                     continue

@@ -126,8 +126,9 @@ async def cancel_job(job_id: JobId, tenant: Tenant, jobs: JobHandlerDep) -> Resp
     responses={
         200: {
             "content": {"text/event-stream": {}},
-            "description": "`job` events (the whole resource: first, and on every status change) and "
-            "`progress` events; the stream ends after a terminal status.",
+            "description": "`job` events (the whole resource: first, and on every status change), "
+            "`progress` events and, while denoising, `preview` events (a `LivePreview`: a small JPEG strip "
+            "of the denoised estimate, without an event `id`); the stream ends after a terminal status.",
         },
         **problems(401, 404, 422, 503),
     },

@@ -65,7 +65,9 @@ def create(store: JobStore, request=REQUEST) -> str:
 def fake_engine(steps: int = 4, calls: list | None = None, cancel_at: int | None = None):
     """Reports `steps` denoising steps, reads the asset, writes the usual outputs."""
 
-    def run(job, out_dir: Path, *, registry, images, on_progress, should_cancel, job_id, directions=None):
+    def run(
+        job, out_dir: Path, *, registry, images, on_progress, should_cancel, job_id, directions=None, on_preview=None
+    ):
         if calls is not None:
             calls.append(job_id)
         images.read(job.image, "image")
