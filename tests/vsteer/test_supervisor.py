@@ -1,6 +1,7 @@
 """The supervisor of `vsteer up` on trivial real child processes: restarts, backoff, stop."""
 
 import logging
+import re
 import signal
 import sys
 import time
@@ -51,7 +52,9 @@ def test_a_crashing_child_is_retried_with_doubling_waits_and_logged(tmp_path, ca
     assert [e.returncode for e in crasher.exits[:5]] == [3] * 5
     assert [e.delay_s for e in crasher.exits[:5]] == [0.1, 0.2, 0.4, 0.4, 0.4]
     assert crasher.restarts >= 4
-    assert f"crasher exited with code 3 after 0.0 s up; starting it again in 0.1 s (log: {crasher.log})" in caplog.text
+    # The uptime depends on how fast the interpreter starts on a loaded machine; the rest is exact.
+    first_exit = rf"crasher exited with code 3 after \d+\.\d s up; starting it again in 0\.1 s \(log: {re.escape(str(crasher.log))}\)"
+    assert re.search(first_exit, caplog.text), caplog.text
     assert "crasher started again, pid" in caplog.text
     # One log across runs, each restart marked.
     text = crasher.log.read_text()
