@@ -135,9 +135,9 @@ def run_job(
     steps = plan.steps
     total = steps * len(batches)
     report(Progress("denoise", 0, total))
+    preview_at = preview_steps(total, settings.previews) if on_preview and model.preview else frozenset()
     clip_latents: list[torch.Tensor] = []
     for b, batch in enumerate(batches):
-    preview_at = preview_steps(total, settings.previews) if on_preview and model.preview else frozenset()
         conditioning, noise, steering = planned.stack(batch)
 
         def on_step(pipeline: Any, i: int, t: Any, tensors: dict[str, torch.Tensor], b: int = b, steer=steering):
