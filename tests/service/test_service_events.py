@@ -256,3 +256,62 @@ def test_the_client_resumes_a_dropped_stream_and_misses_nothing(api: ThreadedUvi
     assert seen[0] == ("running", None)
     assert [step for status, step in seen if status == "running"][1:] == [1, 2, 3]
     assert seen[-1][0] == "succeeded"
+
+
+def test_live_previews_arrive_as_events_without_ids_and_the_running_job_shows_the_latest(
+    api: ThreadedUvicorn, store: JobStore, sync_redis
+) -> None:
+    from api_schemas import LivePreview
+    from vsteer.client import Client
+
+    with httpx.Client(base_url=api.url, timeout=10) as client:
+        job_id = submit(client)
+        store.mark_running(job_id)
+        shown: list[dict | None] = []
+
+        def work() -> None:
+            wait_subscribed(sync_redis, job_id)
+            for step in (2, 4):
+                store.preview(job_id, LivePreview(step=step, total=4, image=f"data:image/jpeg;base64,AAA{step}"))
+                store.progress(job_id, "denoise", step, 4)
+            shown.append(httpx.get(f"{api.url}/v1/jobs/{job_id}", headers=AUTH_A, timeout=10).json()["preview"])
+            store.succeed(job_id, StoredResult())
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        lines: list[str] = []
+        with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=AUTH_A) as response:
+            lines = list(response.iter_lines())
+        worker.join()
+        final = client.get(f"/v1/jobs/{job_id}", headers=AUTH_A).json()
+
+    previews = [
+        json.loads(lines[i + 1].removeprefix("data: ")) for i, line in enumerate(lines) if line == "event: preview"
+    ]
+    assert [(p["step"], p["total"], p["image"]) for p in previews] == [
+        (2, 4, "data:image/jpeg;base64,AAA2"),
+        (4, 4, "data:image/jpeg;base64,AAA4"),
+    ]
+    # A preview is not state to resume from: no `id:` line before it.
+    for i, line in enumerate(lines):
+        if line == "event: preview":
+            assert i == 0 or not lines[i - 1].startswith("id:"), lines[i - 1 : i + 2]
+    assert shown == [{"step": 4, "total": 4, "image": "data:image/jpeg;base64,AAA4"}]
+    assert final["status"] == "succeeded" and final["preview"] is None
+
+    # The typed client folds previews into the job it yields.
+    with httpx.Client(base_url=api.url, timeout=10) as client:
+        second = submit(client)
+    store.mark_running(second)
+
+    def again() -> None:
+        wait_subscribed(sync_redis, second)
+        store.preview(second, LivePreview(step=1, total=2, image="data:image/jpeg;base64,BBB"))
+        store.succeed(second, StoredResult())
+
+    worker = threading.Thread(target=again)
+    worker.start()
+    with Client(api.url, "key-tenant-a") as sdk:
+        seen = [job.preview.image if job.preview else None for job in sdk.events(second)]
+    worker.join()
+    assert seen == [None, "data:image/jpeg;base64,BBB", None]
