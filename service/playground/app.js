@@ -315,6 +315,7 @@ $("submit").addEventListener("click", async () => {
   }
   try {
     const job = await api("POST", "/v1/jobs", doc);
+    clearPreview();
     showJob(job);
     follow(job.id);
   } catch (error) {
@@ -339,6 +340,23 @@ function showProgress(progress) {
     `${progress.stage} ${progress.step}/${progress.total}` + ` (${percent.toFixed(1)}%)`;
 }
 
+// A live preview: the denoised estimate of a few frames, every few steps (SSE `preview` events).
+function showPreview(preview) {
+  if (!preview) return;
+  const box = $("live-box");
+  $("live-preview").src = preview.image;
+  $("live-caption").textContent = `live preview: denoised estimate after step ${preview.step}/${preview.total}`;
+  box.dataset.count = String(Number(box.dataset.count || 0) + 1);
+  box.hidden = false;
+}
+
+function clearPreview() {
+  const box = $("live-box");
+  box.hidden = true;
+  box.dataset.count = "0";
+  $("live-preview").removeAttribute("src");
+}
+
 function showJob(job) {
   state.job = job;
   const terminal = ["succeeded", "failed", "canceled"].includes(job.status);
@@ -349,6 +367,7 @@ function showJob(job) {
   $("job-state").textContent = text;
   $("job-state").dataset.status = job.status;
   showProgress(job.progress);
+  if (job.status === "running") showPreview(job.preview);
   if (job.status === "succeeded") {
     $("progress").value = 100;
     showResult(job);
@@ -388,6 +407,8 @@ async function follow(jobId) {
             showJob(job);
           } else if (event.type === "progress") {
             showProgress(JSON.parse(event.data));
+          } else if (event.type === "preview") {
+            showPreview(JSON.parse(event.data));
           }
         }
         if (["succeeded", "failed", "canceled"].includes(status)) {
@@ -426,10 +447,14 @@ async function showResult(job) {
   $("result-state").textContent = `${job.id}, seed ${job.request.seed}`;
   const video = $("video");
   if (result.video) {
+    video.hidden = false;
     video.src = result.video.url;
     video.play().catch(() => {});
   }
-  if (result.poster) $("poster").src = result.poster.url;
+  if (result.poster) {
+    $("poster").src = result.poster.url;
+    $("poster-box").hidden = false;
+  }
   showClips(result.clips || []);
   $("manifest").textContent = "";
   $("chart").replaceChildren();

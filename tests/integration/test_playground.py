@@ -1,7 +1,7 @@
 """The playground in a real browser: headless Chromium against a local stack on the tiny model.
 
 It uploads two images, submits a keyframe morph from the page's controls, watches the progress bar
-move, plays the video the job made, and submits a bad document to see its field marked with the rule.
+move and live previews arrive, plays the video the job made, and submits a bad document to see its field marked with the rule.
 """
 
 import json
@@ -106,6 +106,14 @@ def test_the_playground_runs_a_keyframe_morph_and_marks_a_bad_field(stack: Stack
         "  document.getElementById('progress').value, document.getElementById('progress-text').textContent]))"
         ".observe(document.getElementById('progress-box'), {attributes: true, childList: true, subtree: true,"
         "  characterData: true});"
+        # and every live preview, with the job's status when it was shown
+        "window.seenPreviews = [];"
+        "new MutationObserver(() => window.seenPreviews.push(["
+        "  document.getElementById('job-state').dataset.status,"
+        "  (document.getElementById('live-preview').getAttribute('src') || '').slice(0, 23),"
+        "  document.getElementById('live-caption').textContent]))"
+        ".observe(document.getElementById('live-box'), {attributes: true, subtree: true, childList: true,"
+        "  characterData: true});"
     )
     browser.find_element(By.ID, "submit").click()
     wait_until(
@@ -124,6 +132,14 @@ def test_the_playground_runs_a_keyframe_morph_and_marks_a_bad_field(stack: Stack
     assert any(0 < p < 100 for p in percents), seen
     assert percents == sorted(percents), f"the progress bar went back: {seen}"
     assert any(text.startswith(f"denoise {step}/{STEPS}") for _, text in seen for step in range(1, STEPS)), seen
+    # at least one live preview arrived while the job was running, a JPEG at most 256 pixels wide
+    previews = browser.execute_script("return window.seenPreviews")
+    assert any(
+        status == "running" and src == "data:image/jpeg;base64," and "denoised estimate after step" in caption
+        for status, src, caption in previews
+    ), previews
+    live = browser.find_element(By.ID, "live-preview")
+    assert 0 < browser.execute_script("return arguments[0].naturalWidth", live) <= 256
 
     # 5. the video plays with the job's duration; the poster, manifest and audit chart are shown
     video = browser.find_element(By.ID, "video")
