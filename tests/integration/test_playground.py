@@ -1,7 +1,8 @@
 """The playground in a real browser: headless Chromium against a local stack on the tiny model.
 
 It uploads two images, submits a keyframe morph from the page's controls, watches the progress bar
-move and live previews arrive, plays the video the job made, and submits a bad document to see its field marked with the rule.
+move and live previews arrive, plays the video the job made, and submits a bad document to see its
+field marked with the rule.
 """
 
 import json

@@ -53,7 +53,8 @@ def test_a_crashing_child_is_retried_with_doubling_waits_and_logged(tmp_path, ca
     assert [e.delay_s for e in crasher.exits[:5]] == [0.1, 0.2, 0.4, 0.4, 0.4]
     assert crasher.restarts >= 4
     # The uptime depends on how fast the interpreter starts on a loaded machine; the rest is exact.
-    first_exit = rf"crasher exited with code 3 after \d+\.\d s up; starting it again in 0\.1 s \(log: {re.escape(str(crasher.log))}\)"
+    log = re.escape(str(crasher.log))
+    first_exit = rf"crasher exited with code 3 after \d+\.\d s up; starting it again in 0\.1 s \(log: {log}\)"
     assert re.search(first_exit, caplog.text), caplog.text
     assert "crasher started again, pid" in caplog.text
     # One log across runs, each restart marked.

@@ -32,8 +32,9 @@ def test_fit_affine_recovers_a_known_map_exactly():
     fitted = fit_affine(latents, colours)
     torch.testing.assert_close(fitted.weight, weight, atol=1e-5, rtol=0)
     torch.testing.assert_close(fitted.bias, bias, atol=1e-5, rtol=0)
-    # Applied, the map gives those colours moved from [-1, 1] to [0, 1] (clamped).
-    torch.testing.assert_close(fitted(latents[0]), ((colours[0] + 1) / 2).clamp(0, 1), atol=1e-5, rtol=0)
+    # Applied, the map gives those colours moved from [-1, 1] to [0, 1] (clamped), channels last.
+    expected = ((colours[0] + 1) / 2).clamp(0, 1).permute(1, 2, 0)
+    torch.testing.assert_close(torch.from_numpy(fitted.colours(latents[0].numpy())), expected, atol=1e-5, rtol=0)
 
 
 def test_a_map_from_rows_round_trips_and_refuses_bad_shapes():
