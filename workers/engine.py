@@ -50,7 +50,6 @@ class JobOutputs:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-ProgressSink = Callable[[Progress], None]
 @dataclass(frozen=True)
 class Preview:
     """A live preview of the denoised estimate after `step` of `total` denoising steps: a JPEG strip of
@@ -61,8 +60,9 @@ class Preview:
     jpeg: bytes
 
 
-
+ProgressSink = Callable[[Progress], None]
 PreviewSink = Callable[[Preview], None]
+
 
 class StageClock:
     """Wall time per stage; waits for the device so GPU work is charged to the stage that queued it."""
