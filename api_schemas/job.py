@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 from api_schemas.refs import check_image_ref
+from api_schemas.video import VideoEdit
 
 MAX_SEED = 2**63 - 1
 ANCHOR_ID = r"^anc_[A-Za-z0-9_-]{1,64}$"
@@ -407,8 +408,10 @@ Metadata = dict[Annotated[str, Field(max_length=64)], str | int | float | bool |
 # never both.
 _GIVEN_IMAGE = {"required": ["image"], "properties": {"image": {"type": "string"}}}
 _GIVEN_KEYFRAMES = {"required": ["keyframes"], "properties": {"keyframes": {"type": "array"}}}
+# A `video` edit without `image` is conditioned on the clip's first frame.
+_GIVEN_VIDEO = {"required": ["video"], "properties": {"video": {"type": "object"}}}
 IMAGE_OR_KEYFRAMES_SCHEMA: dict[str, Any] = {
-    "anyOf": [_GIVEN_IMAGE, _GIVEN_KEYFRAMES],
+    "anyOf": [_GIVEN_IMAGE, _GIVEN_KEYFRAMES, _GIVEN_VIDEO],
     "not": {"allOf": [_GIVEN_IMAGE, _GIVEN_KEYFRAMES]},
 }
 
@@ -447,6 +450,10 @@ class JobRequest(Strict):
     directions: list[Direction] = Field(default_factory=list, max_length=16)
     style: Style | None = None
     sweep: Sweep | None = None
+    video: VideoEdit | None = Field(
+        None,
+        description="A real clip to edit (SDEdit): conditioned on `image` when given, else on the clip's first frame.",
+    )
     output: Output = Field(default_factory=Output)
     webhook: Webhook | None = None
     metadata: Metadata = Field(default_factory=dict, max_length=64)
@@ -463,8 +470,8 @@ class JobRequest(Strict):
 
     @model_validator(mode="after")
     def _conditioning(self) -> Self:
-        if self.image is None and self.keyframes is None:
-            raise rule_error("image", IMAGE_OR_KEYFRAMES, "a job needs `image` or `keyframes`")
+        if self.image is None and self.keyframes is None and self.video is None:
+            raise rule_error("image", IMAGE_OR_KEYFRAMES, "a job needs `image` or `keyframes` (or a `video` to edit)")
         if self.image is not None and self.keyframes is not None:
             raise rule_error("keyframes", IMAGE_OR_KEYFRAMES, "give either `image` or `keyframes`, not both")
         if self.keyframes is not None:

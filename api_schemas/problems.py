@@ -24,6 +24,7 @@ class ProblemType(StrEnum):
     unavailable = "unavailable"
     # A job that failed on its worker.
     invalid_input = "invalid-input"
+    video_unreadable = "video-unreadable"
     out_of_memory = "out-of-memory"
     model_unavailable = "model-unavailable"
     storage_unavailable = "storage-unavailable"

@@ -30,6 +30,7 @@ from workers.plan import resolve_job
 from workers.planning import plan_job_clips
 from workers.preview import preview_steps, preview_strip
 from workers.settings import EngineSettings, engine_defaults
+from workers.video_input import load_job_video
 
 
 @dataclass(frozen=True)
@@ -123,11 +124,12 @@ def run_job(
     report(Progress("load", 0, 1))
     with clock("load"):
         decoded, input_record = load_inputs(plan.job, images)
+        video = load_job_video(plan, images, decoded, input_record)
 
     # 3. Plan the clips (one, or a sweep's count) through the job's steering operations.
     report(Progress("encode", 0, 1))
     with clock("encode"):
-        planned = plan_job_clips(pipe, plan, decoded, directions)
+        planned = plan_job_clips(pipe, plan, decoded, directions, video)
     clips = planned.clips
 
     # 4. Denoise batch by batch, stopping within one step when the job is canceled.
@@ -151,8 +153,21 @@ def run_job(
                 raise JobCanceled()
             return tensors
 
+        def stop_if_canceled(i: int) -> None:
+            if canceled():
+                raise JobCanceled()
+
         with clock("denoise"):
-            clip_latents.append(pipe(conditioning, noise, steps, callback_on_step_end=on_step, output_type="latent"))
+            # A video edit starts part-way, from the clip's latents re-noised (or inverted: UNet calls).
+            start = planned.start(batch, conditioning, stop_if_canceled)
+            if start is not None and start.step >= steps:  # strength 0: no step runs
+                clip_latents.append(start.latents)
+                report(Progress("denoise", (b + 1) * steps, total))
+                continue
+            begin = {} if start is None else {"latents": start.latents, "first_step": start.step}
+            clip_latents.append(
+                pipe(conditioning, noise, steps, callback_on_step_end=on_step, output_type="latent", **begin)
+            )
     latents = torch.cat(clip_latents)
 
     # 5. Decode each clip's latents to frames in [0, 1].

@@ -20,6 +20,11 @@ class JobInputError(Exception):
         self.detail = detail
 
 
+class VideoUnreadable(JobInputError):
+    """The job's video cannot be used (no video stream, undecodable data, too short, sizes outside the
+    limits): the job fails with problem type `video-unreadable`, naming `video.source`."""
+
+
 class JobTooLarge(JobInputError):
     """The job is valid but needs more memory than this worker has (`workers.memory_plan`): it fails
     before its GPU work, naming what to lower, instead of growing until the worker is killed."""
@@ -75,6 +80,8 @@ def job_problem(
 
 def input_problem(job_id: str, exc: JobInputError) -> Problem:
     detail = f"`{exc.field}`: {exc.detail}"
+    if isinstance(exc, VideoUnreadable):
+        return job_problem(job_id, ProblemType.video_unreadable, "Unreadable video", 422, detail, field=exc.field)
     return job_problem(job_id, ProblemType.invalid_input, "Invalid job input", 422, detail, field=exc.field)
 
 

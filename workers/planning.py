@@ -6,6 +6,7 @@ and `stack_clips` for each UNet batch's conditioning, noise and step callback wo
 does all of it for the engine.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +16,11 @@ import torch
 from steering.conditioning import reference_tokens
 from steering.schedules import guidance_scales
 from workers.directions import DirectionResolver
-from workers.ops import ClipState, FrameConditioning, JobContext, LatentSteering, Operation, operations_for
+from workers.ops import ClipState, FrameConditioning, JobContext, LatentSteering, Operation, Start, operations_for
 from workers.ops.base import Encoder
 from workers.pipeline import Conditioning, SteerableVideoPipeline
 from workers.plan import JobPlan
+from workers.video_input import VideoClip
 
 
 @dataclass
@@ -64,28 +66,46 @@ class PlannedJob:
         """One batch's conditioning, noise and step callback work."""
         return stack_clips(self.ctx, clips, self.operations)
 
+    def start(
+        self, clips: list[Clip], conditioning: Conditioning, on_step: Callable[[int], None] | None = None
+    ) -> Start | None:
+        """Where a batch begins denoising when an operation says (a video edit); None: from its noise."""
+        states = [c.state for c in clips]
+        for op in self.operations:
+            begun = op.start(self.ctx, states, conditioning, on_step)
+            if begun is not None:
+                return begun
+        return None
+
 
 def plan_job_clips(
     pipe: SteerableVideoPipeline,
     plan: JobPlan,
     images: dict[str, PIL.Image.Image],
     directions: DirectionResolver | None = None,
+    video: VideoClip | None = None,
 ) -> PlannedJob:
     """Plan every clip of a resolved job through the steering operations it uses; `images` are its
-    decoded images by field path (`JobRequest.image_refs`)."""
-    ctx = job_context(pipe, plan, images, directions or DirectionResolver())
+    decoded images by field path (`JobRequest.image_refs`), `video` the frames of its `video`."""
+    ctx = job_context(pipe, plan, images, directions or DirectionResolver(), video)
     operations = operations_for(ctx)
     return PlannedJob(ctx, operations, plan_clips(ctx, operations))
 
 
 def job_context(
-    pipe: SteerableVideoPipeline, plan: JobPlan, images: dict[str, PIL.Image.Image], directions: DirectionResolver
+    pipe: SteerableVideoPipeline,
+    plan: JobPlan,
+    images: dict[str, PIL.Image.Image],
+    directions: DirectionResolver,
+    video: VideoClip | None = None,
 ) -> JobContext:
     """The context the job's operations share; draws the job seed's noise (diffusers' order)."""
     generator = torch.Generator(pipe._execution_device).manual_seed(plan.seed)
     base = pipe.draw_noise(generator, plan.num_frames, plan.height, plan.width)
     encoder = Encoder(pipe, plan, base.augmentation)
-    return JobContext(plan=plan, pipe=pipe, images=images, directions=directions, encoder=encoder, base_noise=base)
+    return JobContext(
+        plan=plan, pipe=pipe, images=images, directions=directions, encoder=encoder, base_noise=base, video=video
+    )
 
 
 def plan_clips(ctx: JobContext, operations: list[Operation] | None = None) -> list[Clip]:

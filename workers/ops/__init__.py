@@ -3,10 +3,12 @@
 The order matters where operations meet: a sweep lays out the clips (and moves the conditioning
 image of an image sweep) before anything else; keyframes give the per-frame conditioning that
 embedding directions then move; references and the negative image are added to the tokens after
-that; latent directions act on the latents at each step before style statistics are matched.
+that; latent directions act on the latents at each step before style statistics are matched. A video
+edit says where denoising starts (the clip's latents, re-noised) once the rest have shaped the
+conditioning its inversion runs under.
 """
 
-from workers.ops.base import ClipState, FrameConditioning, JobContext, LatentSteering, Operation, StepAction
+from workers.ops.base import ClipState, FrameConditioning, JobContext, LatentSteering, Operation, Start, StepAction
 from workers.ops.directions import DirectionsOp
 from workers.ops.keyframes import KeyframesOp
 from workers.ops.negative_image import NegativeImageOp
@@ -14,6 +16,7 @@ from workers.ops.references import ReferencesOp
 from workers.ops.style import StyleOp
 from workers.ops.sweep import SweepOp
 from workers.ops.variation import VariationOp
+from workers.ops.video import VideoOp
 
 OPERATIONS: tuple[type[Operation], ...] = (
     SweepOp,
@@ -23,6 +26,7 @@ OPERATIONS: tuple[type[Operation], ...] = (
     ReferencesOp,
     NegativeImageOp,
     StyleOp,
+    VideoOp,
 )
 
 
@@ -38,6 +42,7 @@ __all__ = [
     "JobContext",
     "LatentSteering",
     "Operation",
+    "Start",
     "StepAction",
     "operations_for",
 ]

@@ -7,13 +7,15 @@ order, and then denoises:
 2. per clip, `noise` (the initial latents: unit Gaussian noise of the job's seed to begin with), then
    `condition` (the per-frame conditioning: the conditioning image held over every frame, or the
    keyframes, to begin with);
-3. per UNet batch, `step_action`: what acts on the latents after each denoising step, through the
-   pipeline's `callback_on_step_end`;
+3. per UNet batch, `start`: where denoising begins when not from noise at the first step (a real
+   clip's edit starts part-way), and `step_action`: what acts on the latents after each denoising
+   step, through the pipeline's `callback_on_step_end`;
 
 and `describe` says what the operation did, for the manifest. An operation the job does not use is
 not instantiated (`for_job` returns None), so a job without steering runs the stock pipeline.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, Self
 
@@ -22,8 +24,9 @@ import torch
 
 from api_schemas import JobRequest
 from workers.directions import DirectionResolver
-from workers.pipeline import EncodedImage, Noise, SteerableVideoPipeline
+from workers.pipeline import Conditioning, EncodedImage, Noise, SteerableVideoPipeline
 from workers.plan import JobPlan
+from workers.video_input import VideoClip
 
 
 class Encoder:
@@ -65,6 +68,8 @@ class JobContext:
     directions: DirectionResolver
     encoder: Encoder
     base_noise: Noise
+    video: VideoClip | None = None
+    """The frames of the job's `video`, read at its size (None without one)."""
 
     @property
     def job(self) -> JobRequest:
@@ -120,6 +125,15 @@ class ClipState:
     step_edits: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Start:
+    """Where a batch's denoising begins: at step `step`, from `latents` (B, F, C, h, w) already at that
+    step's sigma; `step` equal to the job's steps means no step runs and `latents` are the result."""
+
+    step: int
+    latents: torch.Tensor
+
+
 class StepAction(Protocol):
     """Acts on a batch's latents (B, F, C, h, w) after denoising step `step`; returns the new latents."""
 
@@ -148,6 +162,17 @@ class Operation:
 
     def condition(self, ctx: JobContext, clip: ClipState) -> None:
         """Change `clip.conditioning`."""
+
+    def start(
+        self,
+        ctx: JobContext,
+        clips: list[ClipState],
+        conditioning: Conditioning,
+        on_step: Callable[[int], None] | None = None,
+    ) -> Start | None:
+        """Where a batch of `clips` (conditioned on `conditioning`) begins denoising; None: from their
+        noise at the first step. `on_step(i)` is for work the operation does per step (it may raise)."""
+        return None
 
     def step_action(self, ctx: JobContext, clips: list[ClipState]) -> StepAction | None:
         """What acts on the latents of a batch of `clips` after each step (None: nothing)."""
