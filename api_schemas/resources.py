@@ -203,6 +203,9 @@ class Asset(Resource):
     width: int | None = Field(None, ge=1, description="Width in pixels (images; null where not probed).")
     height: int | None = Field(None, ge=1, description="Height in pixels (images; null where not probed).")
     frames: int | None = Field(None, ge=1, description="Frame count (videos, when probed).")
+    duration: float | None = Field(None, ge=0, description="Length in seconds (videos, when probed).")
+    fps: float | None = Field(None, ge=0, description="Average frame rate (videos, when probed).")
+    codec: str | None = Field(None, max_length=64, description="Codec of the video stream (videos, when probed).")
     created_at: datetime = Field(description="When it was uploaded (UTC).")
 
 

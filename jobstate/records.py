@@ -238,6 +238,9 @@ class AssetRecord(BaseModel):
     width: int | None = None
     height: int | None = None
     frames: int | None = None
+    duration: float | None = None
+    fps: float | None = None
+    codec: str | None = None
     created_at: datetime
 
 

@@ -16,10 +16,12 @@ from PIL import Image
 from api_schemas import Direction, FieldError, JobRequest
 from api_schemas.anchors import AnchorFields
 from api_schemas.refs import RefKind, asset_id, ref_kind
+from api_schemas.video import BUILTIN_NUM_FRAMES, clip_too_short
 from jobstate.store import AsyncJobStore
 from service.errors import invalid
-from service.images import MediaRejected, inspect_image
+from service.images import SNIFF_BYTES, MediaRejected, inspect_image, sniff
 from service.settings import Settings
+from service.videos import inspect_video_bytes
 from storage.base import Storage
 from storage.keys import direction_key
 from webhooks.ssrf_guard import UnsafeURL, resolve_target
@@ -71,6 +73,8 @@ async def check_document(
     errors += await _check_images(doc.image_refs(), tenant, store, settings)
     # 3. direction sources
     errors += await _check_directions(doc.directions, tenant, storage)
+    # 3b. the video to edit
+    errors += await _check_video(doc, tenant, store)
     # 4. the webhook target
     if doc.webhook is not None:
         try:
@@ -152,6 +156,56 @@ async def _check_images(
     return errors
 
 
+def video_data_uri_bytes(ref: str) -> bytes:
+    """The bytes of a `data:video/...;base64,` URI; raises `MediaRejected`."""
+    header, _, payload = ref.partition(",")
+    if not header.lower().startswith("data:video/"):
+        raise MediaRejected("data_uri_video", "a data URI here must hold a video (data:video/...)")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise MediaRejected("data_uri_base64", "the data URI is not valid base64") from None
+
+
+async def _check_video(doc: JobRequest, tenant: str, store: AsyncJobStore) -> list[FieldError]:
+    """A video to edit is an uploaded video asset of the tenant or an inline clip that decodes within the
+    limits, long enough for the job's frames at its fps from `start` (when the frames are known here: given,
+    or a built-in model's default)."""
+    video = doc.video
+    if video is None:
+        return []
+    field = "video.source"
+    kind = ref_kind(video.source)
+    if kind is RefKind.path:
+        return [FieldError(field=field, rule="no_local_paths", message=LOCAL_PATHS)]
+    duration: float | None = None
+    if kind is RefKind.asset:
+        ident = asset_id(video.source)
+        asset = await store.get_asset(tenant, ident)
+        if asset is None:
+            return [FieldError(field=field, rule="unknown_asset", message=f"no asset {ident!r}")]
+        if asset.kind != "video":
+            return [
+                FieldError(field=field, rule="video_asset", message=f"asset {ident!r} is a {asset.kind}, not a video")
+            ]
+        duration = asset.duration
+    elif kind is RefKind.data:
+        try:
+            raw = video_data_uri_bytes(video.source)
+            sniffed = sniff(raw[:SNIFF_BYTES])
+            if sniffed is None or sniffed.kind != "video":
+                raise MediaRejected("video_format", "the data URI does not hold an MP4 or WebM video")
+            duration = (await anyio.to_thread.run_sync(inspect_video_bytes, raw)).duration
+        except MediaRejected as exc:
+            return [FieldError(field=field, rule=exc.rule, message=str(exc))]
+    frames = doc.generation.num_frames or BUILTIN_NUM_FRAMES.get(doc.model or "")
+    if duration is not None and frames is not None:
+        reason = clip_too_short(duration, video.start, frames, doc.generation.fps)
+        if reason is not None:
+            return [FieldError(field="video.start", rule="video_long_enough", message=reason)]
+    return []
+
+
 async def _check_directions(directions: list[Direction], tenant: str, storage: Storage) -> list[FieldError]:
     """No local files; a stored direction (`id`) must exist under the tenant's prefix, where the
     worker reads it."""
@@ -186,4 +240,11 @@ def resolve_defaults(doc: JobRequest, settings: Settings, seed: int) -> JobReque
     return doc.model_copy(update=update) if update else doc
 
 
-__all__ = ["LOCAL_PATHS", "check_anchor", "check_document", "data_uri_bytes", "resolve_defaults"]
+__all__ = [
+    "LOCAL_PATHS",
+    "check_anchor",
+    "check_document",
+    "data_uri_bytes",
+    "resolve_defaults",
+    "video_data_uri_bytes",
+]

@@ -13,11 +13,12 @@ from api_schemas.problems import ProblemType
 from api_schemas.refs import RefKind, ref_kind
 from jobstate.records import AssetRecord, new_asset_id
 from jobstate.store import AsyncJobStore
-from service.checks import data_uri_bytes
+from service.checks import data_uri_bytes, video_data_uri_bytes
 from service.deps import SettingsDep, StorageDep, StoreDep
 from service.errors import ProblemError, invalid, not_found
 from service.images import SNIFF_BYTES, MediaRejected, inspect_image, sniff
 from service.settings import Settings
+from service.videos import VideoInfo, inspect_video
 from storage.base import Storage
 from storage.keys import asset_key
 
@@ -58,9 +59,21 @@ class AssetHandler:
                     [FieldError(field="file", rule=exc.rule, message=str(exc))], title="Invalid image"
                 ) from None
             width, height, content_type = info.width, info.height, info.content_type
+        # 3b. videos are probed and decoded in full, within the limits a worker reads
+        video: VideoInfo | None = None
+        if sniffed.kind == "video":
+            try:
+                video = await run_in_threadpool(inspect_video, file.file)
+            except MediaRejected as exc:
+                raise invalid(
+                    [FieldError(field="file", rule=exc.rule, message=str(exc))], title="Invalid video"
+                ) from None
+            width, height, content_type = video.width, video.height, video.content_type
         # 4. store the bytes, then the record that makes `asset:<id>` resolvable
         file.file.seek(0)
-        record = await put_asset(self.store, self.storage, tenant, file.file, sniffed.kind, content_type, width, height)
+        record = await put_asset(
+            self.store, self.storage, tenant, file.file, sniffed.kind, content_type, width, height, video
+        )
         return _asset(record)
 
     async def get(self, tenant: str, asset_id: str) -> Asset:
@@ -79,9 +92,10 @@ async def put_asset(
     content_type: str,
     width: int | None,
     height: int | None,
+    video: VideoInfo | None = None,
 ) -> AssetRecord:
     """Store checked content as a new asset of the tenant: the bytes, then the record that makes
-    `asset:<id>` resolvable."""
+    `asset:<id>` resolvable (with a video's probed frames, duration, frame rate and codec)."""
     asset_id = new_asset_id()
     key = asset_key(tenant, asset_id)
     stored = await run_in_threadpool(storage.put, key, body, content_type)
@@ -95,6 +109,10 @@ async def put_asset(
         bytes=stored.size,
         width=width,
         height=height,
+        frames=None if video is None else video.frames,
+        duration=None if video is None else video.duration,
+        fps=None if video is None else video.fps,
+        codec=None if video is None else video.codec,
         created_at=datetime.now(UTC),
     )
     await store.put_asset(record)
@@ -117,7 +135,21 @@ async def store_inline_images(doc: JobRequest, tenant: str, store: AsyncJobStore
         content_type = sniffed.content_type if sniffed is not None else f"image/{(img.format or 'png').lower()}"
         record = await put_asset(store, storage, tenant, io.BytesIO(raw), "image", content_type, width, height)
         cited[ref] = f"asset:{record.id}"
-    return doc.map_image_refs(lambda ref: cited.get(ref, ref)) if cited else doc
+    doc = doc.map_image_refs(lambda ref: cited.get(ref, ref)) if cited else doc
+    return await store_inline_video(doc, tenant, store, storage)
+
+
+async def store_inline_video(doc: JobRequest, tenant: str, store: AsyncJobStore, storage: Storage) -> JobRequest:
+    """The document with an inline `data:video/...` clip stored as a video asset of the tenant and cited
+    as `asset:<id>` (the document was checked: the clip decodes within the limits)."""
+    if doc.video is None or ref_kind(doc.video.source) is not RefKind.data:
+        return doc
+    raw = video_data_uri_bytes(doc.video.source)
+    info = await run_in_threadpool(inspect_video, io.BytesIO(raw))
+    record = await put_asset(
+        store, storage, tenant, io.BytesIO(raw), "video", info.content_type, info.width, info.height, info
+    )
+    return doc.model_copy(update={"video": doc.video.model_copy(update={"source": f"asset:{record.id}"})})
 
 
 def _too_large(detail: str) -> ProblemError:

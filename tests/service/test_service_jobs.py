@@ -26,6 +26,7 @@ from tests.service.conftest import (
     upload,
     upload_image,
 )
+from tests.videos import clip
 
 pytestmark = pytest.mark.anyio
 
@@ -243,8 +244,7 @@ async def test_only_images_small_by_their_header_are_decoded_on_the_event_loop(
 
 
 async def test_video_asset_is_not_an_image(client: httpx.AsyncClient) -> None:
-    mp4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 100
-    video = (await upload(client, mp4, name="clip.mp4")).json()
+    video = (await upload(client, clip(), name="clip.mp4")).json()
     assert video["kind"] == "video"
     body = assert_problem(await submit(client, {"image": f"asset:{video['id']}"}), 422, field="image")
     assert body["errors"][0]["rule"] == "image_asset"
