@@ -209,6 +209,13 @@ class Asset(Resource):
     created_at: datetime = Field(description="When it was uploaded (UTC).")
 
 
+class AssetList(Resource):
+    """One page of the caller's assets, newest first."""
+
+    items: list[Asset] = Field(description="Assets on this page.")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last page.")
+
+
 class ModelDimensions(Resource):
     """The widths a model's directions must have."""
 

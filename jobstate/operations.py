@@ -20,6 +20,7 @@ from jobstate.redis_keys import (
     STATUS_STATS,
     anchor_index,
     anchor_record_key,
+    asset_index,
     asset_record_key,
     duration_stats,
     idempotency_key,
@@ -88,6 +89,12 @@ class Page:
 @dataclass(frozen=True)
 class AnchorPage:
     records: list[AnchorRecord]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class AssetPage:
+    records: list[AssetRecord]
     next_cursor: str | None
 
 
@@ -393,7 +400,25 @@ def list_op(tenant: str, *, cursor: str | None = None, limit: int = 20, status: 
 
 
 def put_asset_op(asset: AssetRecord) -> Op[None]:
-    return Op(lambda raw: None, command=("SET", asset_record_key(asset.tenant, asset.id), asset.model_dump_json()))
+    """Store an asset's record and list it in its tenant's index."""
+    return Op(
+        lambda raw: None,
+        script="asset_put",
+        keys=(asset_record_key(asset.tenant, asset.id), asset_index(asset.tenant)),
+        args=(asset.model_dump_json(), asset.id),
+    )
+
+
+def list_assets_op(tenant: str, *, cursor: str | None = None, limit: int = 20) -> Op[AssetPage]:
+    """One page of the tenant's assets, newest first; `cursor` is the previous page's `next_cursor`."""
+
+    def decode(raw: Any) -> AssetPage:
+        more = len(raw) > limit
+        rows = raw[:limit]
+        records = [AssetRecord.model_validate_json(_str(row[1])) for row in rows if row[1]]
+        return AssetPage(records, next_cursor=_str(rows[-1][0]) if more else None)
+
+    return Op(decode, script="asset_list", keys=(asset_index(tenant),), args=(PREFIX, tenant, cursor or "", limit + 1))
 
 
 def get_asset_op(tenant: str, asset_id: str) -> Op[AssetRecord | None]:

@@ -17,7 +17,8 @@
   ids sort by creation time, so `ZREVRANGEBYLEX` pages newest first and a cursor (the last id seen)
   stays stable under inserts.
 - `idem:<tenant>:<sha256(key)>` string: `{"job_id", "body_hash"}` with a TTL.
-- `asset:<tenant>:<id>` string: the asset record (JSON).
+- `asset:<tenant>:<id>` string: the asset record (JSON). `tenant:<tenant>:assets` sorted set of asset ids,
+  score 0, newest first by `ZREVRANGEBYLEX` as for jobs.
 - `anchor:<tenant>:<id>` hash: id, tenant, latest (the newest version), and `v:<n>` per version: its
   record (JSON: name, fields, sha256, created_at), written once. `tenant:<tenant>:anchors` sorted set of
   anchor ids, score 0, newest first by `ZREVRANGEBYLEX` as for jobs.
@@ -78,6 +79,10 @@ def asset_record_key(tenant: str, asset_id: str) -> str:
 
 def anchor_record_key(tenant: str, anchor_id: str) -> str:
     return f"{PREFIX}anchor:{tenant}:{anchor_id}"
+
+
+def asset_index(tenant: str) -> str:
+    return f"{PREFIX}tenant:{tenant}:assets"
 
 
 def anchor_index(tenant: str) -> str:

@@ -335,6 +335,24 @@ return {allowed, wait}
 """
 )
 
+# KEYS: the asset record, the tenant's asset index. ARGV: record (JSON), id.
+_ASSET_PUT = """
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], 0, ARGV[2])
+"""
+
+# KEYS: the tenant's asset index. ARGV: prefix, tenant, cursor ('' for the first page), count.
+# Returns the asset records (JSON), newest first.
+_ASSET_LIST = """
+local max = ARGV[3] == '' and '+' or '(' .. ARGV[3]
+local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], max, '-', 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {}
+for i, id in ipairs(ids) do
+  out[i] = {id, redis.call('GET', ARGV[1] .. 'asset:' .. ARGV[2] .. ':' .. id) or ''}
+end
+return out
+"""
+
 # Anchor sets (`anchor:<tenant>:<id>` hashes: `latest` and one `v:<n>` per version, never rewritten).
 # KEYS: anchor hash, the tenant's anchor index. ARGV: id, tenant, version body (JSON), '1' for a new set.
 # Returns the version written, or 0 when a new version's anchor set does not exist.
@@ -477,6 +495,8 @@ SCRIPTS: dict[str, str] = {
     "progress": _PROGRESS,
     "preview": _PREVIEW,
     "list": _LIST,
+    "asset_put": _ASSET_PUT,
+    "asset_list": _ASSET_LIST,
     "anchor_put": _ANCHOR_PUT,
     "anchor_get": _ANCHOR_GET,
     "anchor_list": _ANCHOR_LIST,

@@ -233,6 +233,9 @@ class AsyncJobStore:
     async def get_asset(self, tenant: str, asset_id: str) -> AssetRecord | None:
         return await self.run(operations.get_asset_op(tenant, asset_id))
 
+    async def list_assets(self, tenant: str, cursor: str | None = None, limit: int = 20) -> operations.AssetPage:
+        return await self.run(operations.list_assets_op(tenant, cursor=cursor, limit=limit))
+
     # anchor sets
     async def put_anchor(self, tenant: str, anchor_id: str, version: AnchorVersion, *, new: bool) -> int:
         return await self.run(operations.put_anchor_op(tenant, anchor_id, version, new=new))

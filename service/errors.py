@@ -62,6 +62,15 @@ class ProblemError(Exception):
         self.headers = dict(headers or {})
 
 
+def check_page_limit(limit: int, most: int) -> None:
+    """A list route's `limit` above the configured most is a 422 naming the field and the rule."""
+    if limit > most:
+        too_many = FieldError(
+            field="limit", rule="less_than_equal", message=f"`limit` must be at most {most}, got {limit}"
+        )
+        raise invalid([too_many], title="Invalid request")
+
+
 def not_found(what: str, ident: str) -> ProblemError:
     """404 for an id that does not exist or belongs to another tenant (the two look the same)."""
     return ProblemError(404, "Not Found", f"no {what} {ident!r}", type_=ProblemType.not_found)

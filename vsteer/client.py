@@ -46,6 +46,7 @@ from api_schemas.anchors import AnchorCreate, AnchorList, AnchorResource, Anchor
 from api_schemas.artifacts import ARTIFACTS, extension_for
 from api_schemas.comparisons import ComparisonResource
 from api_schemas.directions import DirectionCreate, DirectionList, DirectionResource
+from api_schemas.resources import AssetList
 
 Names = list[str]
 """Artifact names: `video`, `poster`, `preview`, `manifest`, `frames`, `clips/<k>`."""
@@ -521,6 +522,11 @@ class Client:
         """GET /v1/assets/{id}: the record of an uploaded file."""
         return Asset.model_validate(self._request("GET", f"v1/assets/{asset_id}").json())
 
+    def list_assets(self, limit: int = 20, cursor: str | None = None) -> AssetList:
+        """A page of the tenant's uploaded images and videos, newest first."""
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        return AssetList.model_validate(self._request("GET", "v1/assets", params=params).json())
+
     def create_anchor(self, anchor: AnchorCreate | Mapping[str, Any]) -> AnchorResource:
         """POST /v1/anchors: a new anchor set (`{"name": ..., "seed": ..., "references": [...]}`), version 1.
         A job cites it with `"anchor": "<id>"` (the latest version) or `"<id>@<version>"`."""
@@ -797,6 +803,11 @@ class AsyncClient:
     async def get_asset(self, asset_id: str) -> Asset:
         """GET /v1/assets/{id}: the record of an uploaded file."""
         return Asset.model_validate((await self._request("GET", f"v1/assets/{asset_id}")).json())
+
+    async def list_assets(self, limit: int = 20, cursor: str | None = None) -> AssetList:
+        """As `Client.list_assets`."""
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        return AssetList.model_validate((await self._request("GET", "v1/assets", params=params)).json())
 
     async def create_anchor(self, anchor: AnchorCreate | Mapping[str, Any]) -> AnchorResource:
         """As `Client.create_anchor`."""

@@ -22,7 +22,7 @@ from jobstate.records import AnchorRecord, AnchorVersion, new_anchor_id
 from jobstate.store import AsyncJobStore
 from service.checks import check_anchor
 from service.deps import SettingsDep, StorageDep, StoreDep
-from service.errors import invalid, not_found
+from service.errors import check_page_limit, invalid, not_found
 from service.settings import Settings
 from storage.base import Storage
 
@@ -67,13 +67,7 @@ class AnchorHandler:
         return _resource(await self.own(tenant, anchor_id, version))
 
     async def page(self, tenant: str, cursor: str | None, limit: int) -> AnchorList:
-        if limit > self.settings.list_limit_max:
-            too_many = FieldError(
-                field="limit",
-                rule="less_than_equal",
-                message=f"`limit` must be at most {self.settings.list_limit_max}, got {limit}",
-            )
-            raise invalid([too_many], title="Invalid request")
+        check_page_limit(limit, self.settings.list_limit_max)
         page = await self.store.list_anchors(tenant, cursor=cursor, limit=limit)
         return AnchorList(items=[_resource(r) for r in page.records], next_cursor=page.next_cursor)
 

@@ -11,11 +11,12 @@ from starlette.concurrency import run_in_threadpool
 from api_schemas import Asset, FieldError, JobRequest
 from api_schemas.problems import ProblemType
 from api_schemas.refs import RefKind, ref_kind
+from api_schemas.resources import AssetList
 from jobstate.records import AssetRecord, new_asset_id
 from jobstate.store import AsyncJobStore
 from service.checks import data_uri_bytes, video_data_uri_bytes
 from service.deps import SettingsDep, StorageDep, StoreDep
-from service.errors import ProblemError, invalid, not_found
+from service.errors import ProblemError, check_page_limit, invalid, not_found
 from service.images import SNIFF_BYTES, MediaRejected, inspect_image, sniff
 from service.settings import Settings
 from service.videos import VideoInfo, inspect_video
@@ -81,6 +82,12 @@ class AssetHandler:
         if record is None:
             raise not_found("asset", asset_id)
         return _asset(record)
+
+    async def page(self, tenant: str, cursor: str | None, limit: int) -> AssetList:
+        """A page of the tenant's assets, newest first."""
+        check_page_limit(limit, self.settings.list_limit_max)
+        page = await self.store.list_assets(tenant, cursor=cursor, limit=limit)
+        return AssetList(items=[_asset(r) for r in page.records], next_cursor=page.next_cursor)
 
 
 async def put_asset(

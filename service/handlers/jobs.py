@@ -15,7 +15,7 @@ from typing import Annotated
 import anyio
 from fastapi import Depends, Request
 
-from api_schemas import FieldError, JobList, JobRequest, JobResource, JobStatus, Progress
+from api_schemas import JobList, JobRequest, JobResource, JobStatus, Progress
 from api_schemas.problems import ProblemType
 from jobstate.errors import RateLimited
 from jobstate.operations import Created, body_hash
@@ -32,7 +32,7 @@ from service.deps import (
     submission_rate_limit,
     token_taken,
 )
-from service.errors import ProblemError, invalid, not_found
+from service.errors import ProblemError, check_page_limit, not_found
 from service.handlers.anchors import apply_anchor
 from service.handlers.assets import store_inline_images
 from service.queue import JobQueue, job_task
@@ -140,13 +140,7 @@ class JobHandler:
 
     async def page(self, tenant: str, cursor: str | None, limit: int, status: JobStatus | None) -> JobList:
         """A page of the tenant's jobs, newest first."""
-        if limit > self.settings.list_limit_max:
-            too_many = FieldError(
-                field="limit",
-                rule="less_than_equal",
-                message=f"`limit` must be at most {self.settings.list_limit_max}, got {limit}",
-            )
-            raise invalid([too_many], title="Invalid request")
+        check_page_limit(limit, self.settings.list_limit_max)
         page = await self.store.list_jobs(tenant, cursor=cursor, limit=limit, status=status)
         queued = [r.id for r in page.records if r.status is JobStatus.queued]
         positions = dict(zip(queued, await self.store.queue_positions(queued), strict=True))

@@ -2,9 +2,11 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Path, UploadFile
+from fastapi import APIRouter, File, Path, Query, UploadFile
 
 from api_schemas import Asset
+from api_schemas.resources import AssetList
+from jobstate.records import ASSET_ID_PATTERN
 from service.deps import Tenant
 from service.handlers.assets import AssetHandlerDep
 from service.routes.common import problems
@@ -25,6 +27,20 @@ async def upload_asset(
     assets: AssetHandlerDep,
 ) -> Asset:
     return await assets.upload(tenant, file)
+
+
+@router.get("", response_model=AssetList, responses=problems(401, 422, 503), summary="List assets, newest first")
+async def list_assets(
+    tenant: Tenant,
+    assets: AssetHandlerDep,
+    cursor: Annotated[
+        str | None, Query(pattern=ASSET_ID_PATTERN, description="`next_cursor` of the previous page.")
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, description="Assets per page, at most `VSTEER_LIST_LIMIT_MAX` (100 by default).")
+    ] = 20,
+) -> AssetList:
+    return await assets.page(tenant, cursor, limit)
 
 
 @router.get("/{asset_id}", response_model=Asset, responses=problems(401, 404, 422, 503), summary="Get an asset")

@@ -99,6 +99,8 @@ def test_assets_upload_and_get(service: Service, tmp_path):
     assert asset.startswith("asset:ast_")
     got = vsteer("assets", "get", asset, "--json", server=service)
     assert json.loads(got.stdout)["width"] == 80
+    listed = vsteer("assets", "list", "--limit", "1", server=service)
+    assert listed.returncode == 0 and listed.stdout.split()[:2] == [asset, "image/png"], listed.stdout
 
 
 def test_version():

@@ -30,7 +30,9 @@ EXIT_INVALID = 2  # the document or an option is invalid
 EXIT_UNREACHABLE = 3  # no answer from the server
 
 jobs_app = typer.Typer(no_args_is_help=True, help="Jobs on a running server: submit, follow, download.")
-assets_app = typer.Typer(no_args_is_help=True, help="Assets on a running server: upload images and videos.")
+assets_app = typer.Typer(
+    no_args_is_help=True, help="Assets on a running server: upload, list and read images and videos."
+)
 
 Server = Annotated[str | None, typer.Option("--server", help="API base URL (VSTEER_URL, else 127.0.0.1:8000).")]
 Key = Annotated[str | None, typer.Option("--key", help="API key (VSTEER_API_KEY).")]
@@ -284,13 +286,39 @@ def upload(
             show(asset, as_json, f"asset:{asset.id}  {path}  {asset.content_type}")
 
 
+@assets_app.command("list")
+def list_assets(
+    limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
+    server: Server = None,
+    key: Key = None,
+    as_json: AsJson = False,
+) -> None:
+    """The tenant's uploaded images and videos, newest first."""
+    with connect(server, key) as client:
+        found, cursor = 0, None
+        while found < limit:
+            page = client.list_assets(limit=min(limit - found, 100), cursor=cursor)
+            for asset in page.items:
+                show(asset, as_json, asset_line(asset))
+            found += len(page.items)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+
+
+def asset_line(asset: Any) -> str:
+    pixels = f"  {asset.width}x{asset.height}" if asset.width else ""
+    frames = f"  {asset.frames} frames" if asset.frames else ""
+    when = f"{asset.created_at:%Y-%m-%d %H:%M}"
+    return f"asset:{asset.id}  {asset.content_type}{pixels}{frames}  {asset.bytes} bytes  {when}"
+
+
 @assets_app.command("get")
 def get_asset(asset_id: str, server: Server = None, key: Key = None, as_json: AsJson = False) -> None:
     """An asset's record: type, size, pixels."""
     with connect(server, key) as client:
         asset = client.get_asset(asset_id.removeprefix("asset:"))
-        size = f" {asset.width}x{asset.height}" if asset.width else ""
-        show(asset, as_json, f"asset:{asset.id}  {asset.content_type}{size}  {asset.bytes} bytes")
+        show(asset, as_json, asset_line(asset))
 
 
 # --- stored directions (registered on `vsteer directions`) -----------------------------------------
