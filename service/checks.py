@@ -186,7 +186,11 @@ async def _check_video(doc: JobRequest, tenant: str, store: AsyncJobStore) -> li
             return [FieldError(field=field, rule="unknown_asset", message=f"no asset {ident!r}")]
         if asset.kind != "video":
             return [
-                FieldError(field=field, rule="video_asset", message=f"asset {ident!r} is a {asset.kind}, not a video")
+                FieldError(
+                    field=field,
+                    rule="video_asset",
+                    message=f"asset {ident!r} is not a video (it is an {asset.kind} asset)",
+                )
             ]
         duration = asset.duration
     elif kind is RefKind.data:

@@ -23,6 +23,16 @@ def clip(size: tuple[int, int] = (64, 64), frames: int = 12, fps: int | Fraction
     return buffer.getvalue()
 
 
+def header_only() -> bytes:
+    """A WebM with one VP9 video track and no frames: the header, nothing more."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="webm") as container:
+        stream = container.add_stream("libvpx-vp9", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        container.start_encoding()
+    return buffer.getvalue()
+
+
 def audio_only() -> bytes:
     """An MP4 (M4A) with one AAC audio stream and no video."""
     buffer = io.BytesIO()

@@ -1,5 +1,6 @@
 """A real clip edited end to end: made with PyAV here, uploaded over HTTP, probed, run by a Celery worker on
-the tiny SVD, and its result downloaded from S3."""
+the tiny SVD, and its result downloaded from S3; a clip whose stored bytes went bad fails its job, not the
+worker."""
 
 import json
 
@@ -7,7 +8,9 @@ import numpy as np
 import pytest
 
 from api_schemas import JobStatus
-from tests.integration.conftest import Service
+from storage.keys import asset_key
+from storage.s3 import S3Storage
+from tests.integration.conftest import BUCKET, TENANT, Service
 from vsteer.pictures import panning_clip
 from workers.video import probe, read_frames
 
@@ -29,6 +32,14 @@ def test_a_clip_uploaded_over_http_is_edited_and_its_manifest_records_it(service
         job = client.wait(client.submit(request).id, timeout=240)
         assert job.status is JobStatus.succeeded, job.error
         files = client.download(job, tmp_path)
+
+        # Past the API's probe, the stored clip goes bad: the job fails naming it, and the worker goes on.
+        storage = S3Storage(BUCKET, endpoint_url=service.s3.url, access_key_id="testing", secret_access_key="testing")
+        storage.put(asset_key(TENANT, asset.id), clip[: len(clip) // 3], "video/mp4")
+        broken = client.wait(client.submit(request).id, timeout=240)
+        assert broken.status is JobStatus.failed
+        assert broken.error.type.endswith("/video-unreadable") and broken.error.field == "video.source", broken.error
+        assert service.worker.process.alive()
 
     info = probe(files["video"])
     assert (info.frame_count, info.width, info.height) == (4, 64, 64)

@@ -9,6 +9,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Callable
+from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
@@ -17,6 +18,7 @@ import pytest
 from PIL import Image
 
 from api_schemas import JobStatus
+from tests import videos
 from tests.reliability.conftest import TENANT_A, record_figures, standin_job, tiny_png, wait_terminal
 from webhooks.delivery import deliver
 
@@ -103,6 +105,11 @@ def _cases(job_id: str) -> list[tuple[str, Callable[[httpx.Client], httpx.Respon
     def hook(url: str) -> Send:
         return job(webhook={"url": url})
 
+    def video(source: str, **fields: object) -> Send:
+        return job(video={"source": source, "strength": 0.5, **fields})
+
+    mp4 = videos.clip()
+
     return [
         # uploads
         ("truncated PNG upload", up(png[: len(png) // 2])),
@@ -156,6 +163,25 @@ def _cases(job_id: str) -> list[tuple[str, Callable[[httpx.Client], httpx.Respon
         ("remote image URL (disabled)", job(image="http://169.254.169.254/latest/meta-data/")),
         ("unknown model", job(model="../../models/evil")),
         ("unicode in metadata key over the limit", job(metadata={"ключ" * 40: 1})),
+        # videos: uploads probed with PyAV, and a job's `video`
+        ("truncated MP4 upload", up(mp4[:400], "a.mp4", "video/mp4")),
+        ("WebM upload with a video track and zero frames", up(videos.header_only(), "a.webm", "video/webm")),
+        ("1x1 video upload", up(videos.clip((1, 1), codec="ffv1", fmt="matroska", pix_fmt="yuv444p"), "a.mkv")),
+        ("video claiming 16000x12000 in its headers", up(videos.huge_in_header(16000, 12000), "a.mp4")),
+        ("video claiming 65535x65535 in its headers", up(videos.huge_in_header(), "a.mp4")),
+        ("audio-only MP4 upload", up(videos.audio_only(), "a.m4a", "audio/mp4")),
+        ("video of 800 s (over the limit)", up(videos.clip((16, 16), frames=40, fps=Fraction(1, 20)), "a.mp4")),
+        ("video of 3,601 frames (over the limit)", up(videos.clip((16, 16), frames=3601, fps=30), "a.mp4")),
+        ("GIF of 10,000 frames as a video data URI", video(_data_uri(videos.many_frame_gif(), "video/gif"))),
+        ("PNG in a video/mp4 data URI", video(_data_uri(png, "video/mp4"))),
+        ("bad base64 in a video data URI", video("data:video/mp4;base64,@@@@")),
+        ("truncated MP4 in a video data URI", video(_data_uri(mp4[:400], "video/mp4"))),
+        ("video too short for the job's frames", video(_data_uri(videos.clip(frames=1), "video/mp4"))),
+        ("an image asset as the video", lambda c: video("asset:" + up(png)(c).json()["id"])(c)),
+        ("video from a remote URL", video("https://example.com/clip.mp4")),
+        ("video from a local path", video("/etc/passwd")),
+        ("video strength 2", video("asset:ast_00000000000000000000000000ff", strength=2)),
+        ("video fit not one of crop, pad, stretch", video("asset:ast_00000000000000000000000000ff", fit="zoom")),
         # SSRF through the webhook
         ("webhook to 127.0.0.1", hook("http://127.0.0.1:6379/")),
         ("webhook to localhost", hook("http://localhost/hook")),
