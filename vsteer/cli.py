@@ -99,6 +99,9 @@ def execute(
     if base_dir is not None:
         # Relative paths are read from the job file's folder; the manifest records them absolute.
         job = job.map_image_refs(lambda ref: absolute_path(ref, base_dir))
+        if job.video is not None:
+            source = absolute_path(job.video.source, base_dir)
+            job = job.model_copy(update={"video": job.video.model_copy(update={"source": source})})
     if model is not None:
         try:
             job = job.model_copy(update={"model": registry.register(model)})

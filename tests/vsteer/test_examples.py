@@ -23,6 +23,7 @@ JOBS: dict[str, set[str]] = {
     "style.json": {"style"},
     "latent-direction.json": {"directions"},
     "seed-sweep.json": {"sweep"},
+    "video-edit.json": {"video", "directions"},  # videos/pan.mp4: vsteer.pictures.panning_clip(7, (128, 64), 24, 8)
 }
 # Documents for the service's other resources (run by their own tests against a server).
 SERVICE_ONLY = {"anchor-set.json": "anchor", "anchored-job.json": "job citing an anchor set"}
