@@ -53,6 +53,7 @@ $("key-form").addEventListener("submit", (event) => {
   sessionStorage.setItem(KEY_STORAGE, state.key);
   showKeyState();
   loadHistory();
+  loadLibrary();
 });
 
 // ---- images --------------------------------------------------------------------------------------
@@ -82,6 +83,45 @@ async function upload(files) {
   }
   renderAssets();
   syncDoc();
+  loadLibrary();
+}
+
+// The tenant's uploads (GET /v1/assets), newest first: any of them can join the job.
+async function loadLibrary() {
+  if (!state.key) return;
+  const list = $("library");
+  try {
+    const page = await api("GET", "/v1/assets?limit=50");
+    const images = page.items.filter((asset) => asset.kind === "image");
+    $("library-count").textContent = `(${images.length}${page.next_cursor ? "+" : ""})`;
+    list.replaceChildren();
+    for (const asset of images) {
+      const use = el("button", { type: "button", textContent: "use" });
+      use.disabled = state.assets.some((a) => a.id === asset.id);
+      use.addEventListener("click", () => {
+        state.assets.push({
+          id: asset.id,
+          name: asset.id,
+          size: asset.width && asset.height ? `${asset.width}×${asset.height}` : "",
+          thumb: null,
+          role: "none",
+          at: 0,
+          atEdited: false,
+          weight: 0.5,
+        });
+        use.disabled = true;
+        renderAssets();
+        syncDoc();
+      });
+      const when = new Date(asset.created_at).toLocaleString();
+      const size = asset.width ? ` ${asset.width}×${asset.height}` : "";
+      const item = el("li", {}, [use, el("code", { textContent: asset.id }), el("span", { className: "muted", textContent: `${size} · ${when}` })]);
+      item.dataset.assetId = asset.id;
+      list.append(item);
+    }
+  } catch (error) {
+    list.replaceChildren(el("li", { textContent: `assets: ${error.message}` }));
+  }
 }
 
 $("file-input").addEventListener("change", (event) => {
@@ -157,12 +197,15 @@ function renderAssets() {
       state.assets.splice(index, 1);
       renderAssets();
       syncDoc();
+      loadLibrary();
     });
     const controls = [role];
     if (asset.role === "keyframe") controls.push(el("label", { textContent: "at " }, [at]));
     if (asset.role === "reference") controls.push(el("label", { textContent: "weight " }, [weight, weightOut]));
     const item = el("li", { className: "asset" }, [
-      el("img", { src: asset.thumb, alt: asset.name, title: `asset:${asset.id}` }),
+      asset.thumb
+        ? el("img", { src: asset.thumb, alt: asset.name, title: `asset:${asset.id}` })
+        : el("span", { className: "no-thumb", title: `asset:${asset.id}` }),
       el("div", {}, [el("code", { textContent: asset.id }), el("span", { className: "muted", textContent: ` ${asset.size}` })]),
       ...controls,
       remove,
@@ -607,4 +650,5 @@ $("api-key").value = state.key;
 showKeyState();
 syncDoc();
 loadHistory();
+loadLibrary();
 openFromHash();

@@ -86,6 +86,11 @@ def test_the_playground_runs_a_keyframe_morph_and_marks_a_bad_field(stack: Stack
     browser.find_element(By.ID, "file-input").send_keys("\n".join(paths))
     wait_until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#assets li img")) == 2, 30, "two thumbnails")
     asset_ids = [li.get_attribute("data-asset-id") for li in browser.find_elements(By.CSS_SELECTOR, "#assets li")]
+    # the tenant's uploads are listed too, newest first; those already in the job cannot be added twice
+    wait_until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#library li")) >= 2, 30, "the uploads list")
+    library = browser.find_elements(By.CSS_SELECTOR, "#library li")
+    assert [li.get_attribute("data-asset-id") for li in library[:2]] == asset_ids[::-1]
+    assert all(not li.find_element(By.TAG_NAME, "button").is_enabled() for li in library[:2])
 
     # 3. the controls write the document
     for element_id, value in (("seed", 42), ("frames", FRAMES), ("fps", FPS), ("width", 64), ("height", 64)):
