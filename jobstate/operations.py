@@ -163,13 +163,15 @@ def create_op(
     max_active: int = 0,
     task: TaskMessage | None = None,
     rate: RateLimit | None = None,
+    retain_s: int = 0,
     now: float | None = None,
 ) -> Op[Created]:
     """Create a queued job. `idempotency` is `(key, body_hash)`; a reused key returns the earlier job
     when the body hash matches and raises `IdempotencyConflict` when it does not. With `max_active` > 0
     a tenant that already has that many queued or running jobs gets `TooManyActiveJobs` (a replayed
     request still gets its job). `task` is queued in the same step, only when the job is created. With
-    `rate`, the request first takes a token from that bucket, or raises `RateLimited`."""
+    `rate`, the request first takes a token from that bucket, or raises `RateLimited`. With `retain_s`
+    > 0 the record (and so its events) expires that many seconds after the job reaches a terminal status."""
     ikey, ivalue = "", ""
     if idempotency is not None:
         ikey = idempotency_key(tenant, idempotency[0])
@@ -215,6 +217,7 @@ def create_op(
             task.payload if task else "",
             rate.rate_per_s if rate else 0,
             rate.burst if rate else 0,
+            int(retain_s),
         ),
     )
 

@@ -54,6 +54,9 @@ local function move(jk, id, from, to, now, counted)
   end
   if is_terminal(to) then
     redis.call('HSET', jk, 'finished_at', now)
+    -- retention: a finished job's record goes that long after it ends (its index entries lazily, by _LIST)
+    local keep = tonumber(redis.call('HGET', jk, 'retain_s') or '0')
+    if keep and keep > 0 then redis.call('EXPIRE', jk, keep) end
     local started = redis.call('HGET', jk, 'started_at') or redis.call('HGET', jk, 'created_at')
     local d = tonumber(now) - tonumber(started)
     local hk = P .. 'stats:duration:' .. to
@@ -111,7 +114,8 @@ end
 
 # KEYS: job hash, idempotency key ('' for none), task queue list ('' for none), rate-limit bucket ('' for none)
 # ARGV: prefix, id, tenant, model, request, now, idem value, idem ttl, most active jobs per tenant (0: no cap),
-#       task message (pushed onto the queue list only when the job is created), bucket's rate, bucket's burst
+#       task message (pushed onto the queue list only when the job is created), bucket's rate, bucket's burst,
+#       seconds the record is kept after the job ends (0: kept)
 _CREATE = (
     _LUA_COMMON
     + _LUA_TOKEN
@@ -154,6 +158,7 @@ redis.call('HSET', jk, 'id', id, 'tenant', tenant, 'status', 'queued', 'model', 
   'request', ARGV[5], 'created_at', ARGV[6], 'cancel', '0', 'attempts', 0)
 -- kept so that a reaper can queue the job again when its worker is lost
 if qk ~= '' then redis.call('HSET', jk, 'task', ARGV[10], 'queue', qk) end
+if tonumber(ARGV[13]) > 0 then redis.call('HSET', jk, 'retain_s', ARGV[13]) end
 redis.call('ZADD', P .. 'tenant:' .. tenant .. ':jobs', 0, id)
 redis.call('ZADD', P .. 'tenant:' .. tenant .. ':jobs:queued', 0, id)
 redis.call('HINCRBY', P .. 'stats:status', 'queued', 1)
@@ -316,12 +321,17 @@ return 1
 """
 
 # KEYS: index. ARGV: prefix, cursor ('' for the first page), count. Returns job hashes, newest first.
+# An id whose record has expired (retention) leaves the index as the page passes it.
 _LIST = """
 local P = ARGV[1]
 local max = ARGV[2] == '' and '+' or '(' .. ARGV[2]
 local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], max, '-', 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
-for i, id in ipairs(ids) do out[i] = {id, redis.call('HGETALL', P .. 'job:' .. id)} end
+for i, id in ipairs(ids) do
+  local job = redis.call('HGETALL', P .. 'job:' .. id)
+  if #job == 0 then redis.call('ZREM', KEYS[1], id) end
+  out[i] = {id, job}
+end
 return out
 """
 

@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
             app.state.queue,
             Presigner(store_objects.presigned_url, settings.presign_expiry_s, settings.public_base_url),
             settings,
+            store_objects,
         )
         try:
             async with anyio.create_task_group() as background:

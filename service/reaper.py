@@ -25,24 +25,57 @@ from jobstate.records import JobRecord, Presign
 from jobstate.store import AsyncJobStore
 from service.queue import JobQueue
 from service.settings import Settings
+from storage.base import Storage
+from storage.keys import RETAINED_PREFIXES
+from storage.local import LocalStorage
 
 log = logging.getLogger(__name__)
 
+SWEEP_EVERY_S = 3600.0  # how often local storage is swept for results past the retention
+
 
 class Reaper:
-    def __init__(self, store: AsyncJobStore, queue: JobQueue, presign: Presign, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: AsyncJobStore,
+        queue: JobQueue,
+        presign: Presign,
+        settings: Settings,
+        storage: Storage | None = None,
+    ) -> None:
         self.store = store
         self.queue = queue
         self.presign = presign
         self.settings = settings
+        self.storage = storage
         self._reachable_since: float | None = None
+        self._swept_at: float | None = None
 
     async def run_forever(self) -> None:
         """Scan every `reap_every_s` until cancelled; errors are logged, never raised."""
         while True:
             await self.scan()
             await self.compose()
+            await self.sweep()
             await anyio.sleep(self.settings.reap_every_s)
+
+    async def sweep(self, now: float | None = None) -> None:
+        """Once every `SWEEP_EVERY_S`: delete local-storage result files older than the retention (an
+        S3 bucket has its lifecycle rule instead)."""
+        days = self.settings.retention_days
+        if not isinstance(self.storage, LocalStorage) or days <= 0:
+            return
+        now = time.monotonic() if now is None else now
+        if self._swept_at is not None and now - self._swept_at < SWEEP_EVERY_S:
+            return
+        self._swept_at = now
+        try:
+            gone = await anyio.to_thread.run_sync(self.storage.expire, RETAINED_PREFIXES, days * 86400.0)
+        except OSError as exc:
+            log.warning("reaper: expired results not swept: %s", exc)
+            return
+        if gone:
+            log.info("reaper: %d result files past the %d-day retention deleted", gone, days)
 
     async def compose(self) -> None:
         """Queue the side-by-side of every comparison whose children are all done (once per comparison,

@@ -2,7 +2,8 @@
 
 Reads the same variables as the API and the workers (`VSTEER_STORAGE_S3_BUCKET`,
 `VSTEER_STORAGE_S3_ENDPOINT_URL`, `VSTEER_STORAGE_S3_REGION`, `VSTEER_STORAGE_S3_ACCESS_KEY_ID`,
-`VSTEER_STORAGE_S3_SECRET_ACCESS_KEY`); retries until the server answers or `--wait` runs out.
+`VSTEER_STORAGE_S3_SECRET_ACCESS_KEY`, `VSTEER_RETENTION_DAYS` for the lifecycle rule that expires result
+files); retries until the server answers or `--wait` runs out.
 """
 
 import argparse
@@ -17,11 +18,11 @@ from storage.s3 import S3Storage
 log = logging.getLogger("storage")
 
 
-def ensure_bucket(store: S3Storage, wait_s: float) -> None:
+def ensure_bucket(store: S3Storage, wait_s: float, retention_days: int = 0) -> None:
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            store.ensure_bucket()
+            store.ensure_bucket(retention_days)
             store.ping()
             return
         except StorageError as exc:
@@ -40,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     cmd.add_argument("--endpoint-url", default=env("VSTEER_STORAGE_S3_ENDPOINT_URL"))
     cmd.add_argument("--region", default=env("VSTEER_STORAGE_S3_REGION", "us-east-1"))
     cmd.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the server")
+    cmd.add_argument(
+        "--retention-days",
+        type=int,
+        default=int(env("VSTEER_RETENTION_DAYS") or 30),
+        help="days result files are kept (the bucket's lifecycle rule; 0: no rule)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.bucket:
@@ -52,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         secret_access_key=env("VSTEER_STORAGE_S3_SECRET_ACCESS_KEY"),
     )
     try:
-        ensure_bucket(store, args.wait)
+        ensure_bucket(store, args.wait, args.retention_days)
     except StorageError as exc:
         log.error("%s", exc)
         return 1

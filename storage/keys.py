@@ -25,6 +25,10 @@ def _segment(value: str, what: str) -> str:
     return value
 
 
+# What expires with a finished job (`VSTEER_RETENTION_DAYS`): its results and comparisons' side-by-sides.
+RETAINED_PREFIXES = ("jobs/", "comparisons/")
+
+
 def check_key(key: str) -> str:
     """Return ``key`` if it is a safe relative object key: `/`-separated parts, none empty, `.` or `..`.
 

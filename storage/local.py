@@ -108,6 +108,21 @@ class LocalStorage:
         for path in (self.path_for(key), self._meta_path(key)):
             path.unlink(missing_ok=True)
 
+    def expire(self, prefixes: tuple[str, ...], older_than_s: float, now: float | None = None) -> int:
+        """Delete the objects under `prefixes` written more than `older_than_s` ago (the local
+        counterpart of a bucket's lifecycle rule); returns how many went."""
+        cutoff = (time.time() if now is None else now) - older_than_s
+        gone = 0
+        for prefix in prefixes:
+            folder = self.root / check_key(prefix.rstrip("/"))
+            for path in sorted(folder.rglob("*"), reverse=True):  # files before their folders
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    self.delete(path.relative_to(self.root).as_posix())
+                    gone += 1
+                elif path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
+        return gone
+
     def ping(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from botocore.client import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from storage.base import Body, ObjectInfo, ObjectNotFound, Spooled, StorageError, check_expiry
-from storage.keys import check_key
+from storage.keys import RETAINED_PREFIXES, check_key
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
@@ -139,8 +139,31 @@ class S3Storage:
             where = self.endpoint_url or "AWS"
             raise StorageError(f"bucket {self.bucket!r} at {where} is not reachable: {exc}") from exc
 
-    def ensure_bucket(self) -> None:
-        """Create the bucket when it does not exist (local stacks and tests; production provisions it)."""
+    def ensure_bucket(self, retention_days: int = 0) -> None:
+        """Create the bucket when it does not exist (local stacks and tests; production provisions it).
+        With `retention_days` > 0, set its lifecycle rule: result files expire that many days after
+        they were written (`RETAINED_PREFIXES`; uploads are kept)."""
+        self._create_bucket()
+        if retention_days > 0:
+            self.set_retention(retention_days)
+
+    def set_retention(self, days: int) -> None:
+        """One lifecycle rule per retained prefix: objects expire `days` after they were written."""
+        rules = [
+            {
+                "ID": f"vsteer-retention-{prefix.rstrip('/')}",
+                "Filter": {"Prefix": prefix},
+                "Status": "Enabled",
+                "Expiration": {"Days": days},
+            }
+            for prefix in RETAINED_PREFIXES
+        ]
+        try:
+            self.client.put_bucket_lifecycle_configuration(Bucket=self.bucket, LifecycleConfiguration={"Rules": rules})
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"cannot set the lifecycle rule of bucket {self.bucket!r}: {exc}") from exc
+
+    def _create_bucket(self) -> None:
         try:
             self.client.head_bucket(Bucket=self.bucket)
             return

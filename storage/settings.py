@@ -36,6 +36,14 @@ class StorageSettings(BaseSettings):
         SecretStr(PLACEHOLDER_FILES_SECRET), description="HMAC secret of local-storage file URLs."
     )
     presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600, description="Lifetime of result URLs.")
+    retention_days: int = Field(
+        30,
+        ge=0,
+        le=36500,
+        description="Days a finished job is kept: its record and events expire that long after it ends (a Redis "
+        "TTL set with the terminal state) and its result files by the bucket's lifecycle rule (`s3`) or the API's "
+        "daily sweep (`local`); 0 keeps everything.",
+    )
 
     def storage_problems(self, production: bool) -> list[str]:
         """What is wrong with this storage configuration; empty when it can start."""

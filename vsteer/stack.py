@@ -182,7 +182,7 @@ def _ensure_bucket(env: Mapping[str, str]) -> None:
         region=env.get("VSTEER_STORAGE_S3_REGION", "us-east-1"),
         access_key_id=env.get("VSTEER_STORAGE_S3_ACCESS_KEY_ID"),
         secret_access_key=env.get("VSTEER_STORAGE_S3_SECRET_ACCESS_KEY"),
-    ).ensure_bucket()
+    ).ensure_bucket(int(env.get("VSTEER_RETENTION_DAYS") or 30))
 
 
 def start_stack(

@@ -114,6 +114,7 @@ class ComparisonHandler:
                     document.dump(),
                     max_active=self.settings.max_active_jobs_per_tenant,
                     task=job_task(child.job_id, record.tenant, child.model),
+                    retain_s=self.settings.retention_days * 86400,
                 )
                 created.append(outcome.record)
         except Exception:

@@ -121,6 +121,7 @@ class JobHandler:
                 max_active=self.settings.max_active_jobs_per_tenant,
                 task=job_task(job_id, caller.tenant, model),
                 rate=submission_rate_limit(request, self.settings, caller.key_digest),
+                retain_s=self.settings.retention_days * 86400,
             )
         except RateLimited as exc:
             remember_empty(request, caller.key_digest, exc.retry_after_s)
