@@ -18,16 +18,20 @@ from jobstate.records import AnchorRecord, AnchorVersion, AssetRecord, JobRecord
 from jobstate.redis_keys import (
     PREFIX,
     STATUS_STATS,
+    STEP_BUCKETS,
     anchor_index,
     anchor_record_key,
     asset_index,
     asset_record_key,
+    bucket_name,
     duration_stats,
+    gpu_memory_key,
     idempotency_key,
     job_record_key,
     lease_key,
     model_running_key,
     rate_limit_key,
+    step_stats,
     tenant_index,
     warm_key,
 )
@@ -529,6 +533,38 @@ def delete_op(job_id: str) -> Op[tuple[str, JobStatus | None]]:
         return outcome, JobStatus(status) if status else None
 
     return Op(decode, script="delete", keys=(job_record_key(job_id),), args=(PREFIX, job_id))
+
+
+def observe_step_op(model: str, seconds: float) -> Op[None]:
+    """Count one denoising step of `seconds` in the model's step-time histogram."""
+    bounds = [part for le in STEP_BUCKETS for part in (bucket_name(le), repr(le))]
+    return Op(lambda raw: None, script="observe", keys=(step_stats(model),), args=(repr(float(seconds)), *bounds))
+
+
+def step_stats_op(model: str) -> Op[dict[str, float]]:
+    """`{"sum", "count", "le:<bound>"...}` of the model's seconds per denoising step."""
+    return Op(lambda raw: {k: float(v) for k, v in decode_hash(raw).items()}, command=("HGETALL", step_stats(model)))
+
+
+def report_gpu_memory_op(model: str, worker: str, peak_bytes: int, now: float | None = None) -> Op[None]:
+    """Record the peak GPU memory of `worker`'s last job of `model`."""
+    value = json.dumps({"bytes": int(peak_bytes), "at": time.time() if now is None else now})
+    return Op(lambda raw: None, command=("HSET", gpu_memory_key(model), worker, value))
+
+
+def gpu_memory_op(model: str, newer_than: float) -> Op[dict[str, int]]:
+    """Worker → peak GPU memory of its last job of `model`, for reports made after `newer_than`."""
+
+    def decode(raw: Any) -> dict[str, int]:
+        reports = {worker: json.loads(value) for worker, value in decode_hash(raw).items()}
+        return {worker: int(r["bytes"]) for worker, r in reports.items() if float(r["at"]) > newer_than}
+
+    return Op(decode, command=("HGETALL", gpu_memory_key(model)))
+
+
+def running_count_op(model: str) -> Op[int]:
+    """How many of the model's jobs are running (`model:<name>:running`)."""
+    return Op(lambda raw: int(raw or 0), command=("SCARD", model_running_key(model)))
 
 
 def queue_depth_op(queue: str) -> Op[int]:

@@ -27,7 +27,9 @@
   `succeeded`, `failed`: the side-by-side's state, set once to `queued` with its task), result / error
   (JSON), finished_at. `comparisons:active` set of `<tenant>/<id>`: the comparisons whose side-by-side
   may still have to be queued (the API's reaper loop looks at them).
-- `stats:status` hash: jobs per status; `stats:duration:<status>` hash: histogram of run times.
+- `stats:status` hash: jobs per status; `stats:duration:<status>` hash: histogram of run times;
+  `stats:step:<model>` hash: histogram of seconds per denoising step, as the model's workers report them.
+- `model:<name>:gpu_memory` hash: worker → `{"bytes", "at"}`, the peak GPU memory of its last job.
 - `model:<name>:warm` sorted set: worker name → expiry of its last heartbeat.
 - `ratelimit:<sha256(api key)>` hash: tokens, ts (a token bucket per API key, expiring when full).
 
@@ -45,6 +47,8 @@ from api_schemas import JobStatus
 PREFIX = "vsteer:"
 # Upper bounds (seconds) of the job-duration histogram; `+Inf` is implied.
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+# Seconds per denoising step (a whole batch of clips through the UNet, guided or not).
+STEP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 def bucket_name(le: float) -> str:
@@ -116,3 +120,11 @@ STATUS_STATS = f"{PREFIX}stats:status"
 
 def duration_stats(status: str) -> str:
     return f"{PREFIX}stats:duration:{status}"
+
+
+def step_stats(model: str) -> str:
+    return f"{PREFIX}stats:step:{model}"
+
+
+def gpu_memory_key(model: str) -> str:
+    return f"{PREFIX}model:{model}:gpu_memory"

@@ -320,6 +320,16 @@ redis.call('PUBLISH', jk .. ':events', ARGV[2])
 return 1
 """
 
+# KEYS: a histogram hash (`sum`, `count`, `le:<bound>`). ARGV: the value, then the bounds' names and values.
+_OBSERVE = """
+local v = tonumber(ARGV[1])
+redis.call('HINCRBYFLOAT', KEYS[1], 'sum', v)
+redis.call('HINCRBY', KEYS[1], 'count', 1)
+for i = 2, #ARGV, 2 do
+  if v <= tonumber(ARGV[i + 1]) then redis.call('HINCRBY', KEYS[1], 'le:' .. ARGV[i], 1) end
+end
+"""
+
 # KEYS: index. ARGV: prefix, cursor ('' for the first page), count. Returns job hashes, newest first.
 # An id whose record has expired (retention) leaves the index as the page passes it.
 _LIST = """
@@ -504,6 +514,7 @@ SCRIPTS: dict[str, str] = {
     "request_cancel": _REQUEST_CANCEL,
     "progress": _PROGRESS,
     "preview": _PREVIEW,
+    "observe": _OBSERVE,
     "list": _LIST,
     "asset_put": _ASSET_PUT,
     "asset_list": _ASSET_LIST,

@@ -131,6 +131,12 @@ class JobStore:
     def get_asset(self, tenant: str, asset_id: str) -> AssetRecord | None:
         return self.run(operations.get_asset_op(tenant, asset_id))
 
+    def observe_step(self, model: str, seconds: float) -> None:
+        self.run(operations.observe_step_op(model, seconds))
+
+    def report_gpu_memory(self, model: str, worker: str, peak_bytes: int) -> None:
+        self.run(operations.report_gpu_memory_op(model, worker, peak_bytes))
+
     def heartbeat(self, model: str, worker: str, ttl_s: float = 60.0) -> None:
         self.run(operations.heartbeat_op(model, worker, ttl_s))
 
@@ -260,6 +266,15 @@ class AsyncJobStore:
 
     async def queue_depth(self, queue: str) -> int:
         return await self.run(operations.queue_depth_op(queue))
+
+    async def running_count(self, model: str) -> int:
+        return await self.run(operations.running_count_op(model))
+
+    async def step_stats(self, model: str) -> dict[str, float]:
+        return await self.run(operations.step_stats_op(model))
+
+    async def gpu_memory(self, model: str, newer_than: float) -> dict[str, int]:
+        return await self.run(operations.gpu_memory_op(model, newer_than))
 
     async def ping(self) -> bool:
         return await self.run(operations.ping_op())

@@ -200,7 +200,7 @@ def run_job(
     )
     files["manifest"] = write_manifest(manifest, out_dir / "manifest.json")
     report(Progress("video", 1, 1))
-    metrics = {"timings": clock.seconds, "audit": manifest["metrics"]["audit"]}
+    metrics = {"timings": clock.seconds, "audit": manifest["metrics"]["audit"], "denoise_steps": total}
     return JobOutputs(files=files, manifest=manifest, metrics=metrics)
 
 

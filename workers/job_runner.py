@@ -315,7 +315,33 @@ def render_and_upload(record: JobRecord, deps: WorkerDeps) -> StoredResult:
             should_cancel=should_cancel,
             job_id=job_id,
         )
+        report_worker_figures(deps, record.model, outputs.metrics)
         return upload_outputs(deps, record, outputs.files, out_dir, outputs.metrics)
+
+
+def report_worker_figures(deps: WorkerDeps, model: str, metrics: dict[str, Any]) -> None:
+    """Seconds per denoising step, and on CUDA the job's peak GPU memory, into job state for the API's
+    `/metrics` (best effort: a figure lost while Redis is away is not worth failing a job for)."""
+    steps = int(metrics.get("denoise_steps") or 0)
+    denoise = float(metrics.get("timings", {}).get("denoise") or 0.0)
+    try:
+        if steps > 0 and denoise > 0:
+            deps.store.observe_step(model, denoise / steps)
+        if torch_cuda_ready():
+            import torch
+
+            deps.store.report_gpu_memory(model, deps.worker_id, torch.cuda.max_memory_allocated())
+            torch.cuda.reset_peak_memory_stats()
+    except REDIS_DOWN as exc:
+        log.warning("worker figures not recorded, job state unreachable: %s", exc)
+
+
+def torch_cuda_ready() -> bool:
+    """Whether this process has started CUDA (without importing torch where it is not loaded yet)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized()
 
 
 def fetch_asset(deps: WorkerDeps, tenant: str, asset_id: str) -> bytes:

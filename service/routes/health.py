@@ -8,7 +8,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from api_schemas import Health
-from jobstate.queues import queue_for
 from service.deps import SettingsDep, StorageDep, StoreDep
 from service.metrics import render
 
@@ -54,5 +53,5 @@ async def readyz(store: StoreDep, storage: StorageDep) -> Response:
     summary="Prometheus metrics",
 )
 async def metrics(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
-    body = await render(request.app.state.metrics, store, [queue_for(m) for m in settings.models])
+    body = await render(request.app.state.metrics, store, list(settings.models))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

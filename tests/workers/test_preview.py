@@ -146,8 +146,11 @@ def test_the_engine_sends_previews_of_the_denoised_estimate(registry, image_path
     resolver = ImageResolver(allow_paths=True)
     settings = EngineSettings(previews=4)
     monkeypatch.setattr(type(model.pipeline), "__call__", capture)
-    run_job(request, tmp_path, registry=registry, images=resolver, on_preview=previews.append, settings=settings)
+    outputs = run_job(
+        request, tmp_path, registry=registry, images=resolver, on_preview=previews.append, settings=settings
+    )
     monkeypatch.undo()
+    assert outputs.metrics["denoise_steps"] == 6  # what the worker divides the denoise stage by
     assert [(p.step, p.total) for p in previews] == [(2, 6), (4, 6), (6, 6)]
     assert previews[-1].jpeg == preview_strip(finals[0][0], model.preview)
     assert previews[0].jpeg != previews[-1].jpeg
