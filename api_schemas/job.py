@@ -127,6 +127,18 @@ class Interpolation(StrEnum):
     geodesic = "geodesic"
 
 
+class KeyframeInterpolation(StrEnum):
+    """How a keyframe morph moves between its keyframes: `Interpolation`'s paths, or `bidirectional`."""
+
+    linear = "linear"
+    slerp = "slerp"
+    geodesic = "geodesic"
+    bidirectional = "bidirectional"
+
+
+BIDIRECTIONAL_KEYFRAMES = "bidirectional_two_keyframes"
+
+
 class Guidance(Strict):
     """Classifier-free guidance scale per frame."""
 
@@ -442,7 +454,15 @@ class JobRequest(Strict):
         max_length=64,
         description="Images to morph between, `at` ascending; not with `image` (422, `image_or_keyframes`).",
     )
-    interpolation: Interpolation = Field(Interpolation.slerp, description="How keyframes are interpolated.")
+    interpolation: KeyframeInterpolation = Field(
+        KeyframeInterpolation.slerp,
+        description=(
+            "How keyframes are interpolated: `linear`, `slerp` or `geodesic` condition each frame on the keyframes "
+            "interpolated at its position; `bidirectional` (exactly two keyframes, at 0 and 1, else a 422 with "
+            "rule `bidirectional_two_keyframes`) denoises each step forward conditioned on the first keyframe and "
+            "time-flipped conditioned on the last, with both end frames held to the keyframes: twice the UNet calls."
+        ),
+    )
     references: list[Reference] = Field(default_factory=list, max_length=8)
     negative_image: ImageRef | None = Field(
         None, description="Conditioning of the unconditional branch of guidance (zeros if unset)."
@@ -484,6 +504,8 @@ class JobRequest(Strict):
                         f"`keyframes[{i}].at` must be greater than `keyframes[{i - 1}].at` "
                         f"(ascending), got {ats[i]} after {ats[i - 1]}",
                     )
+        if self.interpolation is KeyframeInterpolation.bidirectional:
+            self._check_bidirectional()
         if self.sweep is not None and not self._awaits_anchor():
             if self.sweep.target is SweepTarget.direction and self.sweep.direction >= len(self.directions):
                 raise rule_error(
@@ -503,6 +525,21 @@ class JobRequest(Strict):
                     "keyframes", IMAGE_OR_KEYFRAMES, "`sweep.target` `image` needs `image`, not `keyframes`"
                 )
         return self
+
+    def _check_bidirectional(self) -> None:
+        """Bidirectional sampling meets two ends: exactly two keyframes, the first at 0 and the last at 1."""
+        rule = f"`interpolation` `{KeyframeInterpolation.bidirectional}` needs exactly two keyframes, at 0 and 1"
+        if self.keyframes is None:
+            raise rule_error("interpolation", BIDIRECTIONAL_KEYFRAMES, f"{rule}; the job has no `keyframes`")
+        if len(self.keyframes) != 2:
+            raise rule_error("keyframes", BIDIRECTIONAL_KEYFRAMES, f"{rule}; got {len(self.keyframes)} keyframes")
+        for i, at in enumerate((0.0, 1.0)):
+            if self.keyframes[i].at != at:
+                raise rule_error(
+                    f"keyframes[{i}].at",
+                    BIDIRECTIONAL_KEYFRAMES,
+                    f"{rule}; got {self.keyframes[i].at} for keyframe {i}",
+                )
 
     def _awaits_anchor(self) -> bool:
         """Whether the job cites an anchor set not merged yet: rules between its own fields and fields an

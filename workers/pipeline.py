@@ -32,6 +32,8 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
+from steering.sampling import denoised_estimate, euler_step, flip_frames, hold_ends, renoise, scale_input
+
 StepCallback = Callable[[Any, int, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
@@ -53,11 +55,32 @@ class Conditioning:
     negative_image_latents: torch.Tensor
     added_time_ids: torch.Tensor
     guidance: torch.Tensor
+    reverse: "TimeReversal | None" = None
+    """Set for bidirectional sampling: the time-flipped pass of every step (`TimeReversal`)."""
 
     @property
     def do_classifier_free_guidance(self) -> bool:
         # diffusers' rule: guidance is on when any frame's scale exceeds 1.
         return bool(self.guidance.max() > 1)
+
+
+@dataclass
+class TimeReversal:
+    """The second pass of a bidirectional step (ViBiDSampler, ICLR 2025; Time Reversal Fusion, ECCV
+    2024), for the same B clips of F frames as the `Conditioning` that holds it.
+
+    Each step runs twice: an Euler step under the forward conditioning, the result put back to the
+    step's sigma with fresh noise, then an Euler step of the frames flipped in time under
+    `conditioning` (its per-frame values are in flipped order: its frame 0 is the clip's last). Both
+    passes hold the denoised estimate's first and last frames to `ends` (B, 2, C, h, w), scaled
+    latents as the VAE decodes them. The noise comes from a generator seeded with `seed`, drawn
+    after what `draw_noise` draws from it (the job seed's stream, continued), one (1, F, C, h, w)
+    draw per step shared by the B clips.
+    """
+
+    conditioning: Conditioning
+    ends: torch.Tensor
+    seed: int
 
 
 @dataclass
@@ -279,8 +302,21 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         noise_aug_strength: float,
     ) -> EncodedImage:
         """CLIP embedding of the image and VAE latent of the noise-augmented image (unscaled)."""
-        device = self._execution_device
         embedding = self.encode_image_embedding(image)
+        latent = self.encode_image_latent(image, height, width, augmentation, noise_aug_strength)
+        return EncodedImage(embedding=embedding, latent=latent.to(embedding.dtype))
+
+    @torch.no_grad()
+    def encode_image_latent(
+        self,
+        image: PIL.Image.Image,
+        height: int,
+        width: int,
+        augmentation: torch.Tensor,
+        noise_aug_strength: float,
+    ) -> torch.Tensor:
+        """The VAE latent (C, h, w) of the noise-augmented image (unscaled), in the VAE's dtype."""
+        device = self._execution_device
         pixels = self.video_processor.preprocess(image, height=height, width=width).to(device)
         pixels = pixels + noise_aug_strength * augmentation.to(pixels.dtype)
         needs_upcasting = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
@@ -293,7 +329,7 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
             # later job of this worker at decode.
             if needs_upcasting:
                 self.vae.to(dtype=torch.float16)
-        return EncodedImage(embedding=embedding, latent=latent.to(embedding.dtype))
+        return latent
 
     @torch.no_grad()
     def time_ids(self, fps: int, motion_bucket_id: int, noise_aug_strength: float) -> torch.Tensor:
@@ -363,9 +399,17 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         # 4. Denoising loop, with per-frame context held in the processors' slot.
         self._num_timesteps = len(timesteps)
         self._fill_slot(context, bias, num_frames)
+        both_ways = None if cond.reverse is None else _BothWays(self, cond, noise.shape, do_cfg)
         try:
             for i, t in enumerate(timesteps):
                 if i < first_step:
+                    continue
+                if both_ways is not None:
+                    # A bidirectional step: two passes (`_BothWays`) in place of the stock step below.
+                    latents, denoised = both_ways.step(i, t, latents, guidance)
+                    if callback_on_step_end is not None:
+                        tensors = {"latents": latents, "denoised": denoised}
+                        latents = callback_on_step_end(self, i, t, tensors).pop("latents", latents)
                     continue
                 model_input = torch.cat([latents] * 2) if do_cfg else latents
                 model_input = self.scheduler.scale_model_input(model_input, t).to(dtype)
@@ -395,6 +439,32 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
 
         # 5. Decode each clip on its own, so decode chunks never straddle two clips.
         return self.decode(latents, decode_chunk_size)
+
+    def guided_prediction(
+        self,
+        scaled: torch.Tensor,
+        t: torch.Tensor,
+        image_latents: torch.Tensor,
+        context: torch.Tensor,
+        guidance: torch.Tensor,
+        do_cfg: bool,
+    ) -> torch.Tensor:
+        """The denoising loop's guided UNet output (B, F, C, h, w) in float32, as one call: `scaled` are
+        the latents scaled to the UNet's input (`scale_model_input`), the rest assembled by `assemble`,
+        with `context` in the processors' slot (`_fill_slot`)."""
+        model_input = torch.cat([scaled] * 2) if do_cfg else scaled
+        model_input = torch.cat([model_input.to(context.dtype), image_latents], dim=2)
+        noise_pred = self.unet(
+            model_input,
+            t,
+            encoder_hidden_states=context[:, 0],
+            added_time_ids=self._time_ids,
+            return_dict=False,
+        )[0].float()
+        if do_cfg:
+            noise_uncond, noise_cond = noise_pred.chunk(2)
+            noise_pred = noise_uncond + guidance * (noise_cond - noise_uncond)
+        return noise_pred
 
     def assemble(self, cond: Conditioning, do_cfg: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Stack the halves: image latents (R, F, C, h, w), context (R, F, T, D), bias (R, F, T)."""
@@ -518,6 +588,64 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         self(conditioning, noise.to(dtype), steps, output_type="np")
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+
+
+class _BothWays:
+    """The bidirectional step of a `Conditioning` with a `TimeReversal` (see there): two guided UNet
+    calls per step where the stock loop makes one, and Euler steps taken here (`steering.sampling`)
+    because the scheduler's `step` counts one step per call."""
+
+    def __init__(self, pipe: SteerableVideoPipeline, cond: Conditioning, shape: torch.Size, do_cfg: bool) -> None:
+        reverse = cond.reverse
+        if reverse is None:
+            raise ValueError("a bidirectional step needs the conditioning's `reverse` pass")
+        self.pipe, self.do_cfg, self.num_frames = pipe, do_cfg, shape[1]
+        device = pipe._execution_device
+        # The flipped pass first, so `_time_ids` end as the forward pass's (the two are built alike).
+        self.backward = pipe.assemble(reverse.conditioning, do_cfg)
+        self.forward = pipe.assemble(cond, do_cfg)
+        self.ends = reverse.ends.to(device=device, dtype=torch.float32)
+        self.prediction_type = str(pipe.scheduler.config.prediction_type)
+        height, width = (n * pipe.vae_scale_factor for n in shape[-2:])
+        self.generator = torch.Generator(device).manual_seed(reverse.seed)
+        pipe.draw_noise(self.generator, self.num_frames, height, width)  # past the job's own draws
+        self.noise_shape = (1, *shape[1:])
+
+    def step(
+        self, i: int, t: torch.Tensor, latents: torch.Tensor, guidance: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents at step i's sigma to the next sigma; returns them and the last pass's estimate x̂₀."""
+        sigmas = self.pipe.scheduler.sigmas
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        # 1. Forward, conditioned on the first keyframe, the end frames held.
+        ahead = euler_step(latents, self._denoised(latents, t, sigma, guidance, self.forward), sigma, sigma_next)
+        # 2. Back to this step's sigma with the job seed's noise.
+        noise = randn_tensor(self.noise_shape, generator=self.generator, device=latents.device, dtype=torch.float32)
+        back = renoise(ahead, sigma_next, sigma, noise)
+        # 3. Flipped in time, conditioned on the last keyframe, the end frames held. Euler acts frame
+        #    by frame, so stepping with the estimate flipped back is the flipped step flipped back.
+        flipped = flip_frames(back)
+        denoised = flip_frames(self._denoised(flipped, t, sigma, guidance, self.backward, flipped=True))
+        return euler_step(back, denoised, sigma, sigma_next), denoised
+
+    def _denoised(
+        self,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        sigma: torch.Tensor,
+        guidance: torch.Tensor,
+        inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+        flipped: bool = False,
+    ) -> torch.Tensor:
+        """x̂₀ of one pass with its end frames held to the keyframes' (in the pass's own frame order).
+        Guidance keeps its per-frame ramp in both passes: each pass's conditioning frame is its first."""
+        image_latents, context, bias = inputs
+        self.pipe._fill_slot(context, bias, self.num_frames)
+        output = self.pipe.guided_prediction(
+            scale_input(latents, sigma), t, image_latents, context, guidance, self.do_cfg
+        )
+        ends = self.ends.flip(1) if flipped else self.ends
+        return hold_ends(denoised_estimate(output, latents, sigma, self.prediction_type), ends)
 
 
 def fits_in(free_bytes: int, each_bytes: int, count: int, fraction: float) -> int:

@@ -18,7 +18,7 @@ from steering.schedules import guidance_scales
 from workers.directions import DirectionResolver
 from workers.ops import ClipState, FrameConditioning, JobContext, LatentSteering, Operation, Start, operations_for
 from workers.ops.base import Encoder
-from workers.pipeline import Conditioning, SteerableVideoPipeline
+from workers.pipeline import Conditioning, SteerableVideoPipeline, TimeReversal
 from workers.plan import JobPlan
 from workers.video_input import VideoClip
 
@@ -164,6 +164,9 @@ def finish_conditioning(ctx: JobContext, cond: FrameConditioning) -> Conditionin
         negative_latents = torch.zeros_like(cond.latents)
     time_ids = ctx.pipe.time_ids(gen.fps, cond.motion_bucket_id, gen.noise_aug_strength)
     guidance = guidance_scales(gen.guidance.min, gen.guidance.max, frames, str(gen.guidance.shape))  # type: ignore[arg-type]
+    reverse = None
+    if cond.reverse is not None and cond.ends is not None:
+        reverse = TimeReversal(finish_conditioning(ctx, cond.reverse), cond.ends[None], ctx.plan.seed)
     return Conditioning(
         tokens=tokens[None].contiguous(),
         negative_tokens=negative_tokens[None].contiguous(),
@@ -172,6 +175,7 @@ def finish_conditioning(ctx: JobContext, cond: FrameConditioning) -> Conditionin
         negative_image_latents=negative_latents[None].contiguous(),
         added_time_ids=time_ids[None],
         guidance=guidance[None],
+        reverse=reverse,
     )
 
 
@@ -179,17 +183,31 @@ def stack_clips(
     ctx: JobContext, clips: list[Clip], operations: list[Operation]
 ) -> tuple[Conditioning, torch.Tensor, LatentSteering]:
     """B clips as one batch: conditioning and noise concatenated, and each operation's step action."""
-    first = clips[0].conditioning
-    conditioning = Conditioning(
-        tokens=torch.cat([c.conditioning.tokens for c in clips]),
-        negative_tokens=torch.cat([c.conditioning.negative_tokens for c in clips]),
-        token_bias=None if first.token_bias is None else torch.cat([c.conditioning.token_bias for c in clips]),
-        image_latents=torch.cat([c.conditioning.image_latents for c in clips]),
-        negative_image_latents=torch.cat([c.conditioning.negative_image_latents for c in clips]),
-        added_time_ids=torch.cat([c.conditioning.added_time_ids for c in clips]),
-        guidance=torch.cat([c.conditioning.guidance for c in clips]),
-    )
+    conditioning = concat_conditioning([c.conditioning for c in clips])
     noise = torch.cat([c.noise for c in clips])
     states = [c.state for c in clips]
     actions = [action for op in operations if (action := op.step_action(ctx, states)) is not None]
     return conditioning, noise, LatentSteering(actions)
+
+
+def concat_conditioning(conditionings: list[Conditioning]) -> Conditioning:
+    """Clips' conditionings (B = 1 each) as one batch's, a bidirectional job's flipped pass included."""
+    first = conditionings[0]
+    reverse = None
+    if first.reverse is not None:
+        reversals = [c.reverse for c in conditionings if c.reverse is not None]
+        reverse = TimeReversal(
+            conditioning=concat_conditioning([r.conditioning for r in reversals]),
+            ends=torch.cat([r.ends for r in reversals]),
+            seed=first.reverse.seed,
+        )
+    return Conditioning(
+        tokens=torch.cat([c.tokens for c in conditionings]),
+        negative_tokens=torch.cat([c.negative_tokens for c in conditionings]),
+        token_bias=None if first.token_bias is None else torch.cat([c.token_bias for c in conditionings]),
+        image_latents=torch.cat([c.image_latents for c in conditionings]),
+        negative_image_latents=torch.cat([c.negative_image_latents for c in conditionings]),
+        added_time_ids=torch.cat([c.added_time_ids for c in conditionings]),
+        guidance=torch.cat([c.guidance for c in conditionings]),
+        reverse=reverse,
+    )

@@ -65,6 +65,35 @@ def test_keyframes_must_be_ascending_within_zero_one(keyframes, rule):
     assert any(rule in msg for _, msg in errors), errors
 
 
+TWO_KEYS = [{"image": "a.png", "at": 0.0}, {"image": "b.png", "at": 1.0}]
+
+
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        ({"image": "a.png"}, "interpolation"),
+        ({"keyframes": [*TWO_KEYS[:1], {"image": "c.png", "at": 0.5}, TWO_KEYS[1]]}, "keyframes"),
+        ({"keyframes": [{"image": "a.png", "at": 0.1}, TWO_KEYS[1]]}, "keyframes[0].at"),
+        ({"keyframes": [TWO_KEYS[0], {"image": "b.png", "at": 0.9}]}, "keyframes[1].at"),
+    ],
+)
+def test_bidirectional_needs_two_keyframes_at_zero_and_one(doc, field):
+    with pytest.raises(ValidationError) as info:
+        JobRequest.model_validate({**doc, "interpolation": "bidirectional"})
+    (error,) = info.value.errors()
+    assert error["type"] == "bidirectional_two_keyframes"
+    assert error["ctx"]["field"] == field
+    assert "exactly two keyframes, at 0 and 1" in error["msg"]
+
+
+def test_bidirectional_with_two_keyframes_at_the_ends_is_a_job():
+    job = JobRequest.model_validate({"keyframes": TWO_KEYS, "interpolation": "bidirectional"})
+    assert job.interpolation == "bidirectional"
+    # A sweep's path between two values has no bidirectional interpolation.
+    errors = errors_of({**BASE, "sweep": {"target": "seed", "to": 2, "count": 2, "interpolation": "bidirectional"}})
+    assert any(loc == "sweep.interpolation" for loc, _ in errors), errors
+
+
 def test_image_or_keyframes_exactly_one():
     assert any("needs `image` or `keyframes`" in m for _, m in errors_of({}))
     both = {"image": "a.png", "keyframes": [{"image": "a.png", "at": 0}, {"image": "b.png", "at": 1}]}

@@ -50,6 +50,16 @@ def test_sweep_batching_writes_its_figures(tmp_path: Path, tiny_model_dir: Path,
     assert figures["throughput_batched_vs_sequential"] > 0 and figures["runs"]["batched"]["runs"] == 1
 
 
+def test_bidirectional_writes_its_figures(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    from bench import bidirectional
+
+    monkeypatch.setenv("VSTEER_CACHE_DIR", str(tiny_model_dir.parent))
+    out = tmp_path / "bidirectional.json"
+    figures = bidirectional.main(["--size", "tiny", "--repeats", "1", "--out", str(out)])
+    assert json.loads(out.read_text())["figures"]["target"] == 2.05
+    assert figures["job_bidirectional_vs_plain"] > 0 and figures["runs"]["bidirectional"]["runs"] == 1
+
+
 @pytest.mark.slow
 def test_gpu_benchmark_runs_small_on_cpu(tmp_path: Path) -> None:
     from bench import gpu_svd

@@ -150,6 +150,23 @@ def _cases(job_id: str) -> list[tuple[str, Callable[[httpx.Client], httpx.Respon
             "10,000 keyframes",
             job(image=None, keyframes=[{"image": f"asset:ast_{i:028x}", "at": i / 9999} for i in range(10_000)]),
         ),
+        ("bidirectional interpolation with an image, no keyframes", job(interpolation="bidirectional")),
+        (
+            "bidirectional interpolation with three keyframes",
+            job(
+                image=None,
+                interpolation="bidirectional",
+                keyframes=[{"image": f"asset:ast_{i:028x}", "at": i / 2} for i in range(3)],
+            ),
+        ),
+        (
+            "bidirectional interpolation with the last keyframe before the end",
+            job(
+                image=None,
+                interpolation="bidirectional",
+                keyframes=[{"image": f"asset:ast_{i:028x}", "at": i / 2} for i in range(2)],
+            ),
+        ),
         ("deeply nested JSON (depth 100,000)", raw_job(_nested(100_000).encode())),
         ("deeply nested JSON (depth 1,000)", raw_job(_nested(1_000).encode())),
         ("truncated PNG in a data URI", job(image=_data_uri(png[:100]))),

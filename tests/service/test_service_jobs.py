@@ -115,6 +115,19 @@ async def test_idempotency_key_same_body_one_job_other_body_422(
             "keyframes_ascending",
         ),
         (
+            {"image": "asset:x", "interpolation": "bidirectional"},
+            "interpolation",
+            "bidirectional_two_keyframes",
+        ),
+        (
+            {
+                "keyframes": [{"image": "asset:y", "at": 0}, {"image": "asset:z", "at": 0.8}],
+                "interpolation": "bidirectional",
+            },
+            "keyframes[1].at",
+            "bidirectional_two_keyframes",
+        ),
+        (
             {"image": "asset:x", "sweep": {"target": "direction", "to": 1.0, "count": 2}},
             "sweep.direction",
             "index_into_directions",

@@ -71,6 +71,20 @@ def test_run_writes_a_playable_video_and_replay_reproduces_the_frames(cli_env, i
     assert np.load(tmp_path / "again" / "frames.npy").shape == (6, 64, 128, 3)
 
 
+def test_a_bidirectional_morph_is_recorded_and_replayed_frame_for_frame(cli_env, image_paths, tmp_path):
+    runner = CliRunner()
+    job_file = write_job(tmp_path, image_paths, interpolation="bidirectional")
+    result = runner.invoke(app, ["run", str(job_file), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["request"]["interpolation"] == "bidirectional"
+    assert manifest["steering"]["interpolation"]["unet_calls_per_step"] == 2
+
+    result = runner.invoke(app, ["replay", str(tmp_path / "out" / "manifest.json"), "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "again" / "frames.npy").read_bytes() == (tmp_path / "out" / "frames.npy").read_bytes()
+
+
 def replay_edited(image_paths: list[Path], tmp_path: Path, edit) -> Any:  # type: ignore[no-untyped-def]
     """Run a job, change its manifest with `edit`, replay it; returns the replay's CLI result."""
     runner = CliRunner()

@@ -18,6 +18,7 @@ JOBS: dict[str, set[str]] = {
     "plain.json": set(),
     "variation.json": {"variation"},
     "morph.json": {"keyframes", "references", "variation"},
+    "bidirectional.json": {"keyframes", "interpolation"},
     "references.json": {"references"},
     "negative-image.json": {"negative_image"},
     "style.json": {"style"},

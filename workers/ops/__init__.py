@@ -6,9 +6,13 @@ embedding directions then move; references and the negative image are added to t
 that; latent directions act on the latents at each step before style statistics are matched. A video
 edit says where denoising starts (the clip's latents, re-noised) once the rest have shaped the
 conditioning its inversion runs under.
+
+Bidirectional sampling comes after the operations that shape the conditioning: its time-flipped
+pass copies what they made.
 """
 
 from workers.ops.base import ClipState, FrameConditioning, JobContext, LatentSteering, Operation, Start, StepAction
+from workers.ops.bidirectional import BidirectionalOp
 from workers.ops.directions import DirectionsOp
 from workers.ops.keyframes import KeyframesOp
 from workers.ops.negative_image import NegativeImageOp
@@ -26,6 +30,7 @@ OPERATIONS: tuple[type[Operation], ...] = (
     ReferencesOp,
     NegativeImageOp,
     StyleOp,
+    BidirectionalOp,
     VideoOp,
 )
 

@@ -93,7 +93,9 @@ class FrameConditioning:
     `key_*` are the encoded conditioning images at `key_positions` (one key held over the clip for a
     single `image`); `embeddings` (F, D) and `latents` (F, C, h, w) are the per-frame values the
     positive branch is conditioned on; `references` are extra CLIP tokens with their weights; the
-    negative branch is zeros unless `negative_*` are set.
+    negative branch is zeros unless `negative_*` are set. A bidirectional job also has `reverse`, the
+    conditioning of its time-flipped pass (per-frame values in flipped order), and `ends` (2, C, h, w),
+    the scaled latents the denoised estimate's first and last frames are held to.
     """
 
     key_embeddings: torch.Tensor
@@ -106,6 +108,8 @@ class FrameConditioning:
     reference_weights: list[float] = field(default_factory=list)
     negative_embedding: torch.Tensor | None = None
     negative_latent: torch.Tensor | None = None
+    reverse: "FrameConditioning | None" = None
+    ends: torch.Tensor | None = None
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 Frame f is conditioned at t = f / (F − 1) on the two keyframes around t, in both spaces SVD is
 conditioned on: the CLIP image embedding and the VAE image latent (`steering.conditioning`).
+`bidirectional` interpolates nothing here: its sampler (`workers.ops.bidirectional`) meets the two
+keyframes from both ends.
 `geodesic` bends the embedding path toward a Gaussian density fitted to the job's conditioning
 embeddings (keyframes and references); VAE latents fall back to slerp, and the report says so.
 """
@@ -10,7 +12,7 @@ from typing import Any
 
 import torch
 
-from api_schemas import Interpolation
+from api_schemas import KeyframeInterpolation
 from steering.conditioning import density_penalty, interpolate_both
 from workers.ops.base import ClipState, JobContext, Operation
 
@@ -20,8 +22,13 @@ class KeyframesOp(Operation):
 
     def condition(self, ctx: JobContext, clip: ClipState) -> None:
         cond, method = clip.conditioning, ctx.job.interpolation
+        if method is KeyframeInterpolation.bidirectional:
+            # Each pass holds one keyframe over every frame (the first, as planned, and the last in the
+            # time-flipped pass, `workers.ops.bidirectional`): nothing is interpolated.
+            clip.report.update({"method": str(method), "passes": ["keyframes[0]", "keyframes[1], time-flipped"]})
+            return
         penalty = None
-        if method is Interpolation.geodesic:
+        if method is KeyframeInterpolation.geodesic:
             references = [e[None] for e in ctx.reference_embeddings()]
             penalty = density_penalty(torch.cat([cond.key_embeddings, *references]))
         cond.embeddings, cond.latents, report = interpolate_both(

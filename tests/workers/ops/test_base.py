@@ -8,7 +8,17 @@ from workers.ops.base import Operation
 
 def test_the_registry_lists_every_operation_once_in_order():
     names = [op.name for op in OPERATIONS]
-    assert names == ["sweep", "variation", "keyframes", "directions", "references", "negative_image", "style", "video"]
+    assert names == [
+        "sweep",
+        "variation",
+        "keyframes",
+        "directions",
+        "references",
+        "negative_image",
+        "style",
+        "interpolation",
+        "video",
+    ]
     assert all(issubclass(op, Operation) for op in OPERATIONS)
 
 
