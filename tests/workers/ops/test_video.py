@@ -166,3 +166,13 @@ def test_a_clip_too_short_or_undecodable_fails_naming_the_source(registry, clip_
     broken.write_bytes(clip_path.read_bytes()[:300])
     with pytest.raises(VideoUnreadable, match=r"cannot be decoded|no video stream|no frames"):
         run(video_job(broken), registry, tmp_path / "broken")
+
+
+def test_a_seed_sweep_edits_the_clip_along_its_noise_path(registry, clip_path, tmp_path):
+    doc = video_job(clip_path, strength=0.5)
+    _, single = run(doc, registry, tmp_path / "single")
+    outputs, clips = run({**doc, "sweep": {"target": "seed", "to": 9, "count": 2}}, registry, tmp_path / "sweep")
+    assert clips.shape[:2] == (2, SIZE["num_frames"]) and outputs.manifest["steering"]["video"]["steps_run"] == 2
+    # Clip 0 is the job's own noise: the single edit, to batching's float rounding; clip 1 is another edit.
+    np.testing.assert_allclose(clips[0], single, atol=1e-4)
+    assert np.abs(clips[1] - single).max() > 1e-3
