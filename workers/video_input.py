@@ -49,13 +49,13 @@ class VideoClip:
 def fit_frame(image: PIL.Image.Image, width: int, height: int, fit: VideoFit) -> np.ndarray:
     """`image` at `width` x `height`: `crop` scales to cover and cuts the centre, `pad` scales to fit and
     pads with black, `stretch` scales each side on its own."""
-    if fit is VideoFit.stretch or image.size == (width, height):
+    if fit == VideoFit.stretch or image.size == (width, height):
         return np.asarray(image.resize((width, height), PIL.Image.Resampling.BICUBIC))
     w, h = image.size
-    scale = max(width / w, height / h) if fit is VideoFit.crop else min(width / w, height / h)
+    scale = max(width / w, height / h) if fit == VideoFit.crop else min(width / w, height / h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     scaled = image.resize(size, PIL.Image.Resampling.BICUBIC)
-    if fit is VideoFit.crop:
+    if fit == VideoFit.crop:
         left, top = (size[0] - width) // 2, (size[1] - height) // 2
         return np.asarray(scaled.crop((left, top, left + width, top + height)))
     canvas = PIL.Image.new("RGB", (width, height))

@@ -176,3 +176,17 @@ def test_a_seed_sweep_edits_the_clip_along_its_noise_path(registry, clip_path, t
     # Clip 0 is the job's own noise: the single edit, to batching's float rounding; clip 1 is another edit.
     np.testing.assert_allclose(clips[0], single, atol=1e-4)
     assert np.abs(clips[1] - single).max() > 1e-3
+
+
+def test_frames_are_read_at_the_jobs_fps_and_fitted_to_its_size(clip_path):
+    data = clip_path.read_bytes()  # 12 frames of 96 x 64 at 8 fps
+    spec = VideoEdit(source="clip.mp4", strength=0.5, start=0.5, fit="pad")
+    padded = read_clip(data, spec, 3, 4, 64, 64)
+    # Frame f shows at 0.5 + f / 4 s: source frames 4, 6 and 8.
+    assert padded.info["source_frames"] == [4, 6, 8] and padded.frames.shape == (3, 64, 64, 3)
+    # 96 x 64 scaled into 64 x 64 is 64 x 43: black bars above and below, the picture between.
+    assert padded.frames[:, :5].max() == 0 and padded.frames[:, -5:].max() == 0 and padded.frames[:, 32].max() > 0
+    cropped = read_clip(data, spec.model_copy(update={"fit": "crop"}), 3, 4, 64, 64).frames
+    stretched = read_clip(data, spec.model_copy(update={"fit": "stretch"}), 3, 4, 64, 64).frames
+    assert cropped[:, :5].max() > 0 and stretched[:, :5].max() > 0
+    assert np.abs(cropped.astype(int) - stretched.astype(int)).mean() > 1
