@@ -159,8 +159,12 @@ def replay(
     manifest_file: Annotated[Path, typer.Argument(help="A manifest.json written by a job.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("replay"),
     model: Annotated[str | None, typer.Option(help="Override the manifest's model (name or folder).")] = None,
+    directions: Annotated[
+        Path | None, typer.Option(help="Folder of stored directions (VSTEER_DIRECTIONS_DIR, else ./directions).")
+    ] = None,
 ) -> None:
-    """Run a manifest's resolved request again; on the same device and dtype the frames are identical."""
+    """Run a manifest's resolved request again; on the same device and dtype the frames are identical.
+    A stored direction the job cites must still be the one it read (its sha256 in the manifest)."""
     from workers.manifest import read_manifest
 
     try:
@@ -171,11 +175,14 @@ def replay(
         job = JobRequest.model_validate(manifest["request"])
     except ValidationError as exc:
         fail(format_validation_error(exc), EXIT_INVALID)
+    folder = directions or default_directions_dir()
+    for problem in changed_directions(job, manifest, folder):
+        fail(problem, EXIT_INVALID)
     if model is None:
         recorded = manifest.get("model", {})
         source = Path(recorded.get("source") or "")
         model = str(source) if source.is_dir() else recorded.get("name")
-    replayed = execute(job, out, model, base_dir=None)
+    replayed = execute(job, out, model, base_dir=None, directions_dir=folder)
     same = {
         name: replayed["outputs"].get(name, {}).get("sha256") == entry.get("sha256")
         for name, entry in manifest.get("outputs", {}).items()
@@ -187,6 +194,37 @@ def replay(
         for line in replay_differences(manifest, replayed):
             typer.echo(line)
         raise typer.Exit(EXIT_FAILED)
+
+
+def changed_directions(job: JobRequest, manifest: dict[str, Any], folder: Path) -> list[str]:
+    """Each stored direction (an id in `folder`, or a file) the recorded run read that is missing or
+    no longer the same bytes (sha256 recorded in `steering.directions`); empty when all are as read."""
+    from workers.directions import bytes_digest
+
+    recorded = {d["index"]: d for d in (manifest.get("steering") or {}).get("directions", {}).get("directions", [])}
+    problems = []
+    for i, direction in enumerate(job.directions):
+        entry = recorded.get(i) or {}
+        pairs = [("source", direction.source, entry.get("sha256"))]
+        pairs += zip(
+            (f"preserve[{j}]" for j in range(len(direction.preserve))),
+            direction.preserve,
+            entry.get("preserve_sha256") or [None] * len(direction.preserve),
+            strict=True,
+        )
+        for name, source, digest in pairs:
+            if digest is None or (source.id is None and source.path is None):
+                continue  # an inline vector is in the request itself; an older manifest has no digests
+            path = folder / f"{source.id}.safetensors" if source.id is not None else Path(str(source.path)).expanduser()
+            where = f"directions[{i}].{name}"
+            if not path.is_file():
+                problems.append(f"{where}: {path} is missing; the recorded run read {digest}")
+            elif (now := bytes_digest(path.read_bytes())) != digest:
+                problems.append(
+                    f"{where}: {path} changed since the recorded run (recorded {digest}, now {now}); "
+                    "restore that direction to replay the job"
+                )
+    return problems
 
 
 def replay_differences(recorded: dict[str, Any], replayed: dict[str, Any]) -> list[str]:

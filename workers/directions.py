@@ -5,6 +5,7 @@ space, dimension, model it came from, fit statistics, leakage report). In a job,
 length after its `preserve` directions are projected out, so `strength` is a distance: z' = z + α·d.
 """
 
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -59,6 +60,17 @@ class DirectionResolver:
     def __init__(self, *, fetch: Callable[[str], bytes] | None = None, allow_paths: bool = False) -> None:
         self.fetch = fetch
         self.allow_paths = allow_paths
+        self._digests: dict[tuple[str, str], str] = {}  # ("id" | "path", name) → sha256 of the bytes read
+
+    def digest(self, source: DirectionSource) -> str:
+        """`sha256:<hex>` of what `source` was read from: the stored file (an id or a path, read by
+        `vector` first) or the inline vector's float32 values, for the manifest."""
+        if source.vector is not None:
+            return direction_digest(torch.tensor(source.vector, dtype=torch.float32))
+        key = ("id", source.id) if source.id is not None else ("path", str(source.path))
+        if key not in self._digests:  # not needed by the job (a strength of 0): read it now
+            self.vector(source, "directions")
+        return self._digests[key]  # type: ignore[index]
 
     @classmethod
     def from_folder(cls, folder: Path, allow_paths: bool = True) -> "DirectionResolver":
@@ -79,14 +91,27 @@ class DirectionResolver:
             path = Path(source.path).expanduser()
             if not path.is_file():
                 raise JobInputError(f"{where}.path", f"no such file: {source.path}")
-            return read_direction(path.read_bytes(), f"{where}.path")
+            data = path.read_bytes()
+            self._digests[("path", str(source.path))] = bytes_digest(data)
+            return read_direction(data, f"{where}.path")
         assert source.id is not None
         if self.fetch is None:
             raise JobInputError(f"{where}.id", "stored directions need a direction store")
         try:
-            return read_direction(self.fetch(source.id), f"{where}.id")
+            data = self.fetch(source.id)
         except KeyError as exc:
             raise JobInputError(f"{where}.id", f"unknown direction {source.id!r}") from exc
+        self._digests[("id", source.id)] = bytes_digest(data)
+        return read_direction(data, f"{where}.id")
+
+
+def bytes_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def direction_digest(vector: torch.Tensor) -> str:
+    """sha256 of a direction's float32 values, in order (little-endian)."""
+    return bytes_digest(vector.detach().to(torch.float32).contiguous().cpu().numpy().astype("<f4").tobytes())
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,14 @@ class DirectionsOp(Operation):
             source = direction.source
             kind = "id" if source.id is not None else "path" if source.path is not None else "vector"
             described.append(
-                {"index": i, "space": direction.space, "source": kind, "preserve": len(direction.preserve)}
+                {
+                    "index": i,
+                    "space": direction.space,
+                    "source": kind,
+                    "preserve": len(direction.preserve),
+                    # what each vector was read from, so a replay can tell a stored direction that changed
+                    "sha256": ctx.directions.digest(source),
+                    "preserve_sha256": [ctx.directions.digest(p) for p in direction.preserve],
+                }
             )
         return {"directions": described}
