@@ -89,6 +89,10 @@ def asset_index(tenant: str) -> str:
     return f"{PREFIX}tenant:{tenant}:assets"
 
 
+def direction_record_key(tenant: str, direction_id: str) -> str:
+    return f"{PREFIX}direction:{tenant}:{direction_id}"
+
+
 def anchor_index(tenant: str) -> str:
     return f"{PREFIX}tenant:{tenant}:anchors"
 

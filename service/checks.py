@@ -8,6 +8,7 @@ Every broken rule is collected, so one 422 names them all.
 import base64
 import binascii
 import io
+import json
 from functools import partial
 
 import anyio.to_thread
@@ -17,6 +18,7 @@ from api_schemas import Direction, FieldError, JobRequest
 from api_schemas.anchors import AnchorFields
 from api_schemas.refs import RefKind, asset_id, ref_kind
 from api_schemas.video import BUILTIN_NUM_FRAMES, clip_too_short
+from jobstate.redis_keys import direction_record_key
 from jobstate.store import AsyncJobStore
 from service.errors import invalid
 from service.images import SNIFF_BYTES, MediaRejected, inspect_image, sniff
@@ -72,7 +74,7 @@ async def check_document(
     # 2. image references
     errors += await _check_images(doc.image_refs(), tenant, store, settings)
     # 3. direction sources
-    errors += await _check_directions(doc.directions, tenant, storage)
+    errors += await _check_directions(doc.directions, tenant, storage, store, doc.model or settings.default_model)
     # 3b. the video to edit
     errors += await _check_video(doc, tenant, store)
     # 4. the webhook target
@@ -92,7 +94,7 @@ async def check_anchor(
     breaks one (the model, the images, the stored directions it cites)."""
     errors = _check_model(fields.model, settings)
     errors += await _check_images(fields.image_refs(), tenant, store, settings)
-    errors += await _check_directions(fields.directions or [], tenant, storage)
+    errors += await _check_directions(fields.directions or [], tenant, storage, store, fields.model)
     if errors:
         raise invalid(errors, title="Invalid anchor set")
 
@@ -210,9 +212,12 @@ async def _check_video(doc: JobRequest, tenant: str, store: AsyncJobStore) -> li
     return []
 
 
-async def _check_directions(directions: list[Direction], tenant: str, storage: Storage) -> list[FieldError]:
+async def _check_directions(
+    directions: list[Direction], tenant: str, storage: Storage, store: AsyncJobStore, model: str | None
+) -> list[FieldError]:
     """No local files; a stored direction (`id`) must exist under the tenant's prefix, where the
-    worker reads it."""
+    worker reads it, and, where it was stored through the API (its record says where it lives), be
+    for the job's `model` (when known) and the direction's `space`."""
     errors: list[FieldError] = []
     for i, direction in enumerate(directions):
         sources = [("source", direction.source)] + [(f"preserve[{j}]", p) for j, p in enumerate(direction.preserve)]
@@ -231,7 +236,30 @@ async def _check_directions(directions: list[Direction], tenant: str, storage: S
                             message=f"no direction {source.id!r}",
                         )
                     )
+                    continue
+                errors += await _direction_fits(
+                    store, tenant, source.id, f"directions[{i}].{name}.id", model, direction
+                )
     return errors
+
+
+async def _direction_fits(
+    store: AsyncJobStore, tenant: str, direction_id: str, field: str, model: str | None, direction: Direction
+) -> list[FieldError]:
+    raw = await store.redis.get(direction_record_key(tenant, direction_id))
+    if raw is None:
+        return []  # put in storage another way: the worker checks its width
+    record = json.loads(raw)
+    if model is not None and record.get("model") not in (None, model):
+        message = f"direction {direction_id!r} is for model {record['model']!r}, the job runs {model!r}"
+        return [FieldError(field=field, rule="direction_model", message=message)]
+    if record.get("space") not in (None, direction.space):
+        space = record["space"]
+        message = (
+            f"direction {direction_id!r} acts on the {space} space, this direction's `space` is {direction.space!r}"
+        )
+        return [FieldError(field=field, rule="direction_space", message=message)]
+    return []
 
 
 def resolve_defaults(doc: JobRequest, settings: Settings, seed: int) -> JobRequest:

@@ -30,7 +30,7 @@ from api_schemas.directions import (
     ModelDimensions,
     check_width,
 )
-from jobstate.redis_keys import PREFIX
+from jobstate.redis_keys import PREFIX, direction_record_key
 from jobstate.store import AsyncJobStore
 from service.deps import SettingsDep, StorageDep, StoreDep
 from service.errors import invalid, not_found
@@ -42,7 +42,7 @@ TITLE = "Invalid direction"
 
 
 def _record_key(tenant: str, direction_id: str) -> str:
-    return f"{PREFIX}direction:{tenant}:{direction_id}"
+    return direction_record_key(tenant, direction_id)
 
 
 def _index_key(tenant: str) -> str:

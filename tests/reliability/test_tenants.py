@@ -37,7 +37,15 @@ def test_no_tenant_reaches_another_tenants_data(stack_factory):
         for key, client in ((KEY_A, a), (KEY_B, b)):
             asset = client.post("/v1/assets", files={"file": ("a.png", tiny_png(), "image/png")}).json()["id"]
             done = client.post("/v1/jobs", json=standin_job(image=f"asset:{asset}")).json()["id"]
-            owned[key] = {"asset": asset, "done": done}
+            direction = client.post("/v1/directions", json={"vector": [1, 0, 0, 0], "model": "tiny", "space": "latent"})
+            anchor = client.post("/v1/anchors", json={"name": "house look", "seed": 7})
+            assert direction.status_code == 201 and anchor.status_code == 201, (direction.text, anchor.text)
+            owned[key] = {
+                "asset": asset,
+                "done": done,
+                "direction": direction.json()["id"],
+                "anchor": anchor.json()["id"],
+            }
         wait_terminal(store, TENANT_A, [owned[KEY_A]["done"]], 60)
         wait_terminal(store, TENANT_B, [owned[KEY_B]["done"]], 60)
         for key, client in ((KEY_A, a), (KEY_B, b)):
@@ -51,6 +59,11 @@ def test_no_tenant_reaches_another_tenants_data(stack_factory):
             other = owned[KEY_B if key == KEY_A else KEY_A]
             requests = [
                 ("GET", f"/v1/assets/{other['asset']}"),
+                ("GET", f"/v1/directions/{other['direction']}"),
+                ("DELETE", f"/v1/directions/{other['direction']}"),
+                ("GET", f"/v1/anchors/{other['anchor']}"),
+                ("POST", f"/v1/anchors/{other['anchor']}/versions", {"seed": 8}),
+                ("DELETE", f"/v1/anchors/{other['anchor']}"),
                 *[
                     (method, path.format(job=job))
                     for job in (other["done"], other["running"])
@@ -64,8 +77,8 @@ def test_no_tenant_reaches_another_tenants_data(stack_factory):
                     )
                 ],
             ]
-            for method, path in requests:
-                response = client.request(method, path)
+            for method, path, *body in requests:
+                response = client.request(method, path, json=body[0] if body else None)
                 probes += 1
                 if response.status_code == 404:
                     problem(response, 404)
@@ -75,6 +88,13 @@ def test_no_tenant_reaches_another_tenants_data(stack_factory):
             # the listing holds only the caller's jobs; a document cannot borrow the other's asset
             listed = {j["id"] for j in client.get("/v1/jobs", params={"limit": 100}).json()["items"]}
             assert not listed & {other["done"], other["running"]}
+            for route, mine in (("assets", "asset"), ("directions", "direction"), ("anchors", "anchor")):
+                ids = {item["id"] for item in client.get(f"/v1/{route}").json()["items"]}
+                assert other[mine] not in ids and owned[key][mine] in ids, (route, ids)
+            cited = standin_job(directions=[{"source": {"id": other["direction"]}, "space": "latent"}])
+            body = problem(client.post("/v1/jobs", json=cited), 422)
+            probes += 1
+            not_found += body["errors"][0]["rule"] == "unknown_direction"
             borrowed = client.post("/v1/jobs", json=standin_job(image=f"asset:{other['asset']}"))
             probes += 1
             body = problem(borrowed, 422)
@@ -83,7 +103,7 @@ def test_no_tenant_reaches_another_tenants_data(stack_factory):
         assert store.get(TENANT_A, owned[KEY_A]["running"]).status is not JobStatus.canceled
         assert store.get(TENANT_B, owned[KEY_B]["running"]).status is not JobStatus.canceled
 
-        # 3. stored directions are read under the job's tenant only (no HTTP route takes a direction id yet)
+        # 3. workers read stored directions under the job's tenant only
         storage = LocalStorage(stack.storage_dir, secret=FILES_SECRET)
         storage.put(f"directions/{TENANT_A}/dir_smile.safetensors", b"vector", "application/octet-stream")
         deps = WorkerDeps(store=store, storage=storage, registry=None)

@@ -54,7 +54,7 @@ async def test_store_read_list_and_delete(client, direction_settings):
 
     # A job cites it; once deleted, a job citing it is refused at submit.
     image = await upload_image(client)
-    job = {"model": "svd-xt", "image": f"asset:{image}", "directions": [{"source": {"id": direction["id"]}}]}
+    job = {"model": "custom", "image": f"asset:{image}", "directions": [{"source": {"id": direction["id"]}}]}
     assert (await client.post("/v1/jobs", json=job, headers=AUTH_A)).status_code == 202
     assert (await client.delete(f"/v1/directions/{direction['id']}", headers=AUTH_A)).status_code == 204
     assert_problem(await client.get(f"/v1/directions/{direction['id']}", headers=AUTH_A), 404)
@@ -136,3 +136,27 @@ async def test_models_report_their_direction_widths(client):
     assert items["svd-xt"]["dimensions"] == {"embedding": 1024, "latent_channels": 4}
     assert items["custom"]["dimensions"] == {"embedding": 8, "latent_channels": 4}
     assert items["mystery"]["dimensions"] is None
+
+
+async def test_a_job_citing_a_direction_of_another_model_or_space_is_422_at_submit(client):
+    made = await client.post(
+        "/v1/directions", json={"vector": [0.5] * 8, "model": "custom", "space": "embedding"}, headers=AUTH_A
+    )
+    direction = made.json()["id"]
+    image = f"asset:{await upload_image(client)}"
+
+    def job(model: str, space: str) -> dict:
+        return {"model": model, "image": image, "directions": [{"source": {"id": direction}, "space": space}]}
+
+    other_model = await client.post("/v1/jobs", json=job("tiny", "embedding"), headers=AUTH_A)
+    body = assert_problem(other_model, 422)
+    assert [(e["field"], e["rule"]) for e in body["errors"]] == [("directions[0].source.id", "direction_model")]
+    assert "is for model 'custom', the job runs 'tiny'" in body["errors"][0]["message"]
+    other_space = assert_problem(await client.post("/v1/jobs", json=job("custom", "latent"), headers=AUTH_A), 422)
+    assert [(e["field"], e["rule"]) for e in other_space["errors"]] == [("directions[0].source.id", "direction_space")]
+    fits = await client.post("/v1/jobs", json=job("custom", "embedding"), headers=AUTH_A)
+    assert fits.status_code == 202, fits.text
+    # Deleted, the direction is an unknown one at submit, not a failed job later.
+    assert (await client.delete(f"/v1/directions/{direction}", headers=AUTH_A)).status_code == 204
+    gone = assert_problem(await client.post("/v1/jobs", json=job("custom", "embedding"), headers=AUTH_A), 422)
+    assert gone["errors"][0]["rule"] == "unknown_direction"
