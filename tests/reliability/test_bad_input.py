@@ -105,6 +105,9 @@ def _cases(job_id: str) -> list[tuple[str, Callable[[httpx.Client], httpx.Respon
     def hook(url: str) -> Send:
         return job(webhook={"url": url})
 
+    def stored_direction(**body: object) -> Send:
+        return lambda c: c.post("/v1/directions", json={"model": "tiny", **body})
+
     def video(source: str, **fields: object) -> Send:
         return job(video={"source": source, "strength": 0.5, **fields})
 
@@ -223,6 +226,26 @@ def _cases(job_id: str) -> list[tuple[str, Callable[[httpx.Client], httpx.Respon
             "Idempotency-Key of 300 characters",
             lambda c: c.post("/v1/jobs", json=_job(), headers={"Idempotency-Key": "k" * 300}),
         ),
+        # stored directions
+        ("a direction of the wrong width", stored_direction(vector=[1.0, 2.0, 3.0], space="latent")),
+        ("a direction of zeros", stored_direction(vector=[0.0] * 4, space="latent")),
+        ("a direction of another model's width", stored_direction(vector=[1.0] * 1024, space="embedding")),
+        ("a direction for a model that is not served", stored_direction(vector=[1.0] * 4, model="sdxl")),
+        ("a direction in an unknown space", stored_direction(vector=[1.0] * 4, space="pixels")),
+        ("a direction with a string among its values", stored_direction(vector=[1.0, "2", 3.0, 4.0])),
+        (
+            "a direction file that is not safetensors",
+            lambda c: c.post(
+                "/v1/directions",
+                files={"file": ("d.safetensors", b"not a tensor file", "application/octet-stream")},
+                data={"model": "tiny", "space": "latent"},
+            ),
+        ),
+        (
+            "a job citing a direction nobody stored",
+            job(directions=[{"source": {"id": "dir_missing"}, "space": "latent"}]),
+        ),
+        ("another tenant's direction id shape", lambda c: c.get("/v1/directions/..%2F..%2Fetc")),
     ]
 
 
