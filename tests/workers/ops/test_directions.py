@@ -3,6 +3,7 @@
 import torch
 
 from tests.workers.conftest import EMBED_DIM, LATENT
+from workers.directions import direction_digest
 from workers.ops.directions import DirectionsOp, LatentDirections
 
 
@@ -40,7 +41,11 @@ def test_a_latent_direction_adds_its_share_at_each_step_of_its_window(planned):
     after = action(None, 2, latents)
     # 4.0 in total over two steps, along the unit vector (C, 1, 1) = 1/2 per channel.
     assert torch.allclose(after, torch.full_like(latents, 2.0 * 0.5))
-    assert op.describe(job.ctx)["directions"] == [{"index": 0, "space": "latent", "source": "vector", "preserve": 0}]
+    described = op.describe(job.ctx)["directions"]
+    digest = direction_digest(vector)
+    assert described == [
+        {"index": 0, "space": "latent", "source": "vector", "preserve": 0, "sha256": digest, "preserve_sha256": []}
+    ]
 
 
 def test_a_batch_stacks_each_clips_strength(planned):
