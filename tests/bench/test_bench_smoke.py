@@ -39,6 +39,16 @@ def test_engine_overhead_writes_its_figures(tmp_path: Path, tiny_model_dir: Path
     assert record["figures"]["runs"]["steered"]["runs"] == 1
 
 
+def test_live_previews_writes_its_figures(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    from bench import live_previews
+
+    monkeypatch.setenv("VSTEER_CACHE_DIR", str(tiny_model_dir.parent))
+    out = tmp_path / "previews.json"
+    figures = live_previews.main(["--size", "tiny", "--repeats", "1", "--out", str(out)])
+    assert json.loads(out.read_text())["figures"]["previews_per_job"] == 4  # 4 steps, up to 10 previews
+    assert figures["preview_share_of_denoise"] > 0 and figures["event_bytes"] > 0
+
+
 def test_sweep_batching_writes_its_figures(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
     from bench import sweep_batching
 
