@@ -164,11 +164,11 @@ async def job_result_file(job_id: JobId, name: str, tenant: Tenant, jobs: JobHan
     return RedirectResponse(await jobs.result_url(tenant, job_id, name), status_code=307)
 
 
-LISTS = ("/v1/jobs", "/v1/anchors")
+LISTS = ("/v1/jobs", "/v1/anchors", "/v1/assets")
 
 
 def document_list_limit(app: FastAPI, most: int) -> None:
-    """Document `limit` of the list routes (`GET /v1/jobs`, `GET /v1/anchors`) with this deployment's
+    """Document `limit` of the list routes (`GET /v1/jobs`, `/v1/anchors`, `/v1/assets`) with this deployment's
     maximum, which their handlers enforce (a bound fixed in the route would say what the code allows,
     not what the deployment does)."""
     build = app.openapi
