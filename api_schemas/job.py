@@ -344,6 +344,51 @@ class Sweep(Strict):
         return self
 
 
+class SegmentBlend(StrEnum):
+    linear = "linear"
+    cosine = "cosine"
+
+
+class Segments(Strict):
+    """A long video: `count` clips of `num_frames` chained, each conditioned on the last frame of the one
+    before, sharing `overlap` latent frames blended with `blend` weights."""
+
+    count: int = Field(ge=1, le=16, description="Segments (clips of `num_frames` each) in the video.")
+    overlap: int = Field(
+        0,
+        ge=0,
+        le=127,
+        description=(
+            "Latent frames a segment shares with the one before: its first `overlap` frames start from the previous "
+            "segment's last `overlap` clean latents re-noised with its own seeded noise, and are blended with them "
+            "after denoising. Less than `num_frames` (422, rule `segments_overlap_below_frames`). The video has "
+            "count * num_frames - (count - 1) * overlap frames."
+        ),
+    )
+    blend: SegmentBlend = Field(
+        SegmentBlend.linear,
+        description=(
+            "Weight of the previous segment on overlap frame j (0-based) of `overlap` n, with u = (j + 1) / (n + 1): "
+            "`linear` 1 - u, `cosine` (1 + cos(pi * u)) / 2; the new segment's weight is 1 minus that."
+        ),
+    )
+    images: list[ImageRef] | None = Field(
+        None,
+        min_length=1,
+        max_length=15,
+        description=(
+            "A storyboard: one target image per segment after the first (count - 1 of them, else a 422 with rule "
+            "`segments_images_per_segment`); segment k + 1 morphs from segment k's last frame to images[k] as "
+            "keyframes at 0 and 1, with the job's `interpolation`."
+        ),
+    )
+
+    @field_validator("images")
+    @classmethod
+    def _check_images(cls, images: list[str] | None) -> list[str] | None:
+        return None if images is None else [check_image_ref(ref) or ref for ref in images]
+
+
 class Output(Strict):
     format: Literal["mp4"] = Field("mp4", description="Container of the video (H.264 in MP4).")
     fps: int | None = Field(None, ge=1, le=60, description="Playback frame rate (generation.fps if unset).")
@@ -474,6 +519,13 @@ class JobRequest(Strict):
         None,
         description="A real clip to edit (SDEdit): conditioned on `image` when given, else on the clip's first frame.",
     )
+    segments: Segments | None = Field(
+        None,
+        description=(
+            "A long video chained from `count` clips (not with `sweep` or `video`: rule `segments_alone`); "
+            "the first is the job as written."
+        ),
+    )
     output: Output = Field(default_factory=Output)
     webhook: Webhook | None = None
     metadata: Metadata = Field(default_factory=dict, max_length=64)
@@ -506,6 +558,8 @@ class JobRequest(Strict):
                     )
         if self.interpolation is KeyframeInterpolation.bidirectional:
             self._check_bidirectional()
+        if self.segments is not None:
+            self._check_segments(self.segments)
         if self.sweep is not None and not self._awaits_anchor():
             if self.sweep.target is SweepTarget.direction and self.sweep.direction >= len(self.directions):
                 raise rule_error(
@@ -525,6 +579,27 @@ class JobRequest(Strict):
                     "keyframes", IMAGE_OR_KEYFRAMES, "`sweep.target` `image` needs `image`, not `keyframes`"
                 )
         return self
+
+    def _check_segments(self, segments: "Segments") -> None:
+        """A long video chains plain clips of the job's size: its own sweep or edited clip would be a
+        second axis the chain does not have."""
+        for other in ("sweep", "video"):
+            if getattr(self, other) is not None:
+                raise rule_error(other, "segments_alone", f"`segments` chains clips of one job: leave out `{other}`")
+        frames = self.generation.num_frames
+        if frames is not None and segments.overlap >= frames:
+            raise rule_error(
+                "segments.overlap",
+                "segments_overlap_below_frames",
+                f"`segments.overlap` must be less than `generation.num_frames` ({frames}), got {segments.overlap}",
+            )
+        if segments.images is not None and len(segments.images) != segments.count - 1:
+            raise rule_error(
+                "segments.images",
+                "segments_images_per_segment",
+                f"`segments.images` needs one image per segment after the first ({segments.count - 1}), "
+                f"got {len(segments.images)}",
+            )
 
     def _check_bidirectional(self) -> None:
         """Bidirectional sampling meets two ends: exactly two keyframes, the first at 0 and the last at 1."""
@@ -561,6 +636,8 @@ class JobRequest(Strict):
             refs.append(("style.image", self.style.image))
         if self.sweep is not None and self.sweep.target is SweepTarget.image and isinstance(self.sweep.to, str):
             refs.append(("sweep.to", self.sweep.to))
+        if self.segments is not None:
+            refs += [(f"segments.images[{i}]", ref) for i, ref in enumerate(self.segments.images or [])]
         return refs
 
     def map_image_refs(self, fn: Callable[[str], str]) -> "JobRequest":

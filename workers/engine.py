@@ -24,11 +24,12 @@ from workers.errors import JobCanceled
 from workers.images import ImageResolver
 from workers.manifest import build_manifest, describe_file, write_manifest
 from workers.memory_plan import check_host_memory
-from workers.models import ModelRegistry
+from workers.models import LoadedModel, ModelRegistry
 from workers.outputs import finish_outputs, output_threads
-from workers.plan import resolve_job
+from workers.plan import JobPlan, resolve_job
 from workers.planning import plan_job_clips
 from workers.preview import preview_steps, preview_strip
+from workers.segments import describe_chain, run_chain
 from workers.settings import EngineSettings, engine_defaults
 from workers.video_input import load_job_video
 
@@ -126,6 +127,11 @@ def run_job(
         decoded, input_record = load_inputs(plan.job, images)
         video = load_job_video(plan, images, decoded, input_record)
 
+    if plan.job.segments is not None:
+        # 3-7 for a long video: its segments chained, each planned, denoised, decoded and written in turn.
+        chained = (decoded, input_record, directions, out_dir)
+        return run_segments(plan, model, *chained, report, canceled, clock, started, job_id)
+
     # 3. Plan the clips (one, or a sweep's count) through the job's steering operations.
     report(Progress("encode", 0, 1))
     with clock("encode"):
@@ -202,6 +208,52 @@ def run_job(
     report(Progress("video", 1, 1))
     metrics = {"timings": clock.seconds, "audit": manifest["metrics"]["audit"], "denoise_steps": total}
     return JobOutputs(files=files, manifest=manifest, metrics=metrics)
+
+
+def run_segments(
+    plan: JobPlan,
+    model: LoadedModel,
+    decoded: dict[str, PIL.Image.Image],
+    input_record: dict[str, Any],
+    directions: DirectionResolver | None,
+    out_dir: Path,
+    report: ProgressSink,
+    canceled: Callable[[], bool],
+    clock: StageClock,
+    started: float,
+    job_id: str | None,
+) -> JobOutputs:
+    """A job with `segments` from its decoded images to its files and manifest (`workers.segments`):
+    progress counts the denoising steps of every segment; decoding and writing happen per segment
+    inside the `denoise` stage, so the percent never goes back."""
+
+    def on_step(done: int, total: int) -> None:
+        report(Progress("denoise", done, total))
+        if canceled():
+            raise JobCanceled()
+
+    with clock("denoise"):
+        chain = run_chain(model.pipeline, plan, decoded, directions, out_dir, on_step)
+    report(Progress("video", 0, 1))
+    clock.seconds["total"] = time.perf_counter() - started
+    first = chain.first
+    manifest = build_manifest(
+        job=plan.job,
+        job_id=job_id,
+        model=model,
+        inputs=input_record,
+        seeds={"seed": plan.seed, "segments": [record.seed for record in chain.segments]},
+        interpolation=first.clips[0].report,
+        steering={op.name: op.describe(first.ctx) for op in first.operations},
+        timings=clock.seconds,
+        outputs={name: describe_file(path) for name, path in chain.files.items()},
+        metrics={"audit": chain.audit},
+    )
+    manifest["segments"] = describe_chain(plan, chain)
+    files = dict(chain.files)
+    files["manifest"] = write_manifest(manifest, out_dir / "manifest.json")
+    report(Progress("video", 1, 1))
+    return JobOutputs(files=files, manifest=manifest, metrics={"timings": clock.seconds, "audit": chain.audit})
 
 
 def load_inputs(job: JobRequest, images: ImageResolver) -> tuple[dict[str, PIL.Image.Image], dict[str, Any]]:

@@ -418,3 +418,44 @@ def contact_sheet(clips: list[np.ndarray], cols: int | None = None) -> np.ndarra
         r, c = divmod(k, cols)
         to_uint8(clip, out=sheet[:, r * height : (r + 1) * height, c * width : (c + 1) * width])
     return sheet
+
+
+class Mp4Writer:
+    """`write_mp4`'s encoding, fed a few frames at a time: a long video is written segment by segment,
+    so only the frames being written are held, never the whole video. Use as a context manager;
+    `write` takes F×H×W×3 frames (float in [0, 1] or uint8) of the size given."""
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: float, crf: float = 18) -> None:
+        _check_even(width, height)
+        _check_crf(crf)
+        self.path, self.width, self.height, self.count = Path(path), width, height, 0
+        options = {"movflags": "+faststart", "fflags": "+bitexact"}
+        self.container = av.open(str(path), mode="w", format="mp4", options=options)
+        self.stream = _add_h264_stream(self.container, width, height, _fps_fraction(fps), crf)
+
+    def write(self, frames: np.ndarray) -> None:
+        pixels = to_uint8(frames)
+        if pixels.shape[1:3] != (self.height, self.width):
+            raise ValueError(f"frames must be {self.height}x{self.width}, got {pixels.shape[1]}x{pixels.shape[2]}")
+        for image in pixels:
+            frame = _rgb_to_yuv_frame(image)
+            frame.pts = self.count
+            frame.time_base = self.stream.codec_context.time_base
+            self.container.mux(self.stream.encode(frame))
+            self.count += 1
+
+    def close(self) -> VideoInfo:
+        """Flush the encoder, close the file and return its probe."""
+        self.container.mux(self.stream.encode(None))
+        self.container.close()
+        info = probe(self.path)
+        if info.frame_count != self.count:
+            raise RuntimeError(f"wrote {self.count} frames to {self.path} but {info.frame_count} decode back")
+        return info
+
+    def __enter__(self) -> Mp4Writer:
+        return self
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        if kind is not None:
+            self.container.close()

@@ -94,6 +94,40 @@ def test_bidirectional_with_two_keyframes_at_the_ends_is_a_job():
     assert any(loc == "sweep.interpolation" for loc, _ in errors), errors
 
 
+@pytest.mark.parametrize(
+    ("segments", "extra", "field", "rule"),
+    [
+        ({"count": 0}, {}, "segments.count", "greater_than_equal"),
+        ({"count": 17}, {}, "segments.count", "less_than_equal"),
+        ({"count": 2, "overlap": -1}, {}, "segments.overlap", "greater_than_equal"),
+        (
+            {"count": 2, "overlap": 4},
+            {"generation": {"num_frames": 4}},
+            "segments.overlap",
+            "segments_overlap_below_frames",
+        ),
+        ({"count": 2, "blend": "sigmoid"}, {}, "segments.blend", "enum"),
+        ({"count": 3, "images": ["b.png"]}, {}, "segments.images", "segments_images_per_segment"),
+        ({"count": 2, "images": ["asset:../x"]}, {}, "segments.images", "value_error"),
+        ({"count": 2, "frames": 3}, {}, "segments.frames", "extra_forbidden"),
+        ({"count": 2}, {"sweep": {"target": "seed", "to": 2, "count": 2}}, "sweep", "segments_alone"),
+    ],
+)
+def test_segments_bounds_and_rules_name_the_field(segments, extra, field, rule):
+    with pytest.raises(ValidationError) as info:
+        JobRequest.model_validate({**BASE, **extra, "segments": segments})
+    found = [
+        (".".join(str(p) for p in e["loc"]) or e.get("ctx", {}).get("field"), e["type"]) for e in info.value.errors()
+    ]
+    assert any((loc == field or loc.startswith(field)) and kind == rule for loc, kind in found), found
+
+
+def test_segments_images_are_image_refs_the_job_reads():
+    job = JobRequest.model_validate({**BASE, "segments": {"count": 3, "overlap": 2, "images": ["b.png", "c.png"]}})
+    assert job.image_refs()[-2:] == [("segments.images[0]", "b.png"), ("segments.images[1]", "c.png")]
+    assert job.map_image_refs(str.upper).segments.images == ["B.PNG", "C.PNG"]
+
+
 def test_image_or_keyframes_exactly_one():
     assert any("needs `image` or `keyframes`" in m for _, m in errors_of({}))
     both = {"image": "a.png", "keyframes": [{"image": "a.png", "at": 0}, {"image": "b.png", "at": 1}]}

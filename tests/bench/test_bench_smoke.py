@@ -70,6 +70,17 @@ def test_bidirectional_writes_its_figures(tmp_path: Path, tiny_model_dir: Path, 
     assert figures["job_bidirectional_vs_plain"] > 0 and figures["runs"]["bidirectional"]["runs"] == 1
 
 
+def test_segments_writes_its_figures(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    from bench import segments
+
+    monkeypatch.setenv("VSTEER_CACHE_DIR", str(tiny_model_dir.parent))
+    out = tmp_path / "segments.json"
+    figures = segments.main(["--size", "tiny", "--repeats", "1", "--counts", "1,2", "--out", str(out)])
+    assert json.loads(out.read_text())["figures"]["target"] == {"vs_linear": 1.05, "peak_rss_4_vs_1": 1.2}
+    assert [case["frames"] for case in figures["cases"].values()] == [4, 6]
+    assert figures["cases"][1]["vs_linear"] == 1.0 and figures["peak_rss_last_vs_first"] > 0
+
+
 @pytest.mark.slow
 def test_gpu_benchmark_runs_small_on_cpu(tmp_path: Path) -> None:
     from bench import gpu_svd

@@ -170,6 +170,13 @@ def _cases(job_id: str) -> list[tuple[str, Callable[[httpx.Client], httpx.Respon
                 keyframes=[{"image": f"asset:ast_{i:028x}", "at": i / 2} for i in range(2)],
             ),
         ),
+        ("17 segments", job(segments={"count": 17})),
+        (
+            "a segment overlap as long as the clip",
+            job(generation={"num_frames": 3}, segments={"count": 2, "overlap": 3}),
+        ),
+        ("a storyboard one image short", job(segments={"count": 3, "images": ["asset:ast_" + "0" * 28]})),
+        ("segments with a sweep", job(segments={"count": 2}, sweep={"target": "seed", "to": 2, "count": 2})),
         ("deeply nested JSON (depth 100,000)", raw_job(_nested(100_000).encode())),
         ("deeply nested JSON (depth 1,000)", raw_job(_nested(1_000).encode())),
         ("truncated PNG in a data URI", job(image=_data_uri(png[:100]))),

@@ -128,6 +128,17 @@ async def test_idempotency_key_same_body_one_job_other_body_422(
             "bidirectional_two_keyframes",
         ),
         (
+            {"image": "asset:x", "generation": {"num_frames": 4}, "segments": {"count": 2, "overlap": 4}},
+            "segments.overlap",
+            "segments_overlap_below_frames",
+        ),
+        (
+            {"image": "asset:x", "segments": {"count": 3, "images": ["asset:y"]}},
+            "segments.images",
+            "segments_images_per_segment",
+        ),
+        ({"image": "asset:x", "segments": {"count": 20}}, "segments.count", "less_than_equal"),
+        (
             {"image": "asset:x", "sweep": {"target": "direction", "to": 1.0, "count": 2}},
             "sweep.direction",
             "index_into_directions",
