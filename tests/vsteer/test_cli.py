@@ -85,6 +85,21 @@ def test_a_bidirectional_morph_is_recorded_and_replayed_frame_for_frame(cli_env,
     assert (tmp_path / "again" / "frames.npy").read_bytes() == (tmp_path / "out" / "frames.npy").read_bytes()
 
 
+def test_a_long_video_is_recorded_and_replayed_frame_for_frame(cli_env, image_paths, tmp_path):
+    runner = CliRunner()
+    segments = {"count": 2, "overlap": 2, "blend": "cosine", "images": [str(image_paths[3])]}
+    job_file = write_job(tmp_path, image_paths, segments=segments)
+    result = runner.invoke(app, ["run", str(job_file), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [s["seed"] for s in manifest["segments"]["segments"]] == [11, 12]
+    assert probe(tmp_path / "out" / "video.mp4").frame_count == 2 * 6 - 2
+
+    result = runner.invoke(app, ["replay", str(tmp_path / "out" / "manifest.json"), "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "again" / "frames.npy").read_bytes() == (tmp_path / "out" / "frames.npy").read_bytes()
+
+
 def replay_edited(image_paths: list[Path], tmp_path: Path, edit) -> Any:  # type: ignore[no-untyped-def]
     """Run a job, change its manifest with `edit`, replay it; returns the replay's CLI result."""
     runner = CliRunner()
