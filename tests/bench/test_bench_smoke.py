@@ -184,3 +184,15 @@ def test_traced_memory_steering_adds_little_and_the_decode_fits_its_assumed_size
     figures = gpu_memory.main(["--size", "small", "--chunks", "1,2", "--out", str(tmp_path / "memory.json")])
     assert json.loads((tmp_path / "memory.json").read_text())["figures"]["cards"] == figures["cards"]
     assert [card["card"] for card in figures["cards"]] == list(gpu_memory.CARDS)
+
+
+def test_video_edit_writes_its_figures(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    from bench import video_edit
+
+    monkeypatch.setenv("VSTEER_CACHE_DIR", str(tiny_model_dir.parent))
+    out = tmp_path / "video_edit.json"
+    figures = video_edit.main(["--size", "tiny", "--repeats", "1", "--warmup", "0", "--out", str(out)])
+    assert json.loads(out.read_text())["figures"]["target"]["edit 50%"] == 0.55
+    # 4 steps: strength 0.25, 0.5 and 0.75 run 1, 2 and 3 of them; inversion doubles the 2.
+    assert figures["unet_calls"] == {"plain": 4, "edit 25%": 1, "edit 50%": 2, "edit 75%": 3, "edit 50% inverted": 4}
+    assert figures["time_vs_plain"]["edit 50%"] > 0
