@@ -190,3 +190,11 @@ def test_frames_are_read_at_the_jobs_fps_and_fitted_to_its_size(clip_path):
     stretched = read_clip(data, spec.model_copy(update={"fit": "stretch"}), 3, 4, 64, 64).frames
     assert cropped[:, :5].max() > 0 and stretched[:, :5].max() > 0
     assert np.abs(cropped.astype(int) - stretched.astype(int)).mean() > 1
+
+
+def test_an_unreadable_video_fails_the_job_with_its_own_problem_type():
+    from workers.errors import input_problem
+
+    problem = input_problem("job_1", VideoUnreadable("video.source", "the video has no frames"))
+    assert problem.type.endswith("/video-unreadable") and problem.status == 422
+    assert problem.field == "video.source" and "no frames" in problem.detail
