@@ -14,9 +14,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from steering.interpolate import GaussianPenalty, geodesic, lerp, slerp
+from steering.interpolate import MIN_CORPUS, KnnPenalty, geodesic, lerp, slerp
 
-__all__ = ["density_penalty", "frame_positions", "interpolate_both", "interpolate_frames", "reference_tokens"]
+__all__ = ["corpus_penalty", "frame_positions", "interpolate_both", "interpolate_frames", "reference_tokens"]
+
+NO_CORPUS = (
+    f"geodesic needs a reference corpus of at least {MIN_CORPUS} embeddings of this model (`geodesic_corpus` in "
+    "its spec); without one the path is slerp and no energy gain is claimed"
+)
 
 
 def frame_positions(num_frames: int) -> Tensor:
@@ -29,21 +34,24 @@ def interpolate_frames(
     positions: list[float],
     num_frames: int,
     method: str,
-    penalty: GaussianPenalty | None = None,
+    penalty: KnnPenalty | None = None,
     at: float | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """Per-frame values (F, *shape) along the keyframe values (K, *shape) at `positions`
     (or the single value at position `at`, shaped (1, *shape)).
 
-    `method` is `linear`, `slerp` or `geodesic`; geodesic needs a `penalty` (the manifold's density
-    model), without one it is slerp and the report says so. Returns the values and a report: the
-    method used and, for geodesic, the path energies beside slerp's.
+    `method` is `linear`, `slerp` or `geodesic`; geodesic needs a `penalty` (distance from a reference
+    corpus, `corpus_penalty`), without one it is slerp and the report says so (`interpolation_used`).
+    Each segment's penalty is weighted by its endpoints' squared distance, the straight line's own
+    path energy, so the two terms keep their balance at any scale. Returns the values and a report:
+    the method used and, for geodesic, the energies of linear, slerp and the geodesic under that one
+    functional.
     """
     t = frame_positions(num_frames) if at is None else torch.tensor([at], dtype=torch.float64)
     out = values[0].unsqueeze(0).repeat(len(t), *([1] * (values.ndim - 1)))
     out[t >= positions[-1]] = values[-1]
     report: dict[str, Any] = {"method": method}
-    energies: list[tuple[float, float]] = []
+    energies: list[tuple[float, float, float]] = []
     for k in range(len(positions) - 1):
         a, b = positions[k], positions[k + 1]
         inside = (t >= a) & (t < b)
@@ -55,15 +63,21 @@ def interpolate_frames(
         elif method == "slerp" or penalty is None:
             segment = slerp(values[k], values[k + 1], u)
         else:
-            path = geodesic(values[k], values[k + 1], u, penalty=penalty)
+            weight = float((values[k + 1].double() - values[k].double()).square().sum())
+            path = geodesic(values[k], values[k + 1], u, penalty=penalty, weight=weight)
             segment = path.points
-            energies.append((path.energy, path.slerp_energy))
+            energies.append((path.energy, path.slerp_energy, path.lerp_energy))
         out[inside] = segment.to(out.dtype)
     if method == "geodesic":
         if penalty is None:
-            report.update(method="slerp", fallback="geodesic needs a reference set; none for this space")
+            report.update(method="slerp", interpolation_used="slerp", fallback=NO_CORPUS)
         else:
-            report.update(energy=sum(e for e, _ in energies), slerp_energy=sum(s for _, s in energies))
+            report.update(
+                interpolation_used="geodesic",
+                energy=sum(e for e, _, _ in energies),
+                slerp_energy=sum(s for _, s, _ in energies),
+                lerp_energy=sum(le for _, _, le in energies),
+            )
     return out, report
 
 
@@ -73,24 +87,24 @@ def interpolate_both(
     positions: list[float],
     num_frames: int,
     method: str,
-    penalty: GaussianPenalty | None = None,
+    penalty: KnnPenalty | None = None,
     at: float | None = None,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
-    """`interpolate_frames` in SVD's two conditioning spaces: CLIP embeddings (K, D) with the density
-    `penalty`, and VAE image latents (K, C, h, w), which have no density model (tens of thousands of
-    dimensions, a handful of samples: geodesic falls back to slerp there, and the report says so).
+    """`interpolate_frames` in SVD's two conditioning spaces: CLIP embeddings (K, D) with the corpus
+    `penalty`, and VAE image latents (K, C, h, w), which have no corpus (tens of thousands of
+    dimensions: geodesic falls back to slerp there, and the report says so).
     Returns per-frame embeddings, latents and the report of each space."""
     frame_embeddings, embedding_report = interpolate_frames(embeddings, positions, num_frames, method, penalty, at)
     frame_latents, latent_report = interpolate_frames(latents, positions, num_frames, method, None, at)
     return frame_embeddings, frame_latents, {"embedding": embedding_report, "image_latent": latent_report}
 
 
-def density_penalty(embeddings: Tensor) -> GaussianPenalty | None:
-    """A Gaussian density fitted to embeddings (N, D) as the geodesic's manifold model; None (geodesic
-    falls back to slerp) when they have no spread to fit."""
-    if torch.unique(embeddings, dim=0).shape[0] < 2:
+def corpus_penalty(corpus: Tensor | None) -> KnnPenalty | None:
+    """The geodesic's manifold model from a reference corpus of embeddings (N, D); None (geodesic
+    falls back to slerp) without one of at least `MIN_CORPUS` points."""
+    if corpus is None or corpus.shape[0] < MIN_CORPUS:
         return None
-    return GaussianPenalty.fit(embeddings)
+    return KnnPenalty.fit(corpus)
 
 
 def reference_tokens(tokens: Tensor, references: list[Tensor], weights: list[float]) -> tuple[Tensor, Tensor | None]:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import torch
 
+from workers.corpus import EmbeddingCorpus
 from workers.errors import ModelUnavailableError
 from workers.pipeline import SteerableVideoPipeline
 from workers.preview import LatentRGB, fit_latent_rgb
@@ -53,6 +54,8 @@ class ModelSpec:
     num_frames: int | None = None  # the UNet's own when unset (14 for SVD, 25 for SVD-XT)
     # Live previews' latent → RGB map: 3 rows of C weights and a bias; fitted from the VAE at load if unset.
     preview_map: tuple[tuple[float, ...], ...] | None = None
+    # Geodesic keyframe paths' reference corpus: a folder of images or a safetensors `embeddings` file.
+    geodesic_corpus: str | None = None
 
     def resolved_device(self) -> str:
         return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -263,6 +266,8 @@ def load_model(spec: ModelSpec, settings: EngineSettings | None = None) -> Loade
     pipeline = SteerableVideoPipeline.from_pretrained(folder, dtype=dtype, variant=variant)
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
+    if spec.geodesic_corpus:
+        pipeline.geodesic_corpus = EmbeddingCorpus(spec.geodesic_corpus)
     size = sum(
         p.numel() * p.element_size()
         for module in (pipeline.unet, pipeline.vae, pipeline.image_encoder)

@@ -287,6 +287,14 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         latents = randn_tensor(latent_shape, generator=generator, device=device, dtype=dtype)
         return Noise(augmentation=augmentation, latents=latents)
 
+    # The model's reference corpus of embeddings for geodesic keyframe paths (`workers.corpus`), set
+    # at load from the model spec; None without one.
+    geodesic_corpus: Any = None
+
+    def corpus_embeddings(self) -> torch.Tensor | None:
+        """The reference corpus's embeddings (N, D), encoded once per loaded model; None without one."""
+        return None if self.geodesic_corpus is None else self.geodesic_corpus.embeddings(self)
+
     @torch.no_grad()
     def encode_image_embedding(self, image: PIL.Image.Image) -> torch.Tensor:
         """The CLIP image embedding (D,) the stock pipeline conditions on."""

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from steering.conditioning import (
-    density_penalty,
+    corpus_penalty,
     frame_positions,
     interpolate_both,
     interpolate_frames,
     reference_tokens,
 )
-from steering.interpolate import GaussianPenalty, slerp
+from steering.interpolate import KnnPenalty, slerp
 
 
 def test_frame_positions_run_from_zero_to_one():
@@ -52,32 +52,34 @@ def test_geodesic_without_a_density_model_says_it_used_slerp():
     out, report = interpolate_frames(values, [0.0, 1.0], 4, "geodesic", penalty=None)
     slerped, _ = interpolate_frames(values, [0.0, 1.0], 4, "slerp")
     assert torch.equal(out, slerped)
-    assert report["method"] == "slerp" and "fallback" in report
+    assert report["method"] == "slerp" and report["interpolation_used"] == "slerp" and "fallback" in report
+    assert not {"energy", "slerp_energy", "lerp_energy"} & set(report)  # no gain claimed
 
 
-def test_geodesic_with_a_density_model_reports_both_energies():
+def test_geodesic_with_a_corpus_reports_the_three_energies():
     corpus = torch.randn(64, 8, generator=torch.Generator().manual_seed(2))
-    penalty = GaussianPenalty.fit(corpus)
+    penalty = KnnPenalty.fit(corpus)
     values = corpus[:2]
     out, report = interpolate_frames(values, [0.0, 1.0], 5, "geodesic", penalty=penalty)
     assert torch.equal(out[0], values[0]) and torch.equal(out[-1], values[1])
-    assert report["method"] == "geodesic" and {"energy", "slerp_energy"} <= set(report)
+    assert report["method"] == "geodesic" and report["interpolation_used"] == "geodesic"
+    assert report["energy"] <= min(report["slerp_energy"], report["lerp_energy"]) + 1e-9
 
 
 def test_both_spaces_share_the_positions_and_latents_never_take_the_density():
     embeddings = torch.randn(2, 8, generator=torch.Generator().manual_seed(3))
     latents = torch.randn(2, 4, 2, 2, generator=torch.Generator().manual_seed(4))
-    penalty = GaussianPenalty.fit(torch.randn(32, 8, generator=torch.Generator().manual_seed(5)))
+    penalty = KnnPenalty.fit(torch.randn(64, 8, generator=torch.Generator().manual_seed(5)))
     e, z, report = interpolate_both(embeddings, latents, [0.0, 1.0], 3, "geodesic", penalty)
     assert e.shape == (3, 8) and z.shape == (3, 4, 2, 2)
     assert report["embedding"]["method"] == "geodesic"
     assert report["image_latent"]["method"] == "slerp"
 
 
-def test_a_density_needs_spread():
-    same = torch.ones(3, 4)
-    assert density_penalty(same) is None
-    assert isinstance(density_penalty(torch.randn(3, 4)), GaussianPenalty)
+def test_a_penalty_needs_a_corpus_of_64_points():
+    assert corpus_penalty(None) is None
+    assert corpus_penalty(torch.randn(63, 4)) is None
+    assert isinstance(corpus_penalty(torch.randn(64, 4)), KnnPenalty)
 
 
 def test_reference_tokens_and_their_log_weights():

@@ -7,8 +7,10 @@ import PIL.Image
 import pytest
 import torch
 from diffusers import StableVideoDiffusionPipeline
+from safetensors.torch import save_file
 
 from api_schemas import JobRequest
+from workers.corpus import EmbeddingCorpus
 from workers.engine import Progress, run_job
 from workers.errors import JobCanceled, JobInputError
 from workers.images import ImageResolver
@@ -234,12 +236,17 @@ def test_cancel_stops_within_one_step(registry, spy, image_paths, tmp_path):
     assert not (tmp_path / "video.mp4").exists()
 
 
-def test_geodesic_keyframes_report_energy_at_most_slerp(registry, image_paths, tmp_path):
+def test_geodesic_keyframes_report_energy_at_most_slerp(registry, image_paths, tmp_path, monkeypatch):
+    embeddings = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))  # the tiny CLIP's width
+    save_file({"embeddings": embeddings}, tmp_path / "corpus.safetensors")
+    monkeypatch.setattr(
+        registry.get("tiny").pipeline, "geodesic_corpus", EmbeddingCorpus(tmp_path / "corpus.safetensors")
+    )
     keys = [{"image": str(image_paths[i]), "at": at} for i, at in ((1, 0.0), (2, 0.5), (3, 1.0))]
     request = job(keyframes=keys, interpolation="geodesic", references=[{"image": str(image_paths[0]), "weight": 0.5}])
-    outputs = run_job(request, tmp_path, registry=registry, images=ImageResolver(allow_paths=True))
+    outputs = run_job(request, tmp_path / "out", registry=registry, images=ImageResolver(allow_paths=True))
     report = outputs.manifest["interpolation"]["embedding"]
-    assert report["method"] == "geodesic"
+    assert report["method"] == "geodesic" and report["interpolation_used"] == "geodesic"
     assert report["energy"] <= report["slerp_energy"] + 1e-9
     assert outputs.manifest["interpolation"]["image_latent"]["method"] == "slerp"
 

@@ -4,16 +4,15 @@ Frame f is conditioned at t = f / (F − 1) on the two keyframes around t, in bo
 conditioned on: the CLIP image embedding and the VAE image latent (`steering.conditioning`).
 `bidirectional` interpolates nothing here: its sampler (`workers.ops.bidirectional`) meets the two
 keyframes from both ends.
-`geodesic` bends the embedding path toward a Gaussian density fitted to the job's conditioning
-embeddings (keyframes and references); VAE latents fall back to slerp, and the report says so.
+`geodesic` bends the embedding path onto the model's reference corpus of embeddings (its spec's
+`geodesic_corpus`, encoded once per loaded model: `SteerableVideoPipeline.geodesic_corpus`); without
+one, and for the VAE latents, it is slerp, and the report says so.
 """
 
 from typing import Any
 
-import torch
-
 from api_schemas import KeyframeInterpolation
-from steering.conditioning import density_penalty, interpolate_both
+from steering.conditioning import corpus_penalty, interpolate_both
 from workers.ops.base import ClipState, JobContext, Operation
 
 
@@ -29,8 +28,7 @@ class KeyframesOp(Operation):
             return
         penalty = None
         if method is KeyframeInterpolation.geodesic:
-            references = [e[None] for e in ctx.reference_embeddings()]
-            penalty = density_penalty(torch.cat([cond.key_embeddings, *references]))
+            penalty = corpus_penalty(ctx.pipe.corpus_embeddings())
         cond.embeddings, cond.latents, report = interpolate_both(
             cond.key_embeddings,
             cond.key_latents,

@@ -1,7 +1,13 @@
 """`keyframes`: each frame conditioned on the keyframes interpolated at its position, in both spaces."""
 
+from pathlib import Path
+
+import pytest
 import torch
 
+from steering.interpolate import MIN_CORPUS
+from vsteer.pictures import smooth_picture
+from workers.corpus import EmbeddingCorpus
 from workers.ops.keyframes import KeyframesOp
 
 
@@ -32,8 +38,32 @@ def test_a_morph_between_one_image_is_that_image(planned, image_paths):
     assert torch.allclose(a.image_latents, b.image_latents, atol=1e-6)
 
 
-def test_geodesic_reports_its_energy_beside_slerps(planned, image_paths):
+@pytest.fixture(scope="module")
+def corpus_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """64 pictures: the smallest reference corpus a geodesic uses."""
+    folder = tmp_path_factory.mktemp("corpus")
+    for seed in range(MIN_CORPUS):
+        smooth_picture(100 + seed, (64, 64)).save(folder / f"{seed:03d}.png")
+    return folder
+
+
+def test_geodesic_without_a_corpus_is_slerp_and_says_so(planned, image_paths):
     job = planned(image=None, keyframes=keys(image_paths), interpolation="geodesic")
-    report = job.clips[0].report
-    assert report["embedding"]["method"] == "geodesic" and "slerp_energy" in report["embedding"]
-    assert report["image_latent"]["method"] == "slerp" and "fallback" in report["image_latent"]
+    report = job.clips[0].report["embedding"]
+    assert (report["method"], report["interpolation_used"]) == ("slerp", "slerp") and "fallback" in report
+    assert "energy" not in report
+
+
+def test_geodesic_on_the_models_corpus_reports_three_energies_and_encodes_it_once(
+    planned, image_paths, registry, corpus_folder, monkeypatch
+):
+    corpus = EmbeddingCorpus(corpus_folder)
+    monkeypatch.setattr(registry.get("tiny").pipeline, "geodesic_corpus", corpus)
+    for _ in range(2):
+        job = planned(image=None, keyframes=keys(image_paths), interpolation="geodesic")
+        report = job.clips[0].report
+        embedding = report["embedding"]
+        assert (embedding["method"], embedding["interpolation_used"]) == ("geodesic", "geodesic")
+        assert embedding["energy"] <= min(embedding["slerp_energy"], embedding["lerp_energy"]) + 1e-9
+        assert report["image_latent"]["method"] == "slerp" and "fallback" in report["image_latent"]
+    assert corpus.encoded == MIN_CORPUS  # the second job read the cached embeddings

@@ -1,0 +1,52 @@
+"""A model's reference corpus for geodesic keyframe paths: embeddings of pictures like the ones it is
+used on, where the `geodesic` interpolation keeps its path (`steering.interpolate.KnnPenalty`).
+
+The model spec's `geodesic_corpus` names a folder of images (PNG, JPEG, WebP; at most `MAX_IMAGES`,
+in name order), encoded once with the model's own image encoder the first time a job needs them and
+kept with the loaded model, or a safetensors file holding an `embeddings` tensor (N, D).
+"""
+
+import threading
+from pathlib import Path
+
+import PIL.Image
+import torch
+from safetensors.torch import load_file
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+MAX_IMAGES = 1024
+
+
+class EmbeddingCorpus:
+    """The embeddings of one corpus source, computed once (`encoded` counts the images encoded)."""
+
+    def __init__(self, source: str | Path) -> None:
+        self.source = Path(source).expanduser()
+        if not self.source.exists():
+            raise ValueError(f"`geodesic_corpus` {self.source} does not exist")
+        self.encoded = 0
+        self._embeddings: torch.Tensor | None = None
+        self._lock = threading.Lock()
+
+    def embeddings(self, pipe: object) -> torch.Tensor:
+        """(N, D) float32 on the CPU: read or encoded at the first call, then the same tensor."""
+        with self._lock:
+            if self._embeddings is None:
+                self._embeddings = self._load(pipe)
+            return self._embeddings
+
+    def _load(self, pipe: object) -> torch.Tensor:
+        if self.source.is_file():
+            tensors = load_file(str(self.source))
+            if "embeddings" not in tensors or tensors["embeddings"].dim() != 2:
+                raise ValueError(f"`geodesic_corpus` {self.source} must hold an `embeddings` tensor (N, D)")
+            return tensors["embeddings"].float().cpu()
+        paths = sorted(p for p in self.source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:MAX_IMAGES]
+        rows = []
+        for path in paths:
+            with PIL.Image.open(path) as image:
+                rows.append(pipe.encode_image_embedding(image.convert("RGB")).float().cpu())  # type: ignore[attr-defined]
+            self.encoded += 1
+        if not rows:
+            raise ValueError(f"`geodesic_corpus` {self.source} holds no images")
+        return torch.stack(rows)
