@@ -9,6 +9,8 @@ const $ = (id) => document.getElementById(id);
 const state = {
   key: sessionStorage.getItem(KEY_STORAGE) || "",
   assets: [], // {id, name, thumb, role, at, atEdited, weight}
+  stored: [], // the tenant's stored directions (GET /v1/directions)
+  directions: [], // {id, label, space, strength, frames: [from, to], steps: [from, to]}
   edited: false, // the document was edited by hand: it is sent as it is
   job: null,
   stream: null, // AbortController of the events stream
@@ -54,6 +56,7 @@ $("key-form").addEventListener("submit", (event) => {
   showKeyState();
   loadHistory();
   loadLibrary();
+  loadDirections();
 });
 
 // ---- images --------------------------------------------------------------------------------------
@@ -219,6 +222,79 @@ function keyframeIndex(asset) {
   return state.assets.filter((a) => a.role === "keyframe").indexOf(asset);
 }
 
+// ---- directions ----------------------------------------------------------------------------------
+
+async function loadDirections() {
+  if (!state.key) return;
+  const pick = $("direction-pick");
+  try {
+    const page = await api("GET", "/v1/directions");
+    state.stored = page.items;
+    pick.replaceChildren(el("option", { value: "", textContent: `stored directions (${page.items.length})…` }));
+    for (const d of page.items) {
+      const label = `${d.name || d.id} (${d.model}, ${d.space})`;
+      pick.append(el("option", { value: d.id, textContent: label }));
+    }
+  } catch (error) {
+    pick.replaceChildren(el("option", { value: "", textContent: `directions: ${error.message}` }));
+  }
+}
+
+$("direction-add").addEventListener("click", () => {
+  const stored = state.stored.find((d) => d.id === $("direction-pick").value);
+  if (!stored) return;
+  const label = stored.name || stored.id;
+  state.directions.push({ id: stored.id, label, space: stored.space, strength: 1, frames: [0, 1], steps: [0, 1] });
+  renderDirections();
+  syncDoc();
+});
+
+function windowInputs(direction, key, index) {
+  const inputs = [0, 1].map((end) => {
+    const input = el("input", { type: "number", min: 0, max: 1, step: 0.05, value: direction[key][end] });
+    input.dataset.field = `directions[${index}].${key}`;
+    input.addEventListener("input", () => {
+      direction[key][end] = Number(input.value);
+      syncDoc();
+    });
+    return input;
+  });
+  return el("label", { textContent: `${key} ` }, [inputs[0], " – ", inputs[1]]);
+}
+
+function renderDirections() {
+  const list = $("directions");
+  list.replaceChildren();
+  state.directions.forEach((direction, index) => {
+    const strength = el("input", { type: "range", min: -3, max: 3, step: 0.05, value: direction.strength });
+    strength.dataset.field = `directions[${index}].strength`;
+    const shown = el("output", { textContent: direction.strength });
+    strength.addEventListener("input", () => {
+      direction.strength = Number(strength.value);
+      shown.textContent = strength.value;
+      syncDoc();
+    });
+    const remove = el("button", { type: "button", textContent: "×", title: "leave out" });
+    remove.addEventListener("click", () => {
+      state.directions.splice(index, 1);
+      renderDirections();
+      syncDoc();
+    });
+    const parts = [
+      el("code", { textContent: direction.label, title: direction.id }),
+      el("span", { className: "muted", textContent: direction.space }),
+      el("label", { textContent: "strength " }, [strength, shown]),
+      windowInputs(direction, "frames", index),
+    ];
+    if (direction.space === "latent") parts.push(windowInputs(direction, "steps", index));
+    const item = el("li", { className: "direction" }, [...parts, remove]);
+    item.dataset.directionId = direction.id;
+    list.append(item);
+  });
+}
+
+const wholeWindow = (w) => w[0] === 0 && w[1] === 1;
+
 // ---- controls → document -------------------------------------------------------------------------
 
 const num = (id) => Number($(id).value);
@@ -249,6 +325,14 @@ function buildDoc() {
     guidance: { min: num("guidance-min"), max: num("guidance-max"), shape: $("guidance-shape").value },
   };
   if (num("sweep-count") > 0) doc.sweep = { target: "seed", to: num("sweep-to"), count: num("sweep-count") };
+  if (state.directions.length) {
+    doc.directions = state.directions.map((d) => {
+      const out = { source: { id: d.id }, space: d.space, strength: d.strength };
+      if (!wholeWindow(d.frames)) out.frames = [...d.frames];
+      if (d.space === "latent" && !wholeWindow(d.steps)) out.steps = [...d.steps];
+      return out;
+    });
+  }
   return doc;
 }
 
@@ -291,6 +375,21 @@ function loadControls(doc) {
   if (doc.style) set("style-strength", doc.style.strength);
   set("sweep-count", doc.sweep && doc.sweep.target === "seed" ? doc.sweep.count : 0);
   if (doc.sweep && doc.sweep.target === "seed") set("sweep-to", doc.sweep.to);
+  // Stored directions come back as controls; inline vectors stay in the document only.
+  state.directions = (doc.directions || [])
+    .filter((d) => d.source && d.source.id)
+    .map((d) => {
+      const stored = state.stored.find((s) => s.id === d.source.id);
+      return {
+        id: d.source.id,
+        label: (stored && stored.name) || d.source.id,
+        space: d.space || "embedding",
+        strength: typeof d.strength === "number" ? d.strength : 1,
+        frames: d.frames ? [...d.frames] : [0, 1],
+        steps: d.steps ? [...d.steps] : [0, 1],
+      };
+    });
+  renderDirections();
 }
 
 // ---- 422: the field and its rule -----------------------------------------------------------------
@@ -498,6 +597,10 @@ async function showResult(job) {
     $("poster").src = result.poster.url;
     $("poster-box").hidden = false;
   }
+  if (result.preview) {
+    $("result-preview").src = result.preview.url;
+    $("preview-box").hidden = false;
+  }
   showClips(result.clips || []);
   $("manifest").textContent = "";
   $("chart").replaceChildren();
@@ -651,4 +754,5 @@ showKeyState();
 syncDoc();
 loadHistory();
 loadLibrary();
+loadDirections();
 openFromHash();

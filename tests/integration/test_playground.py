@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as ChromeService
@@ -70,6 +71,15 @@ def document(driver: WebDriver) -> dict[str, Any]:
 
 def test_the_playground_runs_a_keyframe_morph_and_marks_a_bad_field(stack: Stack, browser: WebDriver, tmp_path: Path):
     started = time.monotonic()
+    # a stored direction of the tenant's, to steer with from the page
+    stored = httpx.post(
+        f"{stack.url}/v1/directions",
+        json={"vector": [1.0, 0.0, 0.0, 0.0], "model": "tiny", "space": "latent", "name": "warmer"},
+        headers={"Authorization": f"Bearer {stack.api_key}"},
+        timeout=30,
+    )
+    assert stored.status_code == 201, stored.text
+    direction_id = stored.json()["id"]
     # 1. the page loads without a key; the root redirects to it
     browser.get(f"{stack.url}/")
     assert browser.current_url == f"{stack.url}/playground"
@@ -96,7 +106,24 @@ def test_the_playground_runs_a_keyframe_morph_and_marks_a_bad_field(stack: Stack
     for element_id, value in (("seed", 42), ("frames", FRAMES), ("fps", FPS), ("width", 64), ("height", 64)):
         set_value(browser, element_id, value)
     set_value(browser, "steps", STEPS)
+    # the stored direction, by name, with its strength on a slider and a steps window (it is a latent one)
+    wait_until(
+        browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'#direction-pick option[value="{direction_id}"]'), 30, "it"
+    )
+    pick = browser.find_element(By.CSS_SELECTOR, f'#direction-pick option[value="{direction_id}"]')
+    assert pick.text == "warmer (tiny, latent)"
+    pick.click()
+    browser.find_element(By.ID, "direction-add").click()
+    browser.execute_script(
+        "for (const [selector, value] of [['[data-field=\"directions[0].strength\"]', '0.5'],"
+        "  ['[data-field=\"directions[0].steps\"]', '0.25']]) {"
+        "  const input = document.querySelector(selector); input.value = value;"
+        "  input.dispatchEvent(new Event('input')); }"
+    )
     doc = document(browser)
+    assert doc["directions"] == [
+        {"source": {"id": direction_id}, "space": "latent", "strength": 0.5, "steps": [0.25, 1]}
+    ]
     assert doc["keyframes"] == [
         {"image": f"asset:{asset_ids[0]}", "at": 0},
         {"image": f"asset:{asset_ids[1]}", "at": 1},
@@ -162,6 +189,8 @@ def test_the_playground_runs_a_keyframe_morph_and_marks_a_bad_field(stack: Stack
     wait_until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chart svg polyline")) == 2, 30, "the chart")
     poster = browser.find_element(By.ID, "poster")
     wait_until(browser, lambda d: d.execute_script("return arguments[0].naturalWidth", poster) == 64, 30, "poster")
+    preview = browser.find_element(By.ID, "result-preview")
+    wait_until(browser, lambda d: d.execute_script("return arguments[0].naturalWidth", preview) > 0, 30, "preview")
     wait_until(
         browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'#history li[data-job-id="{job_id}"]'), 30, "history"
     )
