@@ -83,7 +83,8 @@ def job_line(job: JobResource) -> str:
         p = job.progress
         progress = f" {p.stage} {p.step}/{p.total}" if p.total else f" {p.stage}"
     reason = f" ({job.error.detail})" if job.error is not None and job.error.detail else ""
-    return f"{job.id} {job.status.value}{progress}{reason}"
+    shown = f" (live preview of step {job.preview.step}/{job.preview.total})" if job.preview is not None else ""
+    return f"{job.id} {job.status.value}{progress}{shown}{reason}"
 
 
 # --- the document's local files become assets -----------------------------------------------------
