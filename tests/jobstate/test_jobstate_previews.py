@@ -1,13 +1,10 @@
 """Live previews in job state, against a real redis-server: kept while running, published, dropped after."""
 
-import time
-
-import anyio
-
 from api_schemas import JobStatus, LivePreview
 from jobstate.records import StoredResult, new_job_id, to_resource
 from jobstate.redis_keys import job_record_key
-from jobstate.store import AsyncJobStore, JobStore
+from jobstate.store import JobStore
+from tests.jobstate.conftest import watch_while
 
 REQUEST = {"model": "svd-xt", "image": "asset:abc", "seed": 1}
 
@@ -53,25 +50,12 @@ def test_watchers_get_each_preview_as_an_event(redis_url: str, store: JobStore) 
     job_id = make_job(store)
     store.mark_running(job_id)
 
-    async def main() -> list:
-        astore = AsyncJobStore.from_url(redis_url)
-        events = []
+    def drive() -> None:
+        store.preview(job_id, preview(2))
+        store.progress(job_id, "denoise", 2, 10)
+        store.preview(job_id, preview(4))
+        store.succeed(job_id, StoredResult())
 
-        def drive() -> None:
-            time.sleep(0.2)
-            store.preview(job_id, preview(2))
-            store.progress(job_id, "denoise", 2, 10)
-            store.preview(job_id, preview(4))
-            store.succeed(job_id, StoredResult())
-
-        with anyio.fail_after(10):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(anyio.to_thread.run_sync, drive)
-                async for event in astore.watch(job_id, heartbeat_s=5):
-                    events.append(event)
-        await astore.redis.aclose()
-        return events
-
-    events = anyio.run(main)
+    events = watch_while(redis_url, job_id, drive)
     assert [e.kind for e in events] == ["job", "preview", "progress", "preview", "job"]
     assert [e.preview for e in events if e.kind == "preview"] == [preview(2), preview(4)]

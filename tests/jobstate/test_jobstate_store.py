@@ -12,6 +12,7 @@ from jobstate.errors import IdempotencyConflict
 from jobstate.operations import body_hash
 from jobstate.records import AssetRecord, StoredArtifact, StoredResult, new_asset_id, new_job_id, to_resource
 from jobstate.store import AsyncJobStore, JobStore, failure
+from tests.jobstate.conftest import watch_while
 
 REQUEST = {"model": "svd-xt", "image": "asset:abc", "seed": 1}
 
@@ -187,25 +188,12 @@ def test_async_watch_sees_current_state_then_progress_then_final(redis_url: str,
     store.mark_running(job_id)
     store.progress(job_id, "denoising", 1, 3)
 
-    async def main() -> list:
-        astore = AsyncJobStore.from_url(redis_url)
-        events = []
+    def drive() -> None:
+        for step in (2, 3):
+            store.progress(job_id, "denoising", step, 3)
+        store.succeed(job_id, StoredResult())
 
-        def drive() -> None:
-            time.sleep(0.2)
-            for step in (2, 3):
-                store.progress(job_id, "denoising", step, 3)
-            store.succeed(job_id, StoredResult())
-
-        with anyio.fail_after(10):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(anyio.to_thread.run_sync, drive)
-                async for event in astore.watch(job_id, heartbeat_s=5):
-                    events.append(event)
-        await astore.redis.aclose()
-        return events
-
-    events = anyio.run(main)
+    events = watch_while(redis_url, job_id, drive)
     assert events[0].kind == "job" and events[0].record.progress.step == 1
     assert [e.progress.step for e in events if e.kind == "progress"] == [2, 3]
     assert events[-1].kind == "job" and events[-1].record.status is JobStatus.succeeded
