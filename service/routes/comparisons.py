@@ -18,7 +18,7 @@ ComparisonId = Annotated[str, Path(description="Comparison id, `cmp_...`.", max_
     "",
     status_code=202,
     response_model=ComparisonResource,
-    responses=problems(401, 413, 422, 429, 503),
+    responses=problems(400, 401, 413, 422, 429, 503),
     summary="Run one job on several models (one child job per model)",
 )
 async def create_comparison(body: ComparisonRequest, tenant: Tenant, comparisons: ComparisonHandlerDep) -> Response:
