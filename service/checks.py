@@ -77,6 +77,8 @@ async def check_document(
     errors += await _check_directions(doc.directions, tenant, storage, store, doc.model or settings.default_model)
     # 3b. the video to edit
     errors += await _check_video(doc, tenant, store)
+    # 3c. a long video's overlap against the model's frames when the job leaves them to the model
+    errors += _check_segments(doc, settings)
     # 4. the webhook target
     if doc.webhook is not None:
         try:
@@ -210,6 +212,17 @@ async def _check_video(doc: JobRequest, tenant: str, store: AsyncJobStore) -> li
         if reason is not None:
             return [FieldError(field="video.start", rule="video_long_enough", message=reason)]
     return []
+
+
+def _check_segments(doc: JobRequest, settings: Settings) -> list[FieldError]:
+    """`segments.overlap` below the clip's frames; the schema checks it when the job gives
+    `num_frames`, this with a built-in model's default (the worker checks any other model's)."""
+    segments = doc.segments
+    frames = doc.generation.num_frames or BUILTIN_NUM_FRAMES.get(doc.model or settings.default_model)
+    if segments is None or frames is None or segments.overlap < frames:
+        return []
+    message = f"`segments.overlap` must be less than the {frames} frames of a clip, got {segments.overlap}"
+    return [FieldError(field="segments.overlap", rule="segments_overlap_below_frames", message=message)]
 
 
 async def _check_directions(

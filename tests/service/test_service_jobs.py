@@ -182,6 +182,16 @@ async def test_invalid_documents_are_422_problems_naming_the_field(
     assert field in body["detail"]
 
 
+async def test_a_segment_overlap_as_long_as_the_models_clip_is_refused_at_submit(client: httpx.AsyncClient) -> None:
+    asset = await upload_image(client, AUTH_A)
+    # No `num_frames`: svd-xt's own 25 frames, which the schema cannot know.
+    doc = {"image": f"asset:{asset}", "model": "svd-xt", "segments": {"count": 2, "overlap": 25}}
+    body = assert_problem(await submit(client, doc), 422, field="segments.overlap")
+    assert body["errors"][0]["rule"] == "segments_overlap_below_frames" and "25 frames" in body["detail"]
+    accepted = await submit(client, {**doc, "segments": {"count": 2, "overlap": 24}})
+    assert accepted.status_code == 202, accepted.text
+
+
 async def test_messages_say_what_they_got_once_and_nothing_internal(client: httpx.AsyncClient) -> None:
     body = assert_problem(await submit(client, {"image": "asset:../../etc"}), 422, field="image")
     assert body["detail"].count("'asset:../../etc'") == 1
