@@ -78,7 +78,7 @@ openapi: install
 
 # Side-by-side benchmarks (docs/benchmarks.md); not tests: nothing here gates CI.
 bench: install
-	for b in engine_overhead service_overhead sweep_batching video_edit api_load warm_workers scale_sim gpu_svd unet_call gpu_memory cpu_tail host_memory; do \
+	for b in engine_overhead service_overhead sweep_batching bidirectional segments video_edit api_load warm_workers scale_sim gpu_svd unet_call gpu_memory cpu_tail host_memory; do \
 	  $(PY) -m bench.$$b || exit 1; done
 
 bench-gpu: install
