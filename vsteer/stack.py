@@ -374,6 +374,11 @@ def up_command(
     except KeyboardInterrupt:
         typer.echo("\nstopping…")
     finally:
+        # A second Ctrl-C or SIGTERM while the children stop (a process manager and `timeout` both
+        # send one) must not cut the stop short and leave them running: each child's stop has its
+        # own time limit, after which it is killed.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
 
 

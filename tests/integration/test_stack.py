@@ -178,10 +178,16 @@ def test_up_command_prints_the_url_restarts_a_killed_api_and_stops_everything_on
         wait_for(lambda: port_open("127.0.0.1", port), 60, "the API's port", log)
         wait_for(lambda: httpx.get(models, headers={"Authorization": f"Bearer {key}"}).is_success, 60, "API", log)
 
+        # SIGTERM, and a second one while it stops (a process manager and `timeout` both sending one,
+        # or Ctrl-C pressed twice): every process it started still goes.
+        children = [child_pid(up.pid, word) for word in ("redis-server", "uvicorn", "workers.celery_app", "cpu_app")]
+        up.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
         up.send_signal(signal.SIGTERM)
         assert up.wait(60) == 0
         time.sleep(0.5)
         assert not port_open("127.0.0.1", port)
+        assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
         assert (tmp_path / "state" / "logs" / "worker.log").exists()  # a given state dir is kept
     finally:
         if up.poll() is None:
