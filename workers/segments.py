@@ -29,6 +29,7 @@ import PIL.Image
 import torch
 
 from api_schemas import JobRequest, KeyframeInterpolation
+from api_schemas.job import MAX_SEED
 from steering.segments import blend_overlap, overlap_weights
 from workers.audit import audit_frames, to_luma
 from workers.directions import DirectionResolver
@@ -37,8 +38,6 @@ from workers.pipeline import SteerableVideoPipeline
 from workers.plan import JobPlan
 from workers.planning import PlannedJob, plan_job_clips
 from workers.video import Mp4Writer, preview_size, to_uint8, write_poster, write_preview
-
-MAX_SEED = 2**63 - 1
 
 
 @dataclasses.dataclass
@@ -77,7 +76,9 @@ def segment_seed(seed: int, index: int) -> int:
     return (seed + index) % (MAX_SEED + 1)
 
 
-def segment_job(plan: JobPlan, index: int, last_frame: PIL.Image.Image | None, images: dict[str, PIL.Image.Image]):
+def segment_job(
+    plan: JobPlan, index: int, last_frame: PIL.Image.Image | None, images: dict[str, PIL.Image.Image]
+) -> tuple[JobPlan, dict[str, PIL.Image.Image]]:
     """Segment `index`'s plan and images by field path (see the module's steps 1 and 2)."""
     job = plan.job
     segments = job.segments
