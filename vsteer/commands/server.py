@@ -103,8 +103,9 @@ def read_document(path: Path) -> dict[str, Any]:
 
 
 def local_files(doc: dict[str, Any], base_dir: Path) -> list[tuple[str, Path]]:
-    """(field path, file) of every image the document names by a local path, relative ones read from
-    `base_dir`; a document the schema refuses ends the command naming each field."""
+    """(field path, file) of every image, and the video to edit, that the document names by a local
+    path, relative ones read from `base_dir`; a document the schema refuses ends the command naming
+    each field."""
     try:
         job = JobRequest.model_validate(doc)
     except ValidationError as exc:
@@ -113,7 +114,10 @@ def local_files(doc: dict[str, Any], base_dir: Path) -> list[tuple[str, Path]]:
         fail(format_validation_error(exc), EXIT_INVALID)
         raise AssertionError("unreachable") from None
     files = []
-    for field, ref in job.image_refs():
+    refs = list(job.image_refs())
+    if job.video is not None:
+        refs.append(("video.source", job.video.source))
+    for field, ref in refs:
         if ref_kind(ref) is RefKind.path:
             path = (base_dir / Path(ref).expanduser()).resolve()
             if not path.is_file():
