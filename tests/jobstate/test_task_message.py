@@ -119,3 +119,13 @@ def test_a_wait_of_any_length_is_read(store: JobStore) -> None:
     with pytest.raises(RateLimited) as caught:
         store.create(new_job_id(), "t1", "m", {}, rate=RateLimit("slow", rate_per_s=1e-12, burst=1))
     assert caught.value.retry_after_s > 1e9
+
+
+def test_the_installed_kombu_is_the_pinned_one_whose_message_the_create_script_writes() -> None:
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    pins = {dep for deps in project["project"]["optional-dependencies"].values() for dep in deps if "kombu" in dep}
+    assert pins == {f"kombu=={version('kombu')}"}, pins
