@@ -326,10 +326,15 @@ def read_numbers(value: str, what: str) -> list[float]:
     raise AssertionError("unreachable")
 
 
-@directions_app.command("fit")
+# `--images a.png b.png c.png` (what a shell glob gives): the names after the first are extra arguments.
+@directions_app.command("fit", context_settings={"allow_extra_args": True})
 def directions_fit(
+    ctx: typer.Context,
     method: Annotated[str, typer.Option(help="pca, ica, supervised, probe or contrastive.")],
-    images: Annotated[list[Path] | None, typer.Option("--images", help="Example images (repeat the option).")] = None,
+    images: Annotated[
+        list[Path] | None,
+        typer.Option("--images", help="Example images: `--images *.png` (a shell glob), or repeat the option."),
+    ] = None,
     labels: Annotated[str | None, typer.Option(help="One number per image: inline 1,0,1 or a file.")] = None,
     attribute: Annotated[
         list[str] | None,
@@ -364,7 +369,12 @@ def directions_fit(
     if space not in ("embedding", "latent"):
         fail(f"--space must be embedding or latent, got {space!r}", EXIT_INVALID)
     resolver = ImageResolver(allow_paths=True)
+    extra_images = [Path(arg) for arg in ctx.args]
+    if any(arg.startswith("-") for arg in ctx.args):
+        fail(f"unexpected option among the images: {' '.join(ctx.args)}", EXIT_INVALID)
     if method == "contrastive":
+        if extra_images:
+            fail(f"--method contrastive reads its images from --pairs; unexpected: {' '.join(ctx.args)}", EXIT_INVALID)
         if pairs is None:
             fail("--pairs is required with --method contrastive", EXIT_INVALID)
         rows = [line.split(",") for line in pairs.read_text().splitlines() if line.strip()]
@@ -372,7 +382,7 @@ def directions_fit(
             fail("--pairs: every line must be `with,without`", EXIT_INVALID)
         paths = [Path(a.strip()) for a, _ in rows] + [Path(b.strip()) for _, b in rows]
     else:
-        paths = list(images or [])
+        paths = list(images or []) + extra_images
         if len(paths) < 2:
             fail("--images: give at least 2 images", EXIT_INVALID)
         if method in ("supervised", "probe") and labels is None:

@@ -126,3 +126,14 @@ def test_fit_refuses_missing_labels(cli_env, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "--labels is required" in result.output
+
+
+def test_images_may_follow_one_option_as_a_shell_glob_gives_them(cli_env, tmp_path):
+    paths, _ = brightness_images(tmp_path, 4)
+    out = tmp_path / "dirs"
+    args = ["directions", "fit", "--method", "pca", "--out", str(out), "--name", "dir_glob", "--images"]
+    result = CliRunner().invoke(app, [*args, *map(str, paths)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "dir_glob_0.json").read_text())["images"] == [str(p) for p in paths]
+    stray = CliRunner().invoke(app, [*args, str(paths[0]), "--imagez", str(paths[1])])
+    assert stray.exit_code != 0
