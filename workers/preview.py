@@ -90,18 +90,29 @@ def fit_latent_rgb(pipe: object, samples: int = 6, size: int = 64, seed: int = 0
     factor = int(pipe.vae_scale_factor)  # type: ignore[attr-defined]
     size = max(size, factor * 4) // factor * factor
     device, dtype = vae.device, vae.dtype
-    pictures = sample_pictures(samples, size, seed).to(device, dtype)
-    latents = vae.encode(pictures).latent_dist.mode() * vae.config.scaling_factor
-    decoded = vae.decode(latents / vae.config.scaling_factor, num_frames=samples).sample
+    # A half-precision VAE that asks for it runs this in float32, as the pipeline's own encode does.
+    upcast = dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+    if upcast:
+        vae.to(dtype=torch.float32)
+    try:
+        pictures = sample_pictures(samples, size, seed).to(device, vae.dtype)
+        latents = vae.encode(pictures).latent_dist.mode() * vae.config.scaling_factor
+        decoded = vae.decode(latents / vae.config.scaling_factor, num_frames=samples).sample
+    finally:
+        if upcast:
+            vae.to(dtype=dtype)
     colours = F.avg_pool2d(decoded.float().clamp(-1, 1), factor)
-    return fit_affine(latents.float().cpu(), colours.cpu())
+    fitted = fit_affine(latents.float().cpu(), colours.cpu())
+    if not (torch.isfinite(fitted.weight).all() and torch.isfinite(fitted.bias).all()):
+        raise ValueError("the preview map fitted from the VAE is not finite; give `preview_map` in the model spec")
+    return fitted
 
 
 def preview_strip(latents: torch.Tensor, colour_map: LatentRGB, max_width: int = MAX_WIDTH) -> bytes:
     """A JPEG of up to `STRIP_FRAMES` frames of one clip's latents (F, C, h, w), side by side, at most
     `max_width` pixels wide (each frame scaled up by a whole factor where there is room). Only the
-    colour map runs on the latents' device; the few pixels it makes are resized and written on the
-    host."""
+    picked frames are copied to the host; their colours are mapped with numpy and the strip resized
+    and written with Pillow."""
     frames = latents.shape[0]
     picks = sorted({round(i * (frames - 1) / max(1, STRIP_FRAMES - 1)) for i in range(min(frames, STRIP_FRAMES))})
     # Frame by frame to the host: a view each (a copy from the GPU), no indexing kernel.
