@@ -240,9 +240,9 @@ async def test_a_body_that_cannot_be_read_is_400_and_documented(client: httpx.As
     document = openapi_document()
     for path in ("/v1/jobs", "/v1/anchors", "/v1/anchors/{anchor_id}/versions", "/v1/assets"):
         assert "400" in document["paths"][path]["post"]["responses"], path
-    # the schema says a job has `image` or `keyframes`, never both
+    # the schema says a job has `image`, `keyframes` or a `video` to edit, never both image and keyframes
     schema = document["components"]["schemas"]["JobRequest"]
-    assert [s["required"] for s in schema["anyOf"]] == [["image"], ["keyframes"]]
+    assert [s["required"] for s in schema["anyOf"]] == [["image"], ["keyframes"], ["video"]]
     assert [s["required"] for s in schema["not"]["allOf"]] == [["image"], ["keyframes"]]
 
 
