@@ -51,7 +51,6 @@ def invert(
     timesteps = scheduler.timesteps
     prediction_type = str(scheduler.config.prediction_type)
     do_cfg = conditioning.do_classifier_free_guidance
-    dtype = conditioning.tokens.dtype
     image_latents, context, bias = pipe.assemble(conditioning, do_cfg)
     guidance = conditioning.guidance.to(device=device, dtype=torch.float32)[:, :, None, None, None]
     latents = clean.to(device=device, dtype=torch.float32)
@@ -60,19 +59,8 @@ def invert(
     try:
         for i in reversed(range(first_step, steps)):
             sigma, t = sigmas[i], timesteps[i]
-            model_input = torch.cat([latents] * 2) if do_cfg else latents
-            model_input = (model_input / (sigma**2 + 1) ** 0.5).to(dtype)
-            model_input = torch.cat([model_input, image_latents], dim=2)
-            output = pipe.unet(
-                model_input,
-                t,
-                encoder_hidden_states=context[:, 0],
-                added_time_ids=pipe._time_ids,
-                return_dict=False,
-            )[0].float()
-            if do_cfg:
-                uncond, cond = output.chunk(2)
-                output = uncond + guidance * (cond - uncond)
+            scaled = latents / (sigma**2 + 1) ** 0.5  # the Euler scheduler's `scale_model_input`
+            output = pipe.guided_prediction(scaled, t, image_latents, context, guidance, do_cfg)
             derivative = (latents - denoised(prediction_type, output, latents, sigma)) / sigma
             latents = latents + (sigma - sigmas[i + 1]) * derivative
             if on_step is not None:

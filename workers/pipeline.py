@@ -375,7 +375,6 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         cond = conditioning
         num_frames = noise.shape[1]
         device = self._execution_device
-        dtype = cond.tokens.dtype
         do_cfg = cond.do_classifier_free_guidance
         self._guidance_scale = cond.guidance  # read by diffusers' properties and by callbacks
 
@@ -419,20 +418,8 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
                         tensors = {"latents": latents, "denoised": denoised}
                         latents = callback_on_step_end(self, i, t, tensors).pop("latents", latents)
                     continue
-                model_input = torch.cat([latents] * 2) if do_cfg else latents
-                model_input = self.scheduler.scale_model_input(model_input, t).to(dtype)
-                model_input = torch.cat([model_input, image_latents], dim=2)
-                noise_pred = self.unet(
-                    model_input,
-                    t,
-                    # The first frame's tokens: what the temporal blocks attend to, as in diffusers.
-                    encoder_hidden_states=context[:, 0],
-                    added_time_ids=self._time_ids,
-                    return_dict=False,
-                )[0].float()
-                if do_cfg:
-                    noise_uncond, noise_cond = noise_pred.chunk(2)
-                    noise_pred = noise_uncond + guidance * (noise_cond - noise_uncond)
+                scaled = self.scheduler.scale_model_input(latents, t)
+                noise_pred = self.guided_prediction(scaled, t, image_latents, context, guidance, do_cfg)
                 stepped = self.scheduler.step(noise_pred, t, latents)
                 latents = stepped.prev_sample
                 if callback_on_step_end is not None:
@@ -465,6 +452,7 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         noise_pred = self.unet(
             model_input,
             t,
+            # The first frame's tokens: what the temporal blocks attend to, as in diffusers.
             encoder_hidden_states=context[:, 0],
             added_time_ids=self._time_ids,
             return_dict=False,
