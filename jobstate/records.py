@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api_schemas import Artifact, JobRequest, JobResource, JobResult, JobStatus, LivePreview, Problem, Progress
 from api_schemas.artifacts import ARTIFACTS, LISTED_ARTIFACTS, SINGLE_ARTIFACTS, split_artifact_name
+from api_schemas.directions import FIT_KIND, DirectionFitRequest, DirectionFitResource, DirectionResource, FitUrls
 from api_schemas.resources import JobUrls
 
 JOB_ID_PATTERN = r"^job_[0-9a-f]{28}$"
@@ -220,6 +221,41 @@ def to_resource(
         queue_position=queue_position if record.status is JobStatus.queued else None,
         urls=job_urls(base_url, record.id) if base_url else None,
         preview=record.preview if record.status is JobStatus.running else None,
+    )
+
+
+def is_fit(record: JobRecord) -> bool:
+    """A direction fit: a job on the model's queue whose document is a `DirectionFitRequest`."""
+    return record.request.get("kind") == FIT_KIND
+
+
+def fit_urls(base_url: str, job_id: str) -> FitUrls:
+    fit = f"{base_url.rstrip('/')}/v1/directions/fits/{job_id}"
+    return FitUrls(get=fit, cancel=f"{fit}/cancel")
+
+
+def to_fit_resource(record: JobRecord, presign: Presign) -> DirectionFitResource:
+    """The client's view of a direction fit's record (`is_fit`); the directions are those it stored."""
+    result = record.result
+    expires_at = None
+    if isinstance(presign, Presigner):
+        expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=presign.expires_in_s)
+    base_url = presign.base_url if isinstance(presign, Presigner) else None
+    metrics = result.metrics if result is not None else {}
+    return DirectionFitResource(
+        id=record.id,
+        status=record.status,
+        progress=record.progress,
+        model=record.model,
+        request=DirectionFitRequest.model_validate(record.request),
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        directions=[DirectionResource.model_validate(d) for d in metrics.get("directions", [])],
+        report=metrics.get("report"),
+        manifest=_artifact(result.manifest, presign, expires_at) if result and result.manifest else None,
+        error=record.error,
+        urls=fit_urls(base_url, record.id) if base_url else None,
     )
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from api_schemas import Direction, FieldError, JobRequest
 from api_schemas.anchors import AnchorFields
+from api_schemas.directions import DirectionFitRequest
 from api_schemas.refs import RefKind, asset_id, ref_kind
 from api_schemas.video import BUILTIN_NUM_FRAMES, clip_too_short
 from jobstate.redis_keys import direction_record_key
@@ -81,10 +82,7 @@ async def check_document(
     errors += _check_segments(doc, settings)
     # 4. the webhook target
     if doc.webhook is not None:
-        try:
-            await anyio.to_thread.run_sync(partial(resolve_target, doc.webhook.url, settings.webhook_allow_private))
-        except UnsafeURL as exc:
-            errors.append(FieldError(field="webhook.url", rule="public_url", message=str(exc)))
+        errors += await _check_webhook(doc.webhook.url, settings)
     if errors:
         raise invalid(errors)
 
@@ -99,6 +97,25 @@ async def check_anchor(
     errors += await _check_directions(fields.directions or [], tenant, storage, store, fields.model)
     if errors:
         raise invalid(errors, title="Invalid anchor set")
+
+
+async def check_fit(fit: DirectionFitRequest, tenant: str, store: AsyncJobStore, settings: Settings) -> None:
+    """The rules of `check_document` for a direction fit: a known model, the tenant's own image assets,
+    a public webhook target; a 422 naming every field that breaks one."""
+    errors = _check_model(fit.model, settings)
+    errors += await _check_images(fit.asset_refs(), tenant, store, settings)
+    if fit.webhook is not None:
+        errors += await _check_webhook(fit.webhook.url, settings)
+    if errors:
+        raise invalid(errors)
+
+
+async def _check_webhook(url: str, settings: Settings) -> list[FieldError]:
+    try:
+        await anyio.to_thread.run_sync(partial(resolve_target, url, settings.webhook_allow_private))
+    except UnsafeURL as exc:
+        return [FieldError(field="webhook.url", rule="public_url", message=str(exc))]
+    return []
 
 
 def _check_model(model: str | None, settings: Settings) -> list[FieldError]:

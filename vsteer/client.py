@@ -45,7 +45,13 @@ from api_schemas import (
 from api_schemas.anchors import AnchorCreate, AnchorList, AnchorResource, AnchorVersionCreate
 from api_schemas.artifacts import ARTIFACTS, extension_for
 from api_schemas.comparisons import ComparisonResource
-from api_schemas.directions import DirectionCreate, DirectionList, DirectionResource
+from api_schemas.directions import (
+    DirectionCreate,
+    DirectionFitRequest,
+    DirectionFitResource,
+    DirectionList,
+    DirectionResource,
+)
 from api_schemas.resources import AssetList
 
 Names = list[str]
@@ -314,6 +320,16 @@ def _comparison_changed(previous: ComparisonResource | None, comparison: Compari
         comparison.children,
         comparison.progress,
     )
+
+
+def _fit_body(fit: DirectionFitRequest | Mapping[str, Any]) -> dict[str, Any]:
+    """The fit as sent: checked here first, so a mistake fails before a round trip."""
+    checked = fit if isinstance(fit, DirectionFitRequest) else DirectionFitRequest.model_validate(dict(fit))
+    return checked.model_dump(mode="json", exclude_none=True, exclude={"kind"})
+
+
+def _fit_changed(previous: DirectionFitResource | None, fit: DirectionFitResource) -> bool:
+    return previous is None or (previous.status, previous.progress) != (fit.status, fit.progress)
 
 
 def _asset_file(path: str | Path, content_type: str | None) -> tuple[str, bytes, str]:
@@ -620,6 +636,40 @@ class Client:
     def delete_direction(self, direction_id: str) -> None:
         self._request("DELETE", f"v1/directions/{direction_id}")
 
+    def fit_directions(self, fit: DirectionFitRequest | Mapping[str, Any]) -> DirectionFitResource:
+        """POST /v1/directions with a `method`: fit a set of directions on uploaded images (`asset:<id>`)
+        on the model's GPU worker; `wait_fit` follows it to the directions it stores."""
+        response = self._request("POST", "v1/directions", json=_fit_body(fit))
+        return DirectionFitResource.model_validate(response.json())
+
+    def get_fit(self, fit_id: str) -> DirectionFitResource:
+        return DirectionFitResource.model_validate(self._request("GET", f"v1/directions/fits/{fit_id}").json())
+
+    def cancel_fit(self, fit_id: str) -> DirectionFitResource:
+        response = self._request("POST", f"v1/directions/fits/{fit_id}/cancel")
+        return DirectionFitResource.model_validate(response.json())
+
+    def wait_fit(
+        self,
+        fit_id: str,
+        timeout: float = 600.0,
+        on_progress: Callable[[DirectionFitResource], None] | None = None,
+        poll_s: float = 0.5,
+    ) -> DirectionFitResource:
+        """Poll until the fit is terminal, calling `on_progress` on every change; raises TimeoutError."""
+        deadline = time.monotonic() + timeout
+        previous: DirectionFitResource | None = None
+        while True:
+            fit = self.get_fit(fit_id)
+            if on_progress is not None and _fit_changed(previous, fit):
+                on_progress(fit)
+            previous = fit
+            if fit.status.is_terminal():
+                return fit
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"direction fit {fit_id} still {fit.status.value} after {timeout:g} s")
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
     def models(self) -> ModelList:
         return ModelList.model_validate(self._request("GET", "v1/models").json())
 
@@ -886,6 +936,38 @@ class AsyncClient:
 
     async def delete_direction(self, direction_id: str) -> None:
         await self._request("DELETE", f"v1/directions/{direction_id}")
+
+    async def fit_directions(self, fit: DirectionFitRequest | Mapping[str, Any]) -> DirectionFitResource:
+        response = await self._request("POST", "v1/directions", json=_fit_body(fit))
+        return DirectionFitResource.model_validate(response.json())
+
+    async def get_fit(self, fit_id: str) -> DirectionFitResource:
+        response = await self._request("GET", f"v1/directions/fits/{fit_id}")
+        return DirectionFitResource.model_validate(response.json())
+
+    async def cancel_fit(self, fit_id: str) -> DirectionFitResource:
+        response = await self._request("POST", f"v1/directions/fits/{fit_id}/cancel")
+        return DirectionFitResource.model_validate(response.json())
+
+    async def wait_fit(
+        self,
+        fit_id: str,
+        timeout: float = 600.0,
+        on_progress: Callable[[DirectionFitResource], None] | None = None,
+        poll_s: float = 0.5,
+    ) -> DirectionFitResource:
+        deadline = time.monotonic() + timeout
+        previous: DirectionFitResource | None = None
+        while True:
+            fit = await self.get_fit(fit_id)
+            if on_progress is not None and _fit_changed(previous, fit):
+                on_progress(fit)
+            previous = fit
+            if fit.status.is_terminal():
+                return fit
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"direction fit {fit_id} still {fit.status.value} after {timeout:g} s")
+            await asyncio.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
     async def models(self) -> ModelList:
         return ModelList.model_validate((await self._request("GET", "v1/models")).json())

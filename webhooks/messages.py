@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from api_schemas import JobStatus
 from jobstate.queues import DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE
-from jobstate.records import JobRecord, Presign, to_resource
+from jobstate.records import JobRecord, Presign, is_fit, to_fit_resource, to_resource
 
 # The job document's `webhook.events` names: a running job's, and each terminal status's (`completed` is
 # the older name of `succeeded`).
@@ -60,10 +60,14 @@ def job_webhook_message(record: JobRecord, presign: Presign) -> WebhookMessage |
         at = record.started_at or datetime.now(UTC)
     else:
         return None
+    # A direction fit runs as a job; its messages carry the fit as its own resource shows it.
+    subject, data = (
+        ("direction_fit", to_fit_resource(record, presign)) if is_fit(record) else ("job", to_resource(record, presign))
+    )
     payload = {
-        "type": f"job.{kind}",
+        "type": f"{subject}.{kind}",
         "timestamp": at.isoformat().replace("+00:00", "Z"),
-        "data": to_resource(record, presign).model_dump(mode="json", by_alias=True),
+        "data": data.model_dump(mode="json", by_alias=True),
     }
     body = json.dumps(payload, separators=(",", ":"))
     return WebhookMessage(url=url, body=body, msg_id=msg_id, tenant=record.tenant)

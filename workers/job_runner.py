@@ -50,7 +50,7 @@ from api_schemas import JobRequest, JobStatus, LivePreview
 from api_schemas import Progress as ResourceProgress
 from api_schemas.artifacts import content_type_for
 from jobstate.operations import Transition
-from jobstate.records import JobRecord, StoredArtifact, StoredResult
+from jobstate.records import JobRecord, StoredArtifact, StoredResult, is_fit
 from jobstate.store import JobStore
 from storage.base import ObjectNotFound, Storage, StorageError
 from storage.keys import asset_key, direction_key, job_key
@@ -257,7 +257,6 @@ def render_and_upload(record: JobRecord, deps: WorkerDeps) -> StoredResult:
     started = time.monotonic()
     limit = deps.job_time_limit_s
     job_id, tenant = record.id, record.tenant
-    request = JobRequest.model_validate(record.request)
     images = ImageResolver(
         fetch_asset=lambda asset_id: fetch_asset(deps, tenant, asset_id),
         fetch_url=deps.remote_images.fetch if deps.remote_images is not None else None,
@@ -304,8 +303,15 @@ def render_and_upload(record: JobRecord, deps: WorkerDeps) -> StoredResult:
 
     with tempfile.TemporaryDirectory(prefix=f"vsteer-{job_id}-", dir=deps.work_dir) as tmp:
         out_dir = Path(tmp)
+        if is_fit(record):
+            from workers.fit_job import run_fit
+
+            fetch = partial(fetch_asset, deps, tenant)
+            return run_fit(
+                record, deps, out_dir, on_progress=on_progress, should_cancel=should_cancel, fetch_asset=fetch
+            )
         outputs = run(
-            request,
+            JobRequest.model_validate(record.request),
             out_dir,
             registry=deps.registry,
             images=images,

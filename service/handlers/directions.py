@@ -1,13 +1,18 @@
-"""Stored directions: upload a vector (JSON or a safetensors file), read, list and delete them, for
-`service.routes.directions`.
+"""Directions: upload a vector (JSON or a safetensors file), fit a set on the tenant's images, read, list
+and delete them, for `service.routes.directions`.
 
-The vector goes to storage where the worker reads it (`directions/<tenant>/<id>.safetensors`, one
-float32 tensor named `direction`, written here without torch); its record (model, space, width,
-sha256, name) is kept in Redis, with a per-tenant index for listing, newest first.
+An uploaded vector goes to storage where the worker reads it (`directions/<tenant>/<id>.safetensors`,
+one float32 tensor named `direction`, written here without torch); its record (model, space, width,
+sha256, name) is kept in Redis, with a per-tenant index for listing, newest first (`jobstate.directions`).
+
+A fit (`{"method": ...}`) needs the model's encoders, so it runs as a job on the model's GPU queue: it is
+recorded and queued in one step like a job, and read and canceled at `/v1/directions/fits/{id}`; its
+worker stores the directions it fits as uploads are stored.
 """
 
 import hashlib
 import json
+import logging
 import math
 import secrets
 import struct
@@ -20,33 +25,32 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api_schemas import FieldError
+from api_schemas import FieldError, JobStatus
 from api_schemas.directions import (
     KNOWN_DIMENSIONS,
     MAX_DIRECTION_VALUES,
     DirectionCreate,
+    DirectionFitRequest,
+    DirectionFitResource,
     DirectionList,
     DirectionResource,
     ModelDimensions,
     check_width,
 )
-from jobstate.redis_keys import PREFIX, direction_record_key
+from api_schemas.problems import ProblemType
+from jobstate import directions as records
+from jobstate.records import JobRecord, Presigner, is_fit, new_job_id, to_fit_resource
 from jobstate.store import AsyncJobStore
-from service.deps import SettingsDep, StorageDep, StoreDep
-from service.errors import invalid, not_found
+from service.checks import check_fit
+from service.deps import QueueDep, SettingsDep, StorageDep, StoreDep
+from service.errors import ProblemError, invalid, not_found
+from service.queue import JobQueue, job_task
 from service.settings import Settings
 from storage.base import Storage
 from storage.keys import direction_key
 
+log = logging.getLogger(__name__)
 TITLE = "Invalid direction"
-
-
-def _record_key(tenant: str, direction_id: str) -> str:
-    return direction_record_key(tenant, direction_id)
-
-
-def _index_key(tenant: str) -> str:
-    return f"{PREFIX}directions:{tenant}"
 
 
 def model_dimensions(settings: Settings, model: str) -> ModelDimensions | None:
@@ -100,13 +104,16 @@ def _validation_error(exc: ValidationError) -> RequestValidationError:
 class DirectionHandler:
     """The direction routes' one collaborator."""
 
-    def __init__(self, store: AsyncJobStore, storage: Storage, settings: Settings) -> None:
+    def __init__(self, store: AsyncJobStore, storage: Storage, queue: JobQueue, settings: Settings) -> None:
+        self.store = store
         self.redis = store.redis
         self.storage = storage
+        self.queue = queue
         self.settings = settings
 
-    async def create_from_request(self, tenant: str, request: Request) -> DirectionResource:
-        """JSON (`DirectionCreate`) or multipart (`file`: safetensors, with `model`, `space`, `name`)."""
+    async def create_from_request(self, tenant: str, request: Request) -> DirectionResource | DirectionFitResource:
+        """JSON (`DirectionCreate` to store a vector, `DirectionFitRequest` to fit a set) or multipart
+        (`file`: safetensors, with `model`, `space`, `name`)."""
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
             form = await request.form()
@@ -118,7 +125,7 @@ class DirectionHandler:
             except ValueError as exc:
                 raise invalid([FieldError(field="file", rule="safetensors", message=str(exc))], TITLE) from None
             fields: dict[str, Any] = {k: v for k, v in form.items() if k in ("model", "space", "name")}
-            document: dict[str, Any] = {**fields, "vector": values}
+            document: Any = {**fields, "vector": values}
         else:
             try:
                 document = json.loads(await request.body() or b"null")
@@ -127,10 +134,63 @@ class DirectionHandler:
                     [FieldError(field="", rule="json", message=f"the body is not JSON: {exc}")], TITLE
                 ) from None
         try:
+            if isinstance(document, dict) and "method" in document:
+                return await self.fit(tenant, DirectionFitRequest.model_validate(document))
             body = DirectionCreate.model_validate(document)
         except ValidationError as exc:
             raise _validation_error(exc) from None
         return await self.create(tenant, body)
+
+    async def fit(self, tenant: str, body: DirectionFitRequest) -> DirectionFitResource:
+        """Record the fit and queue it on its model's GPU queue, in one step, as a job is."""
+        await check_fit(body, tenant, self.store, self.settings)
+        if model_dimensions(self.settings, body.model) is None:
+            message = f"the widths of model {body.model!r} are not configured (VSTEER_MODEL_DIMENSIONS)"
+            raise invalid([FieldError(field="model", rule="known_dimensions", message=message)], TITLE)
+        job_id = new_job_id()
+        created = await self.store.create(
+            job_id,
+            tenant,
+            body.model,
+            body.model_dump(mode="json"),
+            max_active=self.settings.max_active_jobs_per_tenant,
+            task=job_task(job_id, tenant, body.model),
+            retain_s=self.settings.retention_days * 86400,
+        )
+        return to_fit_resource(created.record, self.presign)
+
+    async def own_fit(self, tenant: str, fit_id: str) -> JobRecord:
+        record = await self.store.get(tenant, fit_id)
+        if record is None or not is_fit(record):
+            raise not_found("direction fit", fit_id)
+        return record
+
+    async def get_fit(self, tenant: str, fit_id: str) -> DirectionFitResource:
+        return to_fit_resource(await self.own_fit(tenant, fit_id), self.presign)
+
+    async def cancel_fit(self, tenant: str, fit_id: str) -> tuple[DirectionFitResource, int]:
+        """Cancel a queued fit at once (200), or ask its worker to stop between images (202)."""
+        await self.own_fit(tenant, fit_id)
+        outcome, record = await self.store.request_cancel(fit_id)
+        if record is None:
+            raise not_found("direction fit", fit_id)
+        status_code = 200
+        if outcome == "canceled":
+            try:  # no worker will announce a fit canceled while queued
+                await self.queue.enqueue_webhook(record, self.presign)
+            except Exception:
+                log.exception("could not queue the webhook of canceled fit %s", fit_id)
+        elif outcome == "requested":
+            status_code = 202
+        elif record.status is not JobStatus.canceled:
+            raise ProblemError(
+                409, "Conflict", f"fit {fit_id!r} already {record.status.value}", type_=ProblemType.conflict
+            )
+        return to_fit_resource(record, self.presign), status_code
+
+    @property
+    def presign(self) -> Presigner:
+        return Presigner(self.storage.presigned_url, self.settings.presign_expiry_s, self.settings.public_base_url)
 
     async def create(self, tenant: str, body: DirectionCreate) -> DirectionResource:
         # 1. it must fit the model's space
@@ -164,34 +224,28 @@ class DirectionHandler:
             sha256=hashlib.sha256(data).hexdigest(),
             created_at=datetime.now(UTC),
         )
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(_record_key(tenant, direction_id), resource.model_dump_json())
-            pipe.zadd(_index_key(tenant), {direction_id: resource.created_at.timestamp()})
-            await pipe.execute()
+        await records.put_directions_async(self.redis, tenant, [resource])
         return resource
 
     async def get(self, tenant: str, direction_id: str) -> DirectionResource:
-        raw = await self.redis.get(_record_key(tenant, direction_id))
-        if raw is None:
+        resource = await records.get_direction(self.redis, tenant, direction_id)
+        if resource is None:
             raise not_found("direction", direction_id)
-        return DirectionResource.model_validate_json(raw)
+        return resource
 
     async def list(self, tenant: str, limit: int) -> DirectionList:
-        ids = await self.redis.zrevrange(_index_key(tenant), 0, limit - 1)
-        records = await self.redis.mget([_record_key(tenant, i.decode()) for i in ids]) if ids else []
-        return DirectionList(items=[DirectionResource.model_validate_json(r) for r in records if r is not None])
+        return DirectionList(items=await records.list_directions(self.redis, tenant, limit))
 
     async def delete(self, tenant: str, direction_id: str) -> None:
         await self.get(tenant, direction_id)  # 404 for another tenant's or an unknown id
         await run_in_threadpool(self.storage.delete, direction_key(tenant, direction_id))
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(_record_key(tenant, direction_id))
-            pipe.zrem(_index_key(tenant), direction_id)
-            await pipe.execute()
+        await records.delete_direction(self.redis, tenant, direction_id)
 
 
-async def get_direction_handler(store: StoreDep, storage: StorageDep, settings: SettingsDep) -> DirectionHandler:
-    return DirectionHandler(store, storage, settings)
+async def get_direction_handler(
+    store: StoreDep, storage: StorageDep, queue: QueueDep, settings: SettingsDep
+) -> DirectionHandler:
+    return DirectionHandler(store, storage, queue, settings)
 
 
 DirectionHandlerDep = Annotated[DirectionHandler, Depends(get_direction_handler)]

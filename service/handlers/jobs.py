@@ -19,7 +19,7 @@ from api_schemas import JobList, JobRequest, JobResource, JobStatus, Progress
 from api_schemas.problems import ProblemType
 from jobstate.errors import RateLimited
 from jobstate.operations import Created, body_hash
-from jobstate.records import JobRecord, Presigner, new_job_id, to_resource
+from jobstate.records import JobRecord, Presigner, is_fit, new_job_id, to_resource
 from jobstate.store import AsyncJobStore
 from service.checks import check_document, resolve_defaults
 from service.deps import (
@@ -132,7 +132,7 @@ class JobHandler:
     async def own(self, tenant: str, job_id: str) -> JobRecord:
         """The tenant's job; 404 when there is none."""
         record = await self.store.get(tenant, job_id)
-        if record is None:
+        if record is None or is_fit(record):  # a direction fit is read at /v1/directions/fits
             raise not_found("job", job_id)
         return record
 
@@ -145,7 +145,7 @@ class JobHandler:
         page = await self.store.list_jobs(tenant, cursor=cursor, limit=limit, status=status)
         queued = [r.id for r in page.records if r.status is JobStatus.queued]
         positions = dict(zip(queued, await self.store.queue_positions(queued), strict=True))
-        items = [self.resource(r, queue_position=positions.get(r.id)) for r in page.records]
+        items = [self.resource(r, queue_position=positions.get(r.id)) for r in page.records if not is_fit(r)]
         return JobList(items=items, next_cursor=page.next_cursor)
 
     async def cancel(self, tenant: str, job_id: str) -> Answer:

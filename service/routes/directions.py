@@ -1,17 +1,25 @@
-"""Directions: vectors stored once and cited by jobs as `{"id": "dir_..."}`."""
+"""Directions: vectors stored once (uploaded, or fitted on the tenant's images by a fit that runs on the
+model's GPU queue) and cited by jobs as `{"id": "dir_..."}`."""
 
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from api_schemas.directions import DirectionCreate, DirectionList, DirectionResource
+from api_schemas.directions import (
+    DirectionCreate,
+    DirectionFitRequest,
+    DirectionFitResource,
+    DirectionList,
+    DirectionResource,
+)
 from service.deps import Tenant
 from service.handlers.directions import DirectionHandlerDep
-from service.routes.common import problems
+from service.routes.common import model_response, problems
 
 router = APIRouter(prefix="/v1/directions", tags=["directions"])
 
 DirectionId = Annotated[str, Path(max_length=80, description="Direction id, `dir_...`.")]
+FitId = Annotated[str, Path(max_length=64, description="Fit id, `job_...`.")]
 
 _UPLOAD = {
     "type": "object",
@@ -29,20 +37,55 @@ _UPLOAD = {
     "",
     status_code=201,
     response_model=DirectionResource,
-    responses=problems(400, 401, 413, 422, 503),
-    summary="Store a direction made elsewhere (a JSON vector, or a multipart safetensors upload)",
+    responses={
+        202: {
+            "model": DirectionFitResource,
+            "description": "A fit (`method`) was queued on the model's GPU queue; follow it at `Location`.",
+        },
+        **problems(400, 401, 413, 422, 503),
+    },
+    summary="Store a direction made elsewhere (a JSON vector or a multipart safetensors upload), or fit a set",
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": DirectionCreate.model_json_schema()},
+                "application/json": {
+                    "schema": {"oneOf": [DirectionCreate.model_json_schema(), DirectionFitRequest.model_json_schema()]}
+                },
                 "multipart/form-data": {"schema": _UPLOAD},
             },
         }
     },
 )
-async def create_direction(request: Request, tenant: Tenant, directions: DirectionHandlerDep) -> DirectionResource:
-    return await directions.create_from_request(tenant, request)
+async def create_direction(request: Request, tenant: Tenant, directions: DirectionHandlerDep) -> Response:
+    made = await directions.create_from_request(tenant, request)
+    if isinstance(made, DirectionFitResource):
+        return model_response(made, 202, {"Location": f"/v1/directions/fits/{made.id}"})
+    return model_response(made, 201)
+
+
+@router.get(
+    "/fits/{fit_id}",
+    response_model=DirectionFitResource,
+    responses=problems(401, 404, 422, 503),
+    summary="Get a direction fit: its status, progress and, once it succeeded, the directions it stored",
+)
+async def get_fit(fit_id: FitId, tenant: Tenant, directions: DirectionHandlerDep) -> Response:
+    return model_response(await directions.get_fit(tenant, fit_id))
+
+
+@router.post(
+    "/fits/{fit_id}/cancel",
+    response_model=DirectionFitResource,
+    responses={
+        202: {"model": DirectionFitResource, "description": "Its worker was asked to stop."},
+        **problems(401, 404, 409, 422, 503),
+    },
+    summary="Cancel a direction fit",
+)
+async def cancel_fit(fit_id: FitId, tenant: Tenant, directions: DirectionHandlerDep) -> Response:
+    fit, status_code = await directions.cancel_fit(tenant, fit_id)
+    return model_response(fit, status_code)
 
 
 @router.get(

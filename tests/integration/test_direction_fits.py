@@ -1,0 +1,114 @@
+"""Fitting directions over HTTP on real servers: the fit runs on the model's GPU worker (the tiny SVD's
+encoders), stores its directions where jobs read them, reports its progress and leakage, sends its
+webhook, and a job cites what it fitted."""
+
+import hashlib
+import json
+import time
+
+import httpx
+import pytest
+import torch
+
+from api_schemas import JobStatus
+from storage.s3 import S3Storage
+from tests.conftest import make_image
+from tests.integration.conftest import BUCKET, Service
+from vsteer.pictures import png_bytes
+from workers.directions import read_direction
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def upload_pictures(service: Service, seeds: range) -> list[str]:
+    with service.client() as client:
+        return [f"asset:{client.upload_asset('p.png', data=png_bytes(make_image(s, (64, 64)))).id}" for s in seeds]
+
+
+def test_a_pca_fit_runs_on_the_gpu_worker_and_a_job_cites_what_it_stored(service: Service) -> None:
+    images = upload_pictures(service, range(6))
+    webhook = {"url": service.receiver.url, "events": ["succeeded", "failed"]}
+    with service.client() as client:
+        queued = client.fit_directions(
+            {"method": "pca", "model": "tiny", "images": images, "k": 2, "name": "mood", "webhook": webhook}
+        )
+        seen: list[str] = []
+        fit = client.wait_fit(queued.id, timeout=240, on_progress=lambda f: seen.append(f.status.value))
+        assert fit.status is JobStatus.succeeded, fit.error
+        assert "succeeded" in seen
+
+        # two directions, in the method's order, each a stored direction of the tenant
+        assert [d.id for d in fit.directions] == [f"dir_{fit.id[4:]}_0", f"dir_{fit.id[4:]}_1"]
+        first = fit.directions[0]
+        assert (first.method, first.space, first.model, first.dimension) == ("pca", "embedding", "tiny", 32)
+        assert first.name == "mood 0" and first.fitted_by == fit.id
+        assert (
+            first.fit is not None
+            and first.fit["explained_variance_ratio"] >= fit.directions[1].fit["explained_variance_ratio"]
+        )
+        assert fit.report is not None and fit.report["leakage"]["measured"] is False  # no attributes given
+        assert client.get_direction(first.id) == first
+        listed = [d.id for d in client.list_directions().items]
+        assert set(listed) >= {d.id for d in fit.directions}
+
+        # the manifest names every input by its bytes' digest, and every output by its file's
+        manifest = json.loads(httpx.get(fit.manifest.url).content)
+        assert manifest["kind"] == "direction_fit" and [i["ref"] for i in manifest["inputs"]] == images
+        assert [d["sha256"] for d in manifest["directions"]] == [d.sha256 for d in fit.directions]
+
+        # the stored file is a unit direction whose digest the resource reports
+        storage = S3Storage(BUCKET, endpoint_url=service.s3.url, access_key_id="testing", secret_access_key="testing")
+        stored = storage.get(f"directions/acme/{first.id}.safetensors")
+        assert hashlib.sha256(stored).hexdigest() == first.sha256
+        vector = read_direction(stored, "x")
+        assert vector.shape == (32,) and abs(float(torch.linalg.vector_norm(vector)) - 1.0) < 1e-4
+
+        # a job cites it by id and runs
+        job = client.submit({"image": images[0], "directions": [{"source": {"id": first.id}, "strength": 1.0}]})
+        done = client.wait(job.id, timeout=240)
+        assert done.status is JobStatus.succeeded, done.error
+
+    # the webhook says `direction_fit.succeeded` and carries the fit with its directions
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        bodies = [json.loads(r.body) for r in service.receiver.received]
+        mine = [b for b in bodies if b["data"]["id"] == fit.id]
+        if mine:
+            break
+        time.sleep(0.2)
+    assert [b["type"] for b in mine] == ["direction_fit.succeeded"]
+    assert [d["id"] for d in mine[0]["data"]["directions"]] == [d.id for d in fit.directions]
+
+
+def test_a_supervised_fit_with_attributes_reports_measured_leakage(service: Service) -> None:
+    images = upload_pictures(service, range(10, 18))
+    labels = [float(i % 2) for i in range(8)]
+    with service.client() as client:
+        fit = client.wait_fit(
+            client.fit_directions(
+                {
+                    "method": "probe",
+                    "model": "tiny",
+                    "images": images,
+                    "labels": labels,
+                    "attributes": {"parity": labels, "half": [float(i < 4) for i in range(8)]},
+                }
+            ).id,
+            timeout=240,
+        )
+    assert fit.status is JobStatus.succeeded, fit.error
+    [direction] = fit.directions
+    assert direction.leakage is not None and direction.leakage["measured"] is True
+    assert direction.leakage["attributes"] == ["parity", "half"]
+
+
+def test_a_fit_that_fails_on_the_worker_says_why(service: Service) -> None:
+    # Two copies of one picture: PCA has no variance to find, which the worker reports as an input error.
+    [image] = upload_pictures(service, range(40, 41))
+    with service.client() as client:
+        fit = client.wait_fit(
+            client.fit_directions({"method": "pca", "model": "tiny", "images": [image, image]}).id, timeout=240
+        )
+    assert fit.status is JobStatus.failed and fit.error is not None
+    assert fit.error.status == 422 and "images" in (fit.error.detail or "")
+    assert fit.directions == []
