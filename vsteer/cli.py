@@ -330,7 +330,7 @@ def read_numbers(value: str, what: str) -> list[float]:
 @directions_app.command("fit", context_settings={"allow_extra_args": True})
 def directions_fit(
     ctx: typer.Context,
-    method: Annotated[str, typer.Option(help="pca, ica, supervised, probe or contrastive.")],
+    method: Annotated[str, typer.Option(help="pca, ica, supervised, probe, contrastive or text (--server).")],
     images: Annotated[
         list[Path] | None,
         typer.Option("--images", help="Example images: `--images *.png` (a shell glob), or repeat the option."),
@@ -355,15 +355,26 @@ def directions_fit(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the direction files.")] = Path("directions"),
     name: Annotated[str, typer.Option(help="Id prefix: files are <name>_<k>.safetensors/.json.")] = "dir_fit",
     seed: Annotated[int, typer.Option(help="Seed for ica and the supervised predictor.")] = 0,
+    text: Annotated[str | None, typer.Option(help="--method text: the prompt to move toward.")] = None,
+    from_text: Annotated[str | None, typer.Option(help="--method text: the prompt to move away from.")] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="Fit on this server's GPU worker instead of in-process: local images are uploaded first "
+            "(`asset:<id>` names one already there) and the directions are stored there (VSTEER_API_KEY)."
+        ),
+    ] = None,
+    key: Annotated[str | None, typer.Option(help="--server's API key (VSTEER_API_KEY).")] = None,
 ) -> None:
-    """Fit semantic directions from encoded images and save them with a leakage report."""
+    """Fit semantic directions from encoded images and save them with a leakage report: in-process into
+    --out, or with --server on that server, as stored directions jobs cite by id."""
     import torch
 
     from workers.fitting import encode_images, fit, save_fitted
     from workers.images import ImageResolver
     from workers.models import ModelRegistry, quiet_libraries
 
-    methods = ("pca", "ica", "supervised", "probe", "contrastive")
+    methods = ("pca", "ica", "supervised", "probe", "contrastive", "text")
     if method not in methods:
         fail(f"--method must be one of {', '.join(methods)}, got {method!r}", EXIT_INVALID)
     if space not in ("embedding", "latent"):
@@ -372,7 +383,11 @@ def directions_fit(
     extra_images = [Path(arg) for arg in ctx.args]
     if any(arg.startswith("-") for arg in ctx.args):
         fail(f"unexpected option among the images: {' '.join(ctx.args)}", EXIT_INVALID)
-    if method == "contrastive":
+    if method == "text":
+        if server is None:
+            fail("--method text fits on a server's text encoder: give --server", EXIT_INVALID)
+        paths = []
+    elif method == "contrastive":
         if extra_images:
             fail(f"--method contrastive reads its images from --pairs; unexpected: {' '.join(ctx.args)}", EXIT_INVALID)
         if pairs is None:
@@ -387,6 +402,37 @@ def directions_fit(
             fail("--images: give at least 2 images", EXIT_INVALID)
         if method in ("supervised", "probe") and labels is None:
             fail(f"--labels is required with --method {method}", EXIT_INVALID)
+    y = torch.tensor(read_numbers(labels, "--labels"), dtype=torch.float64) if labels else None
+    attributes = {}
+    for spec in attribute or []:
+        attr_name, sep, values = spec.partition("=")
+        if not sep or not attr_name:
+            fail(f"--attribute must be NAME=VALUES, got {spec!r}", EXIT_INVALID)
+        attributes[attr_name] = torch.tensor(read_numbers(values, f"--attribute {attr_name}"), dtype=torch.float64)
+    if server is not None:
+        from vsteer.commands.server import fit_on_server
+
+        if model is None:
+            fail("--server needs --model: the server's model whose encoders fit the directions", EXIT_INVALID)
+
+        half = len(paths) // 2
+        fit = {
+            "method": method,
+            "space": space,
+            "model": model,
+            "k": k,
+            "seed": seed,
+            "name": None if name == "dir_fit" else name,
+            "labels": y.tolist() if y is not None else None,
+            "attributes": {n: v.tolist() for n, v in attributes.items()} or None,
+            "text": text,
+            "from_text": from_text,
+            "width": width,
+            "height": height,
+        }
+        made = fit_on_server(server, key, fit, paths, pairs=method == "contrastive", half=half)
+        print_leakage(made.report["leakage"] if made.report else None)
+        return
     settings = engine_settings()
     quiet_libraries()
     registry = ModelRegistry.from_settings(settings)
@@ -397,13 +443,6 @@ def directions_fit(
         fail(str(exc), EXIT_FAILED)
     size_w, size_h = width or loaded.defaults["width"], height or loaded.defaults["height"]
     X = encode_images(loaded, decoded, space, size_w, size_h)  # type: ignore[arg-type]
-    y = torch.tensor(read_numbers(labels, "--labels"), dtype=torch.float64) if labels else None
-    attributes = {}
-    for spec in attribute or []:
-        attr_name, sep, values = spec.partition("=")
-        if not sep or not attr_name:
-            fail(f"--attribute must be NAME=VALUES, got {spec!r}", EXIT_INVALID)
-        attributes[attr_name] = torch.tensor(read_numbers(values, f"--attribute {attr_name}"), dtype=torch.float64)
     try:
         if method == "contrastive":
             from steering.disentanglement import attribute_report
@@ -420,7 +459,13 @@ def directions_fit(
     saved = save_fitted(fitted, out, name, method=method, space=space, model=loaded, extra=extra)  # type: ignore[arg-type]
     for path in saved:
         typer.echo(str(path))
-    report = fitted.leakage
+    print_leakage(fitted.leakage)
+
+
+def print_leakage(report: dict[str, Any] | None) -> None:
+    """A fitted set's MIG, SAP and leakage rows, or why they were not measured."""
+    if report is None:
+        return
     if report["measured"]:
         figures = "  ".join(f"{k.upper()} {report[k]:.3f}" for k in ("mig", "sap") if report[k] is not None)
         typer.echo(f"against {', '.join(report['attributes'])}: {figures or 'one direction: no MIG or SAP'}")

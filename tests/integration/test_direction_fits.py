@@ -5,6 +5,7 @@ webhook, and a job cites what it fitted."""
 import hashlib
 import json
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from api_schemas import JobStatus
 from storage.s3 import S3Storage
 from tests.conftest import make_image
 from tests.integration.conftest import BUCKET, Service
+from tests.integration.test_server_cli import vsteer
 from vsteer.pictures import png_bytes
 from workers.directions import read_direction
 
@@ -112,3 +114,27 @@ def test_a_fit_that_fails_on_the_worker_says_why(service: Service) -> None:
     assert fit.status is JobStatus.failed and fit.error is not None
     assert fit.error.status == 422 and "images" in (fit.error.detail or "")
     assert fit.directions == []
+
+
+def test_the_cli_fits_on_a_server_from_local_images(service: Service, tmp_path: Path) -> None:
+    files = []
+    for seed in range(50, 55):
+        path = tmp_path / f"p{seed}.png"
+        path.write_bytes(png_bytes(make_image(seed, (64, 64))))
+        files.append(str(path))
+    done = vsteer(
+        "directions",
+        "fit",
+        *("--server", service.url, "--method", "pca", "--model", "tiny", "--k", "2", "--images", *files),
+        server=service,
+    )
+    assert done.returncode == 0, done.stderr
+    ids = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("dir_")]
+    assert len(ids) == 2 and "succeeded" in done.stderr
+    with service.client() as client:
+        assert client.get_direction(ids[0]).method == "pca"
+
+    refused = vsteer(
+        "directions", "fit", "--server", service.url, "--method", "text", "--text", "a smile", server=service
+    )
+    assert refused.returncode == 2 and "--model" in refused.stderr

@@ -19,7 +19,8 @@ import httpx
 import typer
 from pydantic import ValidationError
 
-from api_schemas import JobRequest, JobResource
+from api_schemas import JobRequest, JobResource, JobStatus
+from api_schemas.directions import DirectionFitResource
 from api_schemas.job import set_field
 from api_schemas.refs import RefKind, ref_kind
 from vsteer.client import Client, DownloadError, JobFailed, VsteerError, WaitTimeout
@@ -332,6 +333,46 @@ def get_asset(asset_id: str, server: Server = None, key: Key = None, as_json: As
 def direction_line(direction: Any) -> str:
     name = f"  {direction.name}" if direction.name else ""
     return f"{direction.id}  {direction.model} {direction.space} ({direction.dimension} values){name}"
+
+
+def fit_on_server(
+    server: str | None, key: str | None, fit: dict[str, Any], images: list[Path], *, pairs: bool, half: int
+) -> DirectionFitResource:
+    """`vsteer directions fit --server`: upload the local images (an `asset:<id>` is already there), fit
+    on the server's GPU worker with progress on stderr, and print the stored directions."""
+    with connect(server, key) as client:
+        refs = []
+        for image in images:
+            name = str(image)
+            if name.startswith("asset:"):
+                refs.append(name)
+                continue
+            if not image.is_file():
+                fail(f"no such image: {image}", EXIT_INVALID)
+            refs.append(f"asset:{client.upload_asset(image).id}")
+        if pairs:  # the file's `with` images, then its `without` images
+            fit = {**fit, "pairs": [[a, b] for a, b in zip(refs[:half], refs[half:], strict=True)]}
+        elif refs:
+            fit = {**fit, "images": refs}
+        body = {k: v for k, v in fit.items() if v is not None}
+        try:
+            queued = client.fit_directions(body)
+        except ValidationError as exc:
+            fail(str(exc), EXIT_INVALID)
+        typer.echo(f"fit {queued.id} queued on {queued.model}", err=True)
+
+        def report(fit: DirectionFitResource) -> None:
+            p = fit.progress
+            where = f" {p.stage} {p.step}/{p.total}" if p is not None and not fit.status.is_terminal() else ""
+            typer.echo(f"  {fit.status.value}{where}", err=True)
+
+        done = client.wait_fit(queued.id, timeout=3600, on_progress=report)
+        if done.status is not JobStatus.succeeded:
+            why = done.error.detail if done.error is not None else done.status.value
+            fail(f"fit {done.id} {done.status.value}: {why}", EXIT_FAILED)
+        for direction in done.directions:
+            typer.echo(direction_line(direction))
+        return done
 
 
 def upload_direction(
