@@ -111,6 +111,11 @@ def _cases(job_id: str) -> list[tuple[str, Callable[[httpx.Client], httpx.Respon
     def video(source: str, **fields: object) -> Send:
         return job(video={"source": source, "strength": 0.5, **fields})
 
+    def fit(**body: object) -> Send:
+        return lambda c: c.post("/v1/directions", json={"model": "tiny", **body})
+
+    three = ["asset:ast_a", "asset:ast_b", "asset:ast_c"]
+
     mp4 = videos.clip()
 
     return [
@@ -253,6 +258,15 @@ def _cases(job_id: str) -> list[tuple[str, Callable[[httpx.Client], httpx.Respon
             job(directions=[{"source": {"id": "dir_missing"}, "space": "latent"}]),
         ),
         ("another tenant's direction id shape", lambda c: c.get("/v1/directions/..%2F..%2Fetc")),
+        # fitting directions over HTTP
+        ("a fit by an unknown method", fit(method="lda", images=three)),
+        ("a fit with too few images for its method", fit(method="pca", images=three[:1])),
+        ("a fit with labels of the wrong count", fit(method="probe", images=three, labels=[1, 0])),
+        ("a fit on images nobody uploaded", fit(method="pca", images=three)),
+        ("a fit with pairs of unknown assets", fit(method="contrastive", pairs=[["asset:ast_no", "asset:ast_ne"]])),
+        ("a fit on an image URL", fit(method="pca", images=["https://example.com/a.png", *three])),
+        ("a fit nobody made", lambda c: c.get("/v1/directions/fits/job_0123456789abcdef0123456789ab")),
+        ("cancel of a fit id of 70 characters", lambda c: c.post("/v1/directions/fits/" + "a" * 70 + "/cancel")),
     ]
 
 

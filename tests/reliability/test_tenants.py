@@ -40,11 +40,16 @@ def test_no_tenant_reaches_another_tenants_data(stack_factory):
             direction = client.post("/v1/directions", json={"vector": [1, 0, 0, 0], "model": "tiny", "space": "latent"})
             anchor = client.post("/v1/anchors", json={"name": "house look", "seed": 7})
             assert direction.status_code == 201 and anchor.status_code == 201, (direction.text, anchor.text)
+            fit = client.post(
+                "/v1/directions", json={"method": "pca", "model": "tiny", "images": [f"asset:{asset}"] * 2}
+            )
+            assert fit.status_code == 202, fit.text
             owned[key] = {
                 "asset": asset,
                 "done": done,
                 "direction": direction.json()["id"],
                 "anchor": anchor.json()["id"],
+                "fit": fit.json()["id"],
             }
         wait_terminal(store, TENANT_A, [owned[KEY_A]["done"]], 60)
         wait_terminal(store, TENANT_B, [owned[KEY_B]["done"]], 60)
@@ -64,6 +69,9 @@ def test_no_tenant_reaches_another_tenants_data(stack_factory):
                 ("GET", f"/v1/anchors/{other['anchor']}"),
                 ("POST", f"/v1/anchors/{other['anchor']}/versions", {"seed": 8}),
                 ("DELETE", f"/v1/anchors/{other['anchor']}"),
+                ("GET", f"/v1/directions/fits/{other['fit']}"),
+                ("POST", f"/v1/directions/fits/{other['fit']}/cancel"),
+                ("GET", f"/v1/jobs/{other['fit']}"),
                 *[
                     (method, path.format(job=job))
                     for job in (other["done"], other["running"])
@@ -87,7 +95,7 @@ def test_no_tenant_reaches_another_tenants_data(stack_factory):
                     leaks.append((key, method, path, response.status_code))
             # the listing holds only the caller's jobs; a document cannot borrow the other's asset
             listed = {j["id"] for j in client.get("/v1/jobs", params={"limit": 100}).json()["items"]}
-            assert not listed & {other["done"], other["running"]}
+            assert not listed & {other["done"], other["running"], other["fit"], owned[key]["fit"]}
             for route, mine in (("assets", "asset"), ("directions", "direction"), ("anchors", "anchor")):
                 ids = {item["id"] for item in client.get(f"/v1/{route}").json()["items"]}
                 assert other[mine] not in ids and owned[key][mine] in ids, (route, ids)
@@ -98,6 +106,10 @@ def test_no_tenant_reaches_another_tenants_data(stack_factory):
             borrowed = client.post("/v1/jobs", json=standin_job(image=f"asset:{other['asset']}"))
             probes += 1
             body = problem(borrowed, 422)
+            not_found += body["errors"][0]["rule"] == "unknown_asset"
+            fit_borrowing = {"method": "pca", "model": "tiny", "images": [f"asset:{other['asset']}"] * 2}
+            body = problem(client.post("/v1/directions", json=fit_borrowing), 422)
+            probes += 1
             not_found += body["errors"][0]["rule"] == "unknown_asset"
         # the other tenant's running job was not canceled by the probes
         assert store.get(TENANT_A, owned[KEY_A]["running"]).status is not JobStatus.canceled
