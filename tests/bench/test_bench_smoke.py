@@ -196,3 +196,14 @@ def test_video_edit_writes_its_figures(tmp_path: Path, tiny_model_dir: Path, mon
     # 4 steps: strength 0.25, 0.5 and 0.75 run 1, 2 and 3 of them; inversion doubles the 2.
     assert figures["unet_calls"] == {"plain": 4, "edit 25%": 1, "edit 50%": 2, "edit 75%": 3, "edit 50% inverted": 4}
     assert figures["time_vs_plain"]["edit 50%"] > 0
+
+
+def test_direction_fits_writes_its_figures(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    from bench import direction_fits
+
+    monkeypatch.setenv("VSTEER_CACHE_DIR", str(tiny_model_dir.parent))
+    out = tmp_path / "fits.json"
+    figures = direction_fits.main(["--repeats", "1", "--images", "5", "--job-size", "tiny", "--out", str(out)])
+    assert json.loads(out.read_text())["figures"]["images"] == 5
+    assert figures["fit"]["http_vs_work_in_worker"] > 1.0  # the wall includes the fit's own work
+    assert figures["stored_vs_inline"]["ratio"] > 0 and figures["stored_vs_inline"]["runs"]["stored"]["runs"] == 1

@@ -1,0 +1,144 @@
+"""Directions as a service: a fit over HTTP against the same fit in-process, and a job citing stored
+directions against the same job with the vectors inline.
+
+1. *Fit*: `pca` (k=4) on 64 uploaded pictures. Over HTTP: `POST /v1/directions` on the product's own
+   stack (`vsteer.stack.running_stack`: redis-server, uvicorn, a solo Celery worker with the tiny
+   model, local storage), polled every 20 ms to `succeeded`. In-process: `encode_images` + `fit` on
+   the same model in this process. Headline ratio: HTTP wall ÷ the fit's own work inside the worker
+   (its `timings`: load, encode, fit), the same process and warm state, so what is left is what the
+   service adds; HTTP ÷ in-process here is a cross-check (a second process on the same cores is a
+   different engine: thread pools, warm-ups). Target ≤ 1.1.
+2. *Stored vs inline*: one job with 4 embedding directions, cited as `{"id": "dir_..."}` (4 stored
+   directions: a record check at submit, 4 storage reads in the worker) or given as inline vectors;
+   both `POST /v1/jobs` with `Prefer: wait`. Ratio of medians of interleaved pairs. Target ≤ 1.02.
+
+    python -m bench.direction_fits [--repeats 5] [--images 64] [--job-size default]
+"""
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import interleave, median, table, test_image, tiny_model_dir, write_result
+from vsteer.pictures import png_bytes
+
+JOB_SIZES = {
+    "tiny": {"width": 64, "height": 64, "num_frames": 4, "steps": 2},
+    "default": {"width": 128, "height": 128, "num_frames": 8, "steps": 8},
+}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--images", type=int, default=64, help="pictures the fit reads")
+    parser.add_argument("--job-size", choices=sorted(JOB_SIZES), default="default", help="the job of part 2")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (bench/results/direction_fits.json)")
+    args = parser.parse_args(argv)
+
+    import httpx
+    import torch
+
+    from vsteer.stack import running_stack
+    from workers.fitting import encode_images, fit
+    from workers.models import ModelRegistry, ModelSpec, quiet_libraries
+    from workers.tiny import TINY_DEFAULTS
+
+    quiet_libraries()
+    folder = tiny_model_dir()  # the worker builds the same one under the same VSTEER_CACHE_DIR
+    registry = ModelRegistry({"tiny": ModelSpec(name="tiny", source=str(folder), **TINY_DEFAULTS)}, default="tiny")
+    loaded = registry.get("tiny")
+    pictures = [test_image(seed, (64, 64)) for seed in range(args.images)]
+    figures: dict[str, Any] = {"images": args.images, "job": JOB_SIZES[args.job_size]}
+    with running_stack(webhooks=False) as stack, httpx.Client(base_url=stack.url, timeout=900) as http:
+        auth = {"Authorization": f"Bearer {stack.api_key}"}
+        refs = []
+        for picture in pictures:
+            files = {"file": ("p.png", png_bytes(picture), "image/png")}
+            refs.append(f"asset:{http.post('/v1/assets', files=files, headers=auth).json()['id']}")
+
+        # 1. the fit, over HTTP and in this process
+        body = {"method": "pca", "model": "tiny", "images": refs, "k": 4}
+
+        def over_http() -> dict[str, float]:
+            made = http.post("/v1/directions", json=body, headers=auth).json()
+            while True:
+                fit = http.get(f"/v1/directions/fits/{made['id']}", headers=auth).json()
+                if fit["status"] in ("succeeded", "failed", "canceled"):
+                    break
+                time.sleep(0.02)
+            if fit["status"] != "succeeded":
+                raise RuntimeError(f"the fit did not succeed: {fit}")
+            timings = fit_timings(http, auth, fit)
+            return {"in_worker": sum(timings.values())}
+
+        def in_process() -> None:
+            X = torch.cat([encode_images(loaded, [p], "embedding", 64, 64) for p in pictures])
+            fit("pca", X, k=4)
+
+        fits = interleave({"http": over_http, "in_process": in_process}, args.repeats)
+        walls, inside = fits.series("http"), fits.series("http.in_worker")
+        figures["fit"] = {
+            "runs": fits.summary(),
+            "http_vs_work_in_worker": fits.ratio("http", "http.in_worker"),
+            "added_ms": median([w - i for w, i in zip(walls, inside, strict=True)]) * 1e3,
+            "http_vs_in_process": fits.ratio("http", "in_process"),
+        }
+
+        # 2. four stored directions against the same four inline
+        generator = torch.Generator().manual_seed(0)
+        vectors = [torch.randn(32, generator=generator).tolist() for _ in range(4)]
+        stored = [
+            http.post("/v1/directions", json={"vector": v, "model": "tiny"}, headers=auth).json()["id"] for v in vectors
+        ]
+        job = {"model": "tiny", "seed": 3, "image": refs[0], "generation": JOB_SIZES[args.job_size]}
+        cited = {**job, "directions": [{"source": {"id": d}, "strength": 0.5} for d in stored]}
+        inline = {**job, "directions": [{"source": {"vector": v}, "strength": 0.5} for v in vectors]}
+        wait = {**auth, "Prefer": "wait=600"}
+
+        def submit(doc: dict[str, Any]) -> None:
+            done = http.post("/v1/jobs", json=doc, headers=wait).json()
+            if done["status"] != "succeeded":
+                raise RuntimeError(f"the job did not succeed: {done}")
+
+        jobs = interleave({"stored": lambda: submit(cited), "inline": lambda: submit(inline)}, args.repeats)
+        figures["stored_vs_inline"] = {"runs": jobs.summary(), "ratio": jobs.ratio("stored", "inline")}
+    figures["target"] = {"fit_http_vs_in_process": 1.1, "stored_vs_inline": 1.02}
+
+    f, s = figures["fit"], figures["stored_vs_inline"]
+    print(
+        table(
+            f"direction fits and stored directions (tiny model, {args.repeats} rounds)",
+            ["measure", "A median s", "B median s", "ratio"],
+            [
+                [
+                    f"pca k=4 on {args.images} images: HTTP ÷ work in the worker",
+                    fits.median("http"),
+                    fits.median("http.in_worker"),
+                    f["http_vs_work_in_worker"],
+                ],
+                [
+                    "the same: HTTP ÷ in this process",
+                    fits.median("http"),
+                    fits.median("in_process"),
+                    f["http_vs_in_process"],
+                ],
+                ["job with 4 stored ÷ 4 inline directions", jobs.median("stored"), jobs.median("inline"), s["ratio"]],
+            ],
+        )
+    )
+    print(f"added by the service to a fit: {f['added_ms']:.0f} ms")
+    print(f"\nwrote {write_result('direction_fits', figures, args.out)}")
+    return figures
+
+
+def fit_timings(http: Any, auth: dict[str, str], fit: dict[str, Any]) -> dict[str, float]:
+    """The fit's own stage timings, from its manifest (load, encode, fit)."""
+    manifest = http.get(fit["manifest"]["url"], headers=auth)
+    timings: dict[str, float] = manifest.json()["timings"]
+    return timings
+
+
+if __name__ == "__main__":
+    main()
