@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         jobs = interleave({"stored": lambda: submit(cited), "inline": lambda: submit(inline)}, args.repeats)
         figures["stored_vs_inline"] = {"runs": jobs.summary(), "ratio": jobs.ratio("stored", "inline")}
+    figures["corpus"] = corpus_encodes(registry, pictures[:2], JOB_SIZES[args.job_size])
     figures["target"] = {"fit_http_vs_in_process": 1.1, "stored_vs_inline": 1.02}
 
     f, s = figures["fit"], figures["stored_vs_inline"]
@@ -129,8 +130,54 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     )
     print(f"added by the service to a fit: {f['added_ms']:.0f} ms")
+    c = figures["corpus"]
+    print(
+        f"geodesic keyframe jobs on a {c['corpus_images']}-image corpus: images encoded after the first job "
+        f"{c['encoded_after'][0]}, after the second {c['encoded_after'][1]} ({c['seconds'][0]:.2f} s, then "
+        f"{c['seconds'][1]:.2f} s)"
+    )
     print(f"\nwrote {write_result('direction_fits', figures, args.out)}")
     return figures
+
+
+def corpus_encodes(registry: Any, keyframes: list[Any], size: dict[str, int]) -> dict[str, Any]:
+    """Two geodesic keyframe jobs in this process on a model whose reference corpus is a folder of 64
+    pictures: the corpus is encoded by the first and read from the cache by the second."""
+    import base64
+    import tempfile
+
+    from api_schemas import JobRequest
+    from bench.common import test_image
+    from workers.corpus import EmbeddingCorpus
+    from workers.engine import run_job
+    from workers.images import ImageResolver
+
+    folder = Path(tempfile.mkdtemp(prefix="vsteer-corpus-"))
+    for seed in range(64):
+        test_image(1000 + seed, (64, 64)).save(folder / f"{seed:03d}.png")
+    corpus = EmbeddingCorpus(folder)
+    pipeline = registry.get("tiny").pipeline
+    pipeline.geodesic_corpus = corpus
+    uris = ["data:image/png;base64," + base64.b64encode(png_bytes(k)).decode() for k in keyframes]
+    job = JobRequest.model_validate(
+        {
+            "model": "tiny",
+            "seed": 1,
+            "keyframes": [{"image": uris[0], "at": 0.0}, {"image": uris[1], "at": 1.0}],
+            "interpolation": "geodesic",
+            "generation": size,
+        }
+    )
+    encoded, seconds = [], []
+    try:
+        for _ in range(2):
+            started = time.perf_counter()
+            run_job(job, folder / "out", registry=registry, images=ImageResolver())
+            seconds.append(time.perf_counter() - started)
+            encoded.append(corpus.encoded)
+    finally:
+        pipeline.geodesic_corpus = None
+    return {"corpus_images": 64, "encoded_after": encoded, "seconds": seconds}
 
 
 def fit_timings(http: Any, auth: dict[str, str], fit: dict[str, Any]) -> dict[str, float]:
