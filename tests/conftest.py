@@ -35,7 +35,7 @@ def registry(tiny_model_dir: Path):
     from workers.models import ModelRegistry, ModelSpec
     from workers.tiny import TINY_DEFAULTS
 
-    spec = ModelSpec(name="tiny", source=str(tiny_model_dir), **TINY_DEFAULTS)
+    spec = ModelSpec(name="tiny", source=str(tiny_model_dir), text_encoder=str(tiny_model_dir), **TINY_DEFAULTS)
     return ModelRegistry({"tiny": spec}, default="tiny")
 
 

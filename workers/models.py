@@ -26,6 +26,7 @@ from workers.errors import ModelUnavailableError
 from workers.pipeline import SteerableVideoPipeline
 from workers.preview import LatentRGB, fit_latent_rgb
 from workers.settings import CUDA_ALLOC_CONF_ENV, EngineSettings, engine_defaults
+from workers.text import TextEncoder, has_text_encoder, load_text_encoder
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,10 @@ class ModelSpec:
     preview_map: tuple[tuple[float, ...], ...] | None = None
     # Geodesic keyframe paths' reference corpus: a folder of images or a safetensors `embeddings` file.
     geodesic_corpus: str | None = None
+    # Text directions' CLIP text tower sharing the image encoder's joint space (for SVD the ViT-H/14 one):
+    # a local folder or a hub id in the local cache, holding a CLIPTextModelWithProjection and its
+    # CLIPTokenizer (`workers.text`). Its projection width must equal the image embedding's.
+    text_encoder: str | None = None
 
     def resolved_device(self) -> str:
         return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -72,7 +77,12 @@ def builtin_specs(cache_dir: Path) -> dict[str, ModelSpec]:
     from workers.tiny import TINY_DEFAULTS
 
     return {
-        TINY: ModelSpec(name=TINY, source=str(cache_dir / "tiny-svd"), **TINY_DEFAULTS),  # type: ignore[arg-type]
+        TINY: ModelSpec(
+            name=TINY,
+            source=str(cache_dir / "tiny-svd"),
+            text_encoder=str(cache_dir / "tiny-svd"),  # its text tower is kept beside the pipeline
+            **TINY_DEFAULTS,  # type: ignore[arg-type]
+        ),
         "svd": ModelSpec(name="svd", source="stabilityai/stable-video-diffusion-img2vid", variant="fp16"),
         "svd-xt": ModelSpec(name="svd-xt", source="stabilityai/stable-video-diffusion-img2vid-xt", variant="fp16"),
     }
@@ -90,6 +100,7 @@ class LoadedModel:
     defaults: dict[str, int] = field(default_factory=dict)
     fast: "FastPath" = field(default_factory=lambda: FastPath())
     preview: LatentRGB | None = None  # the live previews' colour map
+    text: TextEncoder | None = None  # text directions' CLIP text tower, when the spec names one
 
     @property
     def device(self) -> str:
@@ -118,6 +129,7 @@ class LoadedModel:
             "device_name": self.device_name,
             "dtype": str(self.dtype).removeprefix("torch."),
             "fast_path": self.fast.describe(),
+            "text_encoder": self.text.describe() if self.text is not None else None,
         }
 
 
@@ -142,6 +154,10 @@ def resolve_folder(spec: ModelSpec, hf_cache: str | None = None) -> Path:
         from workers.tiny import save_tiny_svd
 
         save_tiny_svd(Path(spec.source))
+    elif spec.name == TINY and not has_text_encoder(Path(spec.source)):
+        from workers.tiny import save_tiny_text
+
+        save_tiny_text(Path(spec.source))  # a tiny model built before it had one: its weights stay
     local = Path(spec.source).expanduser()
     if local.is_dir():
         if not (local / "model_index.json").is_file():
@@ -268,11 +284,19 @@ def load_model(spec: ModelSpec, settings: EngineSettings | None = None) -> Loade
     pipeline.set_progress_bar_config(disable=True)
     if spec.geodesic_corpus:
         pipeline.geodesic_corpus = EmbeddingCorpus(spec.geodesic_corpus)
-    size = sum(
-        p.numel() * p.element_size()
-        for module in (pipeline.unet, pipeline.vae, pipeline.image_encoder)
-        for p in module.parameters()
-    )
+    text = None
+    if spec.text_encoder:
+        image_width = int(pipeline.image_encoder.config.projection_dim)
+        text = load_text_encoder(
+            spec.name,
+            spec.text_encoder,
+            image_width=image_width,
+            device=device,
+            dtype=dtype,
+            hf_cache=settings.hf_cache,
+        )
+    modules = [pipeline.unet, pipeline.vae, pipeline.image_encoder] + ([text.model] if text is not None else [])
+    size = sum(p.numel() * p.element_size() for module in modules for p in module.parameters())
     defaults = {
         "width": spec.width,
         "height": spec.height,
@@ -280,7 +304,8 @@ def load_model(spec: ModelSpec, settings: EngineSettings | None = None) -> Loade
     }
     fast = FastPath.for_device(device, settings)
     fast.apply(pipeline, defaults["num_frames"], spec.height, spec.width)
-    return LoadedModel(spec, pipeline, folder, weight_hash(folder), size, defaults, fast, preview_map(spec, pipeline))
+    colour_map = preview_map(spec, pipeline)
+    return LoadedModel(spec, pipeline, folder, weight_hash(folder), size, defaults, fast, colour_map, text)
 
 
 def preview_map(spec: ModelSpec, pipeline: SteerableVideoPipeline) -> LatentRGB:
@@ -351,7 +376,8 @@ class ModelRegistry:
 
     def register(self, name_or_path: str) -> str:
         """A registered name as is; a local pipeline folder (CLI `--model PATH`) is registered under
-        its folder name, at 64x64 and its UNet's frame count when it is a small architecture (tiny, toy)."""
+        its folder name, at 64x64 and its UNet's frame count when it is a small architecture (tiny, toy),
+        with the text encoder it keeps beside it (`text_encoder/` and `tokenizer/`) if any."""
         written_as_path = any(sep in name_or_path for sep in ("/", os.sep)) or name_or_path.startswith(("~", "."))
         if name_or_path in self.specs and not written_as_path:
             return name_or_path
@@ -363,7 +389,8 @@ class ModelRegistry:
             )
         name = re.sub(r"[^A-Za-z0-9._-]", "-", path.resolve().name) or "local"
         frames = _small_model_frames(path)
-        spec = ModelSpec(name=name, source=str(path.resolve()), num_frames=frames)
+        text = str(path.resolve()) if has_text_encoder(path) else None
+        spec = ModelSpec(name=name, source=str(path.resolve()), num_frames=frames, text_encoder=text)
         if frames is not None:
             spec = dataclasses.replace(spec, width=SMALL_SIZE, height=SMALL_SIZE)
         if name in self.specs and self.specs[name].source != spec.source:

@@ -4,6 +4,10 @@ It exercises the same code paths as SVD-XT (temporal UNet, temporal VAE decoder,
 Euler v-prediction scheduler with Karras sigmas) at a size that runs in well under a second on a CPU,
 and it is saved with `save_pretrained`, so it loads through the same `from_pretrained` path as real
 weights. Its outputs are noise-like: the weights are random.
+
+Beside the pipeline it keeps a tiny CLIP text tower (`text_encoder/`, projecting to the image
+encoder's width) and a byte-level BPE tokenizer made in code (`tokenizer/`), so text directions run
+without anything downloaded.
 """
 
 from pathlib import Path
@@ -15,10 +19,22 @@ from diffusers import (
     StableVideoDiffusionPipeline,
     UNetSpatioTemporalConditionModel,
 )
-from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+from tokenizers import pre_tokenizers
+from transformers import (
+    CLIPImageProcessor,
+    CLIPTextConfig,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
 
 # The defaults the registry gives the tiny model (SVD-XT's are 1024x576, 25 frames).
 TINY_DEFAULTS = {"width": 64, "height": 64, "num_frames": 6}
+
+# The tiny tokenizer's merges beyond single bytes: a few, so that words become several tokens as in CLIP.
+TINY_MERGES = [("t", "h"), ("th", "e</w>"), ("a", "n"), ("i", "n"), ("in", "g</w>"), ("e", "r"), ("o", "n")]
+TINY_CONTEXT = 16  # tokens per prompt (CLIP's is 77)
 
 # SVD's published scheduler configuration, so the tiny model samples exactly as the real one does.
 SVD_SCHEDULER = {
@@ -84,6 +100,35 @@ def small_image_encoder() -> CLIPVisionModelWithProjection:
     )
 
 
+def small_tokenizer() -> CLIPTokenizer:
+    """CLIP's byte-level BPE tokenizer over a vocabulary made here: the start and end tokens, the 256
+    byte symbols alone and at a word's end, and `TINY_MERGES`."""
+    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokens = ["<|startoftext|>", "<|endoftext|>"] + symbols + [s + "</w>" for s in symbols]
+    tokens += ["".join(pair) for pair in TINY_MERGES]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    return CLIPTokenizer(vocab=vocab, merges=list(TINY_MERGES), model_max_length=TINY_CONTEXT)
+
+
+def small_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModelWithProjection:
+    """A two-layer CLIP text tower projecting to the tiny image encoder's 32 dimensions (random weights)."""
+    return CLIPTextModelWithProjection(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            projection_dim=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            max_position_embeddings=TINY_CONTEXT,
+            # CLIP pools the end-of-text token's state: the ids must be the tokenizer's.
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+
 def small_pipeline(
     unet: UNetSpatioTemporalConditionModel,
     vae: AutoencoderKLTemporalDecoder,
@@ -108,8 +153,26 @@ def build_tiny_svd(seed: int = 0) -> StableVideoDiffusionPipeline:
     return small_pipeline(unet, vae, small_image_encoder())
 
 
+def build_tiny_text(seed: int = 0) -> tuple[CLIPTextModelWithProjection, CLIPTokenizer]:
+    """The tiny text tower and its tokenizer; their own seed, so the pipeline's weights stay those
+    `build_tiny_svd` always gave, and the global random state is left as it was."""
+    tokenizer = small_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return small_text_encoder(tokenizer), tokenizer
+
+
+def save_tiny_text(path: Path, seed: int = 0) -> Path:
+    """`save_pretrained` the tiny text tower and tokenizer into `path/text_encoder` and `path/tokenizer`."""
+    path = Path(path)
+    text_encoder, tokenizer = build_tiny_text(seed)
+    text_encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
+    tokenizer.save_pretrained(path / "tokenizer")
+    return path
+
+
 def save_tiny_svd(path: Path, seed: int = 0) -> Path:
-    """Build the tiny SVD and `save_pretrained` it to `path` (safetensors)."""
+    """Build the tiny SVD and `save_pretrained` it to `path` (safetensors), its text tower beside it."""
     path = Path(path)
     build_tiny_svd(seed).save_pretrained(path, safe_serialization=True)
-    return path
+    return save_tiny_text(path, seed)
