@@ -231,17 +231,35 @@ Strength = Annotated[
 
 
 class DirectionSource(Strict):
-    """Where a direction comes from: exactly one of `id`, `path`, `vector`."""
+    """Where a direction comes from: exactly one of `id`, `path`, `vector`, `text`.
+
+    `text` (with `from_text`, the empty prompt when unset) is unCLIP's "text diff": d =
+    normalize(E_text(text) − E_text(from_text)), E_text the CLIP text tower's projected, L2-normalised
+    embedding, in the joint space the image embedding lives in; it needs a text encoder configured for
+    the model and acts in the `embedding` space only."""
 
     id: str | None = Field(None, pattern=r"^dir_[A-Za-z0-9_-]{1,64}$", description="A stored direction.")
     path: str | None = Field(None, max_length=4096, description="A local safetensors file (CLI only).")
     vector: list[float] | None = Field(None, min_length=1, max_length=65536, description="An inline direction vector.")
+    text: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1000,
+        description="A prompt to move toward, in CLIP's joint text-image space (needs the model's text encoder).",
+    )
+    from_text: str | None = Field(
+        None,
+        max_length=1000,
+        description='The prompt to move away from, with `text`; unset means "" (the empty prompt).',
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
-        given = [k for k in ("id", "path", "vector") if getattr(self, k) is not None]
+        given = [k for k in ("id", "path", "vector", "text") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"a direction `source` needs exactly one of id, path, vector; got {given or 'none'}")
+            raise ValueError(f"a direction `source` needs exactly one of id, path, vector, text; got {given or 'none'}")
+        if self.from_text is not None and self.text is None:
+            raise rule_error("from_text", "from_text_needs_text", "`from_text` is the other end of a `text` direction")
         return self
 
 
@@ -261,6 +279,16 @@ class Direction(Strict):
     def _windows(self) -> Self:
         _check_window(self.frames, "frames")
         _check_window(self.steps, "steps")
+        if self.space == "latent":
+            texts = [("source", self.source)] + [(f"preserve[{k}]", p) for k, p in enumerate(self.preserve)]
+            for name, source in texts:
+                if source.text is not None:
+                    # A text difference lives in CLIP's joint space, which only the image embedding shares.
+                    raise rule_error(
+                        f"{name}.text",
+                        "text_needs_embedding_space",
+                        "a `text` direction acts in the CLIP embedding space: it needs `space: embedding`",
+                    )
         if self.space == "embedding":
             # The conditioning is fixed for the whole denoising run: it has no steps to vary over.
             if self.steps is not None:

@@ -5,6 +5,7 @@ space, dimension, model it came from, fit statistics, leakage report). In a job,
 length after its `preserve` directions are projected out, so `strength` is a distance: z' = z + α·d.
 """
 
+import copy
 import hashlib
 import json
 import re
@@ -52,19 +53,31 @@ def read_direction(data: bytes, where: str) -> torch.Tensor:
 
 
 class DirectionResolver:
-    """Turns a `source` into a vector: inline, a local file (CLI only) or a stored id.
+    """Turns a `source` into a vector: inline, a local file (CLI only), a stored id, or two texts on
+    the job's model (`text`, bound with `with_text`).
 
     `fetch` maps a direction id to its safetensors bytes (a folder in the CLI, storage in the workers).
     """
 
-    def __init__(self, *, fetch: Callable[[str], bytes] | None = None, allow_paths: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        fetch: Callable[[str], bytes] | None = None,
+        allow_paths: bool = False,
+        text: Callable[[str, str], torch.Tensor] | None = None,
+    ) -> None:
         self.fetch = fetch
         self.allow_paths = allow_paths
+        self.text = text  # (text, from_text) → unit direction on the job's model (`workers.text.text_direction`)
+        self._texts: dict[tuple[str, str], torch.Tensor] = {}  # (text, from_text) → the direction it gave
         self._digests: dict[tuple[str, str], str] = {}  # ("id" | "path", name) → sha256 of the bytes read
 
     def digest(self, source: DirectionSource) -> str:
         """`sha256:<hex>` of what `source` was read from: the stored file (an id or a path, read by
-        `vector` first) or the inline vector's float32 values, for the manifest."""
+        `vector` first) or the inline vector's float32 values, for the manifest; for a `text` source,
+        the float32 values of the direction its texts gave."""
+        if source.text is not None:
+            return direction_digest(self.text_vector(source, "directions"))
         if source.vector is not None:
             return direction_digest(torch.tensor(source.vector, dtype=torch.float32))
         key = ("id", source.id) if source.id is not None else ("path", str(source.path))
@@ -82,9 +95,33 @@ class DirectionResolver:
 
         return cls(fetch=fetch, allow_paths=allow_paths)
 
+    def with_text(self, text: Callable[[str, str], torch.Tensor] | None) -> "DirectionResolver":
+        """This resolver, reading `text` sources with `text(text, from_text)`: the model a job runs on
+        (`workers.text.text_direction`), bound once its model is loaded."""
+        bound = copy.copy(self)
+        bound.text, bound._texts = text, {}
+        return bound
+
+    def text_vector(self, source: DirectionSource, where: str) -> torch.Tensor:
+        """d = normalize(E_text(text) − E_text(from_text)), `from_text` "" when unset; once per pair."""
+        assert source.text is not None
+        key = (source.text, source.from_text or "")
+        if key not in self._texts:
+            if self.text is None:
+                raise JobInputError(
+                    f"{where}.text", "this model has no text encoder for text directions (text_encoder_missing)"
+                )
+            try:
+                self._texts[key] = self.text(*key)
+            except JobInputError as exc:  # `text` or `from_text`, under the source that holds them
+                raise JobInputError(f"{where}.{exc.field}", exc.detail) from exc
+        return self._texts[key]
+
     def vector(self, source: DirectionSource, where: str) -> torch.Tensor:
         if source.vector is not None:
             return torch.tensor(source.vector, dtype=torch.float32)
+        if source.text is not None:
+            return self.text_vector(source, where)
         if source.path is not None:
             if not self.allow_paths:
                 raise JobInputError(f"{where}.path", "local direction files are accepted by the CLI only")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from workers.planning import plan_job_clips
 from workers.preview import preview_steps, preview_strip
 from workers.segments import describe_chain, run_chain
 from workers.settings import EngineSettings, engine_defaults
+from workers.text import text_direction
 from workers.video_input import load_job_video
 
 
@@ -113,6 +115,8 @@ def run_job(
     # 1. Resolve the document against the model's defaults; choose a seed when none was given.
     model = registry.get(job.model)
     plan = resolve_job(job, model)
+    # `text` direction sources read this model's text encoder (a job on a model without one fails naming them).
+    directions = (directions or DirectionResolver()).with_text(partial(text_direction, model))
     pipe = model.pipeline
     clock = StageClock(model.device)
     threads = output_threads(settings.output_threads)

@@ -24,6 +24,7 @@ JOBS: dict[str, set[str]] = {
     "negative-image.json": {"negative_image"},
     "style.json": {"style"},
     "latent-direction.json": {"directions"},
+    "text-direction.json": {"directions"},  # needs the model's text encoder: the tiny model has one
     "seed-sweep.json": {"sweep"},
     "video-edit.json": {"video", "directions"},  # videos/pan.mp4: vsteer.pictures.panning_clip(7, (128, 64), 24, 8)
 }

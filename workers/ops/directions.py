@@ -69,11 +69,15 @@ class DirectionsOp(Operation):
         for i, direction in enumerate(ctx.job.directions):
             source = direction.source
             kind = "id" if source.id is not None else "path" if source.path is not None else "vector"
+            kind = "text" if source.text is not None else kind
+            # a text direction's prompts; its sha256 is of the vector they gave on this model
+            texts = {"text": source.text, "from_text": source.from_text or ""} if source.text is not None else {}
             described.append(
                 {
                     "index": i,
                     "space": direction.space,
                     "source": kind,
+                    **texts,
                     "preserve": len(direction.preserve),
                     # what each vector was read from, so a replay can tell a stored direction that changed
                     "sha256": ctx.directions.digest(source),
