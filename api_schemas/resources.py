@@ -235,6 +235,9 @@ class ModelInfo(Resource):
     dimensions: ModelDimensions | None = Field(
         None, description="The widths its directions must have (null when not configured for this model)."
     )
+    text_encoder: bool = Field(
+        False, description="Whether it has a CLIP text encoder, so that jobs may use `text` direction sources."
+    )
 
 
 class ModelList(Resource):

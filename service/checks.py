@@ -76,6 +76,7 @@ async def check_document(
     errors += await _check_images(doc.image_refs(), tenant, store, settings)
     # 3. direction sources
     errors += await _check_directions(doc.directions, tenant, storage, store, doc.model or settings.default_model)
+    errors += text_encoder_errors(doc.directions, doc.model or settings.default_model, settings)
     # 3b. the video to edit
     errors += await _check_video(doc, tenant, store)
     # 3c. a long video's overlap against the model's frames when the job leaves them to the model
@@ -95,6 +96,8 @@ async def check_anchor(
     errors = _check_model(fields.model, settings)
     errors += await _check_images(fields.image_refs(), tenant, store, settings)
     errors += await _check_directions(fields.directions or [], tenant, storage, store, fields.model)
+    if fields.model is not None:
+        errors += text_encoder_errors(fields.directions or [], fields.model, settings)
     if errors:
         raise invalid(errors, title="Invalid anchor set")
 
@@ -292,6 +295,25 @@ async def _direction_fits(
     return []
 
 
+def text_encoder_errors(directions: list[Direction], model: str, settings: Settings) -> list[FieldError]:
+    """A `text` direction source needs a text encoder on the job's model (`Settings.has_text_encoder`)."""
+    if settings.has_text_encoder(model):
+        return []
+    errors = []
+    for i, direction in enumerate(directions):
+        sources = [("source", direction.source)] + [(f"preserve[{j}]", p) for j, p in enumerate(direction.preserve)]
+        for name, source in sources:
+            if source.text is not None:
+                message = (
+                    f"model {model!r} has no text encoder for `text` directions; configure one for it "
+                    "(its spec's `text_encoder`, and VSTEER_TEXT_ENCODER_MODELS on the API) or give a vector"
+                )
+                errors.append(
+                    FieldError(field=f"directions[{i}].{name}.text", rule="text_encoder_missing", message=message)
+                )
+    return errors
+
+
 def resolve_defaults(doc: JobRequest, settings: Settings, seed: int) -> JobRequest:
     """The document as accepted: the model named and a seed chosen (and so recorded) when left out."""
     update: dict[str, object] = {}
@@ -308,5 +330,6 @@ __all__ = [
     "check_document",
     "data_uri_bytes",
     "resolve_defaults",
+    "text_encoder_errors",
     "video_data_uri_bytes",
 ]

@@ -16,6 +16,8 @@ from storage.settings import StorageSettings
 from webhooks.settings import WebhookSettings
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+# Built-in models that always have a text encoder: the tiny model keeps its tiny CLIP text tower beside it.
+BUILTIN_TEXT_ENCODERS = frozenset({"tiny"})
 # Tenants name storage folders: the same rule as `storage.keys` segments.
 _TENANT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 
@@ -59,6 +61,11 @@ class Settings(WebhookSettings, StorageSettings):
         default_factory=dict,
         description='Widths of each model\'s directions, `{"name": {"embedding": 1024, "latent_channels": 4}}`, '
         "for models other than the built-in svd, svd-xt, tiny and toy.",
+    )
+    text_encoder_models: list[str] = Field(
+        default_factory=list,
+        description="Models whose workers have a CLIP text encoder (their spec's `text_encoder`), so that jobs "
+        "may use `text` direction sources; the built-in tiny always has one, svd and svd-xt only when listed.",
     )
     list_limit_max: int = Field(100, ge=1, le=1000, description="Largest page of `GET /v1/jobs`.")
 
@@ -110,6 +117,10 @@ class Settings(WebhookSettings, StorageSettings):
             if self.webhook_allow_private:
                 raise ValueError("VSTEER_WEBHOOK_ALLOW_PRIVATE is refused in production")
         return self
+
+    def has_text_encoder(self, model: str) -> bool:
+        """Whether jobs on `model` may use `text` direction sources."""
+        return model in BUILTIN_TEXT_ENCODERS or model in self.text_encoder_models
 
     def tenants_by_key_hash(self) -> dict[str, str]:
         """Every accepted key, hashed, and its tenant."""

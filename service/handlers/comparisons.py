@@ -35,7 +35,7 @@ from jobstate.comparisons import (
 )
 from jobstate.records import JobRecord, Presign, StoredArtifact, new_job_id
 from jobstate.store import AsyncJobStore, failure
-from service.checks import check_document
+from service.checks import check_document, text_encoder_errors
 from service.deps import QueueDep, SettingsDep, StorageDep, StoreDep
 from service.errors import ProblemError, invalid, not_found
 from service.handlers.anchors import apply_anchor
@@ -71,6 +71,17 @@ class ComparisonHandler:
         # 2. the job as each child runs it: anchor merged, checked, one seed for every child
         job = await apply_anchor(body.job, tenant, self.store)
         await self._check_job(job, body.models[0], tenant)
+        no_text = [
+            FieldError(
+                field=f"models[{i}]",
+                rule="text_encoder_missing",
+                message=f"model {name!r} has no text encoder for the job's `text` directions",
+            )
+            for i, name in enumerate(body.models)
+            if text_encoder_errors(job.directions, name, self.settings)
+        ]
+        if no_text:
+            raise invalid(no_text, title="Invalid comparison")
         seed = job.seed if job.seed is not None else secrets.randbelow(2**32)
         job = job.model_copy(update={"seed": seed, "model": None})
         # 3. record the comparison with its children's ids, then create each child on its model's queue

@@ -20,6 +20,7 @@ async def list_models(tenant: Tenant, store: StoreDep, settings: SettingsDep) ->
             queue=queue_for(name),
             warm_workers=await store.warm_workers(name),
             dimensions=model_dimensions(settings, name),
+            text_encoder=settings.has_text_encoder(name),
         )
         for name in settings.models
     ]

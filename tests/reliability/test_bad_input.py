@@ -258,6 +258,13 @@ def _cases(job_id: str) -> list[tuple[str, Callable[[httpx.Client], httpx.Respon
             job(directions=[{"source": {"id": "dir_missing"}, "space": "latent"}]),
         ),
         ("another tenant's direction id shape", lambda c: c.get("/v1/directions/..%2F..%2Fetc")),
+        # text directions: svd is served without a text encoder here (tiny has its tiny one)
+        (
+            "a text direction on a model without a text encoder",
+            job(model="svd", directions=[{"source": {"text": "a smiling face", "from_text": "a neutral face"}}]),
+        ),
+        ("a text direction in the latent space", job(directions=[{"source": {"text": "a face"}, "space": "latent"}])),
+        ("from_text without text", job(directions=[{"source": {"vector": [1.0] * 32, "from_text": "a face"}}])),
         # fitting directions over HTTP
         ("a fit by an unknown method", fit(method="lda", images=three)),
         ("a fit with too few images for its method", fit(method="pca", images=three[:1])),
@@ -290,6 +297,7 @@ def test_bad_input_is_refused_with_4xx_problem_details_and_the_worker_lives(stac
             "VSTEER_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
             "VSTEER_MAX_JSON_BYTES": str(JSON_LIMIT),
             "VSTEER_MAX_IMAGE_PIXELS": str(1024 * 1024),
+            "VSTEER_MODELS": json.dumps(["tiny", "svd"]),
         }
     )
     stack.start_api()

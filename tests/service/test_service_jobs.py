@@ -494,6 +494,7 @@ async def test_models_health_and_metrics(client: httpx.AsyncClient, store: JobSt
         "queue": "gpu.svd-xt",
         "warm_workers": ["gpu0@host"],
         "dimensions": {"embedding": 1024, "latent_channels": 4},
+        "text_encoder": False,
     }
     assert models[1]["name"] == "svd" and not models[1]["default"]
     assert (await client.get("/healthz")).json()["status"] == "ok"
