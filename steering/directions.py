@@ -148,7 +148,9 @@ def apply_direction(z: Tensor, d: Tensor, alpha: float | Tensor) -> Tensor:
 
     Args:
         z: ``(..., D)`` points, e.g. ``(D,)`` one embedding or ``(F, D)`` one per frame.
-        d: ``(D,)`` direction, used as given (normalise it for α to be a distance).
+        d: ``(D,)`` direction, used as given (normalise it for α to be a distance); or one direction
+            per point, ``(..., D)`` broadcastable to z (e.g. ``(F, D)``: a direction field evaluated at
+            each frame's own z).
         alpha: a number, or a tensor broadcastable to ``z.shape[:-1]`` (e.g. ``(F,)`` per frame for z of
             shape ``(F, D)``, from a schedule); it must not enlarge the shape of z.
 
@@ -157,8 +159,10 @@ def apply_direction(z: Tensor, d: Tensor, alpha: float | Tensor) -> Tensor:
     """
     if z.dim() == 0 or not z.is_floating_point():
         raise ValueError(f"`z` must be a floating tensor (..., D), got {z.dtype} of shape {tuple(z.shape)}")
-    if d.dim() != 1 or d.shape[0] != z.shape[-1]:
-        raise ValueError(f"`d` must be ({z.shape[-1]},) to match z's last axis, got {tuple(d.shape)}")
+    if d.dim() == 0 or d.shape[-1] != z.shape[-1] or not broadcasts_to(d.shape, z.shape):
+        raise ValueError(
+            f"`d` must be ({z.shape[-1]},) or broadcast to z's shape {tuple(z.shape)}, got {tuple(d.shape)}"
+        )
     if not bool(torch.isfinite(d).all()):
         raise ValueError("`d` must be finite")
     lead = z.shape[:-1]

@@ -16,7 +16,7 @@ returned in X's dtype.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,11 +29,13 @@ from torch import Tensor, nn
 from steering.directions import normalize
 
 __all__ = [
+    "PREDICTOR_PARAMETERS",
     "ContrastiveDirection",
     "Directions",
     "ICADirections",
     "PredictorFit",
     "ProbeDirection",
+    "attribute_predictor",
     "contrastive",
     "fit_attribute_predictor",
     "ica",
@@ -424,6 +426,50 @@ def fit_attribute_predictor(
         epochs=epochs,
         seed=seed,
     )
+
+
+PREDICTOR_PARAMETERS = ("center", "scale", "hidden.weight", "hidden.bias", "out.weight", "out.bias")
+"""The names in an attribute predictor's ``state_dict()``, in the order of its formula."""
+
+
+def attribute_predictor(state: Mapping[str, Tensor]) -> nn.Module:
+    """Rebuild the predictor :func:`fit_attribute_predictor` trained from its ``state_dict()``.
+
+    ``score(z) = out.weight·tanh(hidden.weight·(z − center)/scale + hidden.bias) + out.bias`` with
+    center ``(D,)``, scale ``()`` (> 0), hidden.weight ``(H, D)``, hidden.bias ``(H,)``, out.weight
+    ``(1, H)``, out.bias ``(1,)``: this is everything the scores and gradients depend on, so a stored
+    predictor needs no pickle. Returns a float32 CPU module in eval mode whose parameters do not
+    require gradients (only the input's gradient is read from it).
+
+    Raises:
+        ValueError: naming the first tensor that is missing, unexpected, of the wrong shape, not
+            floating point or not finite.
+    """
+    names = set(state)
+    if names != set(PREDICTOR_PARAMETERS):
+        missing, extra = sorted(set(PREDICTOR_PARAMETERS) - names), sorted(names - set(PREDICTOR_PARAMETERS))
+        raise ValueError(f"a predictor has exactly {', '.join(PREDICTOR_PARAMETERS)}; missing {missing}, extra {extra}")
+    for name in PREDICTOR_PARAMETERS:
+        value = state[name]
+        if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
+            raise ValueError(f"predictor tensor `{name}` must be floating point and finite")
+    center, weight = state["center"], state["hidden.weight"]
+    if center.dim() != 1 or center.shape[0] < 1:
+        raise ValueError(f"predictor tensor `center` must be (D,), got {tuple(center.shape)}")
+    d = center.shape[0]
+    if weight.dim() != 2 or weight.shape[1] != d or weight.shape[0] < 1:
+        raise ValueError(f"predictor tensor `hidden.weight` must be (H, {d}), got {tuple(weight.shape)}")
+    hidden = weight.shape[0]
+    shapes = {"scale": (), "hidden.bias": (hidden,), "out.weight": (1, hidden), "out.bias": (1,)}
+    for name, shape in shapes.items():
+        if tuple(state[name].shape) != shape:
+            raise ValueError(f"predictor tensor `{name}` must be {shape}, got {tuple(state[name].shape)}")
+    if not float(state["scale"]) > 0.0:
+        raise ValueError(f"predictor tensor `scale` must be > 0, got {float(state['scale'])}")
+    model = _AttributeMLP(center, float(state["scale"]), hidden, torch.Generator().manual_seed(0))
+    model.load_state_dict({name: state[name].detach().to(device="cpu", dtype=torch.float32) for name in names})
+    model.requires_grad_(False)
+    return model.eval()
 
 
 def predictor_direction(model: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:

@@ -128,6 +128,21 @@ def test_apply_direction_shapes() -> None:
         apply_direction(z, d[:4], 1.0)
 
 
+def test_apply_direction_takes_one_direction_per_point() -> None:
+    z, ds = _randn(0, 5, 8), _randn(1, 5, 8)
+    alpha = torch.tensor([0.0, 1.0, -2.0, 0.5, 3.0])
+    out = apply_direction(z, ds, alpha)
+    torch.testing.assert_close(out, z + alpha[:, None] * ds)
+    assert torch.equal(out[0], z[0])
+    # each point moves along its own row: the same as one call per point
+    for f in range(5):
+        torch.testing.assert_close(out[f], apply_direction(z[f], ds[f], float(alpha[f])))
+    with pytest.raises(ValueError, match="`d`"):
+        apply_direction(z, ds[:3], alpha)  # 3 directions for 5 points
+    with pytest.raises(ValueError, match="`d`"):
+        apply_direction(z[0], ds, 1.0)  # would enlarge z
+
+
 def test_inputs_are_not_modified() -> None:
     z, d, p = _randn(0, 4, 8), _randn(1, 8), _randn(2, 3, 8)
     copies = [x.clone() for x in (z, d, p)]
