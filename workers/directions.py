@@ -1,8 +1,12 @@
 """Semantic directions: files on disk, and turning a job's `directions` into per-frame, per-step edits.
 
-A direction is stored as `<id>.safetensors` (tensor `direction`, float32) beside `<id>.json` (method,
-space, dimension, model it came from, fit statistics, leakage report). In a job, a direction is unit
-length after its `preserve` directions are projected out, so `strength` is a distance: z' = z + α·d.
+A direction is stored as `<id>.safetensors` (tensor `direction`, float32; a supervised fit adds its
+attribute predictor, `workers.direction_predictor`) beside `<id>.json` (method, space, dimension, model
+it came from, fit statistics, leakage report). In a job z' = z + α·d, with d unit length after its
+`preserve` directions are projected out, so `strength` is a distance. A file holding a predictor is a
+field, evaluated per frame in the embedding space: d_f = ∇score(z_f)/‖∇score(z_f)‖ at frame f's
+embedding as this direction finds it (interpolated keyframes, moved by the job's earlier directions),
+then `preserve` projected out and renormalised; every other direction is one vector.
 """
 
 import copy
@@ -16,40 +20,58 @@ from typing import Any
 
 import torch
 from safetensors.torch import load, save
+from torch import nn
 
 from api_schemas import DirectionSource, Ramp
 from steering import schedules
 from steering.directions import DependentDirectionError, normalize, project_out
+from steering.discovery import predictor_direction
 from steering.schedules import frame_window, step_window
+from workers.direction_predictor import file_metadata, load_predictor, predictor_entries
 from workers.errors import JobInputError
 from workers.plan import JobPlan
 
 DIRECTION_ID = re.compile(r"^dir_[A-Za-z0-9_-]{1,64}$")
 
 
-def save_direction(folder: Path, direction_id: str, vector: torch.Tensor, meta: dict[str, Any]) -> Path:
-    """Write `<id>.safetensors` and `<id>.json` into `folder`; returns the safetensors path."""
+def save_direction(
+    folder: Path, direction_id: str, vector: torch.Tensor, meta: dict[str, Any], predictor: nn.Module | None = None
+) -> Path:
+    """Write `<id>.safetensors` (with `predictor` when given) and `<id>.json` into `folder`; returns the
+    safetensors path."""
     if not DIRECTION_ID.match(direction_id):
         raise ValueError(f"a direction id must match {DIRECTION_ID.pattern}, got {direction_id!r}")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{direction_id}.safetensors"
-    path.write_bytes(direction_bytes(vector))
+    path.write_bytes(direction_bytes(vector, predictor))
     (folder / f"{direction_id}.json").write_text(json.dumps({"id": direction_id, **meta}, indent=2) + "\n")
     return path
 
 
-def direction_bytes(vector: torch.Tensor) -> bytes:
-    return save({"direction": vector.detach().to(torch.float32).contiguous().cpu()})
+def direction_bytes(vector: torch.Tensor, predictor: nn.Module | None = None) -> bytes:
+    """The safetensors file of a direction: `direction`, plus its attribute predictor's tensors and
+    metadata when it has one (`workers.direction_predictor`)."""
+    tensors = {"direction": vector.detach().to(torch.float32).contiguous().cpu()}
+    if predictor is None:
+        return save(tensors)
+    extra, metadata = predictor_entries(predictor)
+    return save({**tensors, **extra}, metadata=metadata)
 
 
 def read_direction(data: bytes, where: str) -> torch.Tensor:
+    return read_direction_file(data, where)[0]
+
+
+def read_direction_file(data: bytes, where: str) -> tuple[torch.Tensor, nn.Module | None]:
+    """The file's `direction` tensor and the predictor it stores (None for a plain vector)."""
     try:
         tensors = load(data)
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise JobInputError(where, f"not a readable safetensors direction file ({exc})") from exc
     if "direction" not in tensors:
         raise JobInputError(where, "the direction file has no tensor named `direction`")
-    return tensors["direction"]
+    vector = tensors["direction"]
+    return vector, load_predictor(tensors, file_metadata(data), vector.numel(), where)
 
 
 class DirectionResolver:
@@ -71,6 +93,7 @@ class DirectionResolver:
         self.text = text  # (text, from_text) → unit direction on the job's model (`workers.text.text_direction`)
         self._texts: dict[tuple[str, str], torch.Tensor] = {}  # (text, from_text) → the direction it gave
         self._digests: dict[tuple[str, str], str] = {}  # ("id" | "path", name) → sha256 of the bytes read
+        self._predictors: dict[tuple[str, str], nn.Module | None] = {}  # the same keys → predictor stored
 
     def digest(self, source: DirectionSource) -> str:
         """`sha256:<hex>` of what `source` was read from: the stored file (an id or a path, read by
@@ -130,7 +153,7 @@ class DirectionResolver:
                 raise JobInputError(f"{where}.path", f"no such file: {source.path}")
             data = path.read_bytes()
             self._digests[("path", str(source.path))] = bytes_digest(data)
-            return read_direction(data, f"{where}.path")
+            return self._read(("path", str(source.path)), data, f"{where}.path")
         assert source.id is not None
         if self.fetch is None:
             raise JobInputError(f"{where}.id", "stored directions need a direction store")
@@ -139,7 +162,21 @@ class DirectionResolver:
         except KeyError as exc:
             raise JobInputError(f"{where}.id", f"unknown direction {source.id!r}") from exc
         self._digests[("id", source.id)] = bytes_digest(data)
-        return read_direction(data, f"{where}.id")
+        return self._read(("id", source.id), data, f"{where}.id")
+
+    def _read(self, key: tuple[str, str], data: bytes, where: str) -> torch.Tensor:
+        vector, self._predictors[key] = read_direction_file(data, where)
+        return vector
+
+    def predictor(self, source: DirectionSource, where: str) -> nn.Module | None:
+        """The attribute predictor stored with `source`'s file (read by `vector` first), or None: inline
+        vectors and files without one are fixed vectors."""
+        if source.id is None and source.path is None:
+            return None
+        key = ("id", source.id) if source.id is not None else ("path", str(source.path))
+        if key not in self._predictors:
+            self.vector(source, where)
+        return self._predictors[key]
 
 
 def bytes_digest(data: bytes) -> str:
@@ -159,12 +196,37 @@ class ResolvedDirection:
     (S, F): the strength at step s and frame f, zero outside the direction's windows. For `latent`
     directions it is already divided by the number of steps in the window, so the latents move by
     about α·d in total, spread evenly over the window.
+    An embedding direction stored with its attribute `predictor` is evaluated per frame
+    (`frame_directions`), with `preserve` (M, D) projected out of each frame's gradient; `vector` is
+    then the stored summary (the gradient at the examples' mean), used by nothing that moves frames.
     """
 
     index: int
     space: str
     vector: torch.Tensor
     alpha: torch.Tensor
+    predictor: nn.Module | None = None
+    preserve: torch.Tensor | None = None
+
+
+def frame_directions(direction: ResolvedDirection, embeddings: torch.Tensor) -> torch.Tensor:
+    """The embedding direction at each frame (F, D), float32: `vector` at every frame, or for a stored
+    predictor d_f = ∇score(z_f)/‖∇score(z_f)‖ at `embeddings[f]` with `preserve` projected out and the
+    result renormalised (the same conditional manipulation as a fixed vector, per frame)."""
+    if direction.predictor is None:
+        return direction.vector.to(device=embeddings.device, dtype=torch.float32).expand(embeddings.shape)
+    where = f"directions[{direction.index}]"
+    z = embeddings.detach().to(torch.float32).contiguous()
+    try:
+        field = predictor_direction(direction.predictor, z)
+    except ValueError as exc:
+        raise JobInputError(f"{where}.source", f"the stored predictor's gradient is zero at a frame ({exc})") from exc
+    if direction.preserve is None:
+        return field
+    try:
+        return project_out(field, direction.preserve.to(field))
+    except (DependentDirectionError, ValueError) as exc:
+        raise JobInputError(f"{where}.preserve", f"at a frame's embedding: {exc}") from exc
 
 
 def strength_table(strength: float | Ramp, num_steps: int, num_frames: int) -> torch.Tensor:
@@ -196,6 +258,7 @@ def resolve_directions(
             return fit_space(resolver.vector(source, at), space, at, embedding_dim, latent_shape)
 
         vector = shaped(spec.source, f"{where}.source")
+        preserve = None
         try:
             if spec.preserve:
                 preserve = torch.stack(
@@ -207,6 +270,9 @@ def resolve_directions(
         except (DependentDirectionError, ValueError) as exc:
             field = f"{where}.preserve" if spec.preserve else f"{where}.source"
             raise JobInputError(field, str(exc)) from exc
+        predictor = None
+        if spec.space == "embedding":
+            predictor = resolver.predictor(spec.source, f"{where}.source")
         strength = (strengths or {}).get(i, spec.strength)
         alpha = strength_table(strength, steps, frames)
         if spec.frames is not None:
@@ -214,7 +280,11 @@ def resolve_directions(
         if spec.space == "latent":
             window = step_window(steps, *(spec.steps or (0.0, 1.0)))
             alpha = alpha * window[:, None].to(alpha.dtype) / max(int(window.sum()), 1)
-        resolved.append(ResolvedDirection(index=i, space=spec.space, vector=vector, alpha=alpha))
+        resolved.append(
+            ResolvedDirection(
+                index=i, space=spec.space, vector=vector, alpha=alpha, predictor=predictor, preserve=preserve
+            )
+        )
     return resolved
 
 

@@ -50,6 +50,15 @@ def test_fit_writes_directions_with_metadata_and_leakage(method, cli_env, tmp_pa
         meta = json.loads((tmp_path / "dirs" / f"dir_bright_{i}.json").read_text())
         assert meta["method"] == method and meta["space"] == "embedding" and meta["dimension"] == 32
         assert meta["model"]["weight_hash"].startswith("sha256:")
+        # A supervised direction is stored with its predictor, which jobs evaluate at each frame.
+        from safetensors.torch import load_file
+
+        stored = load_file(tmp_path / "dirs" / f"dir_bright_{i}.safetensors")
+        if method == "supervised":
+            assert meta["evaluated"] == "gradient_per_frame"
+            assert "predictor.hidden.weight" in stored and stored["predictor.hidden.weight"].shape == (32, 32)
+        else:
+            assert meta["evaluated"] == "fixed" and set(stored) == {"direction"}
         report = meta["leakage"]
         if method == "probe":
             # No labelled attributes: the report says so instead of a figure that ignores the data.
@@ -89,9 +98,10 @@ def test_contrastive_direction_is_the_mean_pair_difference(cli_env, tiny_model_d
     assert torch.nn.functional.cosine_similarity(got.double(), want, dim=0) > 0.9999
 
 
-def test_fitted_direction_runs_in_a_job_by_id(cli_env, image_paths, tmp_path):
+@pytest.mark.parametrize(("method", "evaluated"), [("probe", "fixed"), ("supervised", "gradient_per_frame")])
+def test_fitted_direction_runs_in_a_job_by_id(method, evaluated, cli_env, image_paths, tmp_path):
     paths, levels = brightness_images(tmp_path, 6)
-    args = ["directions", "fit", "--method", "probe", "--out", str(tmp_path / "dirs"), "--name", "dir_b"]
+    args = ["directions", "fit", "--method", method, "--out", str(tmp_path / "dirs"), "--name", "dir_b"]
     args += [x for p in paths for x in ("--images", str(p))] + ["--labels", ",".join(map(str, levels))]
     assert CliRunner().invoke(app, args).exit_code == 0
 
@@ -118,6 +128,8 @@ def test_fitted_direction_runs_in_a_job_by_id(cli_env, image_paths, tmp_path):
         directions=DirectionResolver.from_folder(tmp_path / "dirs"),
     )
     assert outputs.files["video"].stat().st_size > 0
+    (entry,) = json.loads(outputs.files["manifest"].read_text())["steering"]["directions"]["directions"]
+    assert entry["evaluated"] == evaluated
 
 
 def test_fit_refuses_missing_labels(cli_env, tmp_path):

@@ -2,9 +2,11 @@
 
 Each direction is unit length after its `preserve` directions are projected out
 (`workers.directions.resolve_directions`), so `strength` is a distance. `space: "embedding"` moves
-the positive CLIP image token of each frame before the tokens are assembled; `space: "latent"` adds
-its step's share of α·d to the latents after each step in its `steps` window (after step i the
-latents are x0 + σ_{i+1}·ε, Euler), α·d in total.
+the positive CLIP image token of each frame before the tokens are assembled, in the job's order, a
+direction stored with its attribute predictor along that frame's own gradient
+(`workers.directions.frame_directions`); `space: "latent"` adds its step's share of α·d to the
+latents after each step in its `steps` window (after step i the latents are x0 + σ_{i+1}·ε, Euler),
+α·d in total.
 """
 
 from dataclasses import dataclass
@@ -13,7 +15,7 @@ from typing import Any
 import torch
 
 from steering.directions import apply_direction
-from workers.directions import resolve_directions
+from workers.directions import frame_directions, resolve_directions
 from workers.ops.base import ClipState, JobContext, Operation, StepAction
 
 
@@ -49,9 +51,9 @@ class DirectionsOp(Operation):
         cond = clip.conditioning
         for direction in resolved:
             if direction.space == "embedding":
-                cond.embeddings = apply_direction(
-                    cond.embeddings, direction.vector.to(cond.embeddings), direction.alpha[0]
-                )
+                # each frame's direction at its embedding as the earlier directions left it
+                along = frame_directions(direction, cond.embeddings)
+                cond.embeddings = apply_direction(cond.embeddings, along.to(cond.embeddings), direction.alpha[0])
         clip.step_edits[self.name] = [LatentEdit(d.vector, d.alpha[None]) for d in resolved if d.space == "latent"]
 
     def step_action(self, ctx: JobContext, clips: list[ClipState]) -> StepAction | None:
@@ -72,6 +74,8 @@ class DirectionsOp(Operation):
             kind = "text" if source.text is not None else kind
             # a text direction's prompts; its sha256 is of the vector they gave on this model
             texts = {"text": source.text, "from_text": source.from_text or ""} if source.text is not None else {}
+            at = f"directions[{i}].source"
+            predictor = ctx.directions.predictor(source, at) if direction.space == "embedding" else None
             described.append(
                 {
                     "index": i,
@@ -79,6 +83,8 @@ class DirectionsOp(Operation):
                     "source": kind,
                     **texts,
                     "preserve": len(direction.preserve),
+                    # a stored attribute predictor's gradient at each frame's embedding, or one vector
+                    "evaluated": "fixed" if predictor is None else "gradient_per_frame",
                     # what each vector was read from, so a replay can tell a stored direction that changed
                     "sha256": ctx.directions.digest(source),
                     "preserve_sha256": [ctx.directions.digest(p) for p in direction.preserve],

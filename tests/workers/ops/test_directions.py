@@ -44,7 +44,15 @@ def test_a_latent_direction_adds_its_share_at_each_step_of_its_window(planned):
     described = op.describe(job.ctx)["directions"]
     digest = direction_digest(vector)
     assert described == [
-        {"index": 0, "space": "latent", "source": "vector", "preserve": 0, "sha256": digest, "preserve_sha256": []}
+        {
+            "index": 0,
+            "space": "latent",
+            "source": "vector",
+            "preserve": 0,
+            "evaluated": "fixed",
+            "sha256": digest,
+            "preserve_sha256": [],
+        }
     ]
 
 
