@@ -2,16 +2,23 @@
 
 A direction is stored as `<id>.safetensors` (tensor `direction`, float32; a supervised fit adds its
 attribute predictor, `workers.direction_predictor`) beside `<id>.json` (method, space, dimension, model
-it came from, fit statistics, leakage report). In a job z' = z + α·d, with d unit length after its
-`preserve` directions are projected out, so `strength` is a distance. A file holding a predictor is a
-field, evaluated per frame in the embedding space: d_f = ∇score(z_f)/‖∇score(z_f)‖ at frame f's
-embedding as this direction finds it (interpolated keyframes, moved by the job's earlier directions),
-then `preserve` projected out and renormalised; every other direction is one vector.
+it came from, fit statistics, leakage report). In a job z' = z + α·d, with d made after its `preserve`
+directions are projected out:
+
+- embedding space: d is unit length, so `strength` is a distance in the CLIP embedding space. A file
+  holding a predictor is a field, evaluated per frame: d_f = ∇score(z_f)/‖∇score(z_f)‖ at frame f's
+  embedding as this direction finds it (interpolated keyframes, moved by the job's earlier
+  directions), then `preserve` projected out and renormalised; every other direction is one vector.
+- latent space: d has a root-mean-square entry of 1 (unit norm × √numel), so `strength` is in the
+  latents' own per-element units at every resolution: α moves a frame's latents by α RMS in total.
+  A per-channel direction (C entries, broadcast over h×w) follows the same rule, so it moves the
+  latents as much as the same pattern written out at full size.
 """
 
 import copy
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -190,12 +197,12 @@ def direction_digest(vector: torch.Tensor) -> str:
 
 @dataclass(frozen=True)
 class ResolvedDirection:
-    """A job direction ready to apply: unit `vector` after `preserve` projection, per-frame/step `alpha`.
+    """A job direction ready to apply: `vector` after `preserve` projection, per-frame/step `alpha`.
 
-    `vector` is (D,) in the embedding space, or (C, h, w) / (C, 1, 1) on the latents. `alpha` is
-    (S, F): the strength at step s and frame f, zero outside the direction's windows. For `latent`
-    directions it is already divided by the number of steps in the window, so the latents move by
-    about α·d in total, spread evenly over the window.
+    `vector` is (D,) unit length in the embedding space, or (C, h, w) / (C, 1, 1) with RMS entry 1 on
+    the latents (module docstring). `alpha` is (S, F): the strength at step s and frame f, zero
+    outside the direction's windows. For `latent` directions it is already divided by the number of
+    steps in the window, so the latents move by about α·d in total, spread evenly over the window.
     An embedding direction stored with its attribute `predictor` is evaluated per frame
     (`frame_directions`), with `preserve` (M, D) projected out of each frame's gradient; `vector` is
     then the stored summary (the gradient at the examples' mean), used by nothing that moves frames.
@@ -273,6 +280,8 @@ def resolve_directions(
         predictor = None
         if spec.space == "embedding":
             predictor = resolver.predictor(spec.source, f"{where}.source")
+        else:  # the latents' per-element units at every resolution (module docstring)
+            vector = vector * math.sqrt(vector.numel())
         strength = (strengths or {}).get(i, spec.strength)
         alpha = strength_table(strength, steps, frames)
         if spec.frames is not None:

@@ -1,12 +1,13 @@
 """`directions: [{source, space, strength, frames, steps, preserve}]`: z' = z + α·d.
 
-Each direction is unit length after its `preserve` directions are projected out
-(`workers.directions.resolve_directions`), so `strength` is a distance. `space: "embedding"` moves
-the positive CLIP image token of each frame before the tokens are assembled, in the job's order, a
-direction stored with its attribute predictor along that frame's own gradient
-(`workers.directions.frame_directions`); `space: "latent"` adds its step's share of α·d to the
-latents after each step in its `steps` window (after step i the latents are x0 + σ_{i+1}·ε, Euler),
-α·d in total.
+Each direction is made after its `preserve` directions are projected out
+(`workers.directions.resolve_directions`): unit length in the embedding space, so `strength` is a
+distance; RMS entry 1 on the latents, so `strength` is per-element latent units at every resolution.
+`space: "embedding"` moves the positive CLIP image token of each frame before the tokens are
+assembled, in the job's order, a direction stored with its attribute predictor along that frame's own
+gradient (`workers.directions.frame_directions`); `space: "latent"` adds its step's share of α·d to
+the latents after each step in its `steps` window (after step i the latents are x0 + σ_{i+1}·ε,
+Euler), α·d in total.
 """
 
 from dataclasses import dataclass

@@ -1,5 +1,6 @@
 """`directions`: z' = z + α·d on the positive image token per frame, or on the latents per step."""
 
+import pytest
 import torch
 
 from tests.workers.conftest import EMBED_DIM, LATENT
@@ -39,8 +40,8 @@ def test_a_latent_direction_adds_its_share_at_each_step_of_its_window(planned):
     latents = torch.zeros(1, 5, *LATENT)
     assert torch.equal(action(None, 0, latents), latents)  # before the window: steps 0, 1 of 4
     after = action(None, 2, latents)
-    # 4.0 in total over two steps, along the unit vector (C, 1, 1) = 1/2 per channel.
-    assert torch.allclose(after, torch.full_like(latents, 2.0 * 0.5))
+    # 4.0 in total over two steps, along (C, 1, 1) scaled to RMS entry 1 = 1 per channel.
+    assert torch.allclose(after, torch.full_like(latents, 2.0 * 1.0))
     described = op.describe(job.ctx)["directions"]
     digest = direction_digest(vector)
     assert described == [
@@ -54,6 +55,37 @@ def test_a_latent_direction_adds_its_share_at_each_step_of_its_window(planned):
             "preserve_sha256": [],
         }
     ]
+
+
+def latent_shift(planned, vector: torch.Tensor, size: int, strength: float = 3.0) -> torch.Tensor:
+    """How one latent direction moves zero latents over its whole window, at a size x size job."""
+    job = planned(
+        generation={"width": size, "height": size, "num_frames": 5, "steps": 4},
+        directions=[{"source": {"vector": vector.flatten().tolist()}, "space": "latent", "strength": strength}],
+    )
+    (action,) = job.stack(job.clips)[2].actions
+    latents = torch.zeros(1, 5, 4, size // 8, size // 8)
+    for step in range(4):
+        latents = action(None, step, latents)
+    return latents
+
+
+def test_a_latent_strength_means_the_same_per_element_move_at_every_resolution(planned):
+    pattern = torch.tensor([1.0, -2.0, 0.5, 3.0])  # per channel
+    rms = float(pattern.square().mean().sqrt())
+    want = 3.0 * pattern / rms  # the strength in the latents' own units, per element
+    for size in (64, 128):
+        h = size // 8
+        per_channel = latent_shift(planned, pattern, size)
+        written_out = latent_shift(planned, pattern[:, None, None].expand(4, h, h), size)
+        expected = want[None, None, :, None, None].expand_as(per_channel)
+        assert torch.allclose(per_channel, expected, atol=1e-5), size
+        # the same pattern given at full size moves the latents exactly as much as its channel form
+        assert torch.allclose(written_out, expected, atol=1e-5), size
+        # a full-size direction of any shape: RMS move = strength, at 8x8 and at 16x16 latents alike
+        texture = torch.randn(4, h, h, generator=torch.Generator().manual_seed(size))
+        moved = latent_shift(planned, texture, size)
+        assert float(moved[0, 0].square().mean().sqrt()) == pytest.approx(3.0, rel=1e-5)
 
 
 def test_a_batch_stacks_each_clips_strength(planned):
