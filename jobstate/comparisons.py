@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from api_schemas import JobStatus, Problem
-from jobstate.operations import Op, decode_hash
+from jobstate import dispatch
+from jobstate.operations import decode_hash
 from jobstate.queues import COMPOSE_COMPARISON_TASK, CPU_QUEUE
 from jobstate.records import JobRecord, StoredArtifact, _time_ordered_id
-from jobstate.redis_keys import ACTIVE_COMPARISONS, comparison_record_key
+from jobstate.redis_keys import ACTIVE_COMPARISONS, DISPATCH, comparison_record_key
+from jobstate.steps import Flow, Op, raw
 from jobstate.store import AsyncJobStore
 from jobstate.task_message import TaskMessage, task_message
 
@@ -196,15 +198,18 @@ def cancel_comparison_op(tenant: str, comparison_id: str) -> Op[bool]:
     )
 
 
-def compose_comparison_op(tenant: str, comparison_id: str) -> Op[bool]:
-    """Queue the composition once, with its task, in one step; True when this call queued it."""
+def compose_comparison_op(tenant: str, comparison_id: str, now: float | None = None) -> Flow[bool]:
+    """Queue the composition once: recorded with its task in one step, then the task pushed onto the
+    CPU queue (`jobstate.dispatch`); True when this call queued it."""
     task = compose_task(comparison_id, tenant)
-    return Op(
-        lambda raw: bool(int(raw)),
-        script="comparison_compose",
-        keys=(comparison_record_key(tenant, comparison_id), task.list_key),
-        args=(task.payload,),
-    )
+    key = comparison_record_key(tenant, comparison_id)
+    t = time.time() if now is None else now
+    args = (task.payload, task.list_key, repr(t))
+    queued = yield Op(raw, script="comparison_compose", keys=(key, DISPATCH), args=args)
+    if not int(queued):
+        return False
+    yield from dispatch.push_new(key, task.list_key, task.payload)
+    return True
 
 
 def finish_comparison_op(

@@ -1,8 +1,11 @@
-"""Every job-state operation as an `Op`: the Redis call to make and how to read its reply.
+"""Every job-state operation as an `Op` or a `Flow` (`jobstate.steps`): the Redis calls to make and
+how to read their replies.
 
-Both stores (`JobStore`, sync, for workers; `AsyncJobStore`, for the API) run the same `Op`s: an op
-is one round trip, a script (`jobstate.scripts`) or one command, plus a pure function decoding its
-reply, so every state change is atomic.
+Both stores (`JobStore`, sync, for workers; `AsyncJobStore`, for the API) run the same ops: an op is
+one round trip, a script (`jobstate.scripts`) or one command, plus a pure function decoding its
+reply, so every state change is atomic. A state change whose script needs keys named after the job's
+tenant and model first reads them (`job_keys`; neither ever changes); one that queues a task pushes
+it onto the broker in a second step (`jobstate.dispatch`).
 """
 
 import hashlib
@@ -10,13 +13,16 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from api_schemas import JobStatus, LivePreview, Problem
+from jobstate import dispatch
 from jobstate.errors import IdempotencyConflict, RateLimited, TooManyActiveJobs
 from jobstate.records import AnchorRecord, AnchorVersion, AssetRecord, JobRecord, StoredResult
 from jobstate.redis_keys import (
-    PREFIX,
+    DISPATCH,
+    NO_KEY,
+    RUNNING_JOBS,
     STATUS_STATS,
     STEP_BUCKETS,
     anchor_index,
@@ -35,6 +41,7 @@ from jobstate.redis_keys import (
     tenant_index,
     warm_key,
 )
+from jobstate.steps import Flow, Op, raw, text
 from jobstate.task_message import TaskMessage
 
 TERMINAL = tuple(s.value for s in JobStatus if s.is_terminal())
@@ -50,8 +57,7 @@ def body_hash(document: Mapping[str, Any]) -> str:
 # --- decoding -------------------------------------------------------------------------------------
 
 
-def _str(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+_str = text
 
 
 def decode_hash(raw: Any) -> dict[str, str]:
@@ -142,15 +148,41 @@ class Reaped:
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Op(Generic[T]):
-    """One round trip: a script (by name in `jobstate.scripts.SCRIPTS`) or one command, and how to read its reply."""
+def job_keys(job_id: str, tenant: str, model: str) -> tuple[str, ...]:
+    """The keys a script that moves a job is given first (`jobstate.scripts.MOVE_KEYS`, in order)."""
+    return (
+        job_record_key(job_id),
+        lease_key(job_id),
+        RUNNING_JOBS,
+        model_running_key(model),
+        STATUS_STATS,
+        *(tenant_index(tenant, s) for s in JobStatus),
+        *(duration_stats(s.value) for s in JobStatus if s.is_terminal()),
+        DISPATCH,
+    )
 
-    decode: Callable[[Any], T]
-    script: str | None = None
-    keys: Sequence[str] = ()
-    args: Sequence[Any] = ()
-    command: Sequence[Any] = ()
+
+def _read_job(job_id: str) -> Op[tuple[str, str]]:
+    """The job's tenant and model ('' for a job that does not exist)."""
+    return Op(
+        lambda r: ("" if r[0] is None else _str(r[0]), "" if r[1] is None else _str(r[1])),
+        command=("HMGET", job_record_key(job_id), "tenant", "model"),
+    )
+
+
+def _moving(
+    job_id: str, script: str, args: Sequence[Any], extra: Callable[[str], Sequence[str]] | None = None
+) -> Flow[Any]:
+    """Run a script that moves the job, with its keys: read its tenant and model, then run the script
+    with `job_keys` (and `extra(tenant)`) and `tenant, *args`. Returns the script's raw reply. A reply
+    of 'retry' (the job was created between the two) reads again."""
+    for _ in range(3):
+        tenant, model = yield _read_job(job_id)
+        keys = job_keys(job_id, tenant, model) + tuple(extra(tenant) if extra else ())
+        reply = yield Op(raw, script=script, keys=keys, args=(tenant, *args))
+        if _str(reply[0]) != "retry":
+            return reply
+    raise RuntimeError(f"job {job_id} kept changing its tenant while it was being moved")
 
 
 # --- operations -----------------------------------------------------------------------------------
@@ -169,66 +201,76 @@ def create_op(
     rate: RateLimit | None = None,
     retain_s: int = 0,
     now: float | None = None,
-) -> Op[Created]:
+) -> Flow[Created]:
     """Create a queued job. `idempotency` is `(key, body_hash)`; a reused key returns the earlier job
     when the body hash matches and raises `IdempotencyConflict` when it does not. With `max_active` > 0
     a tenant that already has that many queued or running jobs gets `TooManyActiveJobs` (a replayed
-    request still gets its job). `task` is queued in the same step, only when the job is created. With
-    `rate`, the request first takes a token from that bucket, or raises `RateLimited`. With `retain_s`
-    > 0 the record (and so its events) expires that many seconds after the job reaches a terminal status."""
-    ikey, ivalue = "", ""
+    request still gets its job). `task` is queued only when the job is created: recorded with the job,
+    then pushed onto the broker (`jobstate.dispatch`); a queue key of another type takes the job back
+    and raises. With `rate`, the request first takes a token from that bucket, or raises
+    `RateLimited`. With `retain_s` > 0 the record (and so its events) expires that many seconds after
+    the job reaches a terminal status."""
+    ikey, ivalue = NO_KEY, ""
     if idempotency is not None:
         ikey = idempotency_key(tenant, idempotency[0])
         ivalue = json.dumps({"job_id": job_id, "body_hash": idempotency[1]})
-
-    def decode(raw: Any) -> Created:
-        outcome = _str(raw[0])
-        if outcome == "exists":
-            raise RuntimeError(f"job id {job_id} already exists")
-        if outcome == "limited":
-            raise TooManyActiveJobs(int(_str(raw[1])), max_active)
-        if outcome == "rate_limited":
-            raise RateLimited(int(raw[1]) / 1000)
-        if outcome == "existing":
-            record = decode_record(raw[2])
-            prior = json.loads(_str(raw[1]))
-            if idempotency is None or prior["body_hash"] != idempotency[1] or record is None:
-                raise IdempotencyConflict(prior["job_id"])
-            return Created(record, created=False)
-        # What the script wrote, without reading the job (and its document) back.
-        return Created(JobRecord.new(job_id, tenant, model, dict(request), created_at=t), created=True)
-
     t = time.time() if now is None else now
-    return Op(
-        decode,
-        script="create",
-        keys=(
-            job_record_key(job_id),
-            ikey,
-            task.list_key if task else "",
-            rate_limit_key(rate.subject) if rate else "",
-        ),
-        args=(
-            PREFIX,
-            job_id,
-            tenant,
-            model,
-            json.dumps(request),
-            repr(t),
-            ivalue,
-            idempotency_ttl_s,
-            max_active,
-            task.payload if task else "",
-            rate.rate_per_s if rate else 0,
-            rate.burst if rate else 0,
-            int(retain_s),
-        ),
+    bucket = rate_limit_key(rate.subject) if rate else NO_KEY
+    keys = (*job_keys(job_id, tenant, model), ikey, bucket, tenant_index(tenant))
+    args = (
+        tenant,
+        job_id,
+        model,
+        json.dumps(request),
+        repr(t),
+        ivalue,
+        idempotency_ttl_s,
+        max_active,
+        task.payload if task else "",
+        task.list_key if task else "",
+        rate.rate_per_s if rate else 0,
+        rate.burst if rate else 0,
+        int(retain_s),
     )
+    for _ in range(3):
+        # the job an idempotency key names is read first: the script is given its record's key
+        prior = ""
+        if idempotency is not None:
+            held = yield Op(raw, command=("GET", ikey))
+            prior = "" if held is None else json.loads(_str(held))["job_id"]
+        prior_key = job_record_key(prior) if prior else NO_KEY
+        reply = yield Op(raw, script="create", keys=(*keys, prior_key), args=(*args, prior))
+        outcome = _str(reply[0])
+        if outcome != "retry":
+            break
+    else:
+        raise RuntimeError(f"the idempotency key of job {job_id} kept changing while it was created")
+    if outcome == "exists":
+        raise RuntimeError(f"job id {job_id} already exists")
+    if outcome == "limited":
+        raise TooManyActiveJobs(int(_str(reply[1])), max_active)
+    if outcome == "rate_limited":
+        raise RateLimited(int(reply[1]) / 1000)
+    if outcome == "existing":
+        record = decode_record(reply[2])
+        held_by = json.loads(_str(reply[1]))
+        if idempotency is None or held_by["body_hash"] != idempotency[1] or record is None:
+            raise IdempotencyConflict(held_by["job_id"])
+        return Created(record, created=False)
+    if task is not None and int(reply[3]) == 1:
+        try:
+            yield from dispatch.push_new(job_record_key(job_id), task.list_key, task.payload)
+        except Exception:
+            # the broker refused the task (its queue key holds another type): no job without its task
+            yield Op(raw, script="uncreate", keys=(*keys, NO_KEY), args=(tenant, job_id))
+            raise
+    # What the script wrote, without reading the job (and its document) back.
+    return Created(JobRecord.new(job_id, tenant, model, dict(request), created_at=t), created=True)
 
 
-def _decode_transition(raw: Any) -> Transition:
-    outcome = _str(raw[0])
-    return Transition(applied=outcome == "ok", record=decode_record(raw[1]))
+def _decode_transition(reply: Any) -> Transition:
+    outcome = _str(reply[0])
+    return Transition(applied=outcome == "ok", record=decode_record(reply[1]))
 
 
 def transition_op(
@@ -238,19 +280,15 @@ def transition_op(
     fields: Mapping[str, str] | None = None,
     now: float | None = None,
     owner: str | None = None,
-) -> Op[Transition]:
+) -> Flow[Transition]:
     """Move the job to `to` if its status is one of `allowed_from` and, with `owner`, if that worker's
     run still holds it (a worker whose job was taken back changes nothing)."""
     pairs: list[str] = []
     for k, v in (fields or {}).items():
         pairs += [k, v]
     t = time.time() if now is None else now
-    return Op(
-        _decode_transition,
-        script="transition",
-        keys=(job_record_key(job_id),),
-        args=(PREFIX, job_id, to.value, repr(t), ",".join(allowed_from), owner or "", *pairs),
-    )
+    args = (job_id, to.value, repr(t), ",".join(allowed_from), owner or "", *pairs)
+    return _decode_transition((yield from _moving(job_id, "transition", args)))
 
 
 def _lease_ms(lease_s: float) -> int:
@@ -261,18 +299,14 @@ def _lease_ms(lease_s: float) -> int:
 
 def mark_running_op(
     job_id: str, worker: str | None = None, lease_s: float = 30.0, now: float | None = None
-) -> Op[Transition]:
+) -> Flow[Transition]:
     """Claim the job for a run: queued → running, or running → running when no live worker holds it
     (a redelivery after its worker was lost). With `worker`, the run holds a lease of `lease_s` that the
     worker renews (`renew_lease_op`); a job whose lease expired is taken back by `reap_op`. A job held
     by another live worker is refused (`applied` False, status running)."""
     t = time.time() if now is None else now
-    return Op(
-        _decode_transition,
-        script="claim",
-        keys=(job_record_key(job_id),),
-        args=(PREFIX, job_id, repr(t), worker or "", _lease_ms(lease_s)),
-    )
+    lease_ms = _lease_ms(lease_s)
+    return _decode_transition((yield from _moving(job_id, "claim", (job_id, repr(t), worker or "", lease_ms))))
 
 
 def renew_lease_op(job_id: str, worker: str, lease_s: float) -> Op[bool]:
@@ -280,7 +314,7 @@ def renew_lease_op(job_id: str, worker: str, lease_s: float) -> Op[bool]:
     return Op(
         lambda raw: int(raw) == 1,
         script="renew_lease",
-        keys=(job_record_key(job_id),),
+        keys=(job_record_key(job_id), lease_key(job_id)),
         args=(worker, _lease_ms(lease_s)),
     )
 
@@ -290,38 +324,57 @@ def lease_holder_op(job_id: str) -> Op[str | None]:
     return Op(lambda raw: None if raw is None else _str(raw), command=("GET", lease_key(job_id)))
 
 
-def reap_op(max_deliveries: int, now: float | None = None) -> Op[list[Reaped]]:
-    """Queue again every running job whose worker was lost (see `jobstate.scripts._REAP`)."""
+def reap_op(max_deliveries: int, now: float | None = None) -> Flow[list[Reaped]]:
+    """Queue again every running job whose worker was lost (see `jobstate.scripts._REAP_JOB`), after
+    pushing the tasks a crashed process left in `dispatch` (`jobstate.dispatch.redispatch`).
+
+    1. read the running set; 2. one script finds the jobs whose lease expired; 3. per such job, one
+    script moves it and lists its task in `dispatch`; 4. the task goes back on its queue (the broker)."""
     if max_deliveries < 1:
         raise ValueError(f"max_deliveries must be at least 1, got {max_deliveries!r}")
-
-    def decode(raw: Any) -> list[Reaped]:
-        return [Reaped(_str(r[0]), _str(r[1]), int(r[2]), _str(r[3])) for r in raw or []]
-
     t = time.time() if now is None else now
-    return Op(decode, script="reap", args=(PREFIX, repr(t), max_deliveries))
+    yield from dispatch.redispatch(t)
+    ids = [_str(i) for i in (yield Op(raw, command=("SMEMBERS", RUNNING_JOBS))) or []]
+    if not ids:
+        return []
+    pairs = [k for i in ids for k in (job_record_key(i), lease_key(i))]
+    found = yield Op(raw, script="reap_scan", keys=(RUNNING_JOBS, *pairs), args=ids)
+    out: list[Reaped] = []
+    for row in found or []:
+        job_id, tenant, model = _str(row[0]), _str(row[1]), _str(row[2])
+        keys = job_keys(job_id, tenant, model)
+        reply = yield Op(raw, script="reap_job", keys=keys, args=(tenant, job_id, repr(t), max_deliveries))
+        outcome, task, queue = _str(reply[0]), _str(reply[3]), _str(reply[4])
+        if outcome in ("alive", "stale", "retry"):
+            continue
+        if outcome == "requeued":
+            yield from dispatch.requeue(job_record_key(job_id), queue, task)
+        elif outcome == "canceled" and task:
+            yield from dispatch.drop_unacked(task)
+        out.append(Reaped(job_id, outcome, int(reply[1]), _str(reply[2])))
+    return out
 
 
-def succeed_op(job_id: str, result: StoredResult, owner: str | None = None) -> Op[Transition]:
+def succeed_op(job_id: str, result: StoredResult, owner: str | None = None) -> Flow[Transition]:
     return transition_op(job_id, JobStatus.succeeded, ACTIVE, {"result": result.model_dump_json()}, owner=owner)
 
 
-def fail_op(job_id: str, error: Problem, owner: str | None = None) -> Op[Transition]:
+def fail_op(job_id: str, error: Problem, owner: str | None = None) -> Flow[Transition]:
     return transition_op(job_id, JobStatus.failed, ACTIVE, {"error": error.model_dump_json()}, owner=owner)
 
 
-def fail_lost_op(job_id: str, error: Problem, worker: str) -> Op[Transition]:
+def fail_lost_op(job_id: str, error: Problem, worker: str) -> Flow[Transition]:
     """Fail a running job that `worker` held when it was lost (a poison job found by the reaper);
     refused if the job moved on meanwhile."""
     fields = {"error": error.model_dump_json()}
     return transition_op(job_id, JobStatus.failed, (JobStatus.running.value,), fields, owner=worker)
 
 
-def mark_canceled_op(job_id: str, owner: str | None = None) -> Op[Transition]:
+def mark_canceled_op(job_id: str, owner: str | None = None) -> Flow[Transition]:
     return transition_op(job_id, JobStatus.canceled, ACTIVE, owner=owner)
 
 
-def requeue_op(job_id: str, owner: str | None = None) -> Op[Transition]:
+def requeue_op(job_id: str, owner: str | None = None) -> Flow[Transition]:
     """Running → queued: a worker shutting down hands the job back (its message goes back to the queue)."""
     return transition_op(job_id, JobStatus.queued, (JobStatus.running.value,), owner=owner)
 
@@ -336,14 +389,14 @@ def rate_limit_op(subject: str, rate_per_s: float, burst: int, cost: int = 1) ->
     return Op(decode, script="rate_limit", keys=(rate_limit_key(subject),), args=(rate_per_s, burst, cost))
 
 
-def request_cancel_op(job_id: str, now: float | None = None) -> Op[tuple[str, JobRecord | None]]:
+def request_cancel_op(job_id: str, now: float | None = None) -> Flow[tuple[str, JobRecord | None]]:
     """`('canceled' | 'requested' | 'terminal' | 'missing', record)`."""
-
-    def decode(raw: Any) -> tuple[str, JobRecord | None]:
-        return _str(raw[0]), decode_record(raw[1])
-
     t = time.time() if now is None else now
-    return Op(decode, script="request_cancel", keys=(job_record_key(job_id),), args=(PREFIX, job_id, repr(t)))
+    reply = yield from _moving(job_id, "request_cancel", (job_id, repr(t)))
+    if _str(reply[2]):
+        # canceled with its worker lost: its delivery need not come back
+        yield from dispatch.drop_unacked(_str(reply[2]))
+    return _str(reply[0]), decode_record(reply[1])
 
 
 def progress_op(
@@ -394,16 +447,22 @@ def is_cancel_requested_op(job_id: str) -> Op[bool]:
     return Op(lambda raw: raw is not None and _str(raw) == "1", command=("HGET", job_record_key(job_id), "cancel"))
 
 
-def list_op(tenant: str, *, cursor: str | None = None, limit: int = 20, status: JobStatus | None = None) -> Op[Page]:
+def _page_ids(index: str, cursor: str | None, count: int) -> Op[list[str]]:
+    """Up to `count` ids of a lexically ordered index (score 0), newest first, after `cursor`."""
+    top = "+" if not cursor else f"({cursor}"
+    return Op(lambda r: [_str(i) for i in r or []], command=("ZREVRANGEBYLEX", index, top, "-", "LIMIT", 0, count))
+
+
+def list_op(tenant: str, *, cursor: str | None = None, limit: int = 20, status: JobStatus | None = None) -> Flow[Page]:
     """One page newest first; `cursor` is the `next_cursor` of the previous page."""
-
-    def decode(raw: Any) -> Page:
-        records = [r for r in (decode_record(pair[1]) for pair in raw) if r is not None]
-        more = len(raw) > limit
-        records = records[:limit]
-        return Page(records, next_cursor=_str(raw[limit - 1][0]) if more else None)
-
-    return Op(decode, script="list", keys=(tenant_index(tenant, status),), args=(PREFIX, cursor or "", limit + 1))
+    index = tenant_index(tenant, status)
+    ids = yield _page_ids(index, cursor, limit + 1)
+    if not ids:
+        return Page([], next_cursor=None)
+    rows = yield Op(raw, script="list_records", keys=(index, *(job_record_key(i) for i in ids)), args=ids)
+    records = [r for r in (decode_record(pair[1]) for pair in rows) if r is not None]
+    more = len(rows) > limit
+    return Page(records[:limit], next_cursor=_str(rows[limit - 1][0]) if more else None)
 
 
 def put_asset_op(asset: AssetRecord) -> Op[None]:
@@ -416,16 +475,16 @@ def put_asset_op(asset: AssetRecord) -> Op[None]:
     )
 
 
-def list_assets_op(tenant: str, *, cursor: str | None = None, limit: int = 20) -> Op[AssetPage]:
+def list_assets_op(tenant: str, *, cursor: str | None = None, limit: int = 20) -> Flow[AssetPage]:
     """One page of the tenant's assets, newest first; `cursor` is the previous page's `next_cursor`."""
-
-    def decode(raw: Any) -> AssetPage:
-        more = len(raw) > limit
-        rows = raw[:limit]
-        records = [AssetRecord.model_validate_json(_str(row[1])) for row in rows if row[1]]
-        return AssetPage(records, next_cursor=_str(rows[-1][0]) if more else None)
-
-    return Op(decode, script="asset_list", keys=(asset_index(tenant),), args=(PREFIX, tenant, cursor or "", limit + 1))
+    ids = yield _page_ids(asset_index(tenant), cursor, limit + 1)
+    if not ids:
+        return AssetPage([], next_cursor=None)
+    # the records have the tenant's hash tag, as its index: one slot
+    bodies = yield Op(raw, command=("MGET", *(asset_record_key(tenant, i) for i in ids)))
+    more = len(ids) > limit
+    records = [AssetRecord.model_validate_json(_str(b)) for b in bodies[:limit] if b]
+    return AssetPage(records, next_cursor=ids[limit - 1] if more else None)
 
 
 def get_asset_op(tenant: str, asset_id: str) -> Op[AssetRecord | None]:
@@ -464,18 +523,16 @@ def get_anchor_op(tenant: str, anchor_id: str, version: int | None = None) -> Op
     )
 
 
-def list_anchors_op(tenant: str, *, cursor: str | None = None, limit: int = 20) -> Op[AnchorPage]:
+def list_anchors_op(tenant: str, *, cursor: str | None = None, limit: int = 20) -> Flow[AnchorPage]:
     """One page of the tenant's anchor sets at their latest versions, newest first."""
-
-    def decode(raw: Any) -> AnchorPage:
-        more = len(raw) > limit
-        rows = raw[:limit]
-        records = [r for r in (_decode_anchor(_str(row[0]), row[1:]) for row in rows) if r is not None]
-        return AnchorPage(records, next_cursor=_str(rows[-1][0]) if more else None)
-
-    return Op(
-        decode, script="anchor_list", keys=(anchor_index(tenant),), args=(PREFIX, tenant, cursor or "", limit + 1)
-    )
+    ids = yield _page_ids(anchor_index(tenant), cursor, limit + 1)
+    if not ids:
+        return AnchorPage([], next_cursor=None)
+    rows = yield Op(raw, script="anchor_records", keys=tuple(anchor_record_key(tenant, i) for i in ids))
+    more = len(ids) > limit
+    pairs = list(zip(ids, rows, strict=True))[:limit]
+    records = [r for r in (_decode_anchor(i, row) for i, row in pairs) if r is not None]
+    return AnchorPage(records, next_cursor=ids[limit - 1] if more else None)
 
 
 def delete_anchor_op(tenant: str, anchor_id: str) -> Op[bool]:
@@ -515,24 +572,30 @@ def duration_stats_op(status: str) -> Op[dict[str, float]]:
     )
 
 
-def queue_positions_op(job_ids: Sequence[str]) -> Op[list[int | None]]:
-    """Each job's place in its model's queue (0 = the next delivered); None where it is not waiting there."""
+def queue_positions_op(job_ids: Sequence[str]) -> Flow[list[int | None]]:
+    """Each job's place in its model's queue (0 = the next delivered); None where it is not waiting there:
+    the jobs' fields from job state, then each queue's positions from the broker."""
+    fields = yield Op(raw, script="queue_fields", keys=tuple(job_record_key(j) for j in job_ids))
+    out: list[int | None] = [None] * len(job_ids)
+    waiting: dict[str, list[tuple[int, str, str]]] = {}
+    for i, row in enumerate(fields):
+        status, queue, task, ident = (_str(v) for v in row)
+        if status == JobStatus.queued.value and queue and task:
+            waiting.setdefault(queue, []).append((i, task, ident))
+    for queue, jobs in waiting.items():
+        args = [v for _, task, ident in jobs for v in (task, ident)]
+        places = yield Op(raw, script="queue_positions", keys=(queue,), args=args, broker=True)
+        for (i, _, _), place in zip(jobs, places, strict=True):
+            out[i] = None if int(place) < 0 else int(place)
+    return out
 
-    def decode(raw: Any) -> list[int | None]:
-        return [None if int(p) < 0 else int(p) for p in raw]
 
-    return Op(decode, script="queue_positions", keys=tuple(job_record_key(j) for j in job_ids), args=())
-
-
-def delete_op(job_id: str) -> Op[tuple[str, JobStatus | None]]:
+def delete_op(job_id: str) -> Flow[tuple[str, JobStatus | None]]:
     """Remove a finished job's record: `("deleted", status)`, `("active", status)` for a job still queued or
     running (left alone), or `("missing", None)`."""
-
-    def decode(raw: Any) -> tuple[str, JobStatus | None]:
-        outcome, status = _str(raw[0]), _str(raw[1])
-        return outcome, JobStatus(status) if status else None
-
-    return Op(decode, script="delete", keys=(job_record_key(job_id),), args=(PREFIX, job_id))
+    reply = yield from _moving(job_id, "delete", (job_id,), extra=lambda tenant: (tenant_index(tenant),))
+    outcome, status = _str(reply[0]), _str(reply[1])
+    return outcome, JobStatus(status) if status else None
 
 
 def observe_step_op(model: str, seconds: float) -> Op[None]:

@@ -3,10 +3,11 @@
 A worker holds the job it runs by a lease (`job:<id>:lease`) that its heartbeat renews every
 `heartbeat_s`; a process that dies (SIGKILL, out of memory, a lost node) stops renewing it, and after
 `worker_lost_after_s` the job has lost its worker. `reap_once`, run by the API every `reap_every_s`
-(`service.reaper`), then puts each such job back on its queue in one Lua step (`jobstate.scripts`):
-`running → queued`, the lost run still counted toward the poison limit, and the job's own task
-message pushed onto its queue, taken out of the broker's unacknowledged messages so that the
-visibility timeout does not deliver it again. The step is atomic and checks the job's status and lease,
+(`service.reaper`), then puts each such job back on its queue: one Lua step (`jobstate.scripts`)
+moves it `running → queued`, the lost run still counted toward the poison limit, and lists its task
+in `dispatch`; the next step pushes the job's own task message onto its queue, taken out of the
+broker's unacknowledged messages so that the visibility timeout does not deliver it again
+(`jobstate.dispatch`: a reaper that dies between the two leaves it to the next scan). The step is atomic and checks the job's status and lease,
 so any number of API processes may reap at once, and a worker that was only slow (its lease expired
 while it still ran) is refused when it next reports: it stops and writes nothing. A job whose runs
 reached `max_deliveries` is failed instead, with the same problem a worker gives a poison job, and

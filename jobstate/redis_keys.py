@@ -1,4 +1,16 @@
-"""The names of everything job state keeps in Redis (prefix `vsteer:`).
+"""The names of everything job state keeps in Redis.
+
+Redis Cluster: a Lua script (`jobstate.scripts`) may only touch keys that hash to one slot, and it
+names every one of them in `KEYS`. A job's state change is one script over its record, its lease,
+its tenant's indexes, the running sets and the counters, so all of these carry the one hash tag of
+the prefix, `{vsteer}:` (a cluster keeps them on one shard; job state is small and its commands take
+microseconds). What belongs to one tenant and changes on its own, its assets and anchor sets, carries
+the tenant's own tag, `vsteer:{<tenant>}:` (`tenant_prefix`), so tenants spread over the shards.
+kombu's keys (queue lists, `unacked`) are not ours and are not tagged: they live on the broker, which
+kombu needs to be one Redis (a primary, or a Sentinel-managed one), never a cluster; a step that
+writes to them is a second step after the job-state script (`jobstate.dispatch`).
+
+Job state (prefix `{vsteer}:`, `PREFIX`):
 
 - `job:<id>` hash: id, tenant, status, model, request (JSON), created_at / started_at / finished_at
   (epoch seconds), stage / step / total / updated_at (progress), result (JSON), error (JSON),
@@ -17,11 +29,8 @@
   ids sort by creation time, so `ZREVRANGEBYLEX` pages newest first and a cursor (the last id seen)
   stays stable under inserts.
 - `idem:<tenant>:<sha256(key)>` string: `{"job_id", "body_hash"}` with a TTL.
-- `asset:<tenant>:<id>` string: the asset record (JSON). `tenant:<tenant>:assets` sorted set of asset ids,
-  score 0, newest first by `ZREVRANGEBYLEX` as for jobs.
-- `anchor:<tenant>:<id>` hash: id, tenant, latest (the newest version), and `v:<n>` per version: its
-  record (JSON: name, fields, sha256, created_at), written once. `tenant:<tenant>:anchors` sorted set of
-  anchor ids, score 0, newest first by `ZREVRANGEBYLEX` as for jobs.
+- `dispatch` sorted set: the record key (`job:<id>`, `comparison:<tenant>:<id>`) of each task message
+  written to job state but not yet seen on the broker's list, scored by when; `jobstate.dispatch`.
 - `comparison:<tenant>:<id>` hash: id, tenant, request (JSON, the comparison as accepted), seed, children
   (JSON list of `{model, job_id}`), created_at, cancel ("1" when asked), compose (`""`, `queued`,
   `succeeded`, `failed`: the side-by-side's state, set once to `queued` with its task), result / error
@@ -32,19 +41,31 @@
 - `model:<name>:gpu_memory` hash: worker → `{"bytes", "at"}`, the peak GPU memory of its last job.
 - `model:<name>:warm` sorted set: worker name → expiry of its last heartbeat.
 - `ratelimit:<sha256(api key)>` hash: tokens, ts (a token bucket per API key, expiring when full).
+- `direction:<tenant>:<id>`, `directions:<tenant>`: steering directions (`jobstate.directions`).
+
+A tenant's library (prefix `vsteer:{<tenant>}:`, `tenant_prefix`):
+
+- `asset:<id>` string: the asset record (JSON). `assets` sorted set of asset ids, score 0, newest first
+  by `ZREVRANGEBYLEX` as for jobs.
+- `anchor:<id>` hash: id, tenant, latest (the newest version), and `v:<n>` per version: its record
+  (JSON: name, fields, sha256, created_at), written once. `anchors` sorted set of anchor ids, score 0,
+  newest first by `ZREVRANGEBYLEX` as for jobs.
 
 Not ours but read here: kombu's Redis transport keeps each delivered, not yet acknowledged message in
 the hash `unacked` (delivery tag → `[message, exchange, routing key]`) and the sorted set
 `unacked_index` (delivery tag → when delivered); the reaper takes a dead worker's message from them.
 
-These are job-state records; the objects in storage have their own keys (`storage.keys`).
+Key names changed when the tags came in (`vsteer:job:<id>` became `{vsteer}:job:<id>`); records kept
+under the old names are not read. These are job-state records; the objects in storage have their own
+keys (`storage.keys`).
 """
 
 import hashlib
 
 from api_schemas import JobStatus
 
-PREFIX = "vsteer:"
+# The hash tag of job state: every key below `PREFIX` hashes to one Redis Cluster slot.
+PREFIX = "{vsteer}:"
 # Upper bounds (seconds) of the job-duration histogram; `+Inf` is implied.
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 # Seconds per denoising step (a whole batch of clips through the UNet, guided or not).
@@ -77,16 +98,21 @@ def idempotency_key(tenant: str, key: str) -> str:
     return f"{PREFIX}idem:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
+def tenant_prefix(tenant: str) -> str:
+    """The prefix of a tenant's library, with the tenant's own hash tag."""
+    return f"vsteer:{{{tenant}}}:"
+
+
 def asset_record_key(tenant: str, asset_id: str) -> str:
-    return f"{PREFIX}asset:{tenant}:{asset_id}"
+    return f"{tenant_prefix(tenant)}asset:{asset_id}"
 
 
 def anchor_record_key(tenant: str, anchor_id: str) -> str:
-    return f"{PREFIX}anchor:{tenant}:{anchor_id}"
+    return f"{tenant_prefix(tenant)}anchor:{anchor_id}"
 
 
 def asset_index(tenant: str) -> str:
-    return f"{PREFIX}tenant:{tenant}:assets"
+    return f"{tenant_prefix(tenant)}assets"
 
 
 def direction_record_key(tenant: str, direction_id: str) -> str:
@@ -94,7 +120,7 @@ def direction_record_key(tenant: str, direction_id: str) -> str:
 
 
 def anchor_index(tenant: str) -> str:
-    return f"{PREFIX}tenant:{tenant}:anchors"
+    return f"{tenant_prefix(tenant)}anchors"
 
 
 def comparison_record_key(tenant: str, comparison_id: str) -> str:
@@ -115,6 +141,10 @@ def model_running_key(model: str) -> str:
 
 RUNNING_JOBS = f"{PREFIX}jobs:running"
 ACTIVE_COMPARISONS = f"{PREFIX}comparisons:active"
+DISPATCH = f"{PREFIX}dispatch"
+# Stands in `KEYS` for a key a script is not given this time (no idempotency key, no rate limit): it
+# has the prefix's tag, so the script's keys still share one slot, and no script writes it.
+NO_KEY = f"{PREFIX}none"
 # kombu's Redis transport (`kombu.transport.redis.Channel.unacked_key`, `unacked_index_key`), no key prefix.
 KOMBU_UNACKED = "unacked"
 KOMBU_UNACKED_INDEX = "unacked_index"

@@ -1,46 +1,75 @@
-"""The Lua scripts of job state, by name (`SCRIPTS`); `jobstate.operations` says which one an op runs.
+"""The Lua scripts of job state, by name (`SCRIPTS`), and of the broker (`BROKER_SCRIPTS`);
+`jobstate.operations` says which one an op runs.
 
 A script checks the current status and writes in one step, so a redelivered task and a concurrent
-cancel cannot race. Keys come in `KEYS` where the caller knows them (`jobstate.redis_keys`); the tenant
-and stats keys are built inside from the prefix the caller passes, which is fine on one Redis (not a
-cluster).
+cancel cannot race. Every key a script touches comes in `KEYS` (none is built inside from a prefix or
+read from a record), and a script's keys share one Redis Cluster hash slot (`jobstate.redis_keys`):
+job state under `{vsteer}`, a tenant's library under its own tag. A script that needs a key named
+after something in the record (the tenant's indexes, the model's running set) is given the keys the
+caller built from a read of the record before (`operations.job_keys`: a job's tenant and model never
+change), and checks that the record still names that tenant.
+
+Scripts that move a job get the same first `KEYS` (`MOVE_KEYS`, below); the others say theirs.
+
+The broker's scripts touch kombu's keys only, on the broker (`jobstate.dispatch`).
 """
 
-from jobstate.redis_keys import DURATION_BUCKETS, KOMBU_UNACKED, KOMBU_UNACKED_INDEX, bucket_name
+from jobstate.redis_keys import DURATION_BUCKETS, NO_KEY, bucket_name
 
-_LUA_COMMON = (
-    """
-local P = ARGV[1]
+# The first KEYS of every script that moves a job (`operations.job_keys` builds them in this order).
+MOVE_KEYS = (
+    "job",
+    "lease",
+    "running",
+    "model_running",
+    "stats",
+    "index_queued",
+    "index_running",
+    "index_succeeded",
+    "index_failed",
+    "index_canceled",
+    "duration_succeeded",
+    "duration_failed",
+    "duration_canceled",
+    "dispatch",
+)
+
+_LUA_COMMON = """
+local K = {job = KEYS[1], lease = KEYS[2], running = KEYS[3], model_running = KEYS[4], stats = KEYS[5],
+  index = {queued = KEYS[6], running = KEYS[7], succeeded = KEYS[8], failed = KEYS[9], canceled = KEYS[10]},
+  duration = {succeeded = KEYS[11], failed = KEYS[12], canceled = KEYS[13]}, dispatch = KEYS[14]}
 local function is_terminal(s)
   return s == 'succeeded' or s == 'failed' or s == 'canceled'
 end
 local BUCKETS = {__BUCKETS__}
 local BUCKET_NAMES = {__BUCKET_NAMES__}
--- The set of the running jobs of job `jk`'s model (`model:<name>:running`): an autoscaler adds its
--- size to the model's queue length, so that a worker in the middle of a job is still counted.
-local function model_running(jk)
-  return P .. 'model:' .. (redis.call('HGET', jk, 'model') or '') .. ':running'
+-- The keys were built for tenant ARGV[1], read from the record before; a record that names another
+-- (it did not exist then) makes the caller read again.
+local function keys_fit()
+  local tenant = redis.call('HGET', K.job, 'tenant')
+  return not tenant or tenant == ARGV[1]
 end
--- Move job `id` (hash `jk`) from status `from` to `to`, keep the indexes and counters right,
--- stamp the times and tell subscribers. Returns nothing; the caller checked `from` is allowed.
+-- Move job `id` from status `from` to `to`, keep the indexes and counters right, stamp the times and
+-- tell subscribers. Returns nothing; the caller checked `from` is allowed.
 -- `counted` (running → queued only): the run ended with its worker lost, so it stays counted toward
 -- the poison limit; otherwise the worker handed the job back and the run does not count.
-local function move(jk, id, from, to, now, counted)
-  local tenant = redis.call('HGET', jk, 'tenant')
+-- The job's model's running set (`model_running`): an autoscaler adds its size to the model's queue
+-- length, so that a worker in the middle of a job is still counted.
+local function move(id, from, to, now, counted)
+  local jk = K.job
   if from ~= to then
-    local base = P .. 'tenant:' .. tenant .. ':jobs:'
-    redis.call('ZREM', base .. from, id)
-    redis.call('ZADD', base .. to, 0, id)
-    redis.call('HINCRBY', P .. 'stats:status', from, -1)
-    redis.call('HINCRBY', P .. 'stats:status', to, 1)
+    redis.call('ZREM', K.index[from], id)
+    redis.call('ZADD', K.index[to], 0, id)
+    redis.call('HINCRBY', K.stats, from, -1)
+    redis.call('HINCRBY', K.stats, to, 1)
   end
   redis.call('HSET', jk, 'status', to)
   if from == 'running' and to ~= 'running' then
     -- the run is over: no lease to renew, nothing for the reaper to look at
-    redis.call('DEL', jk .. ':lease')
-    redis.call('SREM', P .. 'jobs:running', id)
+    redis.call('DEL', K.lease)
+    redis.call('SREM', K.running, id)
     redis.call('HDEL', jk, 'preview')  -- live previews are for a run in progress
-    redis.call('SREM', model_running(jk), id)
+    redis.call('SREM', K.model_running, id)
   end
   if to == 'queued' and from == 'running' then
     if not counted then redis.call('HINCRBY', jk, 'attempts', -1) end
@@ -49,43 +78,32 @@ local function move(jk, id, from, to, now, counted)
   if to == 'running' then
     redis.call('HSET', jk, 'started_at', now)
     redis.call('HINCRBY', jk, 'attempts', 1)
-    redis.call('SADD', P .. 'jobs:running', id)
-    redis.call('SADD', model_running(jk), id)
+    redis.call('SADD', K.running, id)
+    redis.call('SADD', K.model_running, id)
   end
   if is_terminal(to) then
     redis.call('HSET', jk, 'finished_at', now)
-    -- retention: a finished job's record goes that long after it ends (its index entries lazily, by _LIST)
+    -- retention: a finished job's record goes that long after it ends (its index entries lazily, by _LIST_RECORDS)
     local keep = tonumber(redis.call('HGET', jk, 'retain_s') or '0')
     if keep and keep > 0 then redis.call('EXPIRE', jk, keep) end
     local started = redis.call('HGET', jk, 'started_at') or redis.call('HGET', jk, 'created_at')
     local d = tonumber(now) - tonumber(started)
-    local hk = P .. 'stats:duration:' .. to
+    local hk = K.duration[to]
     redis.call('HINCRBYFLOAT', hk, 'sum', d)
     redis.call('HINCRBY', hk, 'count', 1)
     for i, le in ipairs(BUCKETS) do
       if d <= le then redis.call('HINCRBY', hk, 'le:' .. BUCKET_NAMES[i], 1) end
     end
   end
+  -- a channel, not a key: cluster-wide on Redis Cluster
   redis.call('PUBLISH', jk .. ':events', cjson.encode({type = 'status', status = to}))
 end
 -- A running job with an owner whose lease has expired: its worker process is gone.
-local function worker_lost(jk)
-  return redis.call('HEXISTS', jk, 'worker') == 1 and redis.call('EXISTS', jk .. ':lease') == 0
+local function worker_lost()
+  return redis.call('HEXISTS', K.job, 'worker') == 1 and redis.call('EXISTS', K.lease) == 0
 end
--- Take the job's task message (`task`, as queued) out of kombu's unacknowledged messages, where the
--- lost worker's delivery of it waits for the visibility timeout: it is queued again or not needed.
-local function drop_unacked(task)
-  local ok, message = pcall(cjson.decode, task)
-  if not ok or type(message) ~= 'table' or type(message['properties']) ~= 'table' then return end
-  local tag = message['properties']['delivery_tag']
-  if type(tag) ~= 'string' then return end
-  redis.call('HDEL', '__UNACKED__', tag)
-  redis.call('ZREM', '__UNACKED_INDEX__', tag)
-end
-""".replace("__BUCKETS__", ", ".join(repr(b) for b in DURATION_BUCKETS))
-    .replace("__BUCKET_NAMES__", ", ".join(f"'{bucket_name(b)}'" for b in DURATION_BUCKETS))
-    .replace("__UNACKED__", KOMBU_UNACKED)
-    .replace("__UNACKED_INDEX__", KOMBU_UNACKED_INDEX)
+""".replace("__BUCKETS__", ", ".join(repr(b) for b in DURATION_BUCKETS)).replace(
+    "__BUCKET_NAMES__", ", ".join(f"'{bucket_name(b)}'" for b in DURATION_BUCKETS)
 )
 
 # A token bucket on Redis's clock, so every API process shares one bucket per key whatever their own
@@ -112,69 +130,96 @@ local function take_token(bucket, rate, burst, cost)
 end
 """
 
-# KEYS: job hash, idempotency key ('' for none), task queue list ('' for none), rate-limit bucket ('' for none)
-# ARGV: prefix, id, tenant, model, request, now, idem value, idem ttl, most active jobs per tenant (0: no cap),
-#       task message (pushed onto the queue list only when the job is created), bucket's rate, bucket's burst,
-#       seconds the record is kept after the job ends (0: kept)
+# KEYS: MOVE_KEYS, then the idempotency key, the rate-limit bucket (`NO_KEY` for none of either), the
+#       tenant's index of all its jobs, and the record of the job the idempotency key named when the
+#       caller read it (`NO_KEY` when it named none).
+# ARGV: tenant, id, model, request, now, idem value, idem ttl, most active jobs per tenant (0: no cap),
+#       task message ('' for none), its queue, bucket's rate, bucket's burst, seconds the record is kept
+#       after the job ends (0: kept), the job id the caller read from the idempotency key ('' for none)
+# Returns {outcome, idem value or wait, prior job, dispatch pending (0/1)}; 'retry' when the
+# idempotency key names another job than the caller read (read it again).
+# The task is kept on the record and listed in `dispatch`: the caller pushes it onto the broker's
+# queue next and then takes it off `dispatch` (`jobstate.dispatch`).
 _CREATE = (
     _LUA_COMMON
     + _LUA_TOKEN
     + """
-local jk, ik, qk, bk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local jk, ik, bk, all, prior_key = K.job, KEYS[15], KEYS[16], KEYS[17], KEYS[18]
+local id, tenant, now = ARGV[2], ARGV[1], ARGV[5]
 if redis.call('EXISTS', jk) == 1 then
   -- Job ids are random: this very call already ran (the client retried it after a lost reply).
-  if redis.call('HGET', jk, 'tenant') == ARGV[3] and redis.call('HGET', jk, 'created_at') == ARGV[6] then
-    return {'created', '', {}}
+  if redis.call('HGET', jk, 'tenant') == tenant and redis.call('HGET', jk, 'created_at') == now then
+    return {'created', '', {}, redis.call('ZSCORE', K.dispatch, jk) and 1 or 0}
   end
-  return {'exists', '', {}}
+  return {'exists', '', {}, 0}
 end
-if qk ~= '' then
-  -- Checked before any write: a script is not rolled back, and a job must never lack its task.
-  local kind = redis.call('TYPE', qk)['ok']
-  if kind ~= 'none' and kind ~= 'list' then return redis.error_reply('queue key ' .. qk .. ' holds a ' .. kind) end
-end
-if bk ~= '' then
+if bk ~= '__NO_KEY__' then
   -- the request's rate-limit token, taken first as for any request of the key
   local allowed, wait = take_token(bk, tonumber(ARGV[11]), tonumber(ARGV[12]), 1)
-  if allowed == 0 then return {'rate_limited', wait, {}} end
+  if allowed == 0 then return {'rate_limited', wait, {}, 0} end
 end
-if ik ~= '' then
+if ik ~= '__NO_KEY__' then
   local existing = redis.call('GET', ik)
   if existing then
     local prior = cjson.decode(existing)
-    local job = redis.call('HGETALL', P .. 'job:' .. prior['job_id'])
+    if prior['job_id'] ~= ARGV[14] then return {'retry', '', {}, 0} end
+    local job = redis.call('HGETALL', prior_key)
     -- a key whose job was deleted is free again: the request makes a new job
-    if #job > 0 then return {'existing', existing, job} end
+    if #job > 0 then return {'existing', existing, job, 0} end
   end
 end
-local id, tenant = ARGV[2], ARGV[3]
-local cap = tonumber(ARGV[9])
+local cap = tonumber(ARGV[8])
 if cap > 0 then
-  local base = P .. 'tenant:' .. tenant .. ':jobs:'
-  local active = redis.call('ZCARD', base .. 'queued') + redis.call('ZCARD', base .. 'running')
-  if active >= cap then return {'limited', tostring(active), {}} end
+  local active = redis.call('ZCARD', K.index.queued) + redis.call('ZCARD', K.index.running)
+  if active >= cap then return {'limited', tostring(active), {}, 0} end
 end
-redis.call('HSET', jk, 'id', id, 'tenant', tenant, 'status', 'queued', 'model', ARGV[4],
-  'request', ARGV[5], 'created_at', ARGV[6], 'cancel', '0', 'attempts', 0)
--- kept so that a reaper can queue the job again when its worker is lost
-if qk ~= '' then redis.call('HSET', jk, 'task', ARGV[10], 'queue', qk) end
+redis.call('HSET', jk, 'id', id, 'tenant', tenant, 'status', 'queued', 'model', ARGV[3],
+  'request', ARGV[4], 'created_at', now, 'cancel', '0', 'attempts', 0)
+local pending = 0
+if ARGV[9] ~= '' then
+  -- kept so that a reaper can queue the job again when its worker is lost
+  redis.call('HSET', jk, 'task', ARGV[9], 'queue', ARGV[10])
+  redis.call('ZADD', K.dispatch, now, jk)
+  pending = 1
+end
 if tonumber(ARGV[13]) > 0 then redis.call('HSET', jk, 'retain_s', ARGV[13]) end
-redis.call('ZADD', P .. 'tenant:' .. tenant .. ':jobs', 0, id)
-redis.call('ZADD', P .. 'tenant:' .. tenant .. ':jobs:queued', 0, id)
-redis.call('HINCRBY', P .. 'stats:status', 'queued', 1)
-if ik ~= '' then redis.call('SET', ik, ARGV[7], 'EX', tonumber(ARGV[8])) end
-if qk ~= '' then redis.call('LPUSH', qk, ARGV[10]) end
-return {'created', '', {}}
-"""
+redis.call('ZADD', all, 0, id)
+redis.call('ZADD', K.index.queued, 0, id)
+redis.call('HINCRBY', K.stats, 'queued', 1)
+if ik ~= '__NO_KEY__' then redis.call('SET', ik, ARGV[6], 'EX', tonumber(ARGV[7])) end
+return {'created', '', {}, pending}
+""".replace("__NO_KEY__", NO_KEY)
 )
 
-# KEYS: job hash
-# ARGV: prefix, id, to status, now, allowed-from (comma separated), owner ('' for any: else only the
+# KEYS: as _CREATE. ARGV: tenant, id. Takes back a job just created whose task the broker refused
+# (its queue key holds another type): the record, its index entries, its count, its `dispatch` entry
+# and the idempotency key that names it. Returns 1 when there was such a job.
+_UNCREATE = (
+    _LUA_COMMON
+    + """
+local jk, ik, all, id = K.job, KEYS[15], KEYS[17], ARGV[2]
+if not keys_fit() or redis.call('HGET', jk, 'status') ~= 'queued' then return 0 end
+redis.call('ZREM', all, id)
+redis.call('ZREM', K.index.queued, id)
+redis.call('HINCRBY', K.stats, 'queued', -1)
+redis.call('ZREM', K.dispatch, jk)
+if ik ~= '__NO_KEY__' then
+  local value = redis.call('GET', ik)
+  if value and cjson.decode(value)['job_id'] == id then redis.call('DEL', ik) end
+end
+redis.call('DEL', jk)
+return 1
+""".replace("__NO_KEY__", NO_KEY)
+)
+
+# KEYS: MOVE_KEYS
+# ARGV: tenant, id, to status, now, allowed-from (comma separated), owner ('' for any: else only the
 #       worker whose run holds the job may move it), then field/value pairs to set
 _TRANSITION = (
     _LUA_COMMON
     + """
-local jk, id, to, now, owner = KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[6]
+local jk, id, to, now, owner = K.job, ARGV[2], ARGV[3], ARGV[4], ARGV[6]
+if not keys_fit() then return {'retry', {}} end
 local from = redis.call('HGET', jk, 'status')
 if not from then return {'missing', {}} end
 local allowed = false
@@ -184,115 +229,144 @@ end
 if owner ~= '' and redis.call('HGET', jk, 'worker') ~= owner then allowed = false end
 if not allowed then return {'rejected', redis.call('HGETALL', jk)} end
 for i = 7, #ARGV, 2 do redis.call('HSET', jk, ARGV[i], ARGV[i + 1]) end
-move(jk, id, from, to, now)
+move(id, from, to, now)
 return {'ok', redis.call('HGETALL', jk)}
 """
 )
 
-# KEYS: job hash. ARGV: prefix, id, now, worker ('' for a claim without a lease), lease in milliseconds.
+# KEYS: MOVE_KEYS. ARGV: tenant, id, now, worker ('' for a claim without a lease), lease in milliseconds.
 # Queued → running; running → running only when no live worker holds the job (a redelivery after the
 # holder was lost, or the holder itself taking back a job it handed to the broker): 'busy' otherwise.
 _CLAIM = (
     _LUA_COMMON
     + """
-local jk, id, now, worker = KEYS[1], ARGV[2], ARGV[3], ARGV[4]
+local jk, id, now, worker = K.job, ARGV[2], ARGV[3], ARGV[4]
+if not keys_fit() then return {'retry', {}} end
 local from = redis.call('HGET', jk, 'status')
 if not from then return {'missing', {}} end
 if from ~= 'queued' and from ~= 'running' then return {'rejected', redis.call('HGETALL', jk)} end
 if from == 'running' then
-  local holder = redis.call('GET', jk .. ':lease')
+  local holder = redis.call('GET', K.lease)
   if holder and holder ~= worker then return {'busy', redis.call('HGETALL', jk)} end
 end
 if worker ~= '' then
   redis.call('HSET', jk, 'worker', worker)
-  redis.call('SET', jk .. ':lease', worker, 'PX', ARGV[5])
+  redis.call('SET', K.lease, worker, 'PX', ARGV[5])
 else
   redis.call('HDEL', jk, 'worker')
-  redis.call('DEL', jk .. ':lease')
+  redis.call('DEL', K.lease)
 end
-move(jk, id, from, 'running', now)
+move(id, from, 'running', now)
 return {'ok', redis.call('HGETALL', jk)}
 """
 )
 
-# KEYS: job hash. ARGV: worker, lease in milliseconds. Renews the lease while this worker's run holds
-# the job, also after it lapsed (Redis was unreachable for longer than a lease) as long as no reaper
-# took the job back meanwhile; returns 0 when the run no longer holds it (taken back, or ended).
+# KEYS: job hash, its lease. ARGV: worker, lease in milliseconds. Renews the lease while this worker's
+# run holds the job, also after it lapsed (Redis was unreachable for longer than a lease) as long as no
+# reaper took the job back meanwhile; returns 0 when the run no longer holds it (taken back, or ended).
 _RENEW_LEASE = """
 local jk = KEYS[1]
 if redis.call('HGET', jk, 'status') ~= 'running' or redis.call('HGET', jk, 'worker') ~= ARGV[1] then return 0 end
-redis.call('SET', jk .. ':lease', ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
-# ARGV: prefix, now, most deliveries. Every running job whose worker was lost (its lease expired) is
-# queued again: back to `queued` (the lost run still counts toward the poison limit) and its task
-# message onto its queue's consuming end, taken out of kombu's unacknowledged messages so that the
-# visibility timeout does not deliver it a second time. A job whose runs reached the limit is left
-# running and reported as 'poison' for the caller to fail (the failure carries problem details). A
-# job without a kept task message (created before they were kept) is left to the visibility timeout;
-# a job whose cancel was asked for is canceled.
-# Returns {{id, 'requeued' | 'canceled' | 'poison' | 'no_task', attempts, lost worker}...}. Safe to run from any
-# number of processes at once: each job is checked and moved in one step.
-_REAP = (
-    _LUA_COMMON
-    + """
-local now, most = ARGV[2], tonumber(ARGV[3])
+# KEYS: the set of running jobs, then a job hash and its lease per id in ARGV (the set's members, as
+# the caller read them). Ids whose record is gone leave the set. Returns, per id still running,
+# {id, tenant, model, 1 when its worker was lost (its lease expired) else 0}, and per id listed but
+# no longer running {id, tenant, model, -1} (the caller takes it off the running sets).
+_REAP_SCAN = """
 local out = {}
-for _, id in ipairs(redis.call('SMEMBERS', P .. 'jobs:running')) do
-  local jk = P .. 'job:' .. id
-  if redis.call('HGET', jk, 'status') ~= 'running' then
-    redis.call('SREM', P .. 'jobs:running', id)
-    if redis.call('EXISTS', jk) == 1 then redis.call('SREM', model_running(jk), id) end
-  elseif worker_lost(jk) then
-    local attempts = tonumber(redis.call('HGET', jk, 'attempts') or '0')
-    local worker = redis.call('HGET', jk, 'worker')
-    local task, queue = redis.call('HGET', jk, 'task'), redis.call('HGET', jk, 'queue')
-    if redis.call('HGET', jk, 'cancel') == '1' then
-      -- canceled while its worker was dying: nobody is left to read the flag
-      if task then drop_unacked(task) end
-      move(jk, id, 'running', 'canceled', now)
-      out[#out + 1] = {id, 'canceled', attempts, worker}
-    elseif attempts >= most then
-      out[#out + 1] = {id, 'poison', attempts, worker}
-    elseif task and queue then
-      drop_unacked(task)
-      move(jk, id, 'running', 'queued', now, true)
-      redis.call('RPUSH', queue, task)
-      out[#out + 1] = {id, 'requeued', attempts, worker}
-    else
-      out[#out + 1] = {id, 'no_task', attempts, worker}
-    end
+for i, id in ipairs(ARGV) do
+  local jk, lk = KEYS[2 * i], KEYS[2 * i + 1]
+  local f = redis.call('HMGET', jk, 'status', 'tenant', 'model', 'worker')
+  if not f[1] then
+    redis.call('SREM', KEYS[1], id)
+  elseif f[1] ~= 'running' then
+    out[#out + 1] = {id, f[2], f[3] or '', -1}
+  elseif f[4] and redis.call('EXISTS', lk) == 0 then
+    out[#out + 1] = {id, f[2], f[3] or '', 1}
   end
 end
 return out
 """
+
+# KEYS: MOVE_KEYS. ARGV: tenant, id, now, most deliveries. A running job whose worker was lost (its
+# lease expired) is queued again: back to `queued` (the lost run still counts toward the poison
+# limit), its task listed in `dispatch` for the caller to put back on its queue's consuming end (and
+# take out of kombu's unacknowledged messages, so that the visibility timeout does not deliver it a
+# second time). A job whose runs reached the limit is left running and reported as 'poison' for the
+# caller to fail (the failure carries problem details). A job without a kept task message (created
+# before they were kept) is left to the visibility timeout; a job whose cancel was asked for is
+# canceled. A job listed as running that is not is taken off the running sets ('stale').
+# Returns {outcome ('requeued' | 'canceled' | 'poison' | 'no_task' | 'alive' | 'stale' | 'retry'),
+# attempts, lost worker, task, queue}. Safe to run from any number of processes at once: the job is
+# checked and moved in one step.
+_REAP_JOB = (
+    _LUA_COMMON
+    + """
+local jk, id, now, most = K.job, ARGV[2], ARGV[3], tonumber(ARGV[4])
+if not keys_fit() then return {'retry', 0, '', '', ''} end
+if redis.call('HGET', jk, 'status') ~= 'running' then
+  redis.call('SREM', K.running, id)
+  redis.call('SREM', K.model_running, id)
+  return {'stale', 0, '', '', ''}
+end
+if not worker_lost() then return {'alive', 0, '', '', ''} end
+local attempts = tonumber(redis.call('HGET', jk, 'attempts') or '0')
+local worker = redis.call('HGET', jk, 'worker')
+local task, queue = redis.call('HGET', jk, 'task'), redis.call('HGET', jk, 'queue')
+if redis.call('HGET', jk, 'cancel') == '1' then
+  -- canceled while its worker was dying: nobody is left to read the flag
+  move(id, 'running', 'canceled', now)
+  return {'canceled', attempts, worker, task or '', queue or ''}
+elseif attempts >= most then
+  return {'poison', attempts, worker, '', ''}
+elseif task and queue then
+  move(id, 'running', 'queued', now, true)
+  redis.call('ZADD', K.dispatch, now, jk)
+  return {'requeued', attempts, worker, task, queue}
+end
+return {'no_task', attempts, worker, '', ''}
+"""
 )
 
-# KEYS: job hash. ARGV: prefix, id, now. Queued → canceled at once; running → flag for the worker,
-# or canceled at once when its worker was lost (nothing would read the flag).
+# KEYS: MOVE_KEYS. ARGV: tenant, id, now. Queued → canceled at once; running → flag for the worker,
+# or canceled at once when its worker was lost (nothing would read the flag; the caller takes its
+# task out of kombu's unacknowledged messages). Returns {outcome, record, task ('' unless the worker
+# was lost)}.
 _REQUEST_CANCEL = (
     _LUA_COMMON
     + """
-local jk, id, now = KEYS[1], ARGV[2], ARGV[3]
+local jk, id, now = K.job, ARGV[2], ARGV[3]
+if not keys_fit() then return {'retry', {}, ''} end
 local from = redis.call('HGET', jk, 'status')
-if not from then return {'missing', {}} end
-if is_terminal(from) then return {'terminal', redis.call('HGETALL', jk)} end
+if not from then return {'missing', {}, ''} end
+if is_terminal(from) then return {'terminal', redis.call('HGETALL', jk), ''} end
 redis.call('HSET', jk, 'cancel', '1')
 if from == 'queued' then
-  move(jk, id, from, 'canceled', now)
-  return {'canceled', redis.call('HGETALL', jk)}
+  move(id, from, 'canceled', now)
+  return {'canceled', redis.call('HGETALL', jk), ''}
 end
-if worker_lost(jk) then
-  local task = redis.call('HGET', jk, 'task')
-  if task then drop_unacked(task) end
-  move(jk, id, from, 'canceled', now)
-  return {'canceled', redis.call('HGETALL', jk)}
+if worker_lost() then
+  move(id, from, 'canceled', now)
+  return {'canceled', redis.call('HGETALL', jk), redis.call('HGET', jk, 'task') or ''}
 end
 redis.call('PUBLISH', jk .. ':events', cjson.encode({type = 'cancel_requested'}))
-return {'requested', redis.call('HGETALL', jk)}
+return {'requested', redis.call('HGETALL', jk), ''}
 """
 )
+
+# KEYS: the record (job or comparison) listed in `dispatch`, `dispatch`. Returns {task, queue} when its
+# task should be on its queue (the job is still queued, the composition still queued) and may not be:
+# the caller makes sure it is (`requeue_task`) and takes it off `dispatch`. Otherwise takes it off
+# `dispatch` and returns {}.
+_DISPATCH_CHECK = """
+local f = redis.call('HMGET', KEYS[1], 'status', 'compose', 'task', 'queue')
+if f[3] and f[4] and (f[1] == 'queued' or f[2] == 'queued') then return {f[3], f[4]} end
+redis.call('ZREM', KEYS[2], KEYS[1])
+return {}
+"""
 
 # KEYS: job hash. ARGV: stage, step, total, now, owner ('' for any).
 # Returns {written (0/1), cancel requested (0/1), taken back (0/1: `owner` no longer holds the job)}.
@@ -330,15 +404,12 @@ for i = 2, #ARGV, 2 do
 end
 """
 
-# KEYS: index. ARGV: prefix, cursor ('' for the first page), count. Returns job hashes, newest first.
-# An id whose record has expired (retention) leaves the index as the page passes it.
-_LIST = """
-local P = ARGV[1]
-local max = ARGV[2] == '' and '+' or '(' .. ARGV[2]
-local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], max, '-', 'LIMIT', 0, tonumber(ARGV[3]))
+# KEYS: index, then the job hash of each id in ARGV (a page of the index, as the caller read it).
+# Returns {id, job hash} per id; an id whose record has expired (retention) leaves the index.
+_LIST_RECORDS = """
 local out = {}
-for i, id in ipairs(ids) do
-  local job = redis.call('HGETALL', P .. 'job:' .. id)
+for i, id in ipairs(ARGV) do
+  local job = redis.call('HGETALL', KEYS[i + 1])
   if #job == 0 then redis.call('ZREM', KEYS[1], id) end
   out[i] = {id, job}
 end
@@ -359,18 +430,6 @@ return {allowed, wait}
 _ASSET_PUT = """
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], 0, ARGV[2])
-"""
-
-# KEYS: the tenant's asset index. ARGV: prefix, tenant, cursor ('' for the first page), count.
-# Returns the asset records (JSON), newest first.
-_ASSET_LIST = """
-local max = ARGV[3] == '' and '+' or '(' .. ARGV[3]
-local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], max, '-', 'LIMIT', 0, tonumber(ARGV[4]))
-local out = {}
-for i, id in ipairs(ids) do
-  out[i] = {id, redis.call('GET', ARGV[1] .. 'asset:' .. ARGV[2] .. ':' .. id) or ''}
-end
-return out
 """
 
 # Anchor sets (`anchor:<tenant>:<id>` hashes: `latest` and one `v:<n>` per version, never rewritten).
@@ -400,16 +459,13 @@ if not body then return {} end
 return {latest, v, body}
 """
 
-# KEYS: the tenant's anchor index. ARGV: prefix, tenant, cursor ('' for the first page), count.
-# Returns {id, latest, latest, body} per anchor set, newest first.
-_ANCHOR_LIST = """
-local max = ARGV[3] == '' and '+' or '(' .. ARGV[3]
-local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], max, '-', 'LIMIT', 0, tonumber(ARGV[4]))
+# KEYS: anchor hashes (a page of the tenant's anchor index). Returns {latest, latest, body} per anchor
+# set at its latest version.
+_ANCHOR_RECORDS = """
 local out = {}
-for i, id in ipairs(ids) do
-  local ak = ARGV[1] .. 'anchor:' .. ARGV[2] .. ':' .. id
+for i, ak in ipairs(KEYS) do
   local latest = redis.call('HGET', ak, 'latest') or '0'
-  out[i] = {id, latest, latest, redis.call('HGET', ak, 'v:' .. latest) or ''}
+  out[i] = {latest, latest, redis.call('HGET', ak, 'v:' .. latest) or ''}
 end
 return out
 """
@@ -420,44 +476,34 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return redis.call('DEL', KEYS[1])
 """
 
-# KEYS: job hashes. Returns, per job, its place in its queue (0 = the next delivered), or -1 when it is
-# not queued or its task is not in the queue (delivered, not yet claimed). kombu pushes tasks on the left
-# and workers pop from the right; the reaper pushes a job back on the right, to be next. The task is
-# found as queued (LPOS); a message re-serialized by the broker is found by the job id it carries.
-_QUEUE_POSITIONS = """
-local out, listed = {}, {}
+# KEYS: job hashes. Returns {status, queue, task, id} per job, for `queue_position` on the broker.
+_QUEUE_FIELDS = """
+local out = {}
 for i, jk in ipairs(KEYS) do
   local f = redis.call('HMGET', jk, 'status', 'queue', 'task', 'id')
-  local position = -1
-  if f[1] == 'queued' and f[2] and f[3] then
-    local index = redis.call('LPOS', f[2], f[3])
-    if not index then
-      listed[f[2]] = listed[f[2]] or redis.call('LRANGE', f[2], 0, -1)
-      for k, message in ipairs(listed[f[2]]) do
-        if string.find(message, f[4], 1, true) then index = k - 1 break end
-      end
-    end
-    if index then position = redis.call('LLEN', f[2]) - 1 - index end
-  end
-  out[i] = position
+  out[i] = {f[1] or '', f[2] or '', f[3] or '', f[4] or ''}
 end
 return out
 """
 
-# KEYS: job hash. ARGV: prefix, id. Removes a finished job's record and its index entries; a job still
-# queued or running is left alone. Returns {outcome, status}: 'deleted', 'active' or 'missing'.
-_DELETE = """
-local jk, P, id = KEYS[1], ARGV[1], ARGV[2]
+# KEYS: MOVE_KEYS, then the tenant's index of all its jobs. ARGV: tenant, id. Removes a finished job's
+# record and its index entries; a job still queued or running is left alone. Returns {outcome,
+# status}: 'deleted', 'active' or 'missing'.
+_DELETE = (
+    _LUA_COMMON
+    + """
+local jk, id = K.job, ARGV[2]
+if not keys_fit() then return {'retry', ''} end
 local status = redis.call('HGET', jk, 'status')
 if not status then return {'missing', ''} end
 if status == 'queued' or status == 'running' then return {'active', status} end
-local base = P .. 'tenant:' .. redis.call('HGET', jk, 'tenant') .. ':jobs'
-redis.call('ZREM', base, id)
-redis.call('ZREM', base .. ':' .. status, id)
-redis.call('HINCRBY', P .. 'stats:status', status, -1)
-redis.call('DEL', jk, jk .. ':lease')
+redis.call('ZREM', KEYS[15], id)
+redis.call('ZREM', K.index[status], id)
+redis.call('HINCRBY', K.stats, status, -1)
+redis.call('DEL', jk, K.lease)
 return {'deleted', status}
 """
+)
 
 # KEYS: comparison hash, the set of comparisons under way. ARGV: the member (`<tenant>/<id>`), then
 # field/value pairs. Writes a new comparison and lists it as under way, in one step.
@@ -467,19 +513,18 @@ redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 """
 
-# KEYS: comparison hash, the CPU queue's list. ARGV: the composition's task message.
-# Queues the composition once: sets `compose` to `queued` and pushes its task in the same step, so the
-# side-by-side is asked for exactly once however many API processes notice the children are done.
+# KEYS: comparison hash, `dispatch`. ARGV: the composition's task message, its queue, now.
+# Queues the composition once: sets `compose` to `queued`, keeps its task and lists it in `dispatch`
+# in the same step, so the side-by-side is asked for exactly once however many API processes notice
+# the children are done; the caller then pushes the task (`jobstate.dispatch`).
 # Returns 1 when it queued it, 0 when it was queued already, canceled, or there is no comparison.
 _COMPARISON_COMPOSE = """
-local ck, qk = KEYS[1], KEYS[2]
+local ck = KEYS[1]
 if redis.call('EXISTS', ck) == 0 then return 0 end
 local state = redis.call('HGET', ck, 'compose')
 if (state and state ~= '') or redis.call('HGET', ck, 'cancel') == '1' then return 0 end
-local kind = redis.call('TYPE', qk)['ok']
-if kind ~= 'none' and kind ~= 'list' then return redis.error_reply('queue key ' .. qk .. ' holds a ' .. kind) end
-redis.call('HSET', ck, 'compose', 'queued')
-redis.call('LPUSH', qk, ARGV[1])
+redis.call('HSET', ck, 'compose', 'queued', 'task', ARGV[1], 'queue', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ck)
 return 1
 """
 
@@ -502,28 +547,94 @@ if not state or state == '' then redis.call('HSET', ck, 'cancel', '1') end
 return 1
 """
 
+# The broker's scripts: kombu's keys only. They run on the broker, which kombu needs to be one Redis
+# (never a cluster), so the queue list and kombu's `unacked` keys may hash to different slots.
+
+# KEYS: the queue's list, kombu's `unacked` hash, its `unacked_index` sorted set. ARGV: the task
+# message, its delivery tag ('' when it has none). Puts the task back on its queue's consuming end,
+# to be next, unless it is there already; takes its delivery out of kombu's unacknowledged messages
+# (a lost worker's delivery would otherwise come back after the visibility timeout). Returns 1 when
+# it pushed the task.
+_REQUEUE_TASK = """
+if ARGV[2] ~= '' then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[2])
+end
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'none' and kind ~= 'list' then return redis.error_reply('queue key ' .. KEYS[1] .. ' holds a ' .. kind) end
+if redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS: the queue's list. ARGV: the task message. Pushes a new task where kombu's producers do (the
+# tail: workers pop from the head, the right). Refuses a key of another type.
+_PUSH_TASK = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'none' and kind ~= 'list' then return redis.error_reply('queue key ' .. KEYS[1] .. ' holds a ' .. kind) end
+return redis.call('LPUSH', KEYS[1], ARGV[1])
+"""
+
+# KEYS: kombu's `unacked` hash, its `unacked_index`. ARGV: delivery tag. The delivery of a job that
+# ended while its worker was lost is not needed any more.
+_DROP_UNACKED = """
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: a queue's list. ARGV: task message and job id, per job. Returns, per job, its place in the
+# queue (0 = the next delivered), or -1 when its task is not there (delivered, not yet claimed).
+# kombu pushes tasks on the left and workers pop from the right; the reaper pushes a job back on the
+# right, to be next. The task is found as queued (LPOS); a message re-serialized by the broker is
+# found by the job id it carries.
+_QUEUE_POSITIONS = """
+local out, listed = {}, nil
+local length = redis.call('LLEN', KEYS[1])
+for i = 1, #ARGV, 2 do
+  local index = redis.call('LPOS', KEYS[1], ARGV[i])
+  if not index then
+    listed = listed or redis.call('LRANGE', KEYS[1], 0, -1)
+    for k, message in ipairs(listed) do
+      if string.find(message, ARGV[i + 1], 1, true) then index = k - 1 break end
+    end
+  end
+  out[#out + 1] = index and (length - 1 - index) or -1
+end
+return out
+"""
+
 SCRIPTS: dict[str, str] = {
-    "queue_positions": _QUEUE_POSITIONS,
+    "queue_fields": _QUEUE_FIELDS,
     "delete": _DELETE,
     "create": _CREATE,
+    "uncreate": _UNCREATE,
     "rate_limit": _RATE_LIMIT,
     "transition": _TRANSITION,
     "claim": _CLAIM,
     "renew_lease": _RENEW_LEASE,
-    "reap": _REAP,
+    "reap_scan": _REAP_SCAN,
+    "reap_job": _REAP_JOB,
     "request_cancel": _REQUEST_CANCEL,
+    "dispatch_check": _DISPATCH_CHECK,
     "progress": _PROGRESS,
     "preview": _PREVIEW,
     "observe": _OBSERVE,
-    "list": _LIST,
+    "list_records": _LIST_RECORDS,
     "asset_put": _ASSET_PUT,
-    "asset_list": _ASSET_LIST,
     "anchor_put": _ANCHOR_PUT,
     "anchor_get": _ANCHOR_GET,
-    "anchor_list": _ANCHOR_LIST,
+    "anchor_records": _ANCHOR_RECORDS,
     "anchor_delete": _ANCHOR_DELETE,
     "comparison_put": _COMPARISON_PUT,
     "comparison_compose": _COMPARISON_COMPOSE,
     "comparison_finish": _COMPARISON_FINISH,
     "comparison_cancel": _COMPARISON_CANCEL,
+}
+
+BROKER_SCRIPTS: dict[str, str] = {
+    "requeue_task": _REQUEUE_TASK,
+    "push_task": _PUSH_TASK,
+    "drop_unacked": _DROP_UNACKED,
+    "queue_positions": _QUEUE_POSITIONS,
 }

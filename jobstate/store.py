@@ -1,8 +1,9 @@
 """Job state stores over Redis: `JobStore` (sync, for Celery workers) and `AsyncJobStore` (for the API).
 
 Both run the same operations from `jobstate.operations` (which name their keys from
-`jobstate.redis_keys` and their scripts from `jobstate.scripts`); each method here is one round trip
-to Redis.
+`jobstate.redis_keys` and their scripts from `jobstate.scripts`): an `Op` is one round trip to Redis,
+a `Flow` a few (`jobstate.steps`). A store holds two clients: job state's and the Celery broker's,
+the same one unless job state is on Redis Cluster (`jobstate.connections`).
 
 How a worker drives a job (see also `webhooks.messages.enqueue_job_webhook`):
 
@@ -38,10 +39,12 @@ import redis.asyncio as aioredis
 
 from api_schemas import JobStatus, LivePreview, Problem, Progress
 from jobstate import operations
-from jobstate.operations import AnchorPage, Created, Op, Page, ProgressAck, RateDecision, Transition
+from jobstate.connections import async_client, sync_client
+from jobstate.operations import AnchorPage, Created, Page, ProgressAck, RateDecision, Transition
 from jobstate.records import AnchorRecord, AnchorVersion, AssetRecord, JobRecord, StoredResult
 from jobstate.redis_keys import events_channel
-from jobstate.scripts import SCRIPTS
+from jobstate.scripts import BROKER_SCRIPTS, SCRIPTS
+from jobstate.steps import Flow, Op
 
 T = TypeVar("T")
 
@@ -52,22 +55,34 @@ def failure(title: str, detail: str, type_: str = "about:blank", status: int = 5
 
 
 class JobStore:
-    """Synchronous job state; one instance per process, over a `redis.Redis` client."""
+    """Synchronous job state; one instance per process, over a `redis.Redis` client (or a
+    `redis.RedisCluster`, with the broker's `redis.Redis` as `broker`)."""
 
-    def __init__(self, client: "redis.Redis") -> None:
+    def __init__(
+        self, client: "redis.Redis | redis.RedisCluster", broker: "redis.Redis | redis.RedisCluster | None" = None
+    ) -> None:
         self.redis = client
+        self.broker = broker if broker is not None else client
         self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+        self._scripts |= {name: self.broker.register_script(src) for name, src in BROKER_SCRIPTS.items()}
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> "JobStore":
-        return cls(redis.Redis.from_url(url, **kwargs))
+    def from_url(cls, url: str, broker_url: str | None = None, **kwargs: Any) -> "JobStore":
+        """`url` as `jobstate.connections` reads it; `broker_url` when the broker is another Redis."""
+        client = sync_client(url, **kwargs)
+        return cls(client, sync_client(broker_url, **kwargs) if broker_url and broker_url != url else None)
 
-    def run(self, op: Op[T]) -> T:
+    def _once(self, op: Op[T]) -> T:
         if op.script is not None:
             raw = self._scripts[op.script](keys=list(op.keys), args=list(op.args))
         else:
-            raw = self.redis.execute_command(*op.command)
+            raw = (self.broker if op.broker else self.redis).execute_command(*op.command)
         return op.decode(raw)
+
+    def run(self, op: Op[T] | Flow[T]) -> T:
+        if isinstance(op, Op):
+            return self._once(op)
+        return _drive(op, self._once)
 
     # jobs
     def create(self, job_id: str, tenant: str, model: str, request: Mapping[str, Any], **options: Any) -> Created:
@@ -147,6 +162,21 @@ class JobStore:
         return self.run(operations.ping_op())
 
 
+def _drive(flow: Flow[T], once: Any) -> T:
+    """Run a flow's steps with `once` (a sync store's), sending each reply, throwing each error in."""
+    try:
+        step = next(flow)
+        while True:
+            try:
+                reply = once(step)
+            except Exception as error:
+                step = flow.throw(error)  # the flow re-raises it, after any undo
+            else:
+                step = flow.send(reply)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
 @dataclass(frozen=True)
 class JobEvent:
     """One event of a job's stream: the whole record (`job`), a progress tick, a live preview, or a
@@ -159,22 +189,51 @@ class JobEvent:
 
 
 class AsyncJobStore:
-    """Asynchronous job state for the API, over a `redis.asyncio.Redis` client."""
+    """Asynchronous job state for the API, over a `redis.asyncio.Redis` client (or a
+    `redis.asyncio.RedisCluster`, with the broker's `redis.asyncio.Redis` as `broker`)."""
 
-    def __init__(self, client: "aioredis.Redis") -> None:
+    def __init__(
+        self,
+        client: "aioredis.Redis | aioredis.RedisCluster",
+        broker: "aioredis.Redis | aioredis.RedisCluster | None" = None,
+    ) -> None:
         self.redis = client
+        self.broker = broker if broker is not None else client
         self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+        self._scripts |= {name: self.broker.register_script(src) for name, src in BROKER_SCRIPTS.items()}
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> "AsyncJobStore":
-        return cls(aioredis.Redis.from_url(url, **kwargs))
+    def from_url(cls, url: str, broker_url: str | None = None, **kwargs: Any) -> "AsyncJobStore":
+        """`url` as `jobstate.connections` reads it; `broker_url` when the broker is another Redis."""
+        client = async_client(url, **kwargs)
+        return cls(client, async_client(broker_url, **kwargs) if broker_url and broker_url != url else None)
 
-    async def run(self, op: Op[T]) -> T:
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+        if self.broker is not self.redis:
+            await self.broker.aclose()
+
+    async def _once(self, op: Op[T]) -> T:
         if op.script is not None:
             raw = await self._scripts[op.script](keys=list(op.keys), args=list(op.args))
         else:
-            raw = await self.redis.execute_command(*op.command)
+            raw = await (self.broker if op.broker else self.redis).execute_command(*op.command)
         return op.decode(raw)
+
+    async def run(self, op: Op[T] | Flow[T]) -> T:
+        if isinstance(op, Op):
+            return await self._once(op)
+        step = next(op)
+        while True:
+            try:
+                reply = await self._once(step)
+            except Exception as error:
+                step = op.throw(error)  # the flow re-raises it, after any undo
+            else:
+                try:
+                    step = op.send(reply)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
 
     # jobs
     async def create(self, job_id: str, tenant: str, model: str, request: Mapping[str, Any], **options: Any) -> Created:

@@ -1,9 +1,9 @@
-"""A Celery task message as it lies in the broker: built here so that it can be written to Redis by
-the same Lua script that records the job.
+"""A Celery task message as it lies in the broker: built here so that it can be kept on the job's
+record by the script that records the job, and pushed onto the broker's list right after.
 
-Recording a job and queueing its task in one script means there is no moment at which a job exists
-but its task does not (an API process killed between two round trips would otherwise leave a job
-queued forever), and a submission costs one Redis round trip instead of two plus a Celery publish.
+Keeping the task on the record in the same script means there is no moment at which a job exists but
+its task is nowhere (an API process killed before the push leaves the task for the reaper to push,
+`jobstate.dispatch`), and a submission costs Redis round trips, not a Celery publish in a thread.
 
 The message is what `Celery.send_task(name, kwargs=..., queue=...)` writes through kombu's Redis
 transport: task protocol 2 (headers + a JSON body `[args, kwargs, embed]`) in kombu's envelope, the

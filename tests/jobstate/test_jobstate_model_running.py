@@ -45,7 +45,7 @@ def deliver(r: redis.Redis, model: str = "svd-xt") -> None:
 
 def expire(job_id: str, r: redis.Redis) -> None:
     deadline = time.monotonic() + 5
-    while r.exists(f"vsteer:job:{job_id}:lease"):
+    while r.exists(f"{{vsteer}}:job:{job_id}:lease"):
         assert time.monotonic() < deadline
         time.sleep(0.02)
 
@@ -63,7 +63,7 @@ def test_the_key_is_a_set_that_the_autoscalers_redis_scaler_can_count(store: Job
     store.mark_running(job_id, "w1:1:aa", 30)
     key = model_running_key("svd-xt")
     # KEDA's redis trigger counts a set with SCARD (and a list with LLEN): the key is read as is.
-    assert key == "vsteer:model:svd-xt:running"
+    assert key == "{vsteer}:model:svd-xt:running"
     assert r.type(key) == b"set" and r.scard(key) == 1
 
 

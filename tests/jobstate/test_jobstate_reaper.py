@@ -43,7 +43,7 @@ def deliver(r: redis.Redis) -> str:
 def expire(job_id: str, r: redis.Redis) -> None:
     """Wait until the job's lease is gone, as when its worker stopped renewing it."""
     deadline = time.monotonic() + 5
-    while r.exists(f"vsteer:job:{job_id}:lease"):
+    while r.exists(f"{{vsteer}}:job:{job_id}:lease"):
         assert time.monotonic() < deadline
         time.sleep(0.02)
 

@@ -3,6 +3,7 @@
 import base64
 import json
 import threading
+import time
 
 import pytest
 import redis
@@ -10,9 +11,10 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
 from jobstate.errors import RateLimited, TooManyActiveJobs
-from jobstate.operations import RateLimit, create_op
+from jobstate.operations import Created, RateLimit, create_op
 from jobstate.records import new_job_id
 from jobstate.redis_keys import rate_limit_key
+from jobstate.steps import Flow
 from jobstate.store import JobStore
 from jobstate.task_message import task_message
 
@@ -96,8 +98,12 @@ def test_a_retried_create_script_is_its_own_earlier_run(store: JobStore, redis_u
     # neither a second task nor a second token is taken.
     job_id = new_job_id()
     task = task_message("vsteer.example.v1", {"job_id": job_id, "tenant": "t1"}, "gpu.m", task_id=job_id)
-    op = create_op(job_id, "t1", "m", {}, task=task, rate=RateLimit("key", rate_per_s=0.001, burst=5))
-    first, again = store.run(op), store.run(op)
+    now = time.time()
+
+    def call() -> Flow[Created]:  # the same call: same arguments, same time
+        return create_op(job_id, "t1", "m", {}, task=task, rate=RateLimit("key", rate_per_s=0.001, burst=5), now=now)
+
+    first, again = store.run(call()), store.run(call())
     assert first.created and again.created and again.record == first.record
     assert len(queued(redis_url, "gpu.m")) == 1
     assert float(redis.Redis.from_url(redis_url).hget(rate_limit_key("key"), "tokens")) == pytest.approx(4, abs=0.01)

@@ -38,7 +38,7 @@ def lost_job(store: JobStore, r: redis.Redis) -> str:
     store.create(job_id, "tenant-a", "svd-xt", {"model": "svd-xt"}, task=task)
     r.rpop("gpu.svd-xt")  # taken by the worker
     store.mark_running(job_id, "gpu0@host:1:aa", 0.05)
-    while r.exists(f"vsteer:job:{job_id}:lease"):
+    while r.exists(f"{{vsteer}}:job:{job_id}:lease"):
         time.sleep(0.01)
     return job_id
 

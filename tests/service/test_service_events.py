@@ -46,7 +46,7 @@ def submit(client: httpx.Client) -> str:
 
 
 def wait_subscribed(r: redis.Redis, job_id: str) -> None:
-    channel = f"vsteer:job:{job_id}:events"
+    channel = f"{{vsteer}}:job:{job_id}:events"
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         if dict(r.pubsub_numsub(channel)).get(channel.encode(), 0) > 0:

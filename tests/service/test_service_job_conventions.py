@@ -123,7 +123,7 @@ async def test_delete_removes_a_finished_job_and_its_files(
     assert_problem(await client.get(f"/v1/jobs/{job['id']}", headers=AUTH_A), 404)
     assert_problem(await client.delete(f"/v1/jobs/{job['id']}", headers=AUTH_A), 404)
     assert (await client.get("/v1/jobs", headers=AUTH_A)).json()["items"] == []
-    assert sync_redis.hget("vsteer:stats:status", "succeeded") == b"0"  # the job counts no longer
+    assert sync_redis.hget("{vsteer}:stats:status", "succeeded") == b"0"  # the job counts no longer
 
 
 async def test_delete_refuses_an_active_job_until_it_is_canceled(client: httpx.AsyncClient, store: JobStore) -> None:

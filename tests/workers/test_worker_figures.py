@@ -22,4 +22,4 @@ def test_a_job_adds_its_seconds_per_step_to_the_models_histogram(redis_url: str)
     assert (stats["count"], stats["sum"]) == (2, 1.75)  # 0.25 s and 1.5 s per step
     assert (stats["le:0.25"], stats["le:1"], stats["le:2.5"]) == (1, 1, 2)
     # No GPU in this process: no memory report.
-    assert store.redis.exists("vsteer:model:tiny:gpu_memory") == 0
+    assert store.redis.exists("{vsteer}:model:tiny:gpu_memory") == 0
