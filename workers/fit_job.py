@@ -44,9 +44,8 @@ def run_fit(
     fetch_asset: Callable[[str], bytes],
 ) -> StoredResult:
     """Fit the record's directions, store them, and return the fit's result (its manifest and directions)."""
-    from workers.directions import direction_bytes
     from workers.engine import Progress
-    from workers.fitting import FittedSet, encode_images, fit
+    from workers.fitting import FittedSet, encode_images, fit, fitted_bytes
     from workers.job_runner import upload_outputs
 
     request = DirectionFitRequest.model_validate(record.request)
@@ -87,7 +86,7 @@ def run_fit(
     resources = []
     for index in range(len(fitted.vectors)):
         direction_id = fitted_direction_id(record.id, index)
-        data = direction_bytes(fitted.vectors[index])
+        data = fitted_bytes(fitted, index)  # with its attribute predictor, for a supervised fit
         deps.storage.put(direction_key(record.tenant, direction_id), data, "application/octet-stream")
         resources.append(
             DirectionResource(
