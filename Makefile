@@ -17,11 +17,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: system-deps $(VENV)/.installed
 
-# redis-server for the service and its tests; docker-compose (config validation only: no engine needed);
+# redis-server (also run as a Sentinel and as cluster nodes by the tests) and redis-cli (`--cluster create`)
+# for the service and its tests; docker-compose (config validation only: no engine needed);
 # chromium and its driver for the playground's browser test.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \

@@ -16,6 +16,7 @@ from PIL import Image
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from jobstate.connections import async_client
 from jobstate.records import Presigner
 from jobstate.store import AsyncJobStore
 from service.deps import settle_pending_token
@@ -32,13 +33,14 @@ from storage.factory import make_storage
 MULTIPART_SLACK = 64 * 1024
 
 
-def make_redis(settings: Settings) -> aioredis.Redis:
+def make_redis(settings: Settings, url: str | None = None) -> "aioredis.Redis | aioredis.RedisCluster":
+    """The client of `url` (job state's by default; `jobstate.connections` reads the URL)."""
     # Few, quick retries: when Redis is down (connection refused) a request answers 503 in well under a
     # second. A Redis that accepts connections but stops answering (hung, paused, a network partition)
     # costs the socket timeout per try: 503 after ~10 s, not minutes. The API's commands take
     # milliseconds; its one long read, the events stream's, passes its own timeout.
-    return aioredis.Redis.from_url(
-        settings.redis_url,
+    return async_client(
+        url or settings.redis_url,
         socket_connect_timeout=2,
         socket_timeout=5,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
@@ -55,7 +57,8 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = make_redis(settings)
-        app.state.store = AsyncJobStore(client)
+        broker = make_redis(settings, settings.broker_url) if settings.broker_url else None
+        app.state.store = AsyncJobStore(client, broker)
         app.state.storage = store_objects = storage if storage is not None else _make_storage(settings)
         app.state.queue = JobQueue(make_producer(settings))
         reaper = Reaper(
@@ -75,7 +78,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
                     background.cancel_scope.cancel()
         finally:
             app.state.queue.close()
-            await client.aclose()
+            await app.state.store.aclose()
 
     app = FastAPI(
         title="vsteer",

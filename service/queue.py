@@ -1,13 +1,15 @@
 """Enqueue by task name; the service never imports workers.
 
-A job's task message is written by the job store's create script, in the same step that records the
-job (`job_task`); webhooks go through a producer-only Celery app on the Redis broker, whose blocking
-`send_task` runs in a worker thread so the event loop keeps serving.
+A job's task message is kept on its record by the job store's create script, in the same step that
+records the job, and then pushed onto its queue (`job_task`, `jobstate.dispatch`); webhooks go
+through a producer-only Celery app on the Redis broker, whose blocking `send_task` runs in a worker
+thread so the event loop keeps serving.
 """
 
 import anyio.to_thread
 from celery import Celery
 
+from jobstate.connections import celery_broker
 from jobstate.queues import RUN_JOB_TASK, queue_for
 from jobstate.records import JobRecord, Presign
 from jobstate.task_message import TaskMessage, task_message
@@ -16,8 +18,10 @@ from webhooks.messages import enqueue_job_webhook
 
 
 def make_producer(settings: Settings) -> Celery:
-    app = Celery("vsteer-api", broker=settings.redis_url, set_as_current=False)
+    broker, options = celery_broker(settings.broker)
+    app = Celery("vsteer-api", broker=broker, set_as_current=False)
     app.conf.update(
+        broker_transport_options=options,
         broker_connection_timeout=3,
         broker_connection_retry_on_startup=False,
         # A broker outage should surface as a 503 within seconds, not hang a request.

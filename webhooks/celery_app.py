@@ -32,6 +32,7 @@ from typing import Any
 
 from celery import Celery, Task
 
+from jobstate.connections import celery_broker
 from jobstate.queues import DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE
 from webhooks.delivery import backoff_delay, deliver
 from webhooks.settings import WebhookSettings, get_webhook_settings
@@ -67,8 +68,10 @@ def register_webhook_task(app: Celery, settings: WebhookSettings) -> Task:
 
 def make_webhook_app(settings: WebhookSettings) -> Celery:
     """A Celery app that only delivers webhooks, on the Redis broker from settings."""
-    app = Celery("vsteer-webhooks", broker=settings.redis_url)
+    broker, options = celery_broker(settings.broker)
+    app = Celery("vsteer-webhooks", broker=broker)
     app.conf.update(
+        broker_transport_options=options,
         task_default_queue=WEBHOOK_QUEUE,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -32,10 +32,12 @@ Models load in `worker_init`, in the worker's main process before it consumes an
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 from celery import Celery, signals
 from kombu import Queue
 
+from jobstate.connections import celery_broker
 from jobstate.queues import GPU_QUEUE_PREFIX
 from workers.settings import WorkerSettings, get_settings
 
@@ -45,7 +47,8 @@ APP_NAME = "vsteer"
 
 
 def create_app(settings: WorkerSettings) -> Celery:
-    app = Celery(APP_NAME, broker=settings.broker, include=["workers.tasks"])
+    broker, _ = celery_broker(settings.broker)
+    app = Celery(APP_NAME, broker=broker, include=["workers.tasks"])
     app.conf.update(
         worker_pool="solo",
         worker_concurrency=1,
@@ -66,8 +69,10 @@ def create_app(settings: WorkerSettings) -> Celery:
     return app
 
 
-def transport_options(settings: WorkerSettings) -> dict[str, float]:
-    options: dict[str, float] = {"visibility_timeout": float(settings.visibility_timeout_s or 0)}
+def transport_options(settings: WorkerSettings) -> dict[str, Any]:
+    # a Sentinel URL's primary name (`master_name`), then ours
+    options: dict[str, Any] = celery_broker(settings.broker)[1]
+    options["visibility_timeout"] = float(settings.visibility_timeout_s or 0)
     if settings.redelivery_check_s is not None:
         # kombu scans every `interval`, but only acts on one call in `throttle`: scan on each.
         options |= {"unacked_restore_interval": settings.redelivery_check_s, "unacked_restore_throttle": 1}
@@ -112,7 +117,9 @@ def build_deps(settings: WorkerSettings):  # type: ignore[no-untyped-def]
     return WorkerDeps(
         # A Redis that stops answering fails a call after 10 s (progress is best effort, final states are
         # retried within the state retry budget) instead of holding the job forever.
-        store=JobStore.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5),
+        store=JobStore.from_url(
+            settings.redis_url, broker_url=settings.broker_url, socket_timeout=10, socket_connect_timeout=5
+        ),
         storage=storage,
         registry=ModelRegistry.from_settings(settings),
         enqueue_webhook=enqueue_webhook,

@@ -50,7 +50,12 @@ class _Clients:
     @property
     def store(self) -> JobStore:
         if self._store is None:
-            self._store = JobStore.from_url(self.settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+            self._store = JobStore.from_url(
+                self.settings.redis_url,
+                broker_url=self.settings.broker_url,
+                socket_timeout=10,
+                socket_connect_timeout=5,
+            )
         return self._store
 
     @property

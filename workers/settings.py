@@ -203,12 +203,6 @@ class WorkerSettings(EngineSettings, WebhookSettings, StorageSettings):
         return self
 
     @property
-    def broker(self) -> str:
-        """The Celery broker is the job-state Redis: the API queues a job's task in the same script
-        that records the job, so the two cannot live apart."""
-        return self.redis_url
-
-    @property
     def queues(self) -> list[str]:
         return [queue_for(m) for m in self.worker_models]
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from jobstate.connections import sync_client
 from workers.engine import JobOutputs, Progress
 from workers.errors import JobCanceled
 
@@ -56,10 +57,10 @@ def run_job(job: Any, out_dir: Path, *, images: Any, on_progress: Any, should_ca
 
 def count_completion(job_id: str) -> None:
     """The test's own counter; retried so a Redis restart does not fail the job through it."""
-    client = redis.Redis.from_url(os.environ["VSTEER_REDIS_URL"])
+    client = sync_client(os.environ["VSTEER_REDIS_URL"])
     for _ in range(600):
         try:
             client.incr(COMPLETED + job_id)
             return
-        except redis.exceptions.ConnectionError:
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError):
             time.sleep(0.1)
