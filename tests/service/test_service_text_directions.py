@@ -91,3 +91,11 @@ async def test_a_comparison_names_each_model_without_a_text_encoder(client):
     body = {"models": ["tiny", "svd"], "job": {"image": image, "directions": [{"source": SMILE}]}}
     refused = assert_problem(await client.post("/v1/comparisons", json=body, headers=AUTH_A), 422)
     assert errors_of(refused) == [("models[1]", "text_encoder_missing")]
+
+
+async def test_an_anchor_set_for_a_model_without_a_text_encoder_refuses_its_text_directions(client):
+    body = {"name": "smile", "model": "svd", "directions": [{"source": SMILE}]}
+    refused = assert_problem(await client.post("/v1/anchors", json=body, headers=AUTH_A), 422)
+    assert errors_of(refused) == [("directions[0].source.text", "text_encoder_missing")]
+    made = await client.post("/v1/anchors", json={**body, "model": "tiny"}, headers=AUTH_A)
+    assert made.status_code == 201, made.text
