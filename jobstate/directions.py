@@ -15,13 +15,18 @@ from jobstate.redis_keys import PREFIX, direction_record_key
 if TYPE_CHECKING:
     import redis
     import redis.asyncio as aioredis
+    import redis.asyncio.cluster as aiocluster
+    import redis.cluster
+
+    SyncClient = redis.Redis | redis.cluster.RedisCluster
+    AsyncClient = aioredis.Redis | aiocluster.RedisCluster
 
 
 def direction_index_key(tenant: str) -> str:
     return f"{PREFIX}directions:{tenant}"
 
 
-def put_directions(client: "redis.Redis", tenant: str, resources: Iterable[DirectionResource]) -> None:
+def put_directions(client: "SyncClient", tenant: str, resources: Iterable[DirectionResource]) -> None:
     """Record directions (a re-run of the same fit writes the same ids again: the same outcome)."""
     with client.pipeline(transaction=True) as pipe:
         for resource in resources:
@@ -30,7 +35,7 @@ def put_directions(client: "redis.Redis", tenant: str, resources: Iterable[Direc
         pipe.execute()
 
 
-async def put_directions_async(client: "aioredis.Redis", tenant: str, resources: Iterable[DirectionResource]) -> None:
+async def put_directions_async(client: "AsyncClient", tenant: str, resources: Iterable[DirectionResource]) -> None:
     async with client.pipeline(transaction=True) as pipe:
         for resource in resources:
             pipe.set(direction_record_key(tenant, resource.id), resource.model_dump_json())
@@ -38,18 +43,19 @@ async def put_directions_async(client: "aioredis.Redis", tenant: str, resources:
         await pipe.execute()
 
 
-async def get_direction(client: "aioredis.Redis", tenant: str, direction_id: str) -> DirectionResource | None:
+async def get_direction(client: "AsyncClient", tenant: str, direction_id: str) -> DirectionResource | None:
     raw = await client.get(direction_record_key(tenant, direction_id))
     return None if raw is None else DirectionResource.model_validate_json(raw)
 
 
-async def list_directions(client: "aioredis.Redis", tenant: str, limit: int) -> list[DirectionResource]:
-    ids = await client.zrevrange(direction_index_key(tenant), 0, limit - 1)
-    records = await client.mget([direction_record_key(tenant, i.decode()) for i in ids]) if ids else []
+async def list_directions(client: "AsyncClient", tenant: str, limit: int) -> list[DirectionResource]:
+    key = direction_index_key(tenant)
+    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in await client.zrevrange(key, 0, limit - 1)]
+    records = await client.mget([direction_record_key(tenant, i) for i in ids]) if ids else []
     return [DirectionResource.model_validate_json(r) for r in records if r is not None]
 
 
-async def delete_direction(client: "aioredis.Redis", tenant: str, direction_id: str) -> None:
+async def delete_direction(client: "AsyncClient", tenant: str, direction_id: str) -> None:
     async with client.pipeline(transaction=True) as pipe:
         pipe.delete(direction_record_key(tenant, direction_id))
         pipe.zrem(direction_index_key(tenant), direction_id)

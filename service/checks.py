@@ -103,9 +103,15 @@ async def check_anchor(
 
 
 async def check_fit(fit: DirectionFitRequest, tenant: str, store: AsyncJobStore, settings: Settings) -> None:
-    """The rules of `check_document` for a direction fit: a known model, the tenant's own image assets,
-    a public webhook target; a 422 naming every field that breaks one."""
+    """The rules of `check_document` for a direction fit: a known model (with a text encoder for `text`),
+    the tenant's own image assets, a public webhook target; a 422 naming every field that breaks one."""
     errors = _check_model(fit.model, settings)
+    if fit.method == "text" and not settings.has_text_encoder(fit.model):
+        message = (
+            f"model {fit.model!r} has no text encoder to fit a `text` direction; configure one for it (its spec's "
+            "`text_encoder`, and VSTEER_TEXT_ENCODER_MODELS on the API)"
+        )
+        errors.append(FieldError(field="method", rule="text_encoder_missing", message=message))
     errors += await _check_images(fit.asset_refs(), tenant, store, settings)
     if fit.webhook is not None:
         errors += await _check_webhook(fit.webhook.url, settings)

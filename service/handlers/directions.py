@@ -6,8 +6,8 @@ one float32 tensor named `direction`, written here without torch); its record (m
 sha256, name) is kept in Redis, with a per-tenant index for listing, newest first (`jobstate.directions`).
 
 A fit (`{"method": ...}`) needs the model's encoders, so it runs as a job on the model's GPU queue: it is
-recorded and queued in one step like a job, and read and canceled at `/v1/directions/fits/{id}`; its
-worker stores the directions it fits as uploads are stored.
+recorded and queued as a job is, and read and canceled at `/v1/directions/fits/{id}`; its worker stores
+the directions it fits as uploads are stored.
 """
 
 import hashlib

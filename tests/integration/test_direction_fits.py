@@ -104,6 +104,32 @@ def test_a_supervised_fit_with_attributes_reports_measured_leakage(service: Serv
     assert direction.leakage["attributes"] == ["parity", "half"]
 
 
+def test_a_text_fit_stores_the_normalised_difference_of_the_two_prompts(service: Service, tiny_model_dir: Path) -> None:
+    with service.client() as client:
+        fit = client.wait_fit(
+            client.fit_directions(
+                {"method": "text", "model": "tiny", "text": "a red circle", "from_text": "a blue square"}
+            ).id,
+            timeout=240,
+        )
+    assert fit.status is JobStatus.succeeded, fit.error
+    [direction] = fit.directions
+    assert (direction.method, direction.space, direction.dimension) == ("text", "embedding", 32)
+    assert direction.fit == {"text": "a red circle", "from_text": "a blue square"}
+    assert direction.leakage is not None and direction.leakage["measured"] is False
+
+    # the stored vector is the text tower's own difference, as a job's text source computes it
+    from workers.models import ModelRegistry
+    from workers.settings import EngineSettings
+    from workers.text import text_direction
+
+    registry = ModelRegistry.from_settings(EngineSettings(cache_dir=tiny_model_dir.parent))
+    expected = text_direction(registry.get("tiny"), "a red circle", "a blue square")
+    storage = S3Storage(BUCKET, endpoint_url=service.s3.url, access_key_id="testing", secret_access_key="testing")
+    stored = read_direction(storage.get(f"directions/acme/{direction.id}.safetensors"), "x")
+    assert torch.allclose(stored, expected.float(), atol=1e-6)
+
+
 def test_a_fit_that_fails_on_the_worker_says_why(service: Service) -> None:
     # Two copies of one picture: PCA has no variance to find, which the worker reports as an input error.
     [image] = upload_pictures(service, range(40, 41))

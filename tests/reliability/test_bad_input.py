@@ -272,6 +272,7 @@ def _cases(job_id: str) -> list[tuple[str, Callable[[httpx.Client], httpx.Respon
         ("a fit on images nobody uploaded", fit(method="pca", images=three)),
         ("a fit with pairs of unknown assets", fit(method="contrastive", pairs=[["asset:ast_no", "asset:ast_ne"]])),
         ("a fit on an image URL", fit(method="pca", images=["https://example.com/a.png", *three])),
+        ("a text fit on a model without a text encoder", fit(method="text", model="svd", text="a smiling face")),
         ("a fit nobody made", lambda c: c.get("/v1/directions/fits/job_0123456789abcdef0123456789ab")),
         ("cancel of a fit id of 70 characters", lambda c: c.post("/v1/directions/fits/" + "a" * 70 + "/cancel")),
     ]

@@ -90,6 +90,7 @@ async def test_a_queued_fit_is_canceled_at_once_and_another_tenant_sees_nothing(
         ({"method": "pca", "images": 3, "attributes": {"smile": [1, 0]}}, "attributes.smile", "one_per_image"),
         ({"method": "text", "text": "a smile", "space": "latent"}, "space", "text_embedding"),
         ({"method": "text"}, "text", "required"),
+        ({"method": "text", "text": "a smile", "model": "mystery"}, "method", "text_encoder_missing"),
         ({"method": "pca", "images": 3, "model": "nope"}, "model", "known_model"),
         ({"method": "pca", "images": 3, "model": "mystery"}, "model", "known_dimensions"),
         ({"method": "pca", "images": 3, "webhook": {"url": "http://127.0.0.1:9/x"}}, "webhook.url", "public_url"),
@@ -101,6 +102,14 @@ async def test_a_fit_that_cannot_work_is_422_naming_the_field_and_rule(client, b
     body = {"model": "tiny", **body}
     problem = assert_problem(await client.post("/v1/directions", json=body, headers=AUTH_A), 422)
     assert (problem["errors"][0]["field"], problem["errors"][0]["rule"]) == (field, rule), problem
+
+
+async def test_a_text_fit_needs_no_images_on_a_model_with_a_text_encoder(client):
+    made = await client.post(
+        "/v1/directions", json={"method": "text", "model": "tiny", "text": "a red circle"}, headers=AUTH_A
+    )
+    assert made.status_code == 202, made.text
+    assert made.json()["request"]["from_text"] is None and made.json()["request"]["images"] == []
 
 
 async def test_a_fit_on_another_tenants_images_is_refused(client):
