@@ -7,9 +7,10 @@ A worker holds the job it runs by a lease (`job:<id>:lease`) that its heartbeat 
 moves it `running → queued`, the lost run still counted toward the poison limit, and lists its task
 in `dispatch`; the next step pushes the job's own task message onto its queue, taken out of the
 broker's unacknowledged messages so that the visibility timeout does not deliver it again
-(`jobstate.dispatch`: a reaper that dies between the two leaves it to the next scan). The step is atomic and checks the job's status and lease,
-so any number of API processes may reap at once, and a worker that was only slow (its lease expired
-while it still ran) is refused when it next reports: it stops and writes nothing. A job whose runs
+(`jobstate.dispatch`: a reaper that dies between the two leaves it to the next scan). The step is
+atomic and checks the job's status and lease, so any number of API processes may reap at once, and a
+worker that was only slow (its lease expired while it still ran) is refused when it next reports: it
+stops and writes nothing. A job whose runs
 reached `max_deliveries` is failed instead, with the same problem a worker gives a poison job, and
 one whose cancel was asked for (the worker died before it read the flag) is canceled.
 """
