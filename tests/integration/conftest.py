@@ -5,6 +5,7 @@ model on the CPU), the webhook worker, and an HTTP receiver for webhooks."""
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,6 +46,16 @@ class WebhookReceiver:
     url: str
     received: list[Received] = field(default_factory=list)
     arrived: threading.Event = field(default_factory=threading.Event)
+
+    def wait_for(self, subject_id: str, timeout_s: float = 30.0) -> list[Received]:
+        """The messages about one job (or fit) by `data.id`, once at least one has arrived (the receiver
+        serves the whole session, so `arrived` may have been set by another test's message)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            mine = [r for r in list(self.received) if json.loads(r.body)["data"]["id"] == subject_id]
+            if mine or time.monotonic() >= deadline:
+                return mine
+            time.sleep(0.1)
 
 
 @dataclass

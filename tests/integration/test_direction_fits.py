@@ -4,7 +4,6 @@ webhook, and a job cites what it fitted."""
 
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -71,13 +70,7 @@ def test_a_pca_fit_runs_on_the_gpu_worker_and_a_job_cites_what_it_stored(service
         assert done.status is JobStatus.succeeded, done.error
 
     # the webhook says `direction_fit.succeeded` and carries the fit with its directions
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        bodies = [json.loads(r.body) for r in service.receiver.received]
-        mine = [b for b in bodies if b["data"]["id"] == fit.id]
-        if mine:
-            break
-        time.sleep(0.2)
+    mine = [json.loads(r.body) for r in service.receiver.wait_for(fit.id)]
     assert [b["type"] for b in mine] == ["direction_fit.succeeded"]
     assert [d["id"] for d in mine[0]["data"]["directions"]] == [d.id for d in fit.directions]
 

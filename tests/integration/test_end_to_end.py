@@ -88,8 +88,9 @@ def test_steering_job_end_to_end(service: Service, tmp_path):
             assert recorded["generation"][name] == value
 
     # 5. the webhook arrives, signed
-    assert service.receiver.arrived.wait(30), service.log("webhooks")[-3000:]
-    [hook] = [r for r in service.receiver.received if json.loads(r.body)["data"]["id"] == job.id]
+    hooks = service.receiver.wait_for(job.id)
+    assert hooks, service.log("webhooks")[-3000:]
+    [hook] = hooks
     assert verify(
         WEBHOOK_SECRET,
         hook.headers["webhook-id"],
