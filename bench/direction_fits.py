@@ -4,13 +4,14 @@ directions against the same job with the vectors inline.
 1. *Fit*: `pca` (k=4) on 64 uploaded pictures. Over HTTP: `POST /v1/directions` on the product's own
    stack (`vsteer.stack.running_stack`: redis-server, uvicorn, a solo Celery worker with the tiny
    model, local storage), polled every 20 ms to `succeeded`. In-process: `encode_images` + `fit` on
-   the same model in this process. Headline ratio: HTTP wall ÷ the fit's own work inside the worker
+   the same model in this process, from the same PNG bytes (each decoded and encoded in turn, as
+   `vsteer directions fit` runs it). Headline ratio: HTTP wall ÷ the fit's own work inside the worker
    (its `timings`: load, encode, fit), the same process and warm state, so what is left is what the
    service adds; HTTP ÷ in-process here is a cross-check (a second process on the same cores is a
    different engine: thread pools, warm-ups). Target ≤ 1.1.
 2. *Stored vs inline*: one job with 4 embedding directions, cited as `{"id": "dir_..."}` (4 stored
    directions: a record check at submit, 4 storage reads in the worker) or given as inline vectors;
-   both `POST /v1/jobs` with `Prefer: wait`. Ratio of medians of interleaved pairs. Target ≤ 1.02.
+   both `POST /v1/jobs` with `Prefer: wait`. Median of the interleaved pairs' ratios. Target ≤ 1.02.
 
     python -m bench.direction_fits [--repeats 5] [--images 64] [--job-size default]
 """
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from vsteer.stack import running_stack
     from workers.fitting import encode_images, fit
+    from workers.images import ImageResolver
     from workers.models import ModelRegistry, ModelSpec, quiet_libraries
     from workers.tiny import TINY_DEFAULTS
 
@@ -50,13 +52,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     registry = ModelRegistry({"tiny": ModelSpec(name="tiny", source=str(folder), **TINY_DEFAULTS)}, default="tiny")
     loaded = registry.get("tiny")
     pictures = [test_image(seed, (64, 64)) for seed in range(args.images)]
+    files = [png_bytes(picture) for picture in pictures]
+    decoder = ImageResolver()
     figures: dict[str, Any] = {"images": args.images, "job": JOB_SIZES[args.job_size]}
     with running_stack(webhooks=False) as stack, httpx.Client(base_url=stack.url, timeout=900) as http:
         auth = {"Authorization": f"Bearer {stack.api_key}"}
         refs = []
-        for picture in pictures:
-            files = {"file": ("p.png", png_bytes(picture), "image/png")}
-            refs.append(f"asset:{http.post('/v1/assets', files=files, headers=auth).json()['id']}")
+        for data in files:
+            upload = {"file": ("p.png", data, "image/png")}
+            refs.append(f"asset:{http.post('/v1/assets', files=upload, headers=auth).json()['id']}")
 
         # 1. the fit, over HTTP and in this process
         body = {"method": "pca", "model": "tiny", "images": refs, "k": 4}
@@ -74,8 +78,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return {"in_worker": sum(timings.values())}
 
         def in_process() -> None:
-            X = torch.cat([encode_images(loaded, [p], "embedding", 64, 64) for p in pictures])
-            fit("pca", X, k=4)
+            # as `vsteer directions fit` runs it: each file's bytes decoded, encoded, then the fit
+            rows = [encode_images(loaded, [decoder.decode(data, "image")], "embedding", 64, 64) for data in files]
+            fit("pca", torch.cat(rows), k=4)
 
         fits = interleave({"http": over_http, "in_process": in_process}, args.repeats)
         walls, inside = fits.series("http"), fits.series("http.in_worker")

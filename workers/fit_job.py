@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from workers.job_runner import WorkerDeps
 
 
+REPORT_EVERY_S = 0.1
+"""How often an encoding fit reports its progress and checks for a cancel (and always at its end)."""
+
+
 def fitted_direction_id(job_id: str, index: int) -> str:
     """The id of a fit's `index`-th direction: the same on every run of the fit."""
     return f"dir_{job_id.removeprefix('job_')}_{index}"
@@ -63,13 +67,18 @@ def run_fit(
     width = request.width or loaded.defaults["width"]
     height = request.height or loaded.defaults["height"]
     rows, inputs = [], []
+    reported = 0.0
     for done, (field, ref) in enumerate(refs, start=1):
-        if should_cancel():
-            raise JobCanceled()
         data = images.read(ref, field)
         inputs.append({"field": field, "ref": ref, "sha256": hashlib.sha256(data).hexdigest()})
         rows.append(encode_images(loaded, [images.decode(data, field)], request.space, width, height)[0])
-        on_progress(Progress("encode", done, len(refs)))
+        # job state hears of it every REPORT_EVERY_S and at the end (a step of a small encoder is a
+        # few milliseconds: a Redis round trip or two for each would be a tenth of the fit)
+        if done == len(refs) or time.monotonic() - reported >= REPORT_EVERY_S:
+            reported = time.monotonic()
+            if should_cancel():
+                raise JobCanceled()
+            on_progress(Progress("encode", done, len(refs)))
     timings["encode"] = time.perf_counter() - started
 
     # 2. the fit
