@@ -1,9 +1,10 @@
 """Directions: vectors stored once (uploaded, or fitted on the tenant's images by a fit that runs on the
 model's GPU queue) and cited by jobs as `{"id": "dir_..."}`."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel
 
 from api_schemas.directions import (
     DirectionCreate,
@@ -33,6 +34,14 @@ _UPLOAD = {
 }
 
 
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A request model's JSON schema written inline in the route, its nested models cited from the
+    document's components (where the job document's models already put them: `Webhook`, ...)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema
+
+
 @router.post(
     "",
     status_code=201,
@@ -50,7 +59,7 @@ _UPLOAD = {
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": {"oneOf": [DirectionCreate.model_json_schema(), DirectionFitRequest.model_json_schema()]}
+                    "schema": {"oneOf": [_inline_schema(DirectionCreate), _inline_schema(DirectionFitRequest)]}
                 },
                 "multipart/form-data": {"schema": _UPLOAD},
             },
