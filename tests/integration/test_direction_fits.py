@@ -157,3 +157,11 @@ def test_the_cli_fits_on_a_server_from_local_images(service: Service, tmp_path: 
         "directions", "fit", "--server", service.url, "--method", "text", "--text", "a smile", server=service
     )
     assert refused.returncode == 2 and "--model" in refused.stderr
+
+
+def test_the_fit_example_runs_as_written(service: Service) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "direction-fit.json"
+    with service.client() as client:
+        fit = client.wait_fit(client.fit_directions(json.loads(example.read_text())).id, timeout=240)
+    assert fit.status is JobStatus.succeeded, fit.error
+    assert [d.name for d in fit.directions] == ["vivid 0"]

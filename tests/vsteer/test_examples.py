@@ -29,7 +29,11 @@ JOBS: dict[str, set[str]] = {
     "video-edit.json": {"video", "directions"},  # videos/pan.mp4: vsteer.pictures.panning_clip(7, (128, 64), 24, 8)
 }
 # Documents for the service's other resources (run by their own tests against a server).
-SERVICE_ONLY = {"anchor-set.json": "anchor", "anchored-job.json": "job citing an anchor set"}
+SERVICE_ONLY = {
+    "anchor-set.json": "anchor",
+    "anchored-job.json": "job citing an anchor set",
+    "direction-fit.json": "direction fit (POST /v1/directions; tests/integration/test_direction_fits.py)",
+}
 
 
 def test_every_example_is_covered():
@@ -66,3 +70,10 @@ def test_the_anchor_examples_are_valid_documents():
     anchor = json.loads((EXAMPLES / "anchor-set.json").read_text())
     AnchorCreate.model_validate(anchor)
     JobRequest.model_validate(json.loads((EXAMPLES / "anchored-job.json").read_text()))
+
+
+def test_the_direction_fit_example_is_a_valid_fit():
+    from api_schemas.directions import DirectionFitRequest
+
+    fit = DirectionFitRequest.model_validate(json.loads((EXAMPLES / "direction-fit.json").read_text()))
+    assert fit.method == "text" and fit.model == "tiny"  # the tiny model has a text encoder
