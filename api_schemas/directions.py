@@ -142,7 +142,9 @@ class DirectionFitRequest(Strict):
         None, max_length=300, description="`text`: the prompt to move away from (the empty prompt when left out)."
     )
     k: int = Field(1, ge=1, le=64, description="`pca` / `ica`: how many directions.")
-    name: str | None = Field(None, max_length=200, description="A name for the set; each direction is `<name> <i>`.")
+    name: str | None = Field(
+        None, max_length=200, description="A name for the set: its direction's, or `<name> <i>` for each of several."
+    )
     width: int | None = Field(
         None, ge=64, le=2048, multiple_of=64, description="Latent space: the image width (the model's default)."
     )

@@ -38,6 +38,13 @@ def fitted_direction_id(job_id: str, index: int) -> str:
     return f"dir_{job_id.removeprefix('job_')}_{index}"
 
 
+def direction_name(name: str | None, index: int, count: int) -> str | None:
+    """A fitted direction's name: the set's own for a set of one, `<name> <index>` in a larger set."""
+    if name is None:
+        return None
+    return name if count == 1 else f"{name} {index}"
+
+
 def run_fit(
     record: JobRecord,
     deps: "WorkerDeps",
@@ -100,7 +107,7 @@ def run_fit(
         resources.append(
             DirectionResource(
                 id=direction_id,
-                name=f"{request.name} {index}" if request.name else None,
+                name=direction_name(request.name, index, len(fitted.vectors)),
                 model=request.model,
                 space=request.space,
                 dimension=int(fitted.vectors[index].numel()),

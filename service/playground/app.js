@@ -249,6 +249,46 @@ $("direction-add").addEventListener("click", () => {
   syncDoc();
 });
 
+// A direction from words: a `text` fit (POST /v1/directions) on the default model, followed to its end,
+// then stored like any direction and added to the job.
+async function fitFromWords() {
+  const text = $("fit-text").value.trim();
+  const fromText = $("fit-from-text").value.trim();
+  const status = $("fit-state");
+  if (!text) {
+    status.textContent = "give the words to move toward";
+    return;
+  }
+  $("fit-text-button").disabled = true;
+  try {
+    const models = await api("GET", "/v1/models");
+    const model = models.items.find((m) => m.default) || models.items[0];
+    if (!model || !model.text_encoder) throw new Error(`model ${model ? model.name : "?"} has no text encoder`);
+    const body = { method: "text", model: model.name, text, name: text };
+    if (fromText) body.from_text = fromText;
+    status.textContent = "fitting…";
+    let fit = await api("POST", "/v1/directions", body);
+    while (!["succeeded", "failed", "canceled"].includes(fit.status)) {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      fit = await api("GET", `/v1/directions/fits/${fit.id}`);
+    }
+    if (fit.status !== "succeeded") throw new Error((fit.error && fit.error.detail) || `the fit ${fit.status}`);
+    const made = fit.directions[0];
+    await loadDirections();
+    const label = made.name || made.id;
+    state.directions.push({ id: made.id, label, space: made.space, strength: 1, frames: [0, 1], steps: [0, 1] });
+    renderDirections();
+    syncDoc();
+    status.textContent = `“${made.name || made.id}” stored and added`;
+  } catch (error) {
+    status.textContent = `no direction: ${error.message}`;
+  } finally {
+    $("fit-text-button").disabled = false;
+  }
+}
+
+$("fit-text-button").addEventListener("click", fitFromWords);
+
 function windowInputs(direction, key, index) {
   const inputs = [0, 1].map((end) => {
     const input = el("input", { type: "number", min: 0, max: 1, step: 0.05, value: direction[key][end] });

@@ -164,4 +164,4 @@ def test_the_fit_example_runs_as_written(service: Service) -> None:
     with service.client() as client:
         fit = client.wait_fit(client.fit_directions(json.loads(example.read_text())).id, timeout=240)
     assert fit.status is JobStatus.succeeded, fit.error
-    assert [d.name for d in fit.directions] == ["vivid 0"]
+    assert [d.name for d in fit.directions] == ["vivid"]  # one direction: the set's name

@@ -124,6 +124,15 @@ def test_the_playground_runs_a_keyframe_morph_and_marks_a_bad_field(stack: Stack
     assert doc["directions"] == [
         {"source": {"id": direction_id}, "space": "latent", "strength": 0.5, "steps": [0.25, 1]}
     ]
+    # a direction from words: a text fit on the default model, stored, picked by its name, added to the job
+    set_value(browser, "fit-text", "a bright red circle")
+    browser.find_element(By.ID, "fit-text-button").click()
+    wait_until(browser, lambda d: len(document(d).get("directions", [])) == 2, 60, "the direction from words")
+    words = document(browser)["directions"][1]
+    assert (words["space"], words["strength"]) == ("embedding", 1) and words["source"]["id"].startswith("dir_")
+    assert "stored and added" in browser.find_element(By.ID, "fit-state").text
+    fitted = browser.find_element(By.CSS_SELECTOR, f'#direction-pick option[value="{words["source"]["id"]}"]')
+    assert fitted.text == "a bright red circle (tiny, embedding)"
     assert doc["keyframes"] == [
         {"image": f"asset:{asset_ids[0]}", "at": 0},
         {"image": f"asset:{asset_ids[1]}", "at": 1},
