@@ -25,7 +25,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, closing
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 from urllib.parse import urljoin
 
 import httpx
@@ -332,6 +332,41 @@ def _fit_changed(previous: DirectionFitResource | None, fit: DirectionFitResourc
     return previous is None or (previous.status, previous.progress) != (fit.status, fit.progress)
 
 
+Polled = TypeVar("Polled", ComparisonResource, DirectionFitResource)
+
+
+class _Polling(Generic[Polled]):
+    """How `wait_comparison` and `wait_fit` follow a resource to a terminal status: `what` names it in the
+    timeout's message, `changed` says when `on_progress` hears of it."""
+
+    def __init__(
+        self,
+        what: str,
+        changed: Callable[[Polled | None, Polled], bool],
+        timeout: float,
+        on_progress: Callable[[Polled], None] | None,
+        poll_s: float,
+    ) -> None:
+        self.what = what
+        self.changed: Callable[[Polled | None, Polled], bool] = changed
+        self.timeout = timeout
+        self.on_progress: Callable[[Polled], None] | None = on_progress
+        self.poll_s = poll_s
+        self.deadline = time.monotonic() + timeout
+
+    def seen(self, previous: Polled | None, current: Polled) -> float | None:
+        """None once `current` is terminal, else the seconds to sleep before the next look; raises
+        TimeoutError past the deadline."""
+        if self.on_progress is not None and self.changed(previous, current):
+            self.on_progress(current)
+        if current.status.is_terminal():
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{self.what} still {current.status.value} after {self.timeout:g} s")
+        return min(self.poll_s, left)
+
+
 def _asset_file(path: str | Path, content_type: str | None) -> tuple[str, bytes, str]:
     path = Path(path)
     guessed = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -591,18 +626,14 @@ class Client:
     ) -> ComparisonResource:
         """Poll until the comparison is terminal (its side-by-side made, or it failed or was canceled),
         calling `on_progress` on every change; raises TimeoutError."""
-        deadline = time.monotonic() + timeout
+        polling = _Polling(f"comparison {comparison_id}", _comparison_changed, timeout, on_progress, poll_s)
         previous: ComparisonResource | None = None
         while True:
             comparison = self.get_comparison(comparison_id)
-            if on_progress is not None and _comparison_changed(previous, comparison):
-                on_progress(comparison)
-            previous = comparison
-            if comparison.status.is_terminal():
+            if (pause := polling.seen(previous, comparison)) is None:
                 return comparison
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"comparison {comparison_id} still {comparison.status.value} after {timeout:g} s")
-            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+            previous = comparison
+            time.sleep(pause)
 
     def download_comparison(self, comparison: ComparisonResource, dest_dir: str | Path) -> dict[str, Path]:
         """Save the side-by-side (`video.mp4`) and the contact sheet (`contact_sheet.png`) under
@@ -657,18 +688,14 @@ class Client:
         poll_s: float = 0.5,
     ) -> DirectionFitResource:
         """Poll until the fit is terminal, calling `on_progress` on every change; raises TimeoutError."""
-        deadline = time.monotonic() + timeout
+        polling = _Polling(f"direction fit {fit_id}", _fit_changed, timeout, on_progress, poll_s)
         previous: DirectionFitResource | None = None
         while True:
             fit = self.get_fit(fit_id)
-            if on_progress is not None and _fit_changed(previous, fit):
-                on_progress(fit)
-            previous = fit
-            if fit.status.is_terminal():
+            if (pause := polling.seen(previous, fit)) is None:
                 return fit
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"direction fit {fit_id} still {fit.status.value} after {timeout:g} s")
-            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+            previous = fit
+            time.sleep(pause)
 
     def models(self) -> ModelList:
         return ModelList.model_validate(self._request("GET", "v1/models").json())
@@ -904,18 +931,14 @@ class AsyncClient:
         on_progress: Callable[[ComparisonResource], None] | None = None,
         poll_s: float = 0.5,
     ) -> ComparisonResource:
-        deadline = time.monotonic() + timeout
+        polling = _Polling(f"comparison {comparison_id}", _comparison_changed, timeout, on_progress, poll_s)
         previous: ComparisonResource | None = None
         while True:
             comparison = await self.get_comparison(comparison_id)
-            if on_progress is not None and _comparison_changed(previous, comparison):
-                on_progress(comparison)
-            previous = comparison
-            if comparison.status.is_terminal():
+            if (pause := polling.seen(previous, comparison)) is None:
                 return comparison
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"comparison {comparison_id} still {comparison.status.value} after {timeout:g} s")
-            await asyncio.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+            previous = comparison
+            await asyncio.sleep(pause)
 
     async def download_comparison(self, comparison: ComparisonResource, dest_dir: str | Path) -> dict[str, Path]:
         return await self._save(_comparison_files(comparison), Path(dest_dir))
@@ -956,18 +979,14 @@ class AsyncClient:
         on_progress: Callable[[DirectionFitResource], None] | None = None,
         poll_s: float = 0.5,
     ) -> DirectionFitResource:
-        deadline = time.monotonic() + timeout
+        polling = _Polling(f"direction fit {fit_id}", _fit_changed, timeout, on_progress, poll_s)
         previous: DirectionFitResource | None = None
         while True:
             fit = await self.get_fit(fit_id)
-            if on_progress is not None and _fit_changed(previous, fit):
-                on_progress(fit)
-            previous = fit
-            if fit.status.is_terminal():
+            if (pause := polling.seen(previous, fit)) is None:
                 return fit
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"direction fit {fit_id} still {fit.status.value} after {timeout:g} s")
-            await asyncio.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+            previous = fit
+            await asyncio.sleep(pause)
 
     async def models(self) -> ModelList:
         return ModelList.model_validate((await self._request("GET", "v1/models")).json())
