@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api_schemas import FieldError, JobStatus
+from api_schemas import FieldError
 from api_schemas.directions import (
     KNOWN_DIMENSIONS,
     MAX_DIRECTION_VALUES,
@@ -37,13 +37,13 @@ from api_schemas.directions import (
     ModelDimensions,
     check_width,
 )
-from api_schemas.problems import ProblemType
 from jobstate import directions as records
 from jobstate.records import JobRecord, Presigner, is_fit, new_job_id, to_fit_resource
 from jobstate.store import AsyncJobStore
 from service.checks import check_fit
 from service.deps import QueueDep, SettingsDep, StorageDep, StoreDep
-from service.errors import ProblemError, invalid, not_found
+from service.errors import invalid, not_found
+from service.handlers.jobs import cancel_record, presigner
 from service.queue import JobQueue, job_task
 from service.settings import Settings
 from storage.base import Storage
@@ -171,26 +171,12 @@ class DirectionHandler:
     async def cancel_fit(self, tenant: str, fit_id: str) -> tuple[DirectionFitResource, int]:
         """Cancel a queued fit at once (200), or ask its worker to stop between images (202)."""
         await self.own_fit(tenant, fit_id)
-        outcome, record = await self.store.request_cancel(fit_id)
-        if record is None:
-            raise not_found("direction fit", fit_id)
-        status_code = 200
-        if outcome == "canceled":
-            try:  # no worker will announce a fit canceled while queued
-                await self.queue.enqueue_webhook(record, self.presign)
-            except Exception:
-                log.exception("could not queue the webhook of canceled fit %s", fit_id)
-        elif outcome == "requested":
-            status_code = 202
-        elif record.status is not JobStatus.canceled:
-            raise ProblemError(
-                409, "Conflict", f"fit {fit_id!r} already {record.status.value}", type_=ProblemType.conflict
-            )
+        record, status_code = await cancel_record(self.store, self.queue, self.presign, fit_id, "direction fit")
         return to_fit_resource(record, self.presign), status_code
 
     @property
     def presign(self) -> Presigner:
-        return Presigner(self.storage.presigned_url, self.settings.presign_expiry_s, self.settings.public_base_url)
+        return presigner(self.storage, self.settings)
 
     async def create(self, tenant: str, body: DirectionCreate) -> DirectionResource:
         # 1. it must fit the model's space

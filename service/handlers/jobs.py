@@ -151,23 +151,7 @@ class JobHandler:
     async def cancel(self, tenant: str, job_id: str) -> Answer:
         """Cancel a queued job at once (200), or ask a running one's worker to stop (202)."""
         await self.own(tenant, job_id)
-        outcome, record = await self.store.request_cancel(job_id)
-        if record is None:
-            raise not_found("job", job_id)
-        status_code = 200
-        if outcome == "canceled":
-            # Canceled while queued: no worker will announce it, so the API sends the webhook.
-            try:
-                await self.queue.enqueue_webhook(record, self.presign)
-            except Exception:
-                # The job is canceled either way; a lost webhook must not turn that into an error.
-                log.exception("could not queue the webhook of canceled job %s", job_id)
-        elif outcome == "requested":
-            status_code = 202
-        elif record.status is not JobStatus.canceled:
-            raise ProblemError(
-                409, "Conflict", f"job {job_id!r} already {record.status.value}", type_=ProblemType.conflict
-            )
+        record, status_code = await cancel_record(self.store, self.queue, self.presign, job_id, "job")
         return Answer(await self.view(record), status_code)
 
     async def delete(self, tenant: str, job_id: str) -> None:
@@ -229,7 +213,7 @@ class JobHandler:
     @property
     def presign(self) -> Presigner:
         """Result URLs of the configured lifetime, and job URLs under the public base URL."""
-        return Presigner(self.storage.presigned_url, self.settings.presign_expiry_s, self.settings.public_base_url)
+        return presigner(self.storage, self.settings)
 
     def resource(
         self, record: JobRecord, request: JobRequest | None = None, queue_position: int | None = None
@@ -244,6 +228,36 @@ class JobHandler:
         if record.status is JobStatus.queued:
             (position,) = await self.store.queue_positions([record.id])
         return self.resource(record, request, position)
+
+
+async def cancel_record(
+    store: AsyncJobStore, queue: JobQueue, presign: Presigner, job_id: str, what: str
+) -> tuple[JobRecord, int]:
+    """Cancel a queued job (or fit, `what`) at once (200), or ask its worker to stop (202); 409 when it
+    already ended otherwise. The caller has checked that the tenant owns it."""
+    outcome, record = await store.request_cancel(job_id)
+    if record is None:
+        raise not_found(what, job_id)
+    status_code = 200
+    if outcome == "canceled":
+        # Canceled while queued: no worker will announce it, so the API sends the webhook.
+        try:
+            await queue.enqueue_webhook(record, presign)
+        except Exception:
+            # It is canceled either way; a lost webhook must not turn that into an error.
+            log.exception("could not queue the webhook of canceled %s %s", what, job_id)
+    elif outcome == "requested":
+        status_code = 202
+    elif record.status is not JobStatus.canceled:
+        raise ProblemError(
+            409, "Conflict", f"{what} {job_id!r} already {record.status.value}", type_=ProblemType.conflict
+        )
+    return record, status_code
+
+
+def presigner(storage: Storage, settings: Settings) -> Presigner:
+    """Result URLs of the configured lifetime, and resource URLs under the public base URL."""
+    return Presigner(storage.presigned_url, settings.presign_expiry_s, settings.public_base_url)
 
 
 def job_active(job_id: str, status: JobStatus) -> ProblemError:
