@@ -9,26 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
 from api_schemas import DirectionSource, JobRequest
+from tests.workers.test_text import NEUTRAL, SMILE, projected
 from workers.directions import DirectionResolver, direction_digest
 from workers.engine import run_job
 from workers.errors import JobInputError
 from workers.images import ImageResolver
 from workers.models import ModelRegistry, ModelSpec
 from workers.text import text_direction
-from workers.tiny import TINY_CONTEXT, TINY_DEFAULTS, build_tiny_text
-
-SMILE, NEUTRAL = "a smiling face", "a neutral face"
-
-
-def projected(model: CLIPTextModelWithProjection, tokenizer: CLIPTokenizer, prompt: str) -> torch.Tensor:
-    """CLIP's text embedding of one prompt, written out: the projected end-of-text state, unit length."""
-    ids = tokenizer(prompt, padding="max_length", max_length=TINY_CONTEXT, return_tensors="pt").input_ids
-    with torch.no_grad():
-        embed = model(input_ids=ids).text_embeds[0]
-    return embed / embed.norm()
+from workers.tiny import TINY_DEFAULTS, build_tiny_text
 
 
 def test_from_text_unset_is_the_empty_prompt(registry):
