@@ -114,6 +114,21 @@ def _wait(child: Child, ready: Callable[[], bool], timeout_s: float) -> None:
     raise StackError(f"{child.name} did not become ready within {timeout_s:g} s\n{child.tail()}")
 
 
+def check_port_free(host: str, port: int) -> None:
+    """StackError when `port` cannot be listened on at `host` (another `vsteer up`, another server):
+    the API would fail to bind, and the other server's answers would pass for its own."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT does not count
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise StackError(
+                f"port {port} on {host} is taken ({exc.strerror}): another `vsteer up` or another server listens "
+                "there; stop it or pick another with --port"
+            ) from None
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
@@ -215,6 +230,8 @@ def start_stack(
     redis_server = shutil.which("redis-server")
     if redis_server is None:
         raise StackError("redis-server is not on PATH (Debian/Ubuntu: apt-get install redis-server)")
+    if port is not None:
+        check_port_free(host, port)
     owned = state_dir is None
     root = Path(tempfile.mkdtemp(prefix="vsteer-stack-")) if state_dir is None else Path(state_dir)
     logs = root / "logs"

@@ -1,8 +1,11 @@
-"""Which models a local stack's worker serves, and so which the API accepts."""
+"""Which models a local stack's worker serves, and so which the API accepts; a port in use stops the start."""
+
+import os
+import socket
 
 import pytest
 
-from vsteer.stack import StackError, _served_models
+from vsteer.stack import StackError, _served_models, check_port_free, start_stack
 
 
 def test_the_worker_serves_exactly_the_named_models_the_first_the_default():
@@ -15,3 +18,16 @@ def test_bad_model_settings_fail_early():
         _served_models(" , ", {})
     with pytest.raises(StackError, match="JSON object"):
         _served_models("tiny", {"VSTEER_MODELS": "[1, 2]"})
+
+
+def test_a_port_in_use_stops_the_start_with_a_clear_error(tmp_path):
+    # Without the check the stack's API could not bind, and the other server's /healthz answers passed
+    # for its own: the start "succeeded" and the API was restarted forever.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(StackError, match=f"port {port} on 127.0.0.1 is taken"):
+            start_stack(port=port, state_dir=tmp_path / "state", env={"PATH": os.environ["PATH"]})
+    assert not (tmp_path / "state").exists()  # nothing was started or written
+    check_port_free("127.0.0.1", port)  # once it is closed, the port is free again
