@@ -10,6 +10,9 @@ task on the broker and takes the record off `dispatch`:
     2. broker: the task pushed onto its queue's list (`push_task`, or `requeue_task` for a lost run)
     3. job state: `ZREM dispatch <key>`
 
+When the broker is the job-state Redis itself (one server or a Sentinel's primary, the default), a new
+task's steps 2 and 3 are one script (`scripts.SAME_SERVER_SCRIPTS`): a submission is two round trips.
+
 A process that dies between 1 and 2 leaves the job queued with its task nowhere but on the record:
 `redispatch` (run with every reaper scan, `operations.reap_op`) finds records listed in `dispatch`
 for longer than `GRACE_S`, and for each one still waiting (a job `queued`, a composition `queued`)
@@ -43,9 +46,9 @@ def delivery_tag(task: str) -> str:
 
 
 def push_new(record_key: str, queue: str, task: str) -> Flow[None]:
-    """Steps 2 and 3 for a new task: onto the tail of its queue, as kombu's producers push."""
-    yield Op(raw, script="push_task", keys=(queue,), args=(task,), broker=True)
-    yield Op(raw, command=("ZREM", DISPATCH, record_key))
+    """Steps 2 and 3 for a new task: onto the tail of its queue, as kombu's producers push; one round
+    trip when the broker is the job-state Redis (`Op.undispatch`), two when it is another."""
+    yield Op(raw, script="push_task", keys=(queue,), args=(task,), broker=True, undispatch=record_key)
 
 
 def requeue(record_key: str, queue: str, task: str) -> Flow[None]:

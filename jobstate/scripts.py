@@ -575,6 +575,18 @@ if kind ~= 'none' and kind ~= 'list' then return redis.error_reply('queue key ' 
 return redis.call('LPUSH', KEYS[1], ARGV[1])
 """
 
+# KEYS: the queue's list, job state's `dispatch`. ARGV: the task message, its job record's key. The push
+# of `_PUSH_TASK` and the record's removal from `dispatch` in one step: for a broker that is the
+# job-state Redis (one server, or a Sentinel's primary), never a cluster, whose keys could not share a
+# slot. A key of another type refuses the push and leaves the record in `dispatch`.
+_PUSH_TASK_UNDISPATCH = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'none' and kind ~= 'list' then return redis.error_reply('queue key ' .. KEYS[1] .. ' holds a ' .. kind) end
+local length = redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+return length
+"""
+
 # KEYS: kombu's `unacked` hash, its `unacked_index`. ARGV: delivery tag. The delivery of a job that
 # ended while its worker was lost is not needed any more.
 _DROP_UNACKED = """
@@ -631,6 +643,9 @@ SCRIPTS: dict[str, str] = {
     "comparison_finish": _COMPARISON_FINISH,
     "comparison_cancel": _COMPARISON_CANCEL,
 }
+
+# Scripts over the broker's keys and job state's together: registered only where they are one Redis.
+SAME_SERVER_SCRIPTS: dict[str, str] = {"push_task": _PUSH_TASK_UNDISPATCH}
 
 BROKER_SCRIPTS: dict[str, str] = {
     "requeue_task": _REQUEUE_TASK,

@@ -27,6 +27,9 @@ class Op(Generic[T]):
     args: Sequence[Any] = ()
     command: Sequence[Any] = ()
     broker: bool = False
+    undispatch: str | None = None
+    """A broker script's job record to take off `dispatch` once it ran (`jobstate.dispatch`): in the
+    same script when the broker is the job-state Redis (`SAME_SERVER_SCRIPTS`), else a second command."""
 
 
 Flow = Generator[Op[Any], Any, T]

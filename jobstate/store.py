@@ -42,8 +42,8 @@ from jobstate import operations
 from jobstate.connections import async_client, sync_client
 from jobstate.operations import AnchorPage, Created, Page, ProgressAck, RateDecision, Transition
 from jobstate.records import AnchorRecord, AnchorVersion, AssetRecord, JobRecord, StoredResult
-from jobstate.redis_keys import events_channel
-from jobstate.scripts import BROKER_SCRIPTS, SCRIPTS
+from jobstate.redis_keys import DISPATCH, events_channel
+from jobstate.scripts import BROKER_SCRIPTS, SAME_SERVER_SCRIPTS, SCRIPTS
 from jobstate.steps import Flow, Op
 
 T = TypeVar("T")
@@ -65,6 +65,7 @@ class JobStore:
         self.broker = broker if broker is not None else client
         self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
         self._scripts |= {name: self.broker.register_script(src) for name, src in BROKER_SCRIPTS.items()}
+        self._same_server = _same_server(client, broker)
 
     @classmethod
     def from_url(cls, url: str, broker_url: str | None = None, **kwargs: Any) -> "JobStore":
@@ -73,10 +74,15 @@ class JobStore:
         return cls(client, sync_client(broker_url, **kwargs) if broker_url and broker_url != url else None)
 
     def _once(self, op: Op[T]) -> T:
+        if op.undispatch is not None and op.script in self._same_server:
+            keys, args = [*op.keys, DISPATCH], [*op.args, op.undispatch]
+            return op.decode(self._same_server[op.script](keys=keys, args=args))
         if op.script is not None:
             raw = self._scripts[op.script](keys=list(op.keys), args=list(op.args))
         else:
             raw = (self.broker if op.broker else self.redis).execute_command(*op.command)
+        if op.undispatch is not None:
+            self.redis.execute_command("ZREM", DISPATCH, op.undispatch)
         return op.decode(raw)
 
     def run(self, op: Op[T] | Flow[T]) -> T:
@@ -162,6 +168,15 @@ class JobStore:
         return self.run(operations.ping_op())
 
 
+def _same_server(client: Any, broker: Any) -> dict[str, Any]:
+    """`SAME_SERVER_SCRIPTS` registered on `client` when the broker is the job-state Redis itself (no
+    `broker` of its own, and not a cluster): a task's push and its record's removal from `dispatch` are
+    then one round trip. Empty otherwise."""
+    if broker is not None or isinstance(client, (redis.RedisCluster, aioredis.RedisCluster)):
+        return {}
+    return {name: client.register_script(src) for name, src in SAME_SERVER_SCRIPTS.items()}
+
+
 def _drive(flow: Flow[T], once: Any) -> T:
     """Run a flow's steps with `once` (a sync store's), sending each reply, throwing each error in."""
     try:
@@ -201,6 +216,7 @@ class AsyncJobStore:
         self.broker = broker if broker is not None else client
         self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
         self._scripts |= {name: self.broker.register_script(src) for name, src in BROKER_SCRIPTS.items()}
+        self._same_server = _same_server(client, broker)
 
     @classmethod
     def from_url(cls, url: str, broker_url: str | None = None, **kwargs: Any) -> "AsyncJobStore":
@@ -214,10 +230,15 @@ class AsyncJobStore:
             await self.broker.aclose()
 
     async def _once(self, op: Op[T]) -> T:
+        if op.undispatch is not None and op.script in self._same_server:
+            keys, args = [*op.keys, DISPATCH], [*op.args, op.undispatch]
+            return op.decode(await self._same_server[op.script](keys=keys, args=args))
         if op.script is not None:
             raw = await self._scripts[op.script](keys=list(op.keys), args=list(op.args))
         else:
             raw = await (self.broker if op.broker else self.redis).execute_command(*op.command)
+        if op.undispatch is not None:
+            await self.redis.execute_command("ZREM", DISPATCH, op.undispatch)
         return op.decode(raw)
 
     async def run(self, op: Op[T] | Flow[T]) -> T:

@@ -74,3 +74,49 @@ def test_a_requeue_that_died_before_its_push_comes_back_from_unacked(store: JobS
     store.run(dispatch.redispatch(now=later()))
     assert [m.decode() for m in r.lrange(QUEUE, 0, -1)] == [message]
     assert r.hlen(KOMBU_UNACKED) == 0 and r.zcard(KOMBU_UNACKED_INDEX) == 0
+
+
+class CountingRedis(redis.Redis):
+    """A client that counts the commands it sends (a script's EVALSHA is one)."""
+
+    sent = 0
+
+    def execute_command(self, *args, **options):  # type: ignore[no-untyped-def]
+        type(self).sent += 1
+        return super().execute_command(*args, **options)
+
+
+def submissions(store: JobStore, r: redis.Redis) -> int:
+    """Commands of a second create (the first loads the scripts), after which its task is queued and
+    nothing is left in `dispatch`."""
+    for _ in range(2):
+        job_id = new_job_id()
+        task = task_message("vsteer.run_job.v1", {"job_id": job_id, "tenant": "t1"}, QUEUE, task_id=job_id)
+        CountingRedis.sent = 0
+        store.create(job_id, "t1", "svd-xt", {}, task=task)
+        assert r.lindex(QUEUE, 0).decode() == task.payload and r.zcard(DISPATCH) == 0
+    return CountingRedis.sent
+
+
+def test_on_one_redis_a_task_is_pushed_and_taken_off_dispatch_in_one_round_trip(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    # the create script, then the push with the removal: two round trips
+    assert submissions(JobStore(CountingRedis.from_url(redis_url)), r) == 2
+    # with a broker of its own (a cluster's job state, say), the removal is a third
+    apart = JobStore(CountingRedis.from_url(redis_url), broker=CountingRedis.from_url(redis_url))
+    assert submissions(apart, r) == 3
+
+
+def test_a_push_refused_on_one_redis_takes_the_job_back_and_leaves_nothing_listed(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    r.set(QUEUE, "not a list")
+    store = JobStore.from_url(redis_url)
+    job_id = new_job_id()
+    task = task_message("vsteer.run_job.v1", {"job_id": job_id, "tenant": "t1"}, QUEUE, task_id=job_id)
+    try:
+        store.create(job_id, "t1", "svd-xt", {}, task=task)
+    except redis.ResponseError as exc:
+        assert "holds a string" in str(exc)
+    else:
+        raise AssertionError("the push onto a key of another type was not refused")
+    assert store.get("t1", job_id) is None and r.zcard(DISPATCH) == 0
