@@ -185,16 +185,21 @@ def _artifact(stored: StoredArtifact, presign: Presign, expires_at: datetime | N
     )
 
 
+def _urls_expire(presign: Presign) -> datetime | None:
+    """When a `Presigner`'s URLs expire (None for a plain callable): taken before signing, so the URLs
+    live at least until then."""
+    if not isinstance(presign, Presigner):
+        return None
+    return datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=presign.expires_in_s)
+
+
 def to_resource(
     record: JobRecord, presign: Presign, request: JobRequest | None = None, queue_position: int | None = None
 ) -> JobResource:
     """The client's view of a record; `presign(key)` turns a storage key into a URL (a `Presigner` also
     gives the URLs' expiry and the job's `urls`). `request` is the record's document where the caller
     already holds it validated; `queue_position` is the queued job's place in its model's queue."""
-    expires_at = None
-    if isinstance(presign, Presigner):
-        # Taken before signing, so the URLs live at least until then.
-        expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=presign.expires_in_s)
+    expires_at = _urls_expire(presign)
     result = None
     if record.result is not None:
         r = record.result
@@ -237,9 +242,7 @@ def fit_urls(base_url: str, job_id: str) -> FitUrls:
 def to_fit_resource(record: JobRecord, presign: Presign) -> DirectionFitResource:
     """The client's view of a direction fit's record (`is_fit`); the directions are those it stored."""
     result = record.result
-    expires_at = None
-    if isinstance(presign, Presigner):
-        expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=presign.expires_in_s)
+    expires_at = _urls_expire(presign)
     base_url = presign.base_url if isinstance(presign, Presigner) else None
     metrics = result.metrics if result is not None else {}
     return DirectionFitResource(

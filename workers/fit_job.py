@@ -26,6 +26,7 @@ from workers.images import ImageResolver
 
 if TYPE_CHECKING:
     from workers.engine import Progress
+    from workers.fitting import FittedSet
     from workers.job_runner import WorkerDeps
 
 
@@ -56,7 +57,7 @@ def run_fit(
 ) -> StoredResult:
     """Fit the record's directions, store them, and return the fit's result (its manifest and directions)."""
     from workers.engine import Progress
-    from workers.fitting import FittedSet, encode_images, fit, fitted_bytes
+    from workers.fitting import encode_images, fitted_bytes
     from workers.job_runner import upload_outputs
 
     request = DirectionFitRequest.model_validate(record.request)
@@ -93,7 +94,7 @@ def run_fit(
         raise JobCanceled()
     started = time.perf_counter()
     on_progress(Progress("fit", 0, 1))
-    fitted = _fit(request, loaded, rows, fit, FittedSet)
+    fitted = _fit(request, loaded, rows)
     on_progress(Progress("fit", 1, 1))
     timings["fit"] = time.perf_counter() - started
 
@@ -141,8 +142,10 @@ def run_fit(
     return upload_outputs(deps, record, {"manifest": path}, out_dir, metrics)
 
 
-def _fit(request: DirectionFitRequest, loaded: Any, rows: list[torch.Tensor], fit: Any, fitted_set: Any) -> Any:
+def _fit(request: DirectionFitRequest, loaded: Any, rows: list[torch.Tensor]) -> "FittedSet":
     """The method's directions from the encoded examples (or, for `text`, from the two prompts)."""
+    from workers.fitting import FittedSet, fit
+
     attributes = {k: torch.tensor(v, dtype=torch.float64) for k, v in (request.attributes or {}).items()} or None
     try:
         if request.method == "text":
@@ -151,7 +154,7 @@ def _fit(request: DirectionFitRequest, loaded: Any, rows: list[torch.Tensor], fi
 
             vector = text_direction(loaded, request.text or "", request.from_text or "")
             stats = [{"text": request.text, "from_text": request.from_text or ""}]
-            return fitted_set(vectors=vector[None].float(), stats=stats, leakage=not_measured())
+            return FittedSet(vectors=vector[None].float(), stats=stats, leakage=not_measured())
         X = torch.stack(rows)
         if request.method == "contrastive":
             from steering.disentanglement import attribute_report
