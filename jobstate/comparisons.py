@@ -116,9 +116,10 @@ def compose_task(comparison_id: str, tenant: str) -> TaskMessage:
 # --- operations -----------------------------------------------------------------------------------
 
 
-def put_comparison_op(record: ComparisonRecord) -> Op[None]:
+def put_comparison_op(record: ComparisonRecord, retain_s: int = 0) -> Op[None]:
     """Write a new comparison (its children's ids included, before they are created) and list it as
-    under way (`ACTIVE_COMPARISONS`), in one step."""
+    under way (`ACTIVE_COMPARISONS`), in one step. With `retain_s` > 0 the record expires that many
+    seconds after the comparison ends (its composition finished, or it settled without one)."""
     children = json.dumps([{"model": c.model, "job_id": c.job_id} for c in record.children])
     fields = {
         "id": record.id,
@@ -129,6 +130,7 @@ def put_comparison_op(record: ComparisonRecord) -> Op[None]:
         "created_at": repr(record.created_at.timestamp()),
         "cancel": "0",
         "compose": "",
+        "retain_s": str(int(retain_s)),
     }
     flat = [item for pair in fields.items() for item in pair]
     return Op(
@@ -154,8 +156,14 @@ def active_comparisons_op() -> Op[list[tuple[str, str]]]:
 
 
 def settled_op(tenant: str, comparison_id: str) -> Op[None]:
-    """The comparison needs no more looking after (its composition is queued, or it never will be)."""
-    return Op(lambda raw: None, command=("SREM", ACTIVE_COMPARISONS, _member(tenant, comparison_id)))
+    """The comparison needs no more looking after (its composition is queued, or it never will be); a
+    comparison that ended starts its retention."""
+    return Op(
+        lambda raw: None,
+        script="comparison_settled",
+        keys=(comparison_record_key(tenant, comparison_id), ACTIVE_COMPARISONS),
+        args=(_member(tenant, comparison_id),),
+    )
 
 
 async def queue_ready_compositions(store: AsyncJobStore) -> int:

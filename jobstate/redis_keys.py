@@ -34,8 +34,9 @@ Job state (prefix `{vsteer}:`, `PREFIX`):
 - `comparison:<tenant>:<id>` hash: id, tenant, request (JSON, the comparison as accepted), seed, children
   (JSON list of `{model, job_id}`), created_at, cancel ("1" when asked), compose (`""`, `queued`,
   `succeeded`, `failed`: the side-by-side's state, set once to `queued` with its task), result / error
-  (JSON), finished_at. `comparisons:active` set of `<tenant>/<id>`: the comparisons whose side-by-side
-  may still have to be queued (the API's reaper loop looks at them).
+  (JSON), finished_at, retain_s (the record expires that long after the comparison ends).
+  `comparisons:active` set of `<tenant>/<id>`: the comparisons whose side-by-side may still have to
+  be queued (the API's reaper loop looks at them).
 - `stats:status` hash: jobs per status; `stats:duration:<status>` hash: histogram of run times;
   `stats:step:<model>` hash: histogram of seconds per denoising step, as the model's workers report them.
 - `model:<name>:gpu_memory` hash: worker → `{"bytes", "at"}`, the peak GPU memory of its last job.

@@ -534,6 +534,20 @@ _COMPARISON_FINISH = """
 local ck = KEYS[1]
 if redis.call('HGET', ck, 'compose') ~= 'queued' then return 0 end
 redis.call('HSET', ck, 'compose', ARGV[1], ARGV[2], ARGV[3], 'finished_at', ARGV[4])
+local keep = tonumber(redis.call('HGET', ck, 'retain_s') or '0')
+if keep and keep > 0 then redis.call('EXPIRE', ck, keep) end
+return 1
+"""
+
+# KEYS: comparison hash, the set of comparisons under way. ARGV: the member (`<tenant>/<id>`). The
+# comparison needs no more looking after: it leaves the set, and unless its composition is still to
+# finish (which starts the retention then), its record expires after the retention, as a finished
+# job's does.
+_COMPARISON_SETTLED = """
+redis.call('SREM', KEYS[2], ARGV[1])
+if redis.call('HGET', KEYS[1], 'compose') == 'queued' then return 0 end
+local keep = tonumber(redis.call('HGET', KEYS[1], 'retain_s') or '0')
+if keep and keep > 0 and redis.call('TTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], keep) end
 return 1
 """
 
@@ -640,6 +654,7 @@ SCRIPTS: dict[str, str] = {
     "anchor_delete": _ANCHOR_DELETE,
     "comparison_put": _COMPARISON_PUT,
     "comparison_compose": _COMPARISON_COMPOSE,
+    "comparison_settled": _COMPARISON_SETTLED,
     "comparison_finish": _COMPARISON_FINISH,
     "comparison_cancel": _COMPARISON_CANCEL,
 }

@@ -93,7 +93,7 @@ class ComparisonHandler:
             children=[Child(model, new_job_id()) for model in body.models],
             created_at=datetime.now(UTC),
         )
-        await self.store.run(put_comparison_op(record))
+        await self.store.run(put_comparison_op(record, retain_s=self.settings.retention_days * 86400))
         records = await self._create_children(record, job)
         return self.resource(record, records)
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 from api_schemas import JobStatus
 from jobstate.comparisons import get_comparison_op
+from jobstate.redis_keys import comparison_record_key
 from jobstate.store import JobStore
 from storage.s3 import S3Storage
 from tests.conftest import make_image
@@ -172,6 +173,9 @@ def test_the_side_by_side_is_made_without_being_asked_for(stack: Stack) -> None:
             break
         time.sleep(0.2)
     assert record is not None and record.compose == "succeeded", record
+    # the record expires after the deployment's retention (30 days by default), counted from the end
+    ttl = store.redis.ttl(comparison_record_key("acme", comparison.id))
+    assert 30 * 86400 - 120 <= ttl <= 30 * 86400, ttl
     with stack.client() as client:
         assert client.get_comparison(comparison.id).status is JobStatus.succeeded
 

@@ -30,6 +30,7 @@ from jobstate.comparisons import (
     get_comparison_op,
     new_comparison_id,
     put_comparison_op,
+    settled_op,
 )
 from jobstate.directions import (
     delete_direction,
@@ -228,13 +229,15 @@ async def api_side(cluster: Cluster, redis_url: str, seen: dict[str, set[int]], 
         # a comparison: written, its composition queued once on the CPU queue, finished; another canceled
         children = [Child("svd-xt", new_job_id())]
         record = ComparisonRecord(new_comparison_id(), "t1", {"a": 1}, 7, children, now)
-        await store.run(put_comparison_op(record))
+        await store.run(put_comparison_op(record, retain_s=60))
         assert await store.run(active_comparisons_op()) == [("t1", record.id)]
         assert await store.run(compose_comparison_op("t1", record.id))
         assert not await store.run(compose_comparison_op("t1", record.id))
         assert await redis.asyncio.Redis.from_url(redis_url).llen("cpu") == 1
         assert await store.run(finish_comparison_op("t1", record.id, result={"table": []}))
         assert (await store.run(get_comparison_op("t1", record.id))).compose == "succeeded"
+        await store.run(settled_op("t1", record.id))
+        assert await store.run(active_comparisons_op()) == []
         other = ComparisonRecord(new_comparison_id(), "t1", {"a": 2}, 7, children, now)
         await store.run(put_comparison_op(other))
         assert await store.run(cancel_comparison_op("t1", other.id))

@@ -15,15 +15,17 @@ from jobstate.comparisons import (
     finish_comparison_op,
     get_comparison_op,
     put_comparison_op,
+    settled_op,
 )
 from jobstate.queues import COMPOSE_COMPARISON_TASK, CPU_QUEUE
 from jobstate.records import StoredResult
+from jobstate.redis_keys import ACTIVE_COMPARISONS, comparison_record_key
 from jobstate.store import JobStore, failure
 
 TENANT = "acme"
 
 
-def comparison(store: JobStore, ident: str = "cmp_0000000000000000000000000001") -> ComparisonRecord:
+def comparison(store: JobStore, ident: str = "cmp_0000000000000000000000000001", retain_s: int = 0) -> ComparisonRecord:
     record = ComparisonRecord(
         id=ident,
         tenant=TENANT,
@@ -32,7 +34,7 @@ def comparison(store: JobStore, ident: str = "cmp_0000000000000000000000000001")
         children=[Child("a", "job_a"), Child("b", "job_b")],
         created_at=datetime.now(UTC),
     )
-    store.run(put_comparison_op(record))
+    store.run(put_comparison_op(record, retain_s=retain_s))
     stored = store.run(get_comparison_op(TENANT, ident))
     assert stored is not None
     return stored
@@ -95,3 +97,24 @@ def test_the_status_follows_the_children(store: JobStore):
     # every child failed: nothing to compose, the comparison failed
     assert comparison_status(record, [children[0], None]) is JobStatus.failed
     assert not composition_ready(record, [children[0], None])
+
+
+def test_a_finished_comparison_expires_after_the_retention(store: JobStore):
+    record = comparison(store, retain_s=3600)
+    key = comparison_record_key(TENANT, record.id)
+    store.run(compose_comparison_op(TENANT, record.id))
+    store.run(settled_op(TENANT, record.id))  # settled because its composition is queued: it still runs
+    assert store.redis.ttl(key) == -1 and not store.redis.sismember(ACTIVE_COMPARISONS, f"{TENANT}/{record.id}")
+    store.run(finish_comparison_op(TENANT, record.id, result={"table": []}))
+    assert 3590 <= store.redis.ttl(key) <= 3600
+
+
+def test_a_comparison_that_ends_without_a_composition_expires_when_settled(store: JobStore):
+    failed = comparison(store, "cmp_0000000000000000000000000002", retain_s=60)
+    store.run(settled_op(TENANT, failed.id))  # every child failed or was canceled: nothing to compose
+    assert 50 <= store.redis.ttl(comparison_record_key(TENANT, failed.id)) <= 60
+    kept = comparison(store, "cmp_0000000000000000000000000003")  # no retention configured: kept
+    store.run(compose_comparison_op(TENANT, kept.id))
+    store.run(finish_comparison_op(TENANT, kept.id, result={"table": []}))
+    store.run(settled_op(TENANT, kept.id))
+    assert store.redis.ttl(comparison_record_key(TENANT, kept.id)) == -1
