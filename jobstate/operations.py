@@ -453,16 +453,35 @@ def _page_ids(index: str, cursor: str | None, count: int) -> Op[list[str]]:
     return Op(lambda r: [_str(i) for i in r or []], command=("ZREVRANGEBYLEX", index, top, "-", "LIMIT", 0, count))
 
 
-def list_op(tenant: str, *, cursor: str | None = None, limit: int = 20, status: JobStatus | None = None) -> Flow[Page]:
-    """One page newest first; `cursor` is the `next_cursor` of the previous page."""
+def list_op(
+    tenant: str,
+    *,
+    cursor: str | None = None,
+    limit: int = 20,
+    status: JobStatus | None = None,
+    keep: Callable[[JobRecord], bool] | None = None,
+) -> Flow[Page]:
+    """One page newest first; `cursor` is the `next_cursor` of the previous page. With `keep`, only the
+    records it keeps are listed. A page holds `limit` records whenever more follow: the index is read
+    on past records that expired (they leave it as they are met) or that `keep` leaves out."""
     index = tenant_index(tenant, status)
-    ids = yield _page_ids(index, cursor, limit + 1)
-    if not ids:
-        return Page([], next_cursor=None)
-    rows = yield Op(raw, script="list_records", keys=(index, *(job_record_key(i) for i in ids)), args=ids)
-    records = [r for r in (decode_record(pair[1]) for pair in rows) if r is not None]
-    more = len(rows) > limit
-    return Page(records[:limit], next_cursor=_str(rows[limit - 1][0]) if more else None)
+    kept: list[JobRecord] = []
+    after = cursor
+    while True:
+        ids = yield _page_ids(index, after, limit + 1)
+        if not ids:
+            return Page(kept, next_cursor=None)
+        rows = yield Op(raw, script="list_records", keys=(index, *(job_record_key(i) for i in ids)), args=ids)
+        for pair in rows:
+            record = decode_record(pair[1])
+            if record is None or (keep is not None and not keep(record)):
+                continue
+            if len(kept) == limit:  # one more than the page: the page ends at the last one kept
+                return Page(kept, next_cursor=kept[-1].id)
+            kept.append(record)
+        if len(ids) <= limit:
+            return Page(kept, next_cursor=None)
+        after = _str(rows[-1][0])
 
 
 def put_asset_op(asset: AssetRecord) -> Op[None]:

@@ -234,6 +234,11 @@ def is_fit(record: JobRecord) -> bool:
     return record.request.get("kind") == FIT_KIND
 
 
+def is_job(record: JobRecord) -> bool:
+    """A steering job, read at /v1/jobs: not a direction fit."""
+    return not is_fit(record)
+
+
 def fit_urls(base_url: str, job_id: str) -> FitUrls:
     fit = f"{base_url.rstrip('/')}/v1/directions/fits/{job_id}"
     return FitUrls(get=fit, cancel=f"{fit}/cancel")

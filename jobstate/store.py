@@ -28,7 +28,7 @@ succeeded, failed or been canceled.
 
 import json
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -102,9 +102,14 @@ class JobStore:
         return self.run(operations.get_any_op(job_id))
 
     def list_jobs(
-        self, tenant: str, cursor: str | None = None, limit: int = 20, status: JobStatus | None = None
+        self,
+        tenant: str,
+        cursor: str | None = None,
+        limit: int = 20,
+        status: JobStatus | None = None,
+        keep: Callable[[JobRecord], bool] | None = None,
     ) -> Page:
-        return self.run(operations.list_op(tenant, cursor=cursor, limit=limit, status=status))
+        return self.run(operations.list_op(tenant, cursor=cursor, limit=limit, status=status, keep=keep))
 
     def mark_running(self, job_id: str, worker: str | None = None, lease_s: float = 30.0) -> Transition:
         return self.run(operations.mark_running_op(job_id, worker, lease_s))
@@ -268,9 +273,14 @@ class AsyncJobStore:
         return await self.run(operations.get_any_op(job_id))
 
     async def list_jobs(
-        self, tenant: str, cursor: str | None = None, limit: int = 20, status: JobStatus | None = None
+        self,
+        tenant: str,
+        cursor: str | None = None,
+        limit: int = 20,
+        status: JobStatus | None = None,
+        keep: Callable[[JobRecord], bool] | None = None,
     ) -> Page:
-        return await self.run(operations.list_op(tenant, cursor=cursor, limit=limit, status=status))
+        return await self.run(operations.list_op(tenant, cursor=cursor, limit=limit, status=status, keep=keep))
 
     async def mark_running(self, job_id: str) -> Transition:
         return await self.run(operations.mark_running_op(job_id))

@@ -19,7 +19,7 @@ from api_schemas import JobList, JobRequest, JobResource, JobStatus, Progress
 from api_schemas.problems import ProblemType
 from jobstate.errors import RateLimited
 from jobstate.operations import Created, body_hash
-from jobstate.records import JobRecord, Presigner, is_fit, new_job_id, to_resource
+from jobstate.records import JobRecord, Presigner, is_fit, is_job, new_job_id, to_resource
 from jobstate.store import AsyncJobStore
 from service.checks import check_document, resolve_defaults
 from service.deps import (
@@ -142,10 +142,11 @@ class JobHandler:
     async def page(self, tenant: str, cursor: str | None, limit: int, status: JobStatus | None) -> JobList:
         """A page of the tenant's jobs, newest first."""
         check_page_limit(limit, self.settings.list_limit_max)
-        page = await self.store.list_jobs(tenant, cursor=cursor, limit=limit, status=status)
+        # direction fits share the index and are read at /v1/directions/fits
+        page = await self.store.list_jobs(tenant, cursor=cursor, limit=limit, status=status, keep=is_job)
         queued = [r.id for r in page.records if r.status is JobStatus.queued]
         positions = dict(zip(queued, await self.store.queue_positions(queued), strict=True))
-        items = [self.resource(r, queue_position=positions.get(r.id)) for r in page.records if not is_fit(r)]
+        items = [self.resource(r, queue_position=positions.get(r.id)) for r in page.records]
         return JobList(items=items, next_cursor=page.next_cursor)
 
     async def cancel(self, tenant: str, job_id: str) -> Answer:

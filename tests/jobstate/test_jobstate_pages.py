@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from api_schemas import JobStatus
 from jobstate.records import StoredResult, new_job_id
+from jobstate.redis_keys import job_record_key
 from jobstate.store import JobStore
 
 
@@ -46,3 +47,37 @@ def test_pages_are_complete_ordered_and_stable(
 
     succeeded = store.list_jobs("t", status=JobStatus.succeeded, limit=100)
     assert [r.id for r in succeeded.records] == done[::-1]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    total=st.integers(min_value=0, max_value=14),
+    limit=st.integers(min_value=1, max_value=4),
+    gone=st.sets(st.integers(min_value=0, max_value=13)),
+    left_out=st.sets(st.integers(min_value=0, max_value=13)),
+)
+def test_pages_are_full_past_expired_and_left_out_records(
+    redis_url: str, total: int, limit: int, gone: set[int], left_out: set[int]
+) -> None:
+    """Records that expired (their index entries linger until read) and records `keep` leaves out do
+    not shorten a page: every page but the last holds `limit` records, and the last has no cursor."""
+    r = redis.Redis.from_url(redis_url)
+    r.flushall()
+    store = JobStore.from_url(redis_url)
+    ids = [new_job_id(now=1_700_000_000 + i) for i in range(total)]
+    for i, job_id in enumerate(ids):
+        store.create(job_id, "t", "m", {"hidden": i in left_out})
+    for i in gone & set(range(total)):
+        r.delete(job_record_key(ids[i]))  # as a retention TTL would
+    pages: list[list[str]] = []
+    cursor = None
+    while True:
+        page = store.list_jobs("t", cursor=cursor, limit=limit, keep=lambda rec: not rec.request["hidden"])
+        pages.append([rec.id for rec in page.records])
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    expected = [job_id for i, job_id in enumerate(ids) if i not in gone and i not in left_out][::-1]
+    assert sum(pages, []) == expected
+    assert all(len(p) == limit for p in pages[:-1]) and len(pages[-1]) <= limit
+    assert pages[-1] or len(pages) == 1  # no empty page after a cursor

@@ -120,3 +120,26 @@ async def test_a_fit_on_another_tenants_images_is_refused(client):
     )
     assert {e["rule"] for e in problem["errors"]} == {"unknown_asset"}
     assert [e["field"] for e in problem["errors"]] == ["images[0]", "images[1]", "images[2]"]
+
+
+async def test_pages_of_jobs_are_full_however_many_fits_lie_between_them(client):
+    """Fits share the tenant's job index; a page of /v1/jobs still holds `limit` jobs while more exist,
+    and every job is listed once."""
+    refs = await images(client, 2)
+    fit = {"method": "pca", "model": "tiny", "images": refs}
+    made: list[str] = []
+    for n in range(3):
+        job = await client.post("/v1/jobs", json={"model": "tiny", "image": refs[0], "seed": n}, headers=AUTH_A)
+        made.append(job.json()["id"])
+        for _ in range(3):  # three fits newer than each job
+            assert (await client.post("/v1/directions", json=fit, headers=AUTH_A)).status_code == 202
+    pages: list[list[str]] = []
+    cursor = None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = (await client.get("/v1/jobs", params=params, headers=AUTH_A)).json()
+        pages.append([item["id"] for item in page["items"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == [made[::-1][:2], made[::-1][2:]]
