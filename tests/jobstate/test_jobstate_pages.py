@@ -78,6 +78,6 @@ def test_pages_are_full_past_expired_and_left_out_records(
         if cursor is None:
             break
     expected = [job_id for i, job_id in enumerate(ids) if i not in gone and i not in left_out][::-1]
-    assert sum(pages, []) == expected
+    assert [job_id for p in pages for job_id in p] == expected
     assert all(len(p) == limit for p in pages[:-1]) and len(pages[-1]) <= limit
     assert pages[-1] or len(pages) == 1  # no empty page after a cursor
