@@ -58,7 +58,7 @@ def run_fit(
     """Fit the record's directions, store them, and return the fit's result (its manifest and directions)."""
     from workers.engine import Progress
     from workers.fitting import encode_images, fitted_bytes
-    from workers.job_runner import upload_outputs
+    from workers.job_runner import put_with_retries, upload_outputs
 
     request = DirectionFitRequest.model_validate(record.request)
     timings: dict[str, float] = {}
@@ -104,7 +104,7 @@ def run_fit(
     for index in range(len(fitted.vectors)):
         direction_id = fitted_direction_id(record.id, index)
         data = fitted_bytes(fitted, index)  # with its attribute predictor, for a supervised fit
-        deps.storage.put(direction_key(record.tenant, direction_id), data, "application/octet-stream")
+        put_with_retries(deps, direction_key(record.tenant, direction_id), data, "application/octet-stream")
         resources.append(
             DirectionResource(
                 id=direction_id,

@@ -104,10 +104,10 @@ class WorkerDeps:
     run_job: Callable[..., Any] | None = None
     """The engine's `workers.engine.run_job` (the default), or a stand-in with its signature."""
     engine_settings: EngineSettings | None = None
-    remote_images: RemoteImages | None = None
-    """Fetches images named by URL (`VSTEER_ALLOW_REMOTE_IMAGES`); URLs fail the job when None."""
     """What the engine reads (output threads, host memory), passed to the default `run_job`; its
     defaults when None."""
+    remote_images: RemoteImages | None = None
+    """Fetches images named by URL (`VSTEER_ALLOW_REMOTE_IMAGES`); URLs fail the job when None."""
     job_time_limit_s: float | None = None
     """Longest a job may run from its start here; past it the job stops at its next step and fails."""
     max_deliveries: int = 3
@@ -384,15 +384,16 @@ def upload_outputs(
     return StoredResult.from_artifacts(stored, metrics)
 
 
-def put_with_retries(deps: WorkerDeps, key: str, path: Path, content_type: str) -> Any:
-    """`storage.put`, retried with exponential backoff (0.5 s doubling to 8 s) while storage fails,
-    for `deps.storage_retry_budget_s` in all; then `StorageUnavailable` says how long and why."""
+def put_with_retries(deps: WorkerDeps, key: str, body: bytes | Path, content_type: str) -> Any:
+    """`storage.put` of a file or bytes, retried with exponential backoff (0.5 s doubling to 8 s) while
+    storage fails, for `deps.storage_retry_budget_s` in all; then `StorageUnavailable` says how long
+    and why."""
     started = time.monotonic()
     delay, attempt = 0.5, 0
     while True:
         attempt += 1
         try:
-            return deps.storage.put(key, path, content_type)
+            return deps.storage.put(key, body, content_type)
         except ObjectNotFound:
             raise
         except StorageError as exc:
