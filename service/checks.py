@@ -109,7 +109,7 @@ async def check_fit(fit: DirectionFitRequest, tenant: str, store: AsyncJobStore,
     if fit.method == "text" and not settings.has_text_encoder(fit.model):
         message = (
             f"model {fit.model!r} has no text encoder to fit a `text` direction; configure one for it (its spec's "
-            "`text_encoder`, and VSTEER_TEXT_ENCODER_MODELS on the API)"
+            "`text_encoder`, which the API reads from VSTEER_MODELS or VSTEER_TEXT_ENCODER_MODELS)"
         )
         errors.append(FieldError(field="method", rule="text_encoder_missing", message=message))
     errors += await _check_images(fit.asset_refs(), tenant, store, settings)
@@ -311,8 +311,9 @@ def text_encoder_errors(directions: list[Direction], model: str, settings: Setti
         for name, source in sources:
             if source.text is not None:
                 message = (
-                    f"model {model!r} has no text encoder for `text` directions; configure one for it "
-                    "(its spec's `text_encoder`, and VSTEER_TEXT_ENCODER_MODELS on the API) or give a vector"
+                    f"model {model!r} has no text encoder for `text` directions; configure one for it (its spec's "
+                    "`text_encoder`, which the API reads from VSTEER_MODELS or VSTEER_TEXT_ENCODER_MODELS) or give "
+                    "a vector"
                 )
                 errors.append(
                     FieldError(field=f"directions[{i}].{name}.text", rule="text_encoder_missing", message=message)

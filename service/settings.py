@@ -8,7 +8,7 @@ convenience; production refuses it, as it refuses placeholder secrets.
 import hashlib
 import re
 from functools import lru_cache
-from typing import Self
+from typing import Any, Self
 
 from pydantic import Field, field_validator, model_validator
 
@@ -65,7 +65,8 @@ class Settings(WebhookSettings, StorageSettings):
     text_encoder_models: list[str] = Field(
         default_factory=list,
         description="Models whose workers have a CLIP text encoder (their spec's `text_encoder`), so that jobs "
-        "may use `text` direction sources; the built-in tiny always has one, svd and svd-xt only when listed.",
+        "may use `text` direction sources; the built-in tiny always has one, svd and svd-xt only when listed "
+        "here or when VSTEER_MODELS holds the workers' specs and theirs names one.",
     )
     list_limit_max: int = Field(100, ge=1, le=1000, description="Largest page of `GET /v1/jobs`.")
 
@@ -78,6 +79,19 @@ class Settings(WebhookSettings, StorageSettings):
     max_active_jobs_per_tenant: int = Field(
         100, ge=0, description="Queued plus running jobs a tenant may have; more is refused with 429. 0: no cap."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_encoders_of_specs(cls, data: Any) -> Any:
+        # Given the workers' VSTEER_MODELS (names to specs), a spec naming a `text_encoder` says so.
+        if isinstance(data, dict) and isinstance(data.get("models"), dict):
+            named = [
+                name for name, spec in data["models"].items() if isinstance(spec, dict) and spec.get("text_encoder")
+            ]
+            listed = data.get("text_encoder_models") or []
+            if named and isinstance(listed, list):
+                data = {**data, "text_encoder_models": [*named, *(m for m in listed if m not in named)]}
+        return data
 
     @field_validator("models", mode="before")
     @classmethod

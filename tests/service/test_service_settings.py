@@ -45,3 +45,17 @@ def test_dev_keys_and_worker_style_model_map(monkeypatch: pytest.MonkeyPatch) ->
     settings = Settings()
     assert settings.tenants_by_key_hash() == {hash_api_key("dev-key"): "dev"}
     assert settings.models == ["tiny"]
+
+
+def test_the_workers_model_map_says_which_models_have_a_text_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given the workers' VSTEER_MODELS, the API learns which specs name a `text_encoder` from it; the
+    list in VSTEER_TEXT_ENCODER_MODELS adds to it (for an API given only names)."""
+    models = '{"svd-xt": {"source": "/w/xt", "text_encoder": "/w/clip-h"}, "svd": {"source": "/w/svd"}, "mine": {}}'
+    monkeypatch.setenv("VSTEER_MODELS", models)
+    monkeypatch.setenv("VSTEER_TEXT_ENCODER_MODELS", '["mine"]')
+    settings = Settings(**GOOD)
+    assert settings.models == ["svd-xt", "svd", "mine"]
+    assert [m for m in settings.models if settings.has_text_encoder(m)] == ["svd-xt", "mine"]
+    monkeypatch.setenv("VSTEER_MODELS", '["svd-xt", "svd"]')  # names only: the list alone says
+    monkeypatch.delenv("VSTEER_TEXT_ENCODER_MODELS")
+    assert not Settings(**GOOD).has_text_encoder("svd-xt")
