@@ -84,8 +84,13 @@ class DirectionResource(Resource):
     fitted_by: str | None = Field(None, description="The fit that made it, `job_...`.")
 
 
+# A page of directions ends at a creation time (epoch seconds, as the index scores it) and an id.
+DIRECTION_CURSOR_PATTERN = r"^[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?:dir_[A-Za-z0-9_-]{1,64}$"
+
+
 class DirectionList(Resource):
     items: list[DirectionResource] = Field(description="The tenant's directions, newest first.")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last page.")
 
 
 # --- fitting a set over HTTP ---------------------------------------------------------------------------

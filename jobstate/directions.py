@@ -48,11 +48,43 @@ async def get_direction(client: "AsyncClient", tenant: str, direction_id: str) -
     return None if raw is None else DirectionResource.model_validate_json(raw)
 
 
-async def list_directions(client: "AsyncClient", tenant: str, limit: int) -> list[DirectionResource]:
+def direction_cursor(created: float, direction_id: str) -> str:
+    """Where a page ended: the last direction's index score (its creation time) and id."""
+    return f"{created!r}:{direction_id}"
+
+
+def _member(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+async def list_directions(
+    client: "AsyncClient", tenant: str, limit: int, cursor: str | None = None
+) -> tuple[list[DirectionResource], str | None]:
+    """A page of the tenant's directions, newest first, and the cursor of the next (None on the last).
+
+    The index orders by creation time, then by id (descending, as Redis orders equal scores); a fit's
+    directions share one creation time. The cursor names where the page ended, time and id, so that
+    the next page starts right after it even when that direction has been deleted since."""
     key = direction_index_key(tenant)
-    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in await client.zrevrange(key, 0, limit - 1)]
-    records = await client.mget([direction_record_key(tenant, i) for i in ids]) if ids else []
-    return [DirectionResource.model_validate_json(r) for r in records if r is not None]
+    if cursor is None:
+        rows = [(_member(m), float(s)) for m, s in await client.zrevrange(key, 0, limit, withscores=True)]
+    else:
+        text, _, last = cursor.partition(":")
+        after = float(text)
+        # the rest of the page's tie (same time, smaller id), then what is older
+        tied = sorted(
+            (m for m in map(_member, await client.zrangebyscore(key, after, after)) if m < last), reverse=True
+        )
+        rows = [(m, after) for m in tied[: limit + 1]]
+        if len(rows) <= limit:
+            older = await client.zrevrangebyscore(
+                key, f"({after!r}", "-inf", start=0, num=limit + 1 - len(rows), withscores=True
+            )
+            rows += [(_member(m), float(s)) for m, s in older]
+    page, more = rows[:limit], len(rows) > limit
+    records = await client.mget([direction_record_key(tenant, i) for i, _ in page]) if page else []
+    items = [DirectionResource.model_validate_json(r) for r in records if r is not None]
+    return items, direction_cursor(page[-1][1], page[-1][0]) if more else None
 
 
 async def delete_direction(client: "AsyncClient", tenant: str, direction_id: str) -> None:

@@ -660,8 +660,10 @@ class Client:
     def get_direction(self, direction_id: str) -> DirectionResource:
         return DirectionResource.model_validate(self._request("GET", f"v1/directions/{direction_id}").json())
 
-    def list_directions(self, limit: int = 100) -> DirectionList:
-        response = self._request("GET", "v1/directions", params={"limit": limit})
+    def list_directions(self, limit: int = 100, cursor: str | None = None) -> DirectionList:
+        """A page of the tenant's stored directions, newest first."""
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        response = self._request("GET", "v1/directions", params=params)
         return DirectionList.model_validate(response.json())
 
     def delete_direction(self, direction_id: str) -> None:
@@ -953,8 +955,10 @@ class AsyncClient:
     async def get_direction(self, direction_id: str) -> DirectionResource:
         return DirectionResource.model_validate((await self._request("GET", f"v1/directions/{direction_id}")).json())
 
-    async def list_directions(self, limit: int = 100) -> DirectionList:
-        response = await self._request("GET", "v1/directions", params={"limit": limit})
+    async def list_directions(self, limit: int = 100, cursor: str | None = None) -> DirectionList:
+        """A page of the tenant's stored directions, newest first."""
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        response = await self._request("GET", "v1/directions", params=params)
         return DirectionList.model_validate(response.json())
 
     async def delete_direction(self, direction_id: str) -> None:

@@ -219,8 +219,9 @@ class DirectionHandler:
             raise not_found("direction", direction_id)
         return resource
 
-    async def list(self, tenant: str, limit: int) -> DirectionList:
-        return DirectionList(items=await records.list_directions(self.redis, tenant, limit))
+    async def list(self, tenant: str, limit: int, cursor: str | None = None) -> DirectionList:
+        items, next_cursor = await records.list_directions(self.redis, tenant, limit, cursor)
+        return DirectionList(items=items, next_cursor=next_cursor)
 
     async def delete(self, tenant: str, direction_id: str) -> None:
         await self.get(tenant, direction_id)  # 404 for another tenant's or an unknown id

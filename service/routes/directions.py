@@ -7,6 +7,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel
 
 from api_schemas.directions import (
+    DIRECTION_CURSOR_PATTERN,
     DirectionCreate,
     DirectionFitRequest,
     DirectionFitResource,
@@ -104,8 +105,11 @@ async def list_directions(
     tenant: Tenant,
     directions: DirectionHandlerDep,
     limit: Annotated[int, Query(ge=1, le=500, description="How many, newest first.")] = 100,
+    cursor: Annotated[
+        str | None, Query(pattern=DIRECTION_CURSOR_PATTERN, description="`next_cursor` of the previous page.")
+    ] = None,
 ) -> DirectionList:
-    return await directions.list(tenant, limit)
+    return await directions.list(tenant, limit, cursor)
 
 
 @router.get(

@@ -247,7 +247,9 @@ async def api_side(cluster: Cluster, redis_url: str, seen: dict[str, set[int]], 
         )
         put_directions(JobStore.from_url(cluster.url).redis, "t1", [direction])  # a fit's worker
         await put_directions_async(store.redis, "t1", [direction.model_copy(update={"id": "dir_2"})])  # the API
-        assert [d.id for d in await list_directions(store.redis, "t1", 10)] == ["dir_2", "dir_1"]
+        first, cursor = await list_directions(store.redis, "t1", 1)
+        rest, end = await list_directions(store.redis, "t1", 10, cursor)
+        assert [d.id for d in first + rest] == ["dir_2", "dir_1"] and end is None
         await delete_direction(store.redis, "t1", "dir_1")
         assert await get_direction(store.redis, "t1", "dir_1") is None
     finally:

@@ -2,6 +2,7 @@
 checks against the model's widths; the stored file is what the worker reads."""
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -9,6 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save
 
+from api_schemas.directions import DirectionResource
+from jobstate.directions import put_directions
 from service.app import create_app
 from service.handlers.directions import read_safetensors, safetensors_bytes
 from service.settings import Settings
@@ -160,3 +163,34 @@ async def test_a_job_citing_a_direction_of_another_model_or_space_is_422_at_subm
     assert (await client.delete(f"/v1/directions/{direction}", headers=AUTH_A)).status_code == 204
     gone = assert_problem(await client.post("/v1/jobs", json=job("custom", "embedding"), headers=AUTH_A), 422)
     assert gone["errors"][0]["rule"] == "unknown_direction"
+
+
+async def test_directions_are_paged_with_a_cursor_even_through_ties(client, sync_redis):
+    """Newest first, every direction once, pages full while more follow; a fit's directions share one
+    creation time, and a page may end between them."""
+    uploaded = []
+    for n in range(3):
+        made = await client.post(
+            "/v1/directions", json={"vector": [n + 1, 0, 0, 0], "model": "tiny", "space": "latent"}, headers=AUTH_A
+        )
+        uploaded.append(made.json()["id"])
+    template = DirectionResource.model_validate(
+        (await client.get(f"/v1/directions/{uploaded[0]}", headers=AUTH_A)).json()
+    )
+    at = datetime.now(UTC) + timedelta(seconds=5)
+    fitted = [f"dir_job_0123_{i}" for i in range(3)]
+    put_directions(sync_redis, "tenant-a", [template.model_copy(update={"id": i, "created_at": at}) for i in fitted])
+
+    pages, cursor = [], None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = (await client.get("/v1/directions", params=params, headers=AUTH_A)).json()
+        pages.append([d["id"] for d in page["items"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [i for p in pages for i in p] == fitted[::-1] + uploaded[::-1]
+    assert [len(p) for p in pages] == [2, 2, 2]
+
+    bad = assert_problem(await client.get("/v1/directions", params={"cursor": "nonsense"}, headers=AUTH_A), 422)
+    assert bad["errors"][0]["field"] == "cursor"

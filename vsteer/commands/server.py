@@ -392,13 +392,26 @@ def upload_direction(
         show(direction, as_json, direction_line(direction))
 
 
-def list_directions(server: Server = None, key: Key = None, as_json: AsJson = False) -> None:
+def list_directions(
+    limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 100,
+    server: Server = None,
+    key: Key = None,
+    as_json: AsJson = False,
+) -> None:
     """The directions stored on the server, newest first."""
     with connect(server, key) as client:
-        page = client.list_directions()
+        items: list[Any] = []
+        cursor = None
+        while len(items) < limit:
+            page = client.list_directions(limit=min(limit - len(items), 500), cursor=cursor)
+            items += page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                break
         if as_json:
-            typer.echo(json.dumps(page.model_dump(mode="json"), indent=2))
-        for direction in [] if as_json else page.items:
+            listed = page.model_copy(update={"items": items, "next_cursor": cursor})
+            typer.echo(json.dumps(listed.model_dump(mode="json"), indent=2))
+        for direction in [] if as_json else items:
             typer.echo(direction_line(direction))
 
 
