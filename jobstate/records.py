@@ -175,7 +175,8 @@ def job_urls(base_url: str, job_id: str) -> JobUrls:
     return JobUrls(get=job, cancel=f"{job}/cancel", events=f"{job}/events", web=f"{base}/playground#job={job_id}")
 
 
-def _artifact(stored: StoredArtifact, presign: Presign, expires_at: datetime | None) -> Artifact:
+def artifact(stored: StoredArtifact, presign: Presign, expires_at: datetime | None) -> Artifact:
+    """A stored file as a resource shows it: its URL, and when that URL stops working."""
     return Artifact(
         url=presign(stored.key),
         content_type=stored.content_type,
@@ -185,7 +186,7 @@ def _artifact(stored: StoredArtifact, presign: Presign, expires_at: datetime | N
     )
 
 
-def _urls_expire(presign: Presign) -> datetime | None:
+def urls_expire(presign: Presign) -> datetime | None:
     """When a `Presigner`'s URLs expire (None for a plain callable): taken before signing, so the URLs
     live at least until then."""
     if not isinstance(presign, Presigner):
@@ -199,7 +200,7 @@ def to_resource(
     """The client's view of a record; `presign(key)` turns a storage key into a URL (a `Presigner` also
     gives the URLs' expiry and the job's `urls`). `request` is the record's document where the caller
     already holds it validated; `queue_position` is the queued job's place in its model's queue."""
-    expires_at = _urls_expire(presign)
+    expires_at = urls_expire(presign)
     result = None
     if record.result is not None:
         r = record.result
@@ -207,9 +208,9 @@ def to_resource(
         for kind in ARTIFACTS:
             value = getattr(r, kind.name)
             if kind.many:
-                files[kind.name] = [_artifact(a, presign, expires_at) for a in value]
+                files[kind.name] = [artifact(a, presign, expires_at) for a in value]
             else:
-                files[kind.name] = value and _artifact(value, presign, expires_at)
+                files[kind.name] = value and artifact(value, presign, expires_at)
         result = JobResult(**files, metrics=r.metrics)
     base_url = presign.base_url if isinstance(presign, Presigner) else None
     return JobResource(
@@ -247,7 +248,7 @@ def fit_urls(base_url: str, job_id: str) -> FitUrls:
 def to_fit_resource(record: JobRecord, presign: Presign) -> DirectionFitResource:
     """The client's view of a direction fit's record (`is_fit`); the directions are those it stored."""
     result = record.result
-    expires_at = _urls_expire(presign)
+    expires_at = urls_expire(presign)
     base_url = presign.base_url if isinstance(presign, Presigner) else None
     metrics = result.metrics if result is not None else {}
     return DirectionFitResource(
@@ -261,7 +262,7 @@ def to_fit_resource(record: JobRecord, presign: Presign) -> DirectionFitResource
         finished_at=record.finished_at,
         directions=[DirectionResource.model_validate(d) for d in metrics.get("directions", [])],
         report=metrics.get("report"),
-        manifest=_artifact(result.manifest, presign, expires_at) if result and result.manifest else None,
+        manifest=artifact(result.manifest, presign, expires_at) if result and result.manifest else None,
         error=record.error,
         urls=fit_urls(base_url, record.id) if base_url else None,
     )

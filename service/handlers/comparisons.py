@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends
 
-from api_schemas import Artifact, FieldError, JobRequest, JobStatus
+from api_schemas import FieldError, JobRequest, JobStatus
 from api_schemas.comparisons import (
     ComparisonChild,
     ComparisonRequest,
@@ -33,12 +33,13 @@ from jobstate.comparisons import (
     new_comparison_id,
     put_comparison_op,
 )
-from jobstate.records import JobRecord, Presign, StoredArtifact, new_job_id
+from jobstate.records import JobRecord, Presigner, artifact, new_job_id, urls_expire
 from jobstate.store import AsyncJobStore, failure
 from service.checks import check_document, text_encoder_errors
 from service.deps import QueueDep, SettingsDep, StorageDep, StoreDep
 from service.errors import ProblemError, invalid, not_found
 from service.handlers.anchors import apply_anchor
+from service.handlers.jobs import presigner
 from service.queue import JobQueue, job_task
 from service.settings import Settings
 from storage.base import Storage
@@ -168,8 +169,9 @@ class ComparisonHandler:
         record = await self.own(tenant, comparison_id)
         return self.resource(record, await self.children(record))
 
-    def presign(self, key: str) -> str:
-        return self.storage.presigned_url(key, self.settings.presign_expiry_s)
+    @property
+    def presign(self) -> Presigner:
+        return presigner(self.storage, self.settings)
 
     def resource(self, record: ComparisonRecord, children: list[JobRecord | None]) -> ComparisonResource:
         views = [_child(c.model, c.job_id, job) for c, job in zip(record.children, children, strict=True)]
@@ -183,9 +185,11 @@ class ComparisonHandler:
         result = None
         if record.compose == "succeeded" and record.result is not None:
             files = record.stored_files()
+            presign = self.presign
+            expires_at = urls_expire(presign)
             result = ComparisonResult(
-                video=_artifact(files["video"], self.presign),
-                contact_sheet=_artifact(files["contact_sheet"], self.presign),
+                video=artifact(files["video"], presign, expires_at),
+                contact_sheet=artifact(files["contact_sheet"], presign, expires_at),
                 table=[ComparisonRow.model_validate(row) for row in record.result["table"]],
             )
         return ComparisonResource(
@@ -209,10 +213,6 @@ def _child(model: str, job_id: str, job: JobRecord | None) -> ComparisonChild:
         problem = failure("Child missing", f"child job {job_id} of model {model!r} was not created, or was deleted")
         return ComparisonChild(model=model, job_id=job_id, status=JobStatus.failed, error=problem)
     return ComparisonChild(model=model, job_id=job_id, status=job.status, progress=job.progress, error=job.error)
-
-
-def _artifact(stored: StoredArtifact, presign: Presign) -> Artifact:
-    return Artifact(url=presign(stored.key), content_type=stored.content_type, bytes=stored.bytes, sha256=stored.sha256)
 
 
 async def get_comparison_handler(

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -152,9 +153,11 @@ def test_two_models_side_by_side(stack: Stack, tmp_path: Path) -> None:
             assert row.flagged_frames == audit["flagged_frames"]
             assert row.timings and all(np.isfinite(v) for v in row.timings.values())
 
-        # 4. asking again does not compose again: the same files
+        # 4. asking again does not compose again: the same files, their URLs good for the presign expiry
         again = client.get_comparison(done.id)
         assert again.result.video.sha256 == done.result.video.sha256
+        for stored in (again.result.video, again.result.contact_sheet):
+            assert stored.expires_at is not None and stored.expires_at > datetime.now(UTC), stored
 
 
 def test_the_side_by_side_is_made_without_being_asked_for(stack: Stack) -> None:
