@@ -242,3 +242,10 @@ class DirectionFitResource(Resource):
     manifest: Artifact | None = Field(None, description="The fit's manifest: inputs' sha256, model, outputs.")
     error: Problem | None = None
     urls: FitUrls | None = Field(None, description="The fit's own URLs.")
+
+
+class DirectionFitList(Resource):
+    """One page of the caller's direction fits, newest first."""
+
+    items: list[DirectionFitResource] = Field(description="Fits on this page.")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last page.")

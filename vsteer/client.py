@@ -47,6 +47,7 @@ from api_schemas.artifacts import ARTIFACTS, extension_for
 from api_schemas.comparisons import ComparisonResource
 from api_schemas.directions import (
     DirectionCreate,
+    DirectionFitList,
     DirectionFitRequest,
     DirectionFitResource,
     DirectionList,
@@ -678,6 +679,11 @@ class Client:
     def get_fit(self, fit_id: str) -> DirectionFitResource:
         return DirectionFitResource.model_validate(self._request("GET", f"v1/directions/fits/{fit_id}").json())
 
+    def list_fits(self, limit: int = 20, cursor: str | None = None) -> DirectionFitList:
+        """A page of the tenant's direction fits, newest first."""
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        return DirectionFitList.model_validate(self._request("GET", "v1/directions/fits", params=params).json())
+
     def cancel_fit(self, fit_id: str) -> DirectionFitResource:
         response = self._request("POST", f"v1/directions/fits/{fit_id}/cancel")
         return DirectionFitResource.model_validate(response.json())
@@ -971,6 +977,12 @@ class AsyncClient:
     async def get_fit(self, fit_id: str) -> DirectionFitResource:
         response = await self._request("GET", f"v1/directions/fits/{fit_id}")
         return DirectionFitResource.model_validate(response.json())
+
+    async def list_fits(self, limit: int = 20, cursor: str | None = None) -> DirectionFitList:
+        """As `Client.list_fits`."""
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        response = await self._request("GET", "v1/directions/fits", params=params)
+        return DirectionFitList.model_validate(response.json())
 
     async def cancel_fit(self, fit_id: str) -> DirectionFitResource:
         response = await self._request("POST", f"v1/directions/fits/{fit_id}/cancel")

@@ -30,6 +30,7 @@ from api_schemas.directions import (
     KNOWN_DIMENSIONS,
     MAX_DIRECTION_VALUES,
     DirectionCreate,
+    DirectionFitList,
     DirectionFitRequest,
     DirectionFitResource,
     DirectionList,
@@ -42,7 +43,7 @@ from jobstate.records import JobRecord, Presigner, is_fit, new_job_id, to_fit_re
 from jobstate.store import AsyncJobStore
 from service.checks import check_fit
 from service.deps import QueueDep, SettingsDep, StorageDep, StoreDep
-from service.errors import invalid, not_found
+from service.errors import check_page_limit, invalid, not_found
 from service.handlers.jobs import cancel_record, presigner
 from service.queue import JobQueue, job_task
 from service.settings import Settings
@@ -167,6 +168,13 @@ class DirectionHandler:
 
     async def get_fit(self, tenant: str, fit_id: str) -> DirectionFitResource:
         return to_fit_resource(await self.own_fit(tenant, fit_id), self.presign)
+
+    async def fits(self, tenant: str, cursor: str | None, limit: int) -> DirectionFitList:
+        """A page of the tenant's fits, newest first (they share the tenant's job index)."""
+        check_page_limit(limit, self.settings.list_limit_max)
+        page = await self.store.list_jobs(tenant, cursor=cursor, limit=limit, keep=is_fit)
+        presign = self.presign
+        return DirectionFitList(items=[to_fit_resource(r, presign) for r in page.records], next_cursor=page.next_cursor)
 
     async def cancel_fit(self, tenant: str, fit_id: str) -> tuple[DirectionFitResource, int]:
         """Cancel a queued fit at once (200), or ask its worker to stop between images (202)."""

@@ -9,11 +9,13 @@ from pydantic import BaseModel
 from api_schemas.directions import (
     DIRECTION_CURSOR_PATTERN,
     DirectionCreate,
+    DirectionFitList,
     DirectionFitRequest,
     DirectionFitResource,
     DirectionList,
     DirectionResource,
 )
+from jobstate.records import JOB_ID_PATTERN
 from service.deps import Tenant
 from service.handlers.directions import DirectionHandlerDep
 from service.routes.common import model_response, problems
@@ -72,6 +74,25 @@ async def create_direction(request: Request, tenant: Tenant, directions: Directi
     if isinstance(made, DirectionFitResource):
         return model_response(made, 202, {"Location": f"/v1/directions/fits/{made.id}"})
     return model_response(made, 201)
+
+
+@router.get(
+    "/fits",
+    response_model=DirectionFitList,
+    responses=problems(401, 422, 503),
+    summary="List direction fits, newest first",
+)
+async def list_fits(
+    tenant: Tenant,
+    directions: DirectionHandlerDep,
+    limit: Annotated[
+        int, Query(ge=1, description="Fits per page, at most `VSTEER_LIST_LIMIT_MAX` (100 by default).")
+    ] = 20,
+    cursor: Annotated[
+        str | None, Query(pattern=JOB_ID_PATTERN, description="`next_cursor` of the previous page.")
+    ] = None,
+) -> DirectionFitList:
+    return await directions.fits(tenant, cursor, limit)
 
 
 @router.get(

@@ -51,6 +51,7 @@ def test_a_pca_fit_runs_on_the_gpu_worker_and_a_job_cites_what_it_stored(service
         assert client.get_direction(first.id) == first
         listed = [d.id for d in client.list_directions().items]
         assert set(listed) >= {d.id for d in fit.directions}
+        assert client.list_fits(limit=1).items[0].id == fit.id  # the newest fit
 
         # the manifest names every input by its bytes' digest, and every output by its file's
         manifest = json.loads(httpx.get(fit.manifest.url).content)

@@ -143,3 +143,23 @@ async def test_pages_of_jobs_are_full_however_many_fits_lie_between_them(client)
         if cursor is None:
             break
     assert pages == [made[::-1][:2], made[::-1][2:]]
+
+
+async def test_fits_are_listed_newest_first_apart_from_jobs(client):
+    refs = await images(client, 2)
+    fits = []
+    for n in range(3):
+        made = await client.post(
+            "/v1/directions",
+            json={"method": "pca", "model": "tiny", "images": refs, "name": f"set {n}"},
+            headers=AUTH_A,
+        )
+        fits.append(made.json()["id"])
+        await client.post("/v1/jobs", json={"model": "tiny", "image": refs[0], "seed": n}, headers=AUTH_A)
+    first = (await client.get("/v1/directions/fits", params={"limit": 2}, headers=AUTH_A)).json()
+    assert [f["id"] for f in first["items"]] == fits[::-1][:2] and first["items"][0]["request"]["name"] == "set 2"
+    rest = (await client.get("/v1/directions/fits", params={"cursor": first["next_cursor"]}, headers=AUTH_A)).json()
+    assert [f["id"] for f in rest["items"]] == fits[:1] and rest["next_cursor"] is None
+    assert (await client.get("/v1/directions/fits", headers=AUTH_B)).json()["items"] == []
+    bad = assert_problem(await client.get("/v1/directions/fits", params={"limit": 0}, headers=AUTH_A), 422)
+    assert bad["errors"][0]["field"] == "limit"
