@@ -116,7 +116,7 @@ async def check_fit(fit: DirectionFitRequest, tenant: str, store: AsyncJobStore,
     if fit.webhook is not None:
         errors += await _check_webhook(fit.webhook.url, settings)
     if errors:
-        raise invalid(errors)
+        raise invalid(errors, title="Invalid direction")
 
 
 async def _check_webhook(url: str, settings: Settings) -> list[FieldError]:

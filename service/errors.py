@@ -188,6 +188,7 @@ def _shown(value: Any) -> str:
 # The documents a client writes, and what their 422 is titled.
 _DOCUMENT_TITLES = {
     ("POST", "/v1/jobs"): "Invalid job document",
+    ("POST", "/v1/directions"): "Invalid direction",
     ("POST", "/v1/anchors"): "Invalid anchor set",
     ("POST", "/v1/anchors/{id}/versions"): "Invalid anchor set",
 }

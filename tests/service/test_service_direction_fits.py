@@ -102,6 +102,7 @@ async def test_a_fit_that_cannot_work_is_422_naming_the_field_and_rule(client, b
     body = {"model": "tiny", **body}
     problem = assert_problem(await client.post("/v1/directions", json=body, headers=AUTH_A), 422)
     assert (problem["errors"][0]["field"], problem["errors"][0]["rule"]) == (field, rule), problem
+    assert problem["title"] == "Invalid direction"  # whichever check refused it
 
 
 async def test_a_text_fit_needs_no_images_on_a_model_with_a_text_encoder(client):
