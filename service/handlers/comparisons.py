@@ -21,6 +21,7 @@ from api_schemas.comparisons import (
     ComparisonResult,
     ComparisonRow,
 )
+from api_schemas.problems import ProblemType
 from jobstate.comparisons import (
     Child,
     ComparisonRecord,
@@ -156,8 +157,14 @@ class ComparisonHandler:
         return self.resource(record, children)
 
     async def cancel(self, tenant: str, comparison_id: str) -> ComparisonResource:
-        """Cancel every child still queued or running (a queued one at once, a running one within a step)."""
+        """Cancel every child still queued or running (a queued one at once, a running one within a step);
+        409 for a comparison that already succeeded or failed, as for a job."""
         record = await self.own(tenant, comparison_id)
+        status = comparison_status(record, await self.children(record))
+        if status in (JobStatus.succeeded, JobStatus.failed):
+            raise ProblemError(
+                409, "Conflict", f"comparison {comparison_id!r} already {status.value}", type_=ProblemType.conflict
+            )
         await self.store.run(cancel_comparison_op(tenant, comparison_id))
         for child in record.children:
             outcome, job = await self.store.request_cancel(child.job_id)

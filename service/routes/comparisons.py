@@ -39,7 +39,7 @@ async def get_comparison(comparison_id: ComparisonId, tenant: Tenant, comparison
 @router.post(
     "/{comparison_id}/cancel",
     response_model=ComparisonResource,
-    responses=problems(401, 404, 422, 503),
+    responses=problems(401, 404, 409, 422, 503),
     summary="Cancel every child of a comparison",
 )
 async def cancel_comparison(comparison_id: ComparisonId, tenant: Tenant, comparisons: ComparisonHandlerDep) -> Response:

@@ -181,6 +181,9 @@ def test_the_side_by_side_is_made_without_being_asked_for(stack: Stack) -> None:
     assert 30 * 86400 - 120 <= ttl <= 30 * 86400, ttl
     with stack.client() as client:
         assert client.get_comparison(comparison.id).status is JobStatus.succeeded
+        with pytest.raises(VsteerError) as refused:  # nothing left to cancel: 409, as for a finished job
+            client.cancel_comparison(comparison.id)
+        assert refused.value.status == 409 and "already succeeded" in str(refused.value)
 
 
 def test_cancel_cancels_every_child(stack: Stack) -> None:
