@@ -2,10 +2,12 @@
 
 Three stages, each deterministic for a seed:
 
-1. **VAE** (`AutoencoderKLTemporalDecoder`): the encoder and the temporal decoder learn to reconstruct
-   clips of `NUM_FRAMES` frames (the frame count the pipeline decodes at once at the model's default
-   size), with a small KL term; `scaling_factor` is then set so that the scaled latents have unit
-   variance, as SVD's are.
+1. **VAE** (`AutoencoderKLTemporalDecoder`, 96 channels at both ends so that a plain colour survives
+   their `GroupNorm(32)`: `docs/toy-model.md`): the encoder and the temporal decoder learn to
+   reconstruct pairs of frames from several clips at once, on 32×32 crops aligned to the latent grid
+   (a quarter of a frame's cost); then the decoder alone is fine-tuned on whole clips of `NUM_FRAMES`
+   frames, the count the pipeline decodes at once. `scaling_factor` is set so that the scaled latents
+   have unit variance, as SVD's are.
 2. **Encode** a pool of clips once: their scaled latents, their first frame in [-1, 1] and the first
    frame's CLIP image embedding (the image encoder stays a small frozen random CLIP, as in `tiny`).
 3. **UNet** (`UNetSpatioTemporalConditionModel`) with SVD's EDM preconditioning and v-prediction,
@@ -47,13 +49,15 @@ class TrainConfig:
     """How the toy model is trained; the defaults fit the 30-minute budget of a 2-core CPU."""
 
     seed: int = 0
-    vae_steps: int = 550
-    vae_batch: int = 1  # clips of NUM_FRAMES frames: ~1.1 s a step on 2 cores
-    vae_lr: float = 1e-3
-    kl_weight: float = 1e-6
-    colour_weight: float = 4.0
-    pool: int = 2000  # clips encoded once for the UNet stage
-    unet_steps: int = 2000
+    vae_steps: int = 700
+    vae_clips: int = 8  # clips a step, `vae_frames` frames of each, cropped to `vae_crop`: ~1 s a step
+    vae_frames: int = 2
+    vae_crop: int = 32
+    vae_lr: float = 5e-4
+    decoder_steps: int = 60  # the temporal decoder alone, on whole clips of NUM_FRAMES frames: ~2 s a step
+    decoder_lr: float = 1e-4
+    pool: int = 1500  # clips encoded once for the UNet stage
+    unet_steps: int = 1500
     unet_batch: int = 6  # ~0.36 s a step on 2 cores
     unet_lr: float = 8e-4
     drop_both: float = 0.10
@@ -64,7 +68,7 @@ class TrainConfig:
     @classmethod
     def short(cls, steps: int, seed: int = 0) -> "TrainConfig":
         """A run of `steps` steps per network on a small pool: for tests and quick tries."""
-        return cls(seed=seed, vae_steps=steps, unet_steps=steps, pool=max(8, steps))
+        return cls(seed=seed, vae_steps=steps, decoder_steps=steps, unet_steps=steps, pool=max(8, steps))
 
 
 class Stepper:
@@ -96,11 +100,20 @@ class TrainResult:
 
 
 def build_toy_pipeline(seed: int = 0) -> StableVideoDiffusionPipeline:
-    """The toy architecture with fresh weights (about 4.1 M parameters, 17 MB in float32): 64 channels
-    in every stage. At 32, GroupNorm(32) normalises each channel on its own and a plain background's
-    absolute colour cannot pass (a VAE with 32-channel middle stages lost every colour)."""
+    """The toy architecture with fresh weights. The VAE has 96 channels in its first and last stages:
+    both of its ends are `GroupNorm(32)` → SiLU → conv, and with 2 channels a group (64) a plain area
+    normalises to ±1 whatever its colour, which leaves colour no gradient to learn from; with 3 a
+    group it has one. Its residual branches start at zero, so that at first each block passes its
+    input on and the colour reaches the ends."""
     torch.manual_seed(seed)
-    vae = small_vae((64, 64, 64, 64))
+    vae = small_vae((96, 64, 64, 96))
+    for name, module in vae.named_modules():
+        if name.endswith(("conv2", "to_out.0")) and isinstance(
+            module, torch.nn.Conv2d | torch.nn.Conv3d | torch.nn.Linear
+        ):
+            torch.nn.init.zeros_(module.weight)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
     unet = small_unet((64, 64), (4, 4), NUM_FRAMES)
     return small_pipeline(unet, vae, small_image_encoder())
 
@@ -112,30 +125,44 @@ def clip_tensor(seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
     return frames, {"fps": spec.fps, "motion_bucket_id": spec.motion_bucket_id}
 
 
+def vae_batch(config: TrainConfig, step: int) -> torch.Tensor:
+    """(clips × frames, 3, crop, crop): `vae_frames` consecutive frames of each of `vae_clips` clips, each
+    clip cropped at its own place on the 8-pixel latent grid."""
+    rng = np.random.default_rng(config.seed * 1_000_003 + step)
+    parts = []
+    for k in range(config.vae_clips):
+        frames, _ = clip_tensor(config.seed * 1_000_003 + step * config.vae_clips + k)
+        first = int(rng.integers(0, NUM_FRAMES - config.vae_frames + 1))
+        y, x = (int(v) * 8 for v in rng.integers(0, (frames.shape[-1] - config.vae_crop) // 8 + 1, 2))
+        parts.append(frames[first : first + config.vae_frames, :, y : y + config.vae_crop, x : x + config.vae_crop])
+    return torch.cat(parts)
+
+
+def reconstruction_loss(decoded: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(decoded, frames) + F.mse_loss(decoded, frames)
+
+
 def train_vae(vae: AutoencoderKLTemporalDecoder, config: TrainConfig, log: Log) -> list[float]:
-    """Reconstruction (L1 + MSE, and L1 of the colours at 1/8 resolution) of whole clips through the
-    temporal decoder, plus a small KL term."""
+    """Reconstruction (L1 + MSE) of short crops from several clips through the encoder's mean and the
+    temporal decoder, then the decoder alone on whole clips. The latents are the posterior's mean:
+    the pipeline encodes with `mode()` and the latents' scale is set afterwards."""
     stepper = Stepper("vae", vae, config.vae_lr, config.vae_steps, log)
-    generator = torch.Generator().manual_seed(config.seed)
     vae.train()
     for step in range(config.vae_steps):
-        seeds = [config.seed * 1_000_003 + step * config.vae_batch + k for k in range(config.vae_batch)]
-        frames = torch.cat([clip_tensor(s)[0] for s in seeds])  # (B*F, 3, H, W)
-        posterior = vae.encode(frames).latent_dist
-        noise = torch.randn(posterior.mean.shape, generator=generator)
-        latents = posterior.mean + posterior.std * noise
-        decoded = vae.decode(latents, num_frames=NUM_FRAMES).sample
-        # Absolute colour is what GroupNorm makes hardest to carry: weigh it again at 1/8 resolution.
-        colour = F.l1_loss(F.avg_pool2d(decoded, 8), F.avg_pool2d(frames, 8))
-        loss = (
-            F.l1_loss(decoded, frames)
-            + F.mse_loss(decoded, frames)
-            + config.colour_weight * colour
-            + config.kl_weight * posterior.kl().mean()
-        )
-        stepper(step, loss)
+        frames = vae_batch(config, step)
+        decoded = vae.decode(vae.encode(frames).latent_dist.mode(), num_frames=config.vae_frames).sample
+        stepper(step, reconstruction_loss(decoded, frames))
+    losses = stepper.losses
+    if config.decoder_steps:
+        decoder = Stepper("decoder", vae.decoder, config.decoder_lr, config.decoder_steps, log)
+        for step in range(config.decoder_steps):
+            frames, _ = clip_tensor(config.seed * 1_000_003 + 5_000_000 + step)
+            with torch.no_grad():
+                latents = vae.encode(frames).latent_dist.mode()
+            decoder(step, reconstruction_loss(vae.decode(latents, num_frames=NUM_FRAMES).sample, frames))
+        losses = losses + decoder.losses
     vae.eval()
-    return stepper.losses
+    return losses
 
 
 @dataclass
