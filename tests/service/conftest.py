@@ -86,6 +86,21 @@ async def upload(
     return await client.post("/v1/assets", files={"file": (name, data, "application/octet-stream")}, headers=auth)
 
 
+async def page_ids(client: httpx.AsyncClient, path: str, limit: int, auth: dict[str, str] = AUTH_A) -> list[list[str]]:
+    """The ids on each page of a list route, following `next_cursor` to the end."""
+    pages: list[list[str]] = []
+    cursor = None
+    while True:
+        params: dict[str, object] = {"limit": limit} | ({"cursor": cursor} if cursor else {})
+        response = await client.get(path, params=params, headers=auth)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        pages.append([item["id"] for item in page["items"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return pages
+
+
 async def upload_image(client: httpx.AsyncClient, auth: dict[str, str] = AUTH_A) -> str:
     response = await upload(client, png(), auth)
     assert response.status_code == 201, response.text

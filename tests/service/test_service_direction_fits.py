@@ -12,7 +12,15 @@ import pytest
 from jobstate.queues import RUN_JOB_TASK
 from service.app import create_app
 from service.settings import Settings
-from tests.service.conftest import AUTH_A, AUTH_B, assert_problem, make_settings, open_client, upload_image
+from tests.service.conftest import (
+    AUTH_A,
+    AUTH_B,
+    assert_problem,
+    make_settings,
+    open_client,
+    page_ids,
+    upload_image,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -134,15 +142,7 @@ async def test_pages_of_jobs_are_full_however_many_fits_lie_between_them(client)
         made.append(job.json()["id"])
         for _ in range(3):  # three fits newer than each job
             assert (await client.post("/v1/directions", json=fit, headers=AUTH_A)).status_code == 202
-    pages: list[list[str]] = []
-    cursor = None
-    while True:
-        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
-        page = (await client.get("/v1/jobs", params=params, headers=AUTH_A)).json()
-        pages.append([item["id"] for item in page["items"]])
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
+    pages = await page_ids(client, "/v1/jobs", 2)
     assert pages == [made[::-1][:2], made[::-1][2:]]
 
 

@@ -16,7 +16,15 @@ from service.app import create_app
 from service.handlers.directions import read_safetensors, safetensors_bytes
 from service.settings import Settings
 from storage.keys import direction_key
-from tests.service.conftest import AUTH_A, AUTH_B, assert_problem, make_settings, open_client, upload_image
+from tests.service.conftest import (
+    AUTH_A,
+    AUTH_B,
+    assert_problem,
+    make_settings,
+    open_client,
+    page_ids,
+    upload_image,
+)
 from workers.directions import read_direction
 
 pytestmark = pytest.mark.anyio
@@ -181,14 +189,7 @@ async def test_directions_are_paged_with_a_cursor_even_through_ties(client, sync
     fitted = [f"dir_job_0123_{i}" for i in range(3)]
     put_directions(sync_redis, "tenant-a", [template.model_copy(update={"id": i, "created_at": at}) for i in fitted])
 
-    pages, cursor = [], None
-    while True:
-        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
-        page = (await client.get("/v1/directions", params=params, headers=AUTH_A)).json()
-        pages.append([d["id"] for d in page["items"]])
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
+    pages = await page_ids(client, "/v1/directions", 2)
     assert [i for p in pages for i in p] == fitted[::-1] + uploaded[::-1]
     assert [len(p) for p in pages] == [2, 2, 2]
 
