@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from api_schemas.directions import DirectionResource
 from jobstate.redis_keys import PREFIX, direction_record_key
+from jobstate.steps import text
 
 if TYPE_CHECKING:
     import redis
@@ -53,10 +54,6 @@ def direction_cursor(created: float, direction_id: str) -> str:
     return f"{created!r}:{direction_id}"
 
 
-def _member(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
 async def list_directions(
     client: "AsyncClient", tenant: str, limit: int, cursor: str | None = None
 ) -> tuple[list[DirectionResource], str | None]:
@@ -67,20 +64,18 @@ async def list_directions(
     the next page starts right after it even when that direction has been deleted since."""
     key = direction_index_key(tenant)
     if cursor is None:
-        rows = [(_member(m), float(s)) for m, s in await client.zrevrange(key, 0, limit, withscores=True)]
+        rows = [(text(m), float(s)) for m, s in await client.zrevrange(key, 0, limit, withscores=True)]
     else:
-        text, _, last = cursor.partition(":")
-        after = float(text)
+        score, _, last = cursor.partition(":")
+        after = float(score)
         # the rest of the page's tie (same time, smaller id), then what is older
-        tied = sorted(
-            (m for m in map(_member, await client.zrangebyscore(key, after, after)) if m < last), reverse=True
-        )
+        tied = sorted((m for m in map(text, await client.zrangebyscore(key, after, after)) if m < last), reverse=True)
         rows = [(m, after) for m in tied[: limit + 1]]
         if len(rows) <= limit:
             older = await client.zrevrangebyscore(
                 key, f"({after!r}", "-inf", start=0, num=limit + 1 - len(rows), withscores=True
             )
-            rows += [(_member(m), float(s)) for m, s in older]
+            rows += [(text(m), float(s)) for m, s in older]
     page, more = rows[:limit], len(rows) > limit
     records = await client.mget([direction_record_key(tenant, i) for i, _ in page]) if page else []
     items = [DirectionResource.model_validate_json(r) for r in records if r is not None]
