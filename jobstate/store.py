@@ -182,6 +182,11 @@ def _same_server(client: Any, broker: Any) -> dict[str, Any]:
     return {name: client.register_script(src) for name, src in SAME_SERVER_SCRIPTS.items()}
 
 
+def _percent(progress: Progress | None, otherwise: float = 0.0) -> float:
+    """A job's percent for ordering its progress; `otherwise` for a stage without one (a fit's)."""
+    return otherwise if progress is None or progress.percent is None else progress.percent
+
+
 def _drive(flow: Flow[T], once: Any) -> T:
     """Run a flow's steps with `once` (a sync store's), sending each reply, throwing each error in."""
     try:
@@ -374,6 +379,8 @@ class AsyncJobStore:
         """The job's events: first the current record (so late subscribers see the state), then
         progress ticks and the record again on every status change, until a terminal status.
         A `heartbeat` event comes after `heartbeat_s` of silence. Nothing if the job does not exist.
+        A progress published between the subscription and a read of the record arrives after that
+        record and is older than it; since a run's percent never goes back, such a message is dropped.
         """
         pubsub = self.redis.pubsub()
         # Subscribe before reading the state, so no change can fall between the two.
@@ -385,6 +392,7 @@ class AsyncJobStore:
             yield JobEvent("job", record=record)
             if record.status.is_terminal():
                 return
+            shown = _percent(record.progress)  # how far the state already sent had got
             quiet_since = time.monotonic()
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=heartbeat_s)
@@ -397,6 +405,9 @@ class AsyncJobStore:
                 event = json.loads(message["data"])
                 if event["type"] == "progress":
                     progress = Progress.of(event["stage"], int(event["step"]), int(event["total"]))
+                    if progress.percent is not None and progress.percent < shown:
+                        continue  # older than what was sent
+                    shown = _percent(progress, shown)
                     yield JobEvent("progress", progress=progress)
                     continue
                 if event["type"] == "preview":
@@ -409,6 +420,7 @@ class AsyncJobStore:
                 yield JobEvent("job", record=record)
                 if record.status.is_terminal():
                     return
+                shown = _percent(record.progress)  # a new run starts again from 0
         finally:
             # Shielded: when the consumer is cancelled (client gone, wait over) the connection
             # must still go back to the pool.

@@ -1,5 +1,6 @@
 """JobStore and AsyncJobStore against a real redis-server."""
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ from api_schemas import JobStatus
 from jobstate.errors import IdempotencyConflict
 from jobstate.operations import body_hash
 from jobstate.records import AssetRecord, StoredArtifact, StoredResult, new_asset_id, new_job_id, to_resource
+from jobstate.redis_keys import events_channel
 from jobstate.store import AsyncJobStore, JobStore, failure
 from tests.jobstate.conftest import watch_while
 
@@ -228,3 +230,22 @@ def test_async_wait_terminal(redis_url: str, store: JobStore) -> None:
     assert other is None
     assert counts["succeeded"] == 1 and counts["queued"] == 0
     assert durations["count"] == 1.0
+
+
+def test_a_progress_message_older_than_the_state_already_sent_is_not_passed_on(redis_url: str, store: JobStore) -> None:
+    """A watch subscribes, then reads the record: a progress published in between arrives after that
+    state and is older than it. The job's percent never goes back within a run, so it is dropped."""
+    job_id = make_job(store)
+    store.mark_running(job_id)
+    store.progress(job_id, "encode", 0, 1)  # the state the watch reads first: 2%
+
+    def drive() -> None:
+        channel = events_channel(job_id)
+        store.redis.publish(channel, json.dumps({"type": "progress", "stage": "load", "step": 0, "total": 1}))
+        store.progress(job_id, "denoise", 1, 3)
+        store.succeed(job_id, StoredResult())
+
+    events = watch_while(redis_url, job_id, drive)
+    assert events[0].kind == "job" and events[0].record.progress.stage == "encode"
+    assert [(e.progress.stage, e.progress.step) for e in events if e.kind == "progress"] == [("denoise", 1)]
+    assert events[-1].record.status is JobStatus.succeeded
