@@ -380,7 +380,8 @@ class AsyncJobStore:
         progress ticks and the record again on every status change, until a terminal status.
         A `heartbeat` event comes after `heartbeat_s` of silence. Nothing if the job does not exist.
         A progress published between the subscription and a read of the record arrives after that
-        record and is older than it; since a run's percent never goes back, such a message is dropped.
+        record and is older than it, or is the very progress that record holds; since a run's percent
+        never goes back and each step is reported once, such a message is dropped.
         """
         pubsub = self.redis.pubsub()
         # Subscribe before reading the state, so no change can fall between the two.
@@ -392,7 +393,7 @@ class AsyncJobStore:
             yield JobEvent("job", record=record)
             if record.status.is_terminal():
                 return
-            shown = _percent(record.progress)  # how far the state already sent had got
+            shown, last = _percent(record.progress), record.progress  # how far the state already sent had got
             quiet_since = time.monotonic()
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=heartbeat_s)
@@ -405,9 +406,9 @@ class AsyncJobStore:
                 event = json.loads(message["data"])
                 if event["type"] == "progress":
                     progress = Progress.of(event["stage"], int(event["step"]), int(event["total"]))
-                    if progress.percent is not None and progress.percent < shown:
-                        continue  # older than what was sent
-                    shown = _percent(progress, shown)
+                    if progress == last or (progress.percent is not None and progress.percent < shown):
+                        continue  # already sent, or older than what was
+                    shown, last = _percent(progress, shown), progress
                     yield JobEvent("progress", progress=progress)
                     continue
                 if event["type"] == "preview":
@@ -420,7 +421,7 @@ class AsyncJobStore:
                 yield JobEvent("job", record=record)
                 if record.status.is_terminal():
                     return
-                shown = _percent(record.progress)  # a new run starts again from 0
+                shown, last = _percent(record.progress), record.progress  # a new run starts again from 0
         finally:
             # Shielded: when the consumer is cancelled (client gone, wait over) the connection
             # must still go back to the pool.
