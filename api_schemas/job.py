@@ -378,8 +378,9 @@ class SegmentBlend(StrEnum):
 
 
 class Segments(Strict):
-    """A long video: `count` clips of `num_frames` chained, each conditioned on the last frame of the one
-    before, sharing `overlap` latent frames blended with `blend` weights."""
+    """A long video: `count` clips of `num_frames` chained, each conditioned on the frame of the one before
+    that its own first frame stands on (frame num_frames − overlap; the last without overlap), sharing
+    `overlap` latent frames blended with `blend` weights."""
 
     count: int = Field(ge=1, le=16, description="Segments (clips of `num_frames` each) in the video.")
     overlap: int = Field(
@@ -406,8 +407,8 @@ class Segments(Strict):
         max_length=15,
         description=(
             "A storyboard: one target image per segment after the first (count - 1 of them, else a 422 with rule "
-            "`segments_images_per_segment`); segment k + 1 morphs from segment k's last frame to images[k] as "
-            "keyframes at 0 and 1, with the job's `interpolation`."
+            "`segments_images_per_segment`); segment k + 1 morphs from the frame of segment k it starts on to "
+            "images[k] as keyframes at 0 and 1, with the job's `interpolation`."
         ),
     )
 

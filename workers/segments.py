@@ -3,8 +3,10 @@
 Segment 0 is the job as written. Segment k + 1 is the same job with:
 
 1. the seed `seed + k + 1` (each segment's own seeded noise, recorded in the manifest);
-2. as its conditioning image, segment k's last decoded frame (8-bit, as a PNG of it would hold it), or
-   with a storyboard (`images`) the keyframes [that frame at 0, images[k] at 1] and the job's
+2. as its conditioning image, the decoded frame of segment k that its own first frame stands on (8-bit,
+   as a PNG of it would hold it): frame F − overlap, the last one without overlap (SVD makes a clip's
+   first frame its conditioning image, so any other frame would make the picture jump at the seam);
+   or with a storyboard (`images`) the keyframes [that frame at 0, images[k] at 1] and the job's
    `interpolation`;
 3. its first `overlap` latent frames starting from segment k's last `overlap` clean latents re-noised
    with its own noise at the first sigma (x = z + σ·ε, as the pipeline's given latents are), the others
@@ -77,7 +79,7 @@ def segment_seed(seed: int, index: int) -> int:
 
 
 def segment_job(
-    plan: JobPlan, index: int, last_frame: PIL.Image.Image | None, images: dict[str, PIL.Image.Image]
+    plan: JobPlan, index: int, start_frame: PIL.Image.Image | None, images: dict[str, PIL.Image.Image]
 ) -> tuple[JobPlan, dict[str, PIL.Image.Image]]:
     """Segment `index`'s plan and images by field path (see the module's steps 1 and 2)."""
     job = plan.job
@@ -86,8 +88,8 @@ def segment_job(
     seed = segment_seed(plan.seed, index)
     if index == 0:
         return dataclasses.replace(plan, job=job.model_copy(update={"segments": None}), seed=seed), images
-    if last_frame is None:
-        raise ValueError("a later segment needs the previous segment's last frame")
+    if start_frame is None:
+        raise ValueError("a later segment needs the frame of the previous segment it starts on")
     doc = job.dump()
     doc.update(segments=None, seed=seed)
     # The image fields keep a reference of the job's own (any valid one): `images` says what they hold.
@@ -95,11 +97,11 @@ def segment_job(
     shared = {path: image for path, image in images.items() if not path.startswith(("image", "keyframes"))}
     if segments.images is None:
         doc.update(image=placeholder, keyframes=None, interpolation=str(KeyframeInterpolation.slerp))
-        paths = {"image": last_frame}
+        paths = {"image": start_frame}
     else:
         target = segments.images[index - 1]
         doc.update(image=None, keyframes=[{"image": placeholder, "at": 0.0}, {"image": target, "at": 1.0}])
-        paths = {"keyframes[0].image": last_frame, "keyframes[1].image": images[f"segments.images[{index - 1}]"]}
+        paths = {"keyframes[0].image": start_frame, "keyframes[1].image": images[f"segments.images[{index - 1}]"]}
     sub = JobRequest.model_validate(doc)
     return dataclasses.replace(plan, job=sub, seed=seed), {**shared, **paths}
 
@@ -141,7 +143,7 @@ def run_chain(
     inside: list[float] = []
     seams: list[dict[str, Any]] = []
     previous_tail: torch.Tensor | None = None
-    last_frame: PIL.Image.Image | None = None
+    start_frame: PIL.Image.Image | None = None  # the next segment's conditioning (module step 2)
     last_written: np.ndarray | None = None
     first: PlannedJob | None = None
     written = 0
@@ -149,7 +151,7 @@ def run_chain(
         for k in range(count):
             started = time.perf_counter()
             # 1. Plan the segment through the steering operations.
-            sub_plan, sub_images = segment_job(plan, k, last_frame, images)
+            sub_plan, sub_images = segment_job(plan, k, start_frame, images)
             planned = plan_job_clips(pipe, sub_plan, sub_images, directions)
             first = first or planned
             conditioning, noise, steering = planned.stack(planned.clips)
@@ -178,7 +180,7 @@ def run_chain(
 
             # 5. Decode; write the frames no later segment replaces.
             frames = pipe.decode(latents, sub_plan.decode_chunk_size)[0]  # (F, H, W, 3)
-            last_frame = PIL.Image.fromarray(to_uint8(frames[-1:])[0])
+            start_frame = PIL.Image.fromarray(to_uint8(frames[frames_per - max(overlap, 1)][None])[0])
             keep = frames if k == count - 1 else frames[: frames_per - overlap]
             if k == 0:
                 write_poster(frames, files["poster"])

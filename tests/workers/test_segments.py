@@ -1,5 +1,5 @@
-"""`segments`: a long video chained from clips, each conditioned on the last frame of the one before,
-the overlap started from the previous clean latents and blended with the documented weights."""
+"""`segments`: a long video chained from clips, each conditioned on the frame of the one before that it
+starts on, the overlap started from the previous clean latents and blended with the documented weights."""
 
 from pathlib import Path
 
@@ -86,6 +86,36 @@ def test_two_segments_without_overlap_are_two_chained_plain_jobs(registry, image
     (seam,) = audit["seams"]
     assert seam["between"] == [0, 1] and seam["frame"] == 4 and seam["frame_diff"] > 0
     assert audit["frame_diff_median_inside"] > 0 and len(audit["segments"]) == 2
+
+
+@pytest.mark.parametrize("overlap", [2, 3])
+def test_the_next_segment_is_conditioned_on_the_frame_its_overlap_starts_at(
+    overlap, registry, image_paths, tmp_path, monkeypatch
+):
+    """Segment k + 1's first frame stands on segment k's frame F − overlap, and SVD makes a clip's first
+    frame its conditioning image: conditioned on the last frame instead, the picture would jump ahead by
+    the overlap at every seam."""
+    pipe = registry.get("tiny").pipeline
+    decoded: list[np.ndarray] = []
+    handed: list[PIL.Image.Image | None] = []
+    real_decode, real_segment_job = pipe.decode, chain_module.segment_job
+
+    def decode(*args, **kwargs):
+        decoded.append(real_decode(*args, **kwargs))
+        return decoded[-1]
+
+    def segment_job(plan, index, start_frame, images):
+        handed.append(start_frame)
+        return real_segment_job(plan, index, start_frame, images)
+
+    monkeypatch.setattr(pipe, "decode", decode)
+    monkeypatch.setattr(chain_module, "segment_job", segment_job)
+    run(job(image_paths[0], segments={"count": 2, "overlap": overlap}), registry, tmp_path)
+
+    first = to_uint8(decoded[0][0])  # segment 0's frames as decoded, before any blend
+    assert handed[0] is None and handed[1] is not None
+    assert np.array_equal(np.asarray(handed[1]), first[SIZE["num_frames"] - overlap])
+    assert not np.array_equal(np.asarray(handed[1]), first[-1])
 
 
 @pytest.mark.parametrize("blend", ["linear", "cosine"])
