@@ -72,7 +72,7 @@ def generate(pipe: Any, picture: np.ndarray, motion_bucket_id: int, steps: int, 
 def evaluate(folder: Path, steps: int = 25, frames_png: Path | None = None) -> dict[str, Any]:
     from diffusers import StableVideoDiffusionPipeline
 
-    pipe = StableVideoDiffusionPipeline.from_pretrained(folder)
+    pipe = StableVideoDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)  # stored in float16
     pipe.set_progress_bar_config(disable=True)
     rows: list[np.ndarray] = []
     report: dict[str, Any] = {"reconstruction": [], "motion": [], "colour": []}

@@ -20,8 +20,8 @@ Three stages, each deterministic for a seed:
    the time, so guidance has an unconditional branch to push from; the image latent alone 15%, so
    the CLIP token carries the picture too; the CLIP token alone 5%).
 
-The result is saved with `save_pretrained` as a `StableVideoDiffusionPipeline` folder, with the loss
-curves beside it.
+The result is saved with `save_pretrained` as a `StableVideoDiffusionPipeline` folder in float16, with
+the tiny model's CLIP text tower and the loss curves beside it.
 """
 
 import json
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLTemporalDecoder, StableVideoDiffusionPipeline
 
-from workers.tiny import small_image_encoder, small_pipeline, small_unet, small_vae
+from workers.tiny import save_tiny_text, small_image_encoder, small_pipeline, small_unet, small_vae
 from workers.toy.data import NUM_FRAMES, clip_spec, render
 
 Log = Callable[[str], None]
@@ -49,14 +49,18 @@ class TrainConfig:
     """How the toy model is trained; the defaults fit the 30-minute budget of a 2-core CPU."""
 
     seed: int = 0
-    vae_steps: int = 700
+    vae_steps: int = 500
     vae_clips: int = 8  # clips a step, `vae_frames` frames of each, cropped to `vae_crop`: ~1 s a step
     vae_frames: int = 2
     vae_crop: int = 32
     vae_lr: float = 5e-4
-    decoder_steps: int = 60  # the temporal decoder alone, on whole clips of NUM_FRAMES frames: ~2 s a step
+    whole_steps: int = 150  # encoder and decoder on whole frames, so their norms see a frame's statistics
+    whole_clips: int = 2  # clips a step, `whole_frames` consecutive frames of each: ~2 s a step
+    whole_frames: int = 4
+    whole_lr: float = 2e-4
+    decoder_steps: int = 40  # the temporal decoder alone, on whole clips of NUM_FRAMES frames: ~2 s a step
     decoder_lr: float = 1e-4
-    pool: int = 1500  # clips encoded once for the UNet stage
+    pool: int = 1200  # clips encoded once for the UNet stage
     unet_steps: int = 1500
     unet_batch: int = 6  # ~0.36 s a step on 2 cores
     unet_lr: float = 8e-4
@@ -68,7 +72,9 @@ class TrainConfig:
     @classmethod
     def short(cls, steps: int, seed: int = 0) -> "TrainConfig":
         """A run of `steps` steps per network on a small pool: for tests and quick tries."""
-        return cls(seed=seed, vae_steps=steps, decoder_steps=steps, unet_steps=steps, pool=max(8, steps))
+        return cls(
+            seed=seed, vae_steps=steps, whole_steps=steps, decoder_steps=steps, unet_steps=steps, pool=max(8, steps)
+        )
 
 
 class Stepper:
@@ -125,16 +131,17 @@ def clip_tensor(seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
     return frames, {"fps": spec.fps, "motion_bucket_id": spec.motion_bucket_id}
 
 
-def vae_batch(config: TrainConfig, step: int) -> torch.Tensor:
-    """(clips × frames, 3, crop, crop): `vae_frames` consecutive frames of each of `vae_clips` clips, each
-    clip cropped at its own place on the 8-pixel latent grid."""
-    rng = np.random.default_rng(config.seed * 1_000_003 + step)
+def vae_batch(seed: int, clips: int, frames_each: int, crop: int) -> torch.Tensor:
+    """(clips × frames_each, 3, crop, crop): `frames_each` consecutive frames of each of `clips` clips
+    drawn from `seed`, each clip cropped at its own place on the 8-pixel latent grid (whole frames when
+    `crop` is the frame's size)."""
+    rng = np.random.default_rng(seed)
     parts = []
-    for k in range(config.vae_clips):
-        frames, _ = clip_tensor(config.seed * 1_000_003 + step * config.vae_clips + k)
-        first = int(rng.integers(0, NUM_FRAMES - config.vae_frames + 1))
-        y, x = (int(v) * 8 for v in rng.integers(0, (frames.shape[-1] - config.vae_crop) // 8 + 1, 2))
-        parts.append(frames[first : first + config.vae_frames, :, y : y + config.vae_crop, x : x + config.vae_crop])
+    for k in range(clips):
+        frames, _ = clip_tensor(seed * clips + k)
+        first = int(rng.integers(0, NUM_FRAMES - frames_each + 1))
+        y, x = (int(v) * 8 for v in rng.integers(0, (frames.shape[-1] - crop) // 8 + 1, 2))
+        parts.append(frames[first : first + frames_each, :, y : y + crop, x : x + crop])
     return torch.cat(parts)
 
 
@@ -144,15 +151,25 @@ def reconstruction_loss(decoded: torch.Tensor, frames: torch.Tensor) -> torch.Te
 
 def train_vae(vae: AutoencoderKLTemporalDecoder, config: TrainConfig, log: Log) -> list[float]:
     """Reconstruction (L1 + MSE) of short crops from several clips through the encoder's mean and the
-    temporal decoder, then the decoder alone on whole clips. The latents are the posterior's mean:
-    the pipeline encodes with `mode()` and the latents' scale is set afterwards."""
-    stepper = Stepper("vae", vae, config.vae_lr, config.vae_steps, log)
+    temporal decoder, then of short runs of whole frames (the GroupNorms of a 64×64 frame see other
+    statistics than a crop's), then the decoder alone on whole clips. The latents are the posterior's
+    mean: the pipeline encodes with `mode()` and the latents' scale is set afterwards."""
     vae.train()
-    for step in range(config.vae_steps):
-        frames = vae_batch(config, step)
-        decoded = vae.decode(vae.encode(frames).latent_dist.mode(), num_frames=config.vae_frames).sample
-        stepper(step, reconstruction_loss(decoded, frames))
-    losses = stepper.losses
+    losses: list[float] = []
+    size = clip_tensor(0)[0].shape[-1]
+    phases = [
+        ("vae", config.vae_steps, config.vae_lr, config.vae_clips, config.vae_frames, config.vae_crop, 0),
+        ("whole", config.whole_steps, config.whole_lr, config.whole_clips, config.whole_frames, size, 3_000_000),
+    ]
+    for name, steps, lr, clips, frames_each, crop, offset in phases:
+        if not steps:
+            continue
+        stepper = Stepper(name, vae, lr, steps, log)
+        for step in range(steps):
+            frames = vae_batch(config.seed * 1_000_003 + offset + step, clips, frames_each, crop)
+            decoded = vae.decode(vae.encode(frames).latent_dist.mode(), num_frames=frames_each).sample
+            stepper(step, reconstruction_loss(decoded, frames))
+        losses = losses + stepper.losses
     if config.decoder_steps:
         decoder = Stepper("decoder", vae.decoder, config.decoder_lr, config.decoder_steps, log)
         for step in range(config.decoder_steps):
@@ -263,7 +280,10 @@ def train_toy(out: Path, config: TrainConfig | None = None, log: Log = print) ->
     seconds["unet"] = time.perf_counter() - started
 
     out.mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(out)
+    # Half precision on disk (the worker loads a model in its device's dtype, float32 on a CPU): the
+    # weights then fit the size a repository can carry.
+    pipe.to(dtype=torch.float16).save_pretrained(out)
+    save_tiny_text(out)  # the tiny text tower beside it (its width is the image encoder's), for `text` directions
     losses = {"vae": vae_losses, "unet": unet_losses}
     record = {"config": asdict(config), "seconds": seconds, "losses": losses}
     (out / "training.json").write_text(json.dumps(record) + "\n")
