@@ -4,7 +4,9 @@
 own `StableVideoDiffusionPipeline.from_pretrained` and prints one JSON object:
 
 - `reconstruction`: each probe still (a shape of a known colour on a known background) through the
-  VAE alone: PSNR, and the decoded shape's and background's colour beside the true ones;
+  VAE alone, as a clip of identical frames: PSNR, the decoded shape's and background's colour beside
+  the true ones (frame 0), and how much the background's colour differs between the frames (the
+  temporal decoder should give every frame the same);
 - `motion`: a plain clip of a red circle at several `motion_bucket_id`s: how far the shape moved
   right, and frame 0's PSNR against the conditioning image;
 - `colour`: the shape's hue in the first and last frame of a clip of each probe.
@@ -45,11 +47,12 @@ def _hue(frame: np.ndarray) -> float | None:
 
 
 def reconstruct(pipe: Any, picture: np.ndarray) -> np.ndarray:
-    """The picture (H, W, 3) uint8 through the VAE's encoder mean and decoder, as NUM_FRAMES copies."""
+    """NUM_FRAMES copies of the picture (H, W, 3) uint8 through the VAE's encoder mean and decoder:
+    (F, H, W, 3) uint8."""
     x = torch.from_numpy(picture).permute(2, 0, 1).float()[None].repeat(NUM_FRAMES, 1, 1, 1) / 127.5 - 1
     with torch.no_grad():
-        decoded = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode(), num_frames=NUM_FRAMES).sample[0]
-    return ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        decoded = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode(), num_frames=NUM_FRAMES).sample
+    return ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def generate(pipe: Any, picture: np.ndarray, motion_bucket_id: int, steps: int, seed: int = 0) -> np.ndarray:
@@ -78,7 +81,8 @@ def evaluate(folder: Path, steps: int = 25, frames_png: Path | None = None) -> d
     report: dict[str, Any] = {"reconstruction": [], "motion": [], "colour": []}
     for shape, colour in PROBES:
         picture = still(shape, colour, back=BACKGROUND)
-        back = reconstruct(pipe, picture)
+        clip = reconstruct(pipe, picture)
+        back = clip[0]
         report["reconstruction"].append(
             {
                 "probe": f"{colour} {shape}",
@@ -87,6 +91,8 @@ def evaluate(folder: Path, steps: int = 25, frames_png: Path | None = None) -> d
                 "true_shape_rgb": list(COLOURS[colour]),
                 "background_rgb": [int(v) for v in back[4, 4]],
                 "true_background_rgb": list(BACKGROUND),
+                # The standard deviation over frames of the corner's colour, averaged over R, G, B.
+                "background_spread": round(float(clip[:, 4, 4].astype(np.float64).std(axis=0).mean()), 2),
             }
         )
     red = still("circle", "red", back=BACKGROUND)

@@ -54,11 +54,11 @@ class TrainConfig:
     vae_frames: int = 2
     vae_crop: int = 32
     vae_lr: float = 5e-4
-    whole_steps: int = 150  # encoder and decoder on whole frames, so their norms see a frame's statistics
+    whole_steps: int = 250  # encoder and decoder on whole frames, so their norms see a frame's statistics
     whole_clips: int = 2  # clips a step, `whole_frames` consecutive frames of each: ~2 s a step
     whole_frames: int = 4
     whole_lr: float = 2e-4
-    decoder_steps: int = 40  # the temporal decoder alone, on whole clips of NUM_FRAMES frames: ~2 s a step
+    decoder_steps: int = 300  # the temporal decoder alone, on whole clips of NUM_FRAMES frames: ~0.7 s a step
     decoder_lr: float = 1e-4
     pool: int = 1200  # clips encoded once for the UNet stage
     unet_steps: int = 1500

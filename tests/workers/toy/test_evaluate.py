@@ -12,6 +12,7 @@ def test_the_report_measures_every_probe_and_clip(tmp_path):
     report = evaluate(folder, steps=2, frames_png=tmp_path / "frames.png")
     assert [r["probe"] for r in report["reconstruction"]] == [f"{c} {s}" for s, c in PROBES]
     assert all(math.isfinite(r["psnr_db"]) and len(r["background_rgb"]) == 3 for r in report["reconstruction"])
+    assert all(math.isfinite(r["background_spread"]) for r in report["reconstruction"])
     assert [m["motion_bucket_id"] for m in report["motion"]] == list(BUCKETS)
     assert all(math.isfinite(m["frame0_psnr_db"]) for m in report["motion"])
     assert len(report["colour"]) == len(PROBES) - 1
