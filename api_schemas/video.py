@@ -23,7 +23,7 @@ MIN_VIDEO_SIDE = 8
 MAX_VIDEO_START_S = 3600.0
 # Frames a job on a built-in model renders when it leaves `num_frames` unset (the models' own), so
 # the service can tell at submit whether a clip is long enough.
-BUILTIN_NUM_FRAMES = {"svd": 14, "svd-xt": 25, "tiny": 6}
+BUILTIN_NUM_FRAMES = {"svd": 14, "svd-xt": 25, "tiny": 6, "toy": 8}
 
 
 class VideoFit(StrEnum):

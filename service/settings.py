@@ -16,8 +16,8 @@ from storage.settings import StorageSettings
 from webhooks.settings import WebhookSettings
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-# Built-in models that always have a text encoder: the tiny model keeps its tiny CLIP text tower beside it.
-BUILTIN_TEXT_ENCODERS = frozenset({"tiny"})
+# Built-in models that always have a text encoder: the tiny and toy models keep the tiny CLIP text tower beside them.
+BUILTIN_TEXT_ENCODERS = frozenset({"tiny", "toy"})
 # Tenants name storage folders: the same rule as `storage.keys` segments.
 _TENANT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 

@@ -34,9 +34,11 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def registry(tiny_model_dir: Path):
     from workers.models import ModelRegistry, ModelSpec
     from workers.tiny import TINY_DEFAULTS
+    from workers.toy import TOY_DEFAULTS, TOY_FOLDER
 
     spec = ModelSpec(name="tiny", source=str(tiny_model_dir), text_encoder=str(tiny_model_dir), **TINY_DEFAULTS)
-    return ModelRegistry({"tiny": spec}, default="tiny")
+    toy = ModelSpec(name="toy", source=str(TOY_FOLDER), **TOY_DEFAULTS)  # type: ignore[arg-type]
+    return ModelRegistry({"tiny": spec, "toy": toy}, default="tiny")
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,15 @@
 """`vsteer demo --out out/`: one steering job end to end through HTTP, on a local stack.
 
-It starts the stack (`vsteer.stack`), uploads three synthetic pictures, submits a keyframe morph
-anchored by a reference image, follows its progress, downloads the MP4 and the manifest to `out`
-and stops the stack. The tiny model runs it in seconds on a CPU; with real weights configured
-(`VSTEER_DEFAULT_MODEL`, `VSTEER_MODELS`) pass `--model` and a size the model supports.
+It starts the stack (`vsteer.stack`), uploads two pictures (a red circle, a blue square), submits a
+keyframe morph from one to the other anchored by a reference to the first, follows its progress,
+downloads the MP4 and the manifest to `out` and stops the stack. The trained toy model (the
+default) runs it in seconds on a CPU; with real weights configured (`VSTEER_DEFAULT_MODEL`,
+`VSTEER_MODELS`) pass `--model` and a size the model supports.
 """
 
 import io
 import json
-import math
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,37 +17,36 @@ import typer
 
 from api_schemas import JobResource
 from vsteer.client import Client
-from vsteer.stack import StackError, start_stack
+from vsteer.stack import StackError, default_model, start_stack
 
 
-def synthetic_picture(hue: float, size: int = 128) -> bytes:
-    """A PNG of soft concentric bands and a disc, coloured by `hue` in [0, 1): distinct, smooth images."""
-    from PIL import Image, ImageDraw
+def shape_picture(shape: str, colour: str, size: int) -> bytes:
+    """A PNG of one of the toy model's shapes (left of centre, on grey) at `size`: what the toy model
+    was trained on, and a plain, recognisable picture for any other."""
+    from PIL import Image
 
-    def channel(phase: float) -> int:
-        return int(127 + 120 * math.sin(2 * math.pi * (hue + phase)))
+    from workers.toy.data import still
 
-    image = Image.new("RGB", (size, size), (channel(0.0), channel(1 / 3), channel(2 / 3)))
-    draw = ImageDraw.Draw(image)
-    for ring in range(8, 0, -1):
-        r = ring * size // 16
-        shade = (channel(0.1 * ring), channel(0.1 * ring + 1 / 3), channel(0.1 * ring + 2 / 3))
-        draw.ellipse((size // 2 - r, size // 2 - r, size // 2 + r, size // 2 + r), fill=shade)
-    offset = int(size * (0.25 + 0.5 * hue))
-    draw.ellipse((offset - size // 8, size // 4, offset + size // 8, size // 2), fill=(250, 250, 250))
+    scale = size / 64
+    picture = still(shape, colour, centre=(24.0 * scale, 32.0 * scale), radius=10.0 * scale, size=size)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    Image.fromarray(picture).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
+# Frames and denoising steps of the demo per model when not given: the trained toy model at the frame
+# count it learned and enough steps for a clean picture; the random tiny one as fast as it goes.
+DEMO_FRAMES_STEPS = {"toy": (8, 25), "tiny": (6, 4)}
+
+
 def demo_job(assets: list[str], model: str, size: int, frames: int, steps: int) -> dict[str, Any]:
-    """A keyframe morph from the first picture to the second, anchored by the third."""
+    """A keyframe morph from the first picture to the second, anchored by a reference to the first."""
     return {
         "model": model,
         "seed": 7,
         "keyframes": [{"image": f"asset:{assets[0]}", "at": 0.0}, {"image": f"asset:{assets[1]}", "at": 1.0}],
         "interpolation": "slerp",
-        "references": [{"image": f"asset:{assets[2]}", "weight": 0.5}],
+        "references": [{"image": f"asset:{assets[0]}", "weight": 0.5}],
         "generation": {"num_frames": frames, "width": size, "height": size, "steps": steps, "fps": 7},
         "output": {"preview": "gif"},
         "metadata": {"source": "vsteer demo"},
@@ -65,10 +65,10 @@ def run_demo(
     client: Client, out: Path, *, model: str, size: int, frames: int, steps: int, timeout_s: float
 ) -> JobResource:
     """Upload, submit, wait, download; returns the finished job (raises when it did not succeed)."""
-    # 1. upload the pictures
+    # 1. upload the pictures: a red circle and a blue square
     assets = [
-        client.upload_asset(f"picture{k}.png", data=synthetic_picture(hue)).id
-        for k, hue in enumerate((0.05, 0.55, 0.3))
+        client.upload_asset(f"{colour}-{shape}.png", data=shape_picture(shape, colour, size)).id
+        for shape, colour in (("circle", "red"), ("square", "blue"))
     ]
     # 2. submit the job
     job = client.submit(demo_job(assets, model, size, frames, steps))
@@ -86,14 +86,20 @@ def demo_command(
     out: Annotated[Path, typer.Option(help="Folder for video.mp4, manifest.json, poster.png, preview.gif.")] = Path(
         "out"
     ),
-    model: Annotated[str, typer.Option(help="Model to run (tiny unless real weights are configured).")] = "tiny",
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model to run: VSTEER_DEFAULT_MODEL, else the trained toy model (tiny without its weights)."),
+    ] = None,
     size: Annotated[int, typer.Option(help="Width and height, a multiple of 64.")] = 64,
-    frames: Annotated[int, typer.Option(help="Frames of the clip.")] = 6,
-    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 4,
+    frames: Annotated[int | None, typer.Option(help="Frames of the clip (toy 8, tiny 6, else 14).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (toy 25, tiny 4, else 25).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the job.")] = 600.0,
 ) -> None:
     """Start a local stack, run one steering job through HTTP, save its MP4 and manifest, stop."""
-    typer.echo("starting the local stack…")
+    model = model or default_model(os.environ)
+    default_frames, default_steps = DEMO_FRAMES_STEPS.get(model, (14, 25))
+    frames, steps = frames or default_frames, steps or default_steps
+    typer.echo(f"starting the local stack ({model})…")
     try:
         stack = start_stack(model=model)
     except StackError as exc:

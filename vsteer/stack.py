@@ -12,8 +12,9 @@ local storage, logs) that is removed on exit unless it was given. Once all are r
 started again with backoff and logged (`vsteer.supervisor`); the stack stops only when asked (Ctrl-C,
 SIGTERM, `stop()`), and a crashed process leaves the state folder as it was. Storage is a local folder unless
 `VSTEER_STORAGE_BACKEND=s3` (with `VSTEER_STORAGE_S3_BUCKET` and `VSTEER_STORAGE_S3_ENDPOINT_URL`) is
-set, in which case the bucket is created when missing. The worker serves the tiny model unless
-`VSTEER_DEFAULT_MODEL` (and `VSTEER_MODELS` with real weights) say otherwise.
+set, in which case the bucket is created when missing. The worker serves the trained toy model
+(`models/toy`; the random-weight tiny one where that folder is missing) unless `VSTEER_DEFAULT_MODEL`
+(and `VSTEER_MODELS` with real weights) say otherwise.
 """
 
 import json
@@ -140,6 +141,14 @@ def _http_ok(url: str) -> bool:
         return bool(response.status == 200)
 
 
+def default_model(env: Mapping[str, str]) -> str:
+    """The model a stack serves when none is named: `VSTEER_DEFAULT_MODEL`, else the trained toy model
+    when its weights are in the checkout, else the random-weight tiny one."""
+    from workers.toy import TOY, toy_available
+
+    return env.get("VSTEER_DEFAULT_MODEL") or (TOY if toy_available() else "tiny")
+
+
 def _served_models(model: str, worker_env: Mapping[str, str]) -> list[str]:
     """The models the worker serves (and so the only ones the API accepts, so that no job waits for a
     worker that will never come): `model`, comma separated, the first the default. VSTEER_MODELS (a
@@ -217,7 +226,7 @@ def start_stack(
 
     `env` (default: this process's environment) configures every process; `model` names the models
     the worker loads and serves, comma separated, the first the default (`VSTEER_DEFAULT_MODEL`, else
-    `tiny`); the API listens on `host`, and with `second_tenant` a second key for another tenant is
+    `default_model()`); the API listens on `host`, and with `second_tenant` a second key for another tenant is
     made. Returns once all are ready; use the
     result as a context manager, or call `stop()`. A process that does not get ready fails the start;
     once all are ready, one that exits is started again after `backoff` (default `Backoff()`: 1 s
@@ -225,7 +234,7 @@ def start_stack(
     """
     # 1. a private folder and free ports
     base_env = dict(os.environ if env is None else env)
-    served = _served_models(model or base_env.get("VSTEER_DEFAULT_MODEL") or "tiny", base_env)
+    served = _served_models(model or default_model(base_env), base_env)
     model = served[0]
     redis_server = shutil.which("redis-server")
     if redis_server is None:
@@ -340,7 +349,7 @@ def up_command(
         str | None,
         typer.Option(
             help="Models the worker serves, comma separated, the first the default (VSTEER_DEFAULT_MODEL, else "
-            "tiny); several let comparisons run here."
+            "toy, or tiny without the toy weights); several let comparisons run here."
         ),
     ] = None,
     state_dir: Annotated[

@@ -75,6 +75,7 @@ class ModelSpec:
 
 def builtin_specs(cache_dir: Path) -> dict[str, ModelSpec]:
     from workers.tiny import TINY_DEFAULTS
+    from workers.toy import TOY, TOY_DEFAULTS, TOY_FOLDER
 
     return {
         TINY: ModelSpec(
@@ -83,6 +84,8 @@ def builtin_specs(cache_dir: Path) -> dict[str, ModelSpec]:
             text_encoder=str(cache_dir / "tiny-svd"),  # its text tower is kept beside the pipeline
             **TINY_DEFAULTS,  # type: ignore[arg-type]
         ),
+        # The trained toy model, kept in the repository, with the tiny text tower beside it.
+        TOY: ModelSpec(name=TOY, source=str(TOY_FOLDER), text_encoder=str(TOY_FOLDER), **TOY_DEFAULTS),  # type: ignore[arg-type]
         "svd": ModelSpec(name="svd", source="stabilityai/stable-video-diffusion-img2vid", variant="fp16"),
         "svd-xt": ModelSpec(name="svd-xt", source="stabilityai/stable-video-diffusion-img2vid-xt", variant="fp16"),
     }
@@ -159,6 +162,10 @@ def resolve_folder(spec: ModelSpec, hf_cache: str | None = None) -> Path:
 
         save_tiny_text(Path(spec.source))  # a tiny model built before it had one: its weights stay
     local = Path(spec.source).expanduser()
+    if spec.name == "toy" and not (local / "model_index.json").is_file():
+        raise ModelUnavailableError(
+            spec.name, f"the toy model's weights are not in {local}; `make toy-model` trains them (about 30 minutes)"
+        )
     if local.is_dir():
         if not (local / "model_index.json").is_file():
             raise ModelUnavailableError(spec.name, f"{local} is not a diffusers pipeline folder (no model_index.json)")

@@ -1,4 +1,4 @@
-"""The playground in a real browser: headless Chromium against a local stack on the tiny model.
+"""The playground in a real browser: headless Chromium against a local stack on its default, the toy model.
 
 It uploads two images, submits a keyframe morph from the page's controls, watches the progress bar
 move and live previews arrive, plays the video the job made, and submits a bad document to see its
@@ -74,7 +74,7 @@ def test_the_playground_runs_a_keyframe_morph_and_marks_a_bad_field(stack: Stack
     # a stored direction of the tenant's, to steer with from the page
     stored = httpx.post(
         f"{stack.url}/v1/directions",
-        json={"vector": [1.0, 0.0, 0.0, 0.0], "model": "tiny", "space": "latent", "name": "warmer"},
+        json={"vector": [1.0, 0.0, 0.0, 0.0], "model": "toy", "space": "latent", "name": "warmer"},
         headers={"Authorization": f"Bearer {stack.api_key}"},
         timeout=30,
     )
@@ -111,7 +111,7 @@ def test_the_playground_runs_a_keyframe_morph_and_marks_a_bad_field(stack: Stack
         browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'#direction-pick option[value="{direction_id}"]'), 30, "it"
     )
     pick = browser.find_element(By.CSS_SELECTOR, f'#direction-pick option[value="{direction_id}"]')
-    assert pick.text == "warmer (tiny, latent)"
+    assert pick.text == "warmer (toy, latent)"
     pick.click()
     browser.find_element(By.ID, "direction-add").click()
     browser.execute_script(
@@ -132,7 +132,7 @@ def test_the_playground_runs_a_keyframe_morph_and_marks_a_bad_field(stack: Stack
     assert (words["space"], words["strength"]) == ("embedding", 1) and words["source"]["id"].startswith("dir_")
     assert "stored and added" in browser.find_element(By.ID, "fit-state").text
     fitted = browser.find_element(By.CSS_SELECTOR, f'#direction-pick option[value="{words["source"]["id"]}"]')
-    assert fitted.text == "a bright red circle (tiny, embedding)"
+    assert fitted.text == "a bright red circle (toy, embedding)"
     assert doc["keyframes"] == [
         {"image": f"asset:{asset_ids[0]}", "at": 0},
         {"image": f"asset:{asset_ids[1]}", "at": 1},

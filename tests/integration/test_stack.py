@@ -28,20 +28,24 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def stack_env(tiny_model_dir) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VSTEER_")}
     env["VSTEER_CACHE_DIR"] = str(tiny_model_dir.parent)
+    env["VSTEER_DEFAULT_MODEL"] = "tiny"  # the fastest; the demo's test runs the default, the toy model
     return env
 
 
-def test_demo_writes_a_playable_mp4_and_its_manifest(tmp_path, stack_env, monkeypatch, capsys):
+def test_demo_runs_the_toy_model_by_default_and_writes_a_playable_mp4_and_its_manifest(
+    tmp_path, stack_env, monkeypatch, capsys
+):
     for key in [k for k in os.environ if k.startswith("VSTEER_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("VSTEER_CACHE_DIR", stack_env["VSTEER_CACHE_DIR"])
     out = tmp_path / "out"
 
-    demo_command(out=out, model="tiny", size=64, frames=4, steps=2, timeout=240)
+    demo_command(out=out, model=None, size=64, frames=None, steps=None, timeout=240)
 
     info = probe(out / "video.mp4")
-    assert (info.codec, info.frame_count, info.width, info.height) == ("h264", 4, 64, 64)
+    assert (info.codec, info.frame_count, info.width, info.height) == ("h264", 8, 64, 64)
     manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["name"] == "toy" and manifest["request"]["generation"]["steps"] == 25
     assert len(manifest["request"]["keyframes"]) == 2
     assert manifest["request"]["references"][0]["weight"] == 0.5
     assert "submitted job_" in capsys.readouterr().out

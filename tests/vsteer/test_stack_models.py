@@ -5,12 +5,21 @@ import socket
 
 import pytest
 
-from vsteer.stack import StackError, _served_models, check_port_free, start_stack
+from vsteer.stack import StackError, _served_models, check_port_free, default_model, start_stack
+from workers.toy import TOY_FOLDER, toy_available
 
 
 def test_the_worker_serves_exactly_the_named_models_the_first_the_default():
     assert _served_models("tiny", {}) == ["tiny"]
     assert _served_models("svd, svd-xt,svd", {}) == ["svd", "svd-xt"]
+
+
+def test_the_stack_serves_the_trained_toy_model_unless_told_otherwise(tmp_path, monkeypatch):
+    assert toy_available(), f"the toy model's weights belong in {TOY_FOLDER}"
+    assert default_model({}) == "toy"
+    assert default_model({"VSTEER_DEFAULT_MODEL": "svd-xt"}) == "svd-xt"
+    monkeypatch.setattr("workers.toy.TOY_FOLDER", tmp_path)  # a checkout without the weights
+    assert default_model({}) == "tiny"
 
 
 def test_bad_model_settings_fail_early():

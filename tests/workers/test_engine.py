@@ -1,5 +1,6 @@
 """The steerable engine on the tiny SVD: parity with diffusers, zero-strength no-ops, and effects."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,20 @@ def frames_of(request: JobRequest, registry, out: Path, **kwargs) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def stock(tiny_model_dir: Path) -> StableVideoDiffusionPipeline:
-    pipe = StableVideoDiffusionPipeline.from_pretrained(tiny_model_dir)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def stock(tiny_model_dir: Path) -> Callable[[str], StableVideoDiffusionPipeline]:
+    """diffusers' own pipeline on a model's weights, in float32 (the toy's are stored in float16)."""
+    from workers.toy import TOY_FOLDER
+
+    loaded: dict[str, StableVideoDiffusionPipeline] = {}
+
+    def get(model: str) -> StableVideoDiffusionPipeline:
+        if model not in loaded:
+            folder = {"tiny": tiny_model_dir, "toy": TOY_FOLDER}[model]
+            loaded[model] = StableVideoDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+            loaded[model].set_progress_bar_config(disable=True)
+        return loaded[model]
+
+    return get
 
 
 class UNetSpy:
@@ -87,11 +98,12 @@ def spy(registry):
         {"min": 2.0, "max": 2.5},
     ],
 )
-def test_plain_job_equals_diffusers(guidance, registry, stock, image_paths, tmp_path):
+@pytest.mark.parametrize("model", ["tiny", "toy"])  # random weights, and trained ones
+def test_plain_job_equals_diffusers(model, guidance, registry, stock, image_paths, tmp_path):
     generation = {**SIZE, "guidance": guidance, "fps": 9, "motion_bucket_id": 60, "noise_aug_strength": 0.05}
-    ours = frames_of(job(image=str(image_paths[0]), generation=generation), registry, tmp_path)
+    ours = frames_of(job(model=model, image=str(image_paths[0]), generation=generation), registry, tmp_path)
 
-    theirs = stock(
+    theirs = stock(model)(
         PIL.Image.open(image_paths[0]).convert("RGB"),
         height=64,
         width=64,
@@ -110,7 +122,9 @@ def test_plain_job_equals_diffusers(guidance, registry, stock, image_paths, tmp_
     assert ours.dtype == np.float32
     assert np.abs(ours - theirs).max() <= TOL
     # The comparison can fail: another seed gives other frames.
-    other = frames_of(job(image=str(image_paths[0]), generation=generation, seed=8), registry, tmp_path / "o")
+    other = frames_of(
+        job(model=model, image=str(image_paths[0]), generation=generation, seed=8), registry, tmp_path / "o"
+    )
     assert np.abs(other - theirs).max() > 1e-3
 
 
