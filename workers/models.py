@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import torch
 
+from workers import toy
 from workers.corpus import EmbeddingCorpus
 from workers.errors import ModelUnavailableError
 from workers.pipeline import SteerableVideoPipeline
@@ -162,9 +163,9 @@ def resolve_folder(spec: ModelSpec, hf_cache: str | None = None) -> Path:
 
         save_tiny_text(Path(spec.source))  # a tiny model built before it had one: its weights stay
     local = Path(spec.source).expanduser()
-    if spec.name == "toy" and not (local / "model_index.json").is_file():
+    if spec.source == str(toy.TOY_FOLDER) and not (local / "model_index.json").is_file():
         raise ModelUnavailableError(
-            spec.name, f"the toy model's weights are not in {local}; `make toy-model` trains them (about 30 minutes)"
+            spec.name, f"the toy model's weights are not in {local}; `make toy-model` trains them (about 21 minutes)"
         )
     if local.is_dir():
         if not (local / "model_index.json").is_file():

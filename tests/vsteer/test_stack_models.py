@@ -40,3 +40,14 @@ def test_a_port_in_use_stops_the_start_with_a_clear_error(tmp_path):
             start_stack(port=port, state_dir=tmp_path / "state", env={"PATH": os.environ["PATH"]})
     assert not (tmp_path / "state").exists()  # nothing was started or written
     check_port_free("127.0.0.1", port)  # once it is closed, the port is free again
+
+
+def test_a_checkout_without_the_toy_weights_says_how_to_make_them(tmp_path, monkeypatch):
+    from workers.errors import ModelUnavailableError
+    from workers.models import builtin_specs, resolve_folder
+
+    monkeypatch.setattr("workers.toy.TOY_FOLDER", tmp_path / "toy")
+    spec = builtin_specs(tmp_path / "cache")["toy"]
+    assert spec.source == str(tmp_path / "toy") and (spec.width, spec.height, spec.num_frames) == (64, 64, 8)
+    with pytest.raises(ModelUnavailableError, match="make toy-model"):
+        resolve_folder(spec)
