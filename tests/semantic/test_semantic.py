@@ -101,8 +101,21 @@ def test_a_green_style_raises_the_green_share_with_its_strength(measure, record_
     # Measured 0.3316, 0.3576, 0.3598, 0.3596, 0.3594 at strengths 0, 0.25, 0.5, 0.75, 1: AdaIN sets the
     # latents' statistics to the style's, which they have all but reached at 0.5; after that the share
     # stays put within 0.0004, under 2% of the rise. So: never down by more than 0.001, up by 0.015.
-    assert all(b >= a - 0.001 for a, b in itertools.pairwise(shares))
-    assert shares[1] - shares[0] >= 0.015 and shares[-1] - shares[0] >= 0.015
+    assert raises_the_share(shares)
+
+
+def raises_the_share(shares: list[float]) -> bool:
+    """Never down by more than 0.001 from one strength to the next, and up by 0.015 from strength 0."""
+    steady = all(b >= a - 0.001 for a, b in itertools.pairwise(shares))
+    return steady and shares[1] - shares[0] >= 0.015 and shares[-1] - shares[0] >= 0.015
+
+
+def test_the_style_measure_fails_when_the_style_does_nothing(tmp_path, monkeypatch):
+    from workers.ops.style import StyleEdit
+
+    monkeypatch.setattr(StyleEdit, "__call__", lambda self, pipe, step, latents: latents)
+    shares = S.style(S.Scenes(S.toy_registry(), tmp_path))["green_share"]
+    assert not raises_the_share(shares)
 
 
 # -- directions --------------------------------------------------------------------------------------
