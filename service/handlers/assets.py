@@ -40,12 +40,14 @@ class AssetHandler:
         head = await file.read(SNIFF_BYTES)
         sniffed = sniff(head)
         if sniffed is None:
+            message = "the file is not a PNG, JPEG, WebP or GIF image, nor an MP4 or WebM video"
             raise ProblemError(
                 415,
                 "Unsupported Media Type",
-                "the file is not a PNG, JPEG, WebP or GIF image, nor an MP4 or WebM video",
+                message,
                 type_=ProblemType.unsupported_media,
                 field="file",
+                errors=[FieldError(field="file", rule="media_type", message=message)],
             )
         # 3. images are decoded in full, within the pixel limit
         width = height = None

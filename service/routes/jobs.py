@@ -38,11 +38,14 @@ async def json_document(request: Request) -> None:
         raise invalid([empty])
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
+        message = f"a job document is sent as `Content-Type: application/json`, got `{media or 'none'}`"
         raise ProblemError(
             415,
             "Unsupported Media Type",
-            f"a job document is sent as `Content-Type: application/json`, got `{media or 'none'}`",
+            message,
             type_=ProblemType.unsupported_media,
+            field="content-type",
+            errors=[FieldError(field="content-type", rule="media_type", message=message)],
         )
 
 

@@ -42,6 +42,7 @@ async def test_jpeg_and_video_uploads(client: httpx.AsyncClient) -> None:
 
 async def test_not_an_image_or_video_is_415(client: httpx.AsyncClient) -> None:
     body = assert_problem(await upload(client, b"#!/bin/sh\nrm -rf /\n", name="x.png"), 415, field="file")
+    assert [(e["field"], e["rule"]) for e in body["errors"]] == [("file", "media_type")]
     assert "PNG" in body["detail"]
 
 

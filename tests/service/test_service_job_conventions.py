@@ -143,8 +143,9 @@ async def test_submit_takes_json_only_and_an_empty_body_names_the_missing_field(
     document = b'{"image": "asset:x"}'
     for media in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=b"):
         response = await client.post("/v1/jobs", content=document, headers={**AUTH_A, "content-type": media})
-        body = assert_problem(response, 415)
+        body = assert_problem(response, 415, field="content-type")
         assert "application/json" in body["detail"] and media.split(";")[0] in body["detail"]
+        assert [(e["field"], e["rule"]) for e in body["errors"]] == [("content-type", "media_type")]
     for headers in ({"content-type": "application/json"}, {}):
         response = await client.post("/v1/jobs", content=b"", headers={**AUTH_A, **headers})
         body = assert_problem(response, 422, field="image")
