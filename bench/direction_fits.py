@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     files = [png_bytes(picture) for picture in pictures]
     decoder = ImageResolver()
     figures: dict[str, Any] = {"images": args.images, "job": JOB_SIZES[args.job_size]}
-    with running_stack(webhooks=False) as stack, httpx.Client(base_url=stack.url, timeout=900) as http:
+    with running_stack(model="tiny", webhooks=False) as stack, httpx.Client(base_url=stack.url, timeout=900) as http:
         auth = {"Authorization": f"Bearer {stack.api_key}"}
         refs = []
         for data in files:

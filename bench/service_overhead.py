@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="vsteer-bench-"))
     figures: dict[str, Any] = {"sizes": {}}
     rows = []
-    with running_stack(webhooks=False) as stack, httpx.Client(base_url=stack.url, timeout=900) as http:
+    with running_stack(model="tiny", webhooks=False) as stack, httpx.Client(base_url=stack.url, timeout=900) as http:
         headers = {"Authorization": f"Bearer {stack.api_key}", "Prefer": "wait=600"}
         for name in args.sizes:
             doc = {"model": "tiny", "seed": 3, "image": image, "generation": SIZES[name]}
