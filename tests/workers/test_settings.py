@@ -116,7 +116,7 @@ def test_the_registry_is_built_from_the_settings(env: pytest.MonkeyPatch, tmp_pa
 
     registry = ModelRegistry.from_settings(settings)
 
-    assert registry.names() == ["mine", "svd", "svd-xt", "tiny"]
+    assert registry.names() == ["mine", "svd", "svd-xt", "tiny", "toy"]
     assert (registry.specs["mine"].source, registry.specs["mine"].width) == ("/models/mine", 512)
     assert registry.specs["tiny"].source == str(tmp_path / "tiny-svd")
     assert (registry.default, registry.budget, registry.settings) == ("tiny", 2 * 2**30, settings)
