@@ -232,12 +232,14 @@ def segments(scenes: Scenes) -> dict[str, Any]:
 
 
 def flicker(scenes: Scenes) -> dict[str, Any]:
-    """The audit's flicker of a plain job on the toy model and on the random-weight tiny one."""
+    """The audit's flicker (and its two parts) of a plain job on the toy model and on the random-weight
+    tiny one, each at its own frame count."""
     image = scenes.picture("circle", "red")
     scores = {}
-    for model in (TOY, "tiny"):
-        frames = scenes.run(model=model, image=image, generation={"num_frames": 6})
-        scores[model] = float(audit_frames(frames.astype(np.float32) / 255).flicker)
+    for model, frames in ((TOY, NUM_FRAMES), ("tiny", 6)):
+        clip = scenes.run(model=model, image=image, generation={"num_frames": frames})
+        report = audit_frames(clip.astype(np.float32) / 255)
+        scores[model] = {"flicker": report.flicker, "luma": report.luma_flicker, "change": report.change_flicker}
     return scores
 
 

@@ -186,11 +186,10 @@ def test_segments_with_overlap_continue_the_motion_across_the_seam_and_without_i
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the random-weight tiny model draws a nearly still picture, whose flicker is low; the toy's shape "
-    "moves, at a pace a little uneven, which the audit's flicker (changes in frame difference) counts: 0.019 "
-    "against 0.013",
+    reason="the toy's backgrounds change brightness from frame to frame: its flicker is 0.055 (0.043 of it the "
+    "luma part) against the random tiny model's 0.013, whose nearly still picture keeps its brightness",
 )
 def test_the_toy_flickers_less_than_the_random_tiny_model(measure, record_property):
     found = measure(S.flicker)
     record_property("flicker", found)
-    assert found["toy"] < found["tiny"]
+    assert found["toy"]["flicker"] < found["tiny"]["flicker"]
