@@ -234,7 +234,8 @@ class DirectionFitResource(Resource):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     directions: list[DirectionResource] = Field(
-        default_factory=list, description="The directions it stored, in the method's order (once succeeded)."
+        default_factory=list,
+        description="The directions it stored, in the method's order (once succeeded); one deleted since is left out.",
     )
     report: dict[str, Any] | None = Field(
         None, description="Fit statistics per direction and the leakage report (MIG, SAP) against `attributes`."

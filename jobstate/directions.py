@@ -82,6 +82,18 @@ async def list_directions(
     return items, direction_cursor(page[-1][1], page[-1][0]) if more else None
 
 
+async def existing_directions(client: "AsyncClient", tenant: str, direction_ids: Iterable[str]) -> set[str]:
+    """Which of `direction_ids` the tenant still has (a fit lists what it stored; some may be deleted since)."""
+    ids = list(dict.fromkeys(direction_ids))
+    if not ids:
+        return set()
+    async with client.pipeline(transaction=False) as pipe:
+        for direction_id in ids:
+            pipe.exists(direction_record_key(tenant, direction_id))
+        found = await pipe.execute()
+    return {direction_id for direction_id, count in zip(ids, found, strict=True) if count}
+
+
 async def delete_direction(client: "AsyncClient", tenant: str, direction_id: str) -> None:
     async with client.pipeline(transaction=True) as pipe:
         pipe.delete(direction_record_key(tenant, direction_id))

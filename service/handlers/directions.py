@@ -167,20 +167,28 @@ class DirectionHandler:
         return record
 
     async def get_fit(self, tenant: str, fit_id: str) -> DirectionFitResource:
-        return to_fit_resource(await self.own_fit(tenant, fit_id), self.presign)
+        (fit,) = await self.current([to_fit_resource(await self.own_fit(tenant, fit_id), self.presign)], tenant)
+        return fit
+
+    async def current(self, fits: list[DirectionFitResource], tenant: str) -> list[DirectionFitResource]:
+        """The fits with the directions deleted since they were stored left out."""
+        kept = await records.existing_directions(self.redis, tenant, (d.id for f in fits for d in f.directions))
+        return [f.model_copy(update={"directions": [d for d in f.directions if d.id in kept]}) for f in fits]
 
     async def fits(self, tenant: str, cursor: str | None, limit: int) -> DirectionFitList:
         """A page of the tenant's fits, newest first (they share the tenant's job index)."""
         check_page_limit(limit, self.settings.list_limit_max)
         page = await self.store.list_jobs(tenant, cursor=cursor, limit=limit, keep=is_fit)
         presign = self.presign
-        return DirectionFitList(items=[to_fit_resource(r, presign) for r in page.records], next_cursor=page.next_cursor)
+        items = await self.current([to_fit_resource(r, presign) for r in page.records], tenant)
+        return DirectionFitList(items=items, next_cursor=page.next_cursor)
 
     async def cancel_fit(self, tenant: str, fit_id: str) -> tuple[DirectionFitResource, int]:
         """Cancel a queued fit at once (200), or ask its worker to stop between images (202)."""
         await self.own_fit(tenant, fit_id)
         record, status_code = await cancel_record(self.store, self.queue, self.presign, fit_id, "direction fit")
-        return to_fit_resource(record, self.presign), status_code
+        (fit,) = await self.current([to_fit_resource(record, self.presign)], tenant)
+        return fit, status_code
 
     @property
     def presign(self) -> Presigner:

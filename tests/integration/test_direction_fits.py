@@ -70,6 +70,11 @@ def test_a_pca_fit_runs_on_the_gpu_worker_and_a_job_cites_what_it_stored(service
         done = client.wait(job.id, timeout=240)
         assert done.status is JobStatus.succeeded, done.error
 
+        # a direction deleted since is no longer among the fit's: its id would answer 404
+        client.delete_direction(fit.directions[1].id)
+        assert [d.id for d in client.get_fit(fit.id).directions] == [first.id]
+        assert [d.id for d in client.list_fits(limit=1).items[0].directions] == [first.id]
+
     # the webhook says `direction_fit.succeeded` and carries the fit with its directions
     mine = [json.loads(r.body) for r in service.receiver.wait_for(fit.id)]
     assert [b["type"] for b in mine] == ["direction_fit.succeeded"]
