@@ -381,7 +381,8 @@ class AsyncJobStore:
         A `heartbeat` event comes after `heartbeat_s` of silence. Nothing if the job does not exist.
         A progress published between the subscription and a read of the record arrives after that
         record and is older than it, or is the very progress that record holds; since a run's percent
-        never goes back and each step is reported once, such a message is dropped.
+        never goes back and each step is reported once, such a message is dropped. So is a preview equal
+        to the one the record already showed.
         """
         pubsub = self.redis.pubsub()
         # Subscribe before reading the state, so no change can fall between the two.
@@ -394,6 +395,7 @@ class AsyncJobStore:
             if record.status.is_terminal():
                 return
             shown, last = _percent(record.progress), record.progress  # how far the state already sent had got
+            seen_preview = record.preview
             quiet_since = time.monotonic()
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=heartbeat_s)
@@ -413,7 +415,10 @@ class AsyncJobStore:
                     continue
                 if event["type"] == "preview":
                     event.pop("type")
-                    yield JobEvent("preview", preview=LivePreview.model_validate(event))
+                    preview = LivePreview.model_validate(event)
+                    if preview != seen_preview:  # else the record already sent showed it
+                        seen_preview = preview
+                        yield JobEvent("preview", preview=preview)
                     continue
                 record = await self.get_any(job_id)
                 if record is None:
@@ -422,6 +427,7 @@ class AsyncJobStore:
                 if record.status.is_terminal():
                     return
                 shown, last = _percent(record.progress), record.progress  # a new run starts again from 0
+                seen_preview = record.preview
         finally:
             # Shielded: when the consumer is cancelled (client gone, wait over) the connection
             # must still go back to the pool.

@@ -252,3 +252,26 @@ def test_a_progress_message_older_than_the_state_already_sent_is_not_passed_on(r
     assert events[0].kind == "job" and events[0].record.progress.stage == "encode"
     assert [(e.progress.stage, e.progress.step) for e in events if e.kind == "progress"] == [("denoise", 1)]
     assert events[-1].record.status is JobStatus.succeeded
+
+
+def test_a_preview_the_record_already_showed_is_not_passed_on_again(redis_url: str, store: JobStore) -> None:
+    """A preview published between the watch's subscription and its read of the record is in that
+    record and then arrives as a message: it is sent once, with the record."""
+    from api_schemas import LivePreview
+
+    job_id = make_job(store)
+    store.mark_running(job_id)
+    first = LivePreview(step=1, total=2, image="data:image/jpeg;base64,AAA")
+    store.preview(job_id, first)  # the state the watch reads first
+    later = LivePreview(step=2, total=2, image="data:image/jpeg;base64,BBB")
+
+    def drive() -> None:
+        message = json.dumps({"type": "preview", **first.model_dump(mode="json")})
+        store.redis.publish(events_channel(job_id), message)  # delivered after the record was read
+        store.preview(job_id, later)
+        store.succeed(job_id, StoredResult())
+
+    events = watch_while(redis_url, job_id, drive)
+    assert events[0].kind == "job" and events[0].record.preview == first
+    assert [e.preview for e in events if e.kind == "preview"] == [later]
+    assert events[-1].record.status is JobStatus.succeeded
