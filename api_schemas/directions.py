@@ -35,7 +35,12 @@ class DirectionCreate(Strict):
     vector: list[float] = Field(
         min_length=1, max_length=MAX_DIRECTION_VALUES, description="The direction's values, finite and not all zero."
     )
-    model: str = Field(min_length=1, max_length=64, description="The model whose space it lives in.")
+    model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="The model whose space it lives in (the service's default model when left out).",
+    )
     space: DirectionSpace = Field("embedding", description="Where it acts: the CLIP embedding or the latents.")
     name: str | None = Field(None, max_length=200, description="A name to find it by.")
 
@@ -120,7 +125,12 @@ class DirectionFitRequest(Strict):
         )
     )
     space: DirectionSpace = Field("embedding", description="Where the directions act: CLIP embedding or latents.")
-    model: str = Field(min_length=1, max_length=64, description="The model whose encoders fit them.")
+    model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="The model whose encoders fit them (the service's default model when left out).",
+    )
     images: list[str] = Field(
         default_factory=list,
         max_length=MAX_FIT_IMAGES,

@@ -349,7 +349,12 @@ def directions_fit(
     ] = None,
     space: Annotated[str, typer.Option(help="embedding (CLIP image) or latent (VAE).")] = "embedding",
     k: Annotated[int, typer.Option("--k", help="Components for pca / ica.")] = 1,
-    model: Annotated[str | None, typer.Option(help="A registered model name or a local pipeline folder.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="A registered model name or a local pipeline folder (with --server: one of its models, its default when left out)."
+        ),
+    ] = None,
     width: Annotated[int | None, typer.Option(help="Latent space: image width (model default).")] = None,
     height: Annotated[int | None, typer.Option(help="Latent space: image height (model default).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the direction files.")] = Path("directions"),
@@ -411,9 +416,6 @@ def directions_fit(
         attributes[attr_name] = torch.tensor(read_numbers(values, f"--attribute {attr_name}"), dtype=torch.float64)
     if server is not None:
         from vsteer.commands.server import fit_on_server
-
-        if model is None:
-            fail("--server needs --model: the server's model whose encoders fit the directions", EXIT_INVALID)
 
         half = len(paths) // 2
         fit = {

@@ -144,6 +144,8 @@ class DirectionHandler:
 
     async def fit(self, tenant: str, body: DirectionFitRequest) -> DirectionFitResource:
         """Record the fit and queue it on its model's GPU queue, in one step, as a job is."""
+        body = body.model_copy(update={"model": body.model or self.settings.default_model})
+        assert body.model is not None
         await check_fit(body, tenant, self.store, self.settings)
         if model_dimensions(self.settings, body.model) is None:
             message = f"the widths of model {body.model!r} are not configured (VSTEER_MODEL_DIMENSIONS)"
@@ -195,6 +197,8 @@ class DirectionHandler:
         return presigner(self.storage, self.settings)
 
     async def create(self, tenant: str, body: DirectionCreate) -> DirectionResource:
+        body = body.model_copy(update={"model": body.model or self.settings.default_model})
+        assert body.model is not None
         # 1. it must fit the model's space
         if body.model not in self.settings.models:
             known = ", ".join(self.settings.models)

@@ -164,3 +164,19 @@ async def test_fits_are_listed_newest_first_apart_from_jobs(client):
     assert (await client.get("/v1/directions/fits", headers=AUTH_B)).json()["items"] == []
     bad = assert_problem(await client.get("/v1/directions/fits", params={"limit": 0}, headers=AUTH_A), 422)
     assert bad["errors"][0]["field"] == "limit"
+
+
+async def test_a_fit_or_a_vector_without_a_model_is_the_default_models(client, sync_redis):
+    # as a job without `model` runs on the service's default model
+    made = await client.post(
+        "/v1/directions", json={"method": "pca", "images": await images(client, 2)}, headers=AUTH_A
+    )
+    assert made.status_code == 202, made.text
+    assert made.json()["model"] == "tiny" and made.json()["request"]["model"] == "tiny"
+    assert len(sync_redis.lrange("gpu.tiny", 0, -1)) == 1
+
+    stored = await client.post("/v1/directions", json={"vector": [1.0] * 32}, headers=AUTH_A)
+    assert stored.status_code == 201, stored.text
+    assert stored.json()["model"] == "tiny"
+    # and the default model's widths still hold
+    assert_problem(await client.post("/v1/directions", json={"vector": [1.0] * 31}, headers=AUTH_A), 422, "vector")

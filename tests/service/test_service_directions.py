@@ -96,7 +96,7 @@ async def test_another_tenants_direction_is_404(client):
         ({"vector": [], "model": "tiny"}, "vector", "too_short"),
         ({"vector": [1.0] * 32, "model": "nope"}, "model", "known_model"),
         ({"vector": [1.0] * 32, "model": "mystery"}, "model", "known_dimensions"),
-        ({"vector": [1.0] * 32}, "model", "missing"),
+        ({"vector": [1.0] * 32, "model": ""}, "model", "string_too_short"),
         ({"vector": [1.0] * 32, "model": "tiny", "space": "pixels"}, "space", "literal_error"),
     ],
 )

@@ -76,4 +76,4 @@ def test_the_direction_fit_example_is_a_valid_fit():
     from api_schemas.directions import DirectionFitRequest
 
     fit = DirectionFitRequest.model_validate(json.loads((EXAMPLES / "direction-fit.json").read_text()))
-    assert fit.method == "text" and fit.model == "tiny"  # the tiny model has a text encoder
+    assert fit.method == "text" and fit.model is None  # the default model: tiny and toy have a text encoder
