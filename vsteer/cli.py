@@ -352,7 +352,10 @@ def directions_fit(
     model: Annotated[
         str | None,
         typer.Option(
-            help="A registered model name or a local pipeline folder (with --server: one of its models, its default when left out)."
+            help=(
+                "A registered model name or a local pipeline folder "
+                "(with --server: one of its models, its default when left out)."
+            )
         ),
     ] = None,
     width: Annotated[int | None, typer.Option(help="Latent space: image width (model default).")] = None,
