@@ -137,6 +137,10 @@ class KeyframeInterpolation(StrEnum):
 
 
 BIDIRECTIONAL_KEYFRAMES = "bidirectional_two_keyframes"
+# A job's own reference corpus for geodesic paths: the least a k-nearest-neighbour density says anything
+# with (`steering.interpolate.MIN_CORPUS`), and the most a worker encodes for one job.
+MIN_CORPUS_IMAGES = 64
+MAX_CORPUS_IMAGES = 1024
 
 
 class Guidance(Strict):
@@ -537,6 +541,17 @@ class JobRequest(Strict):
             "time-flipped conditioned on the last, with both end frames held to the keyframes: twice the UNet calls."
         ),
     )
+    corpus: list[ImageRef] | None = Field(
+        None,
+        min_length=MIN_CORPUS_IMAGES,
+        max_length=MAX_CORPUS_IMAGES,
+        description=(
+            f"The reference corpus a `geodesic` path keeps to: {MIN_CORPUS_IMAGES} or more pictures like the ones "
+            "morphed (the tenant's image assets, typically), in place of the model's configured corpus; each is "
+            "encoded once per loaded model and kept, so later jobs citing it encode none again. Only with a "
+            "`geodesic` keyframe morph or image sweep (else a 422 with rule `corpus_needs_geodesic`)."
+        ),
+    )
     references: list[Reference] = Field(default_factory=list, max_length=8)
     negative_image: ImageRef | None = Field(
         None, description="Conditioning of the unconditional branch of guidance (zeros if unset)."
@@ -569,6 +584,11 @@ class JobRequest(Strict):
 
     _check_image = field_validator("image", "negative_image")(check_image_ref)
 
+    @field_validator("corpus")
+    @classmethod
+    def _check_corpus(cls, refs: list[str] | None) -> list[str] | None:
+        return None if refs is None else [check_image_ref(ref) or ref for ref in refs]
+
     @model_validator(mode="after")
     def _conditioning(self) -> Self:
         if self.image is None and self.keyframes is None and self.video is None:
@@ -587,6 +607,13 @@ class JobRequest(Strict):
                     )
         if self.interpolation is KeyframeInterpolation.bidirectional:
             self._check_bidirectional()
+        if self.corpus is not None and not self.has_geodesic_path():
+            raise rule_error(
+                "corpus",
+                "corpus_needs_geodesic",
+                "`corpus` is what a `geodesic` path keeps to: give it with `keyframes` and `interpolation` "
+                "`geodesic`, or a `sweep` of `target` `image` with `interpolation` `geodesic`",
+            )
         if self.segments is not None:
             self._check_segments(self.segments)
         if self.sweep is not None and not self._awaits_anchor():
@@ -645,6 +672,13 @@ class JobRequest(Strict):
                     f"{rule}; got {self.keyframes[i].at} for keyframe {i}",
                 )
 
+    def has_geodesic_path(self) -> bool:
+        """Whether the job interpolates embeddings along a `geodesic` (a keyframe morph or an image sweep)."""
+        if self.keyframes is not None and self.interpolation is KeyframeInterpolation.geodesic:
+            return True
+        sweep = self.sweep
+        return sweep is not None and sweep.target is SweepTarget.image and sweep.interpolation is Interpolation.geodesic
+
     def _awaits_anchor(self) -> bool:
         """Whether the job cites an anchor set not merged yet: rules between its own fields and fields an
         anchor may hold (`directions`, `variation`) wait for the merged document, which is checked again."""
@@ -659,6 +693,7 @@ class JobRequest(Strict):
             refs.append(("image", self.image))
         refs += [(f"keyframes[{i}].image", k.image) for i, k in enumerate(self.keyframes or [])]
         refs += [(f"references[{i}].image", r.image) for i, r in enumerate(self.references)]
+        refs += [(f"corpus[{i}]", ref) for i, ref in enumerate(self.corpus or [])]
         if self.negative_image is not None:
             refs.append(("negative_image", self.negative_image))
         if self.style is not None:

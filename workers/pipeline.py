@@ -33,6 +33,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
 from steering.sampling import denoised_estimate, euler_step, flip_frames, hold_ends, renoise, scale_input
+from workers.corpus import EmbeddingCache
 
 StepCallback = Callable[[Any, int, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
@@ -294,6 +295,14 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
     def corpus_embeddings(self) -> torch.Tensor | None:
         """The reference corpus's embeddings (N, D), encoded once per loaded model; None without one."""
         return None if self.geodesic_corpus is None else self.geodesic_corpus.embeddings(self)
+
+    @property
+    def embedding_cache(self) -> EmbeddingCache:
+        """The CLIP embeddings of the job corpora this loaded model has encoded (`workers.corpus`)."""
+        cache = self.__dict__.get("_embedding_cache")
+        if cache is None:
+            cache = self.__dict__["_embedding_cache"] = EmbeddingCache()
+        return cache
 
     @torch.no_grad()
     def encode_image_embedding(self, image: PIL.Image.Image) -> torch.Tensor:

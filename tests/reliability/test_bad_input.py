@@ -175,6 +175,23 @@ def _cases(job_id: str) -> list[tuple[str, Callable[[httpx.Client], httpx.Respon
                 keyframes=[{"image": f"asset:ast_{i:028x}", "at": i / 2} for i in range(2)],
             ),
         ),
+        (
+            "a geodesic corpus of 63 images",
+            job(
+                image=None,
+                interpolation="geodesic",
+                keyframes=[{"image": f"asset:ast_{i:028x}", "at": i} for i in range(2)],
+                corpus=[f"asset:ast_{i:028x}" for i in range(63)],
+            ),
+        ),
+        ("a corpus without a geodesic path", job(corpus=[f"asset:ast_{i:028x}" for i in range(64)])),
+        (
+            "a geodesic corpus of unknown assets",
+            job(
+                sweep={"target": "image", "to": "asset:ast_" + "0" * 28, "count": 2, "interpolation": "geodesic"},
+                corpus=[f"asset:ast_{i:028x}" for i in range(64)],
+            ),
+        ),
         ("17 segments", job(segments={"count": 17})),
         (
             "a segment overlap as long as the clip",

@@ -217,6 +217,15 @@ async def test_deployment_rules_name_the_field(client: httpx.AsyncClient) -> Non
             "keyframes[1].image",
             "unknown_asset",
         ),
+        (
+            {
+                "keyframes": [{"image": f"asset:{asset}", "at": 0}, {"image": f"asset:{asset}", "at": 1}],
+                "interpolation": "geodesic",
+                "corpus": [f"asset:{asset}"] * 3 + ["asset:ast_nope"] + [f"asset:{asset}"] * 60,
+            },
+            "corpus[3]",
+            "unknown_asset",
+        ),
         ({"image": "/home/me/cat.png"}, "image", "no_local_paths"),
         ({"image": "https://example.com/cat.png"}, "image", "no_remote_images"),
         (

@@ -4,9 +4,10 @@ Frame f is conditioned at t = f / (F − 1) on the two keyframes around t, in bo
 conditioned on: the CLIP image embedding and the VAE image latent (`steering.conditioning`).
 `bidirectional` interpolates nothing here: its sampler (`workers.ops.bidirectional`) meets the two
 keyframes from both ends.
-`geodesic` bends the embedding path onto the model's reference corpus of embeddings (its spec's
-`geodesic_corpus`, encoded once per loaded model: `SteerableVideoPipeline.geodesic_corpus`); without
-one, and for the VAE latents, it is slerp, and the report says so.
+`geodesic` bends the embedding path onto a reference corpus of embeddings: the job's own `corpus`
+images (each encoded once per loaded model), else the model's (its spec's `geodesic_corpus`, encoded
+once per loaded model: `SteerableVideoPipeline.geodesic_corpus`); without one, and for the VAE
+latents, it is slerp, and the report says so (its `corpus` entry says which corpus it kept to).
 """
 
 from typing import Any
@@ -28,7 +29,9 @@ class KeyframesOp(Operation):
             return
         penalty = None
         if method is KeyframeInterpolation.geodesic:
-            penalty = corpus_penalty(ctx.pipe.corpus_embeddings())
+            corpus, about = ctx.corpus()
+            penalty = corpus_penalty(corpus)
+            clip.report["corpus"] = about
         cond.embeddings, cond.latents, report = interpolate_both(
             cond.key_embeddings,
             cond.key_latents,

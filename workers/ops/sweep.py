@@ -80,7 +80,9 @@ class SweepOp(Operation):
         end = ctx.encoder.image(ctx.images["sweep.to"])
         penalty = None
         if method is Interpolation.geodesic:
-            penalty = corpus_penalty(ctx.pipe.corpus_embeddings())
+            corpus, about = ctx.corpus()
+            penalty = corpus_penalty(corpus)
+            clip.report["corpus"] = about
         embedding, latent, report = interpolate_both(
             torch.stack([start[0], end.embedding]),
             torch.stack([start[1], end.latent]),

@@ -67,3 +67,46 @@ def test_geodesic_on_the_models_corpus_reports_three_energies_and_encodes_it_onc
         assert embedding["energy"] <= min(embedding["slerp_energy"], embedding["lerp_energy"]) + 1e-9
         assert report["image_latent"]["method"] == "slerp" and "fallback" in report["image_latent"]
     assert corpus.encoded == MIN_CORPUS  # the second job read the cached embeddings
+
+
+def test_a_jobs_own_corpus_takes_the_models_place_and_each_picture_is_encoded_once_per_model(
+    planned, image_paths, registry, corpus_folder
+):
+    pictures = sorted(str(p) for p in corpus_folder.iterdir())
+    cache = registry.get("tiny").pipeline.embedding_cache
+    before = cache.encoded
+    reports = []
+    for corpus in (pictures, pictures[::-1]):  # the same pictures, cited again in another order
+        job = planned(image=None, keyframes=keys(image_paths), interpolation="geodesic", corpus=corpus)
+        reports.append(job.clips[0].report)
+    first, again = reports
+    assert first["corpus"] == {"source": "job", "images": MIN_CORPUS, "encoded": MIN_CORPUS}
+    assert again["corpus"] == {"source": "job", "images": MIN_CORPUS, "encoded": 0}
+    assert cache.encoded - before == MIN_CORPUS
+    for report in reports:
+        embedding = report["embedding"]
+        assert (embedding["method"], embedding["interpolation_used"]) == ("geodesic", "geodesic")
+        assert embedding["energy"] <= min(embedding["slerp_energy"], embedding["lerp_energy"]) + 1e-9
+    # the rows follow the job's order: the same set reversed is the same penalty, so the same path
+    assert first["embedding"]["energy"] == pytest.approx(again["embedding"]["energy"], rel=1e-6)
+
+
+def test_the_cache_keys_pictures_by_their_pixels_and_drops_the_least_recently_used(registry):
+    from workers.corpus import EmbeddingCache
+
+    pipe = registry.get("tiny").pipeline
+    cache = EmbeddingCache(capacity=2)
+    a, b, c = (smooth_picture(seed, (64, 64)) for seed in (1, 2, 3))
+    rows, fresh = cache.embeddings(pipe, [a, b, a.copy()])  # a copy is the same picture
+    assert fresh == 2 and torch.equal(rows[0], rows[2])
+    assert torch.allclose(rows[1], pipe.encode_image_embedding(b).float(), atol=1e-6)
+    cache.embeddings(pipe, [a])  # a is now the most recently used
+    assert cache.embeddings(pipe, [c])[1] == 1  # b goes
+    assert cache.embeddings(pipe, [a])[1] == 0 and cache.embeddings(pipe, [b])[1] == 1
+    assert cache.encoded == 4
+
+
+def test_the_schemas_least_corpus_is_the_one_the_density_needs():
+    from api_schemas.job import MIN_CORPUS_IMAGES
+
+    assert MIN_CORPUS_IMAGES == MIN_CORPUS

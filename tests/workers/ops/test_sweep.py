@@ -39,6 +39,22 @@ def test_an_image_sweep_starts_at_the_image_and_ends_at_the_other(planned, image
     assert torch.allclose(conditioning.image_latents[1], other.stack(other.clips)[0].image_latents[0], atol=1e-6)
 
 
+def test_a_geodesic_image_sweep_keeps_to_the_jobs_corpus_read_once_for_every_clip(planned, image_paths, tmp_path):
+    from steering.interpolate import MIN_CORPUS
+    from vsteer.pictures import smooth_picture
+
+    corpus = []
+    for seed in range(MIN_CORPUS):
+        smooth_picture(500 + seed, (64, 64)).save(tmp_path / f"{seed}.png")
+        corpus.append(str(tmp_path / f"{seed}.png"))
+    sweep = {"target": "image", "to": str(image_paths[1]), "count": 3, "interpolation": "geodesic"}
+    job = planned(sweep=sweep, corpus=corpus)
+    reports = [clip.report for clip in job.clips]
+    assert all(r["corpus"] == reports[0]["corpus"] for r in reports)  # one read of the corpus for the job
+    assert reports[0]["corpus"]["source"] == "job" and reports[0]["corpus"]["images"] == MIN_CORPUS
+    assert reports[1]["embedding"]["interpolation_used"] == "geodesic"
+
+
 def test_a_direction_sweep_needs_a_number_strength(planned):
     ramp = {"from": 0.0, "to": 1.0}
     with pytest.raises(JobInputError) as raised:
