@@ -208,3 +208,4 @@ def test_direction_fits_writes_its_figures(tmp_path: Path, tiny_model_dir: Path,
     assert figures["fit"]["http_vs_work_in_worker"] > 1.0  # the wall includes the fit's own work
     assert figures["stored_vs_inline"]["ratio"] > 0 and figures["stored_vs_inline"]["runs"]["stored"]["runs"] == 1
     assert figures["corpus"]["encoded_after"] == [64, 64]  # the second geodesic job encoded nothing
+    assert figures["corpus"]["job_corpus_encoded"] == [64, 0]  # and the same pictures as a job's own corpus
