@@ -279,13 +279,19 @@ def models_train_toy(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the weights, the data and the training order.")] = 0,
     plot: Annotated[Path | None, typer.Option(help="Write the loss curves to this PNG.")] = None,
+    variant: Annotated[
+        str, typer.Option(help="shipped (models/toy's configuration) or colour_tokens (docs/toy-model.md).")
+    ] = "shipped",
 ) -> None:
     """Train the toy SVD (the real architecture at 64x64 on synthetic shapes) and save_pretrained it to PATH."""
     from workers.models import quiet_libraries
     from workers.toy.train import TrainConfig, plot_losses, train_toy
 
     quiet_libraries()
-    config = TrainConfig(seed=seed) if steps is None else TrainConfig.short(steps, seed=seed)
+    try:
+        config = TrainConfig.variant(variant, seed) if steps is None else TrainConfig.short(steps, seed, variant)
+    except ValueError as exc:
+        fail(f"--variant: {exc}", EXIT_INVALID)
     result = train_toy(path, config, log=typer.echo)
     if plot is not None:
         typer.echo(f"loss curves: {plot_losses(result.losses, plot)}")

@@ -1,16 +1,21 @@
 """Training the toy model: SVD's real components at small size, on synthetic video, on a CPU.
 
-Three stages, each deterministic for a seed:
+Stages, each deterministic for a seed (2 runs only in the `colour_tokens` variant, below):
 
 1. **VAE** (`AutoencoderKLTemporalDecoder`, 96 channels at both ends so that a plain colour survives
    their `GroupNorm(32)`: `docs/toy-model.md`): the encoder and the temporal decoder learn to
    reconstruct pairs of frames from several clips at once, on 32×32 crops aligned to the latent grid
-   (a quarter of a frame's cost); then the decoder alone is fine-tuned on whole clips of `NUM_FRAMES`
-   frames, the count the pipeline decodes at once. `scaling_factor` is set so that the scaled latents
-   have unit variance, as SVD's are.
-2. **Encode** a pool of clips once: their scaled latents, their first frame in [-1, 1] and the first
-   frame's CLIP image embedding (the image encoder stays a small frozen random CLIP, as in `tiny`).
-3. **UNet** (`UNetSpatioTemporalConditionModel`) with SVD's EDM preconditioning and v-prediction,
+   (a quarter of a frame's cost), then short runs of whole frames; then the decoder alone is
+   fine-tuned on whole clips of `NUM_FRAMES` frames, the count the pipeline decodes at once.
+   `scaling_factor` is set so that the scaled latents have unit variance, as SVD's are.
+2. **Image encoder** (the small CLIP vision tower of `tiny`; frozen and random in the shipped
+   configuration): a linear read-out of its embedding learns the first frame's scene (the shape's
+   colour, kind, place and size, the background's colours), so that the embedding holds the picture:
+   a random tower gives a red circle and a blue square embeddings of cosine 0.99. The read-out is
+   thrown away; the tower is frozen from here on.
+3. **Encode** a pool of clips once: their scaled latents, their first frame in [-1, 1] and the first
+   frame's CLIP image embedding.
+4. **UNet** (`UNetSpatioTemporalConditionModel`) with SVD's EDM preconditioning and v-prediction,
    conditioned as SVD is: the noise-augmented first frame's VAE latent (unscaled, `mode()`) on every
    frame's channels, its CLIP embedding in cross-attention, and `[fps − 1, motion_bucket_id,
    noise_aug_strength]` as added time ids. With σ drawn as log σ ~ N(0.7, 1.6²), the network sees
@@ -20,6 +25,14 @@ Three stages, each deterministic for a seed:
    the time, so guidance has an unconditional branch to push from; the image latent alone 15%, so
    the CLIP token carries the picture too; the CLIP token alone 5%).
 
+The `colour_tokens` variant (`TrainConfig.variant`) adds stage 2; shuffles the colour channels of 30%
+of the conditioning frames before they are encoded for the latent, while their CLIP token and the
+target keep the true colours (colour is then read from the token, and references, extra tokens, can
+pull it); and gives the decoder phase a temporal term (each frame's mean colour, and the change from
+one frame to the next, against the clip's) on 700 steps, a quarter of them on still clips (without
+it the decoder gives the 8 frames of one repeated latent backgrounds up to 10 levels apart, which the
+audit reads as flicker).
+
 The result is saved with `save_pretrained` as a `StableVideoDiffusionPipeline` folder in float16, with
 the tiny model's CLIP text tower and the loss curves beside it.
 """
@@ -28,7 +41,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +50,10 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLTemporalDecoder, StableVideoDiffusionPipeline
+from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
 
 from workers.tiny import save_tiny_text, small_image_encoder, small_pipeline, small_unet, small_vae
-from workers.toy.data import NUM_FRAMES, clip_spec, render
+from workers.toy.data import COLOURS, NUM_FRAMES, RADIUS_RANGE, SHAPES, ClipSpec, clip_spec, render
 
 Log = Callable[[str], None]
 
@@ -60,6 +74,12 @@ class TrainConfig:
     whole_lr: float = 2e-4
     decoder_steps: int = 300  # the temporal decoder alone, on whole clips of NUM_FRAMES frames: ~0.7 s a step
     decoder_lr: float = 1e-4
+    # The `colour_tokens` variant's settings (off in the shipped configuration: `docs/toy-model.md`).
+    decoder_still: int = 0  # every `decoder_still`-th decoder step is on a still clip (motion bucket 0)
+    temporal_weight: float = 0.0
+    encoder_steps: int = 0  # the CLIP image tower's scene read-out: ~0.1 s a step
+    encoder_batch: int = 32
+    encoder_lr: float = 1e-3
     pool: int = 1200  # clips encoded once for the UNet stage
     unet_steps: int = 1500
     unet_batch: int = 6  # ~0.36 s a step on 2 cores
@@ -67,14 +87,37 @@ class TrainConfig:
     drop_both: float = 0.10
     drop_latent: float = 0.15
     drop_embedding: float = 0.05
+    colour_swap: float = 0.0  # share of conditioning frames whose colour channels are shuffled for the latent alone
     threads: int = 2
 
     @classmethod
-    def short(cls, steps: int, seed: int = 0) -> "TrainConfig":
+    def short(cls, steps: int, seed: int = 0, variant: str = "shipped") -> "TrainConfig":
         """A run of `steps` steps per network on a small pool: for tests and quick tries."""
-        return cls(
-            seed=seed, vae_steps=steps, whole_steps=steps, decoder_steps=steps, unet_steps=steps, pool=max(8, steps)
+        base = cls.variant(variant, seed)
+        return replace(
+            base,
+            vae_steps=steps,
+            whole_steps=steps,
+            decoder_steps=steps,
+            encoder_steps=steps if base.encoder_steps else 0,
+            unet_steps=steps,
+            pool=max(8, steps),
         )
+
+    @classmethod
+    def variant(cls, name: str, seed: int = 0) -> "TrainConfig":
+        """`shipped`: the configuration of `models/toy`. `colour_tokens`: the image encoder trained to
+        read the scene, 30% of conditioning latents with shuffled colours (so colour comes from the
+        CLIP token and references pull it), and 700 decoder steps with the temporal term, still clips
+        among them (so a still picture keeps its brightness). It fixes the references and flicker
+        measures and breaks others (`docs/toy-model.md`); it took 32 minutes."""
+        if name == "shipped":
+            return cls(seed=seed)
+        if name == "colour_tokens":
+            return cls(
+                seed=seed, decoder_steps=700, decoder_still=4, temporal_weight=1.0, encoder_steps=400, colour_swap=0.3
+            )
+        raise ValueError(f"unknown training variant {name!r}: shipped or colour_tokens")
 
 
 class Stepper:
@@ -124,9 +167,9 @@ def build_toy_pipeline(seed: int = 0) -> StableVideoDiffusionPipeline:
     return small_pipeline(unet, vae, small_image_encoder())
 
 
-def clip_tensor(seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Clip `seed` as (F, 3, H, W) in [-1, 1], with its fps and motion bucket."""
-    spec = clip_spec(seed)
+def clip_tensor(seed: int, **fixed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Clip `seed` as (F, 3, H, W) in [-1, 1], with its fps and motion bucket (`fixed` as in `clip_spec`)."""
+    spec = clip_spec(seed, **fixed)
     frames = torch.from_numpy(render(spec)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     return frames, {"fps": spec.fps, "motion_bucket_id": spec.motion_bucket_id}
 
@@ -147,6 +190,13 @@ def vae_batch(seed: int, clips: int, frames_each: int, crop: int) -> torch.Tenso
 
 def reconstruction_loss(decoded: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(decoded, frames) + F.mse_loss(decoded, frames)
+
+
+def temporal_loss(decoded: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """How a clip's (F, 3, H, W) decoded frames change over time where the clip does not: each frame's
+    mean colour against the clip frame's, and the change between neighbouring frames against the clip's."""
+    means = F.l1_loss(decoded.mean(dim=(2, 3)), frames.mean(dim=(2, 3)))
+    return means + F.l1_loss(decoded.diff(dim=0), frames.diff(dim=0))
 
 
 def train_vae(vae: AutoencoderKLTemporalDecoder, config: TrainConfig, log: Log) -> list[float]:
@@ -172,14 +222,61 @@ def train_vae(vae: AutoencoderKLTemporalDecoder, config: TrainConfig, log: Log) 
         losses = losses + stepper.losses
     if config.decoder_steps:
         decoder = Stepper("decoder", vae.decoder, config.decoder_lr, config.decoder_steps, log)
+        every = config.decoder_still
         for step in range(config.decoder_steps):
-            frames, _ = clip_tensor(config.seed * 1_000_003 + 5_000_000 + step)
+            still = {"motion_bucket_id": 0} if every and step % every == every - 1 else {}
+            frames, _ = clip_tensor(config.seed * 1_000_003 + 5_000_000 + step, **still)
             with torch.no_grad():
                 latents = vae.encode(frames).latent_dist.mode()
-            decoder(step, reconstruction_loss(vae.decode(latents, num_frames=NUM_FRAMES).sample, frames))
+            decoded = vae.decode(latents, num_frames=NUM_FRAMES).sample
+            loss = reconstruction_loss(decoded, frames)
+            if config.temporal_weight:
+                loss = loss + config.temporal_weight * temporal_loss(decoded, frames)
+            decoder(step, loss)
         losses = losses + decoder.losses
     vae.eval()
     return losses
+
+
+def clip_input(pipe: StableVideoDiffusionPipeline, frames: torch.Tensor) -> torch.Tensor:
+    """The CLIP tower's input for frames (B, 3, H, W) in [-1, 1], made as the pipeline's `_encode_image`
+    makes it (an antialiased resize to 224 in [-1, 1], then CLIP's normalisation), in torch."""
+    resized = (_resize_with_antialiasing(frames, (224, 224)) + 1.0) / 2.0
+    mean = torch.tensor(pipe.feature_extractor.image_mean)[None, :, None, None]
+    std = torch.tensor(pipe.feature_extractor.image_std)[None, :, None, None]
+    return (resized - mean) / std
+
+
+def scene_targets(spec: ClipSpec) -> torch.Tensor:
+    """What the image encoder's read-out learns of a clip's first frame: the shape's colour, kind,
+    place and size, and the background's top and bottom colours, each in about [0, 1]."""
+    colour = np.array(COLOURS[spec.colour]) / 255
+    top, bottom = (np.array(c) / 255 for c in spec.background_rgb)
+    kind = np.eye(len(SHAPES))[SHAPES.index(spec.shape)]
+    place = np.array(spec.start) / spec.size
+    values = np.concatenate([colour, top, bottom, kind, place, [spec.radius / RADIUS_RANGE[1]]])
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def train_image_encoder(pipe: StableVideoDiffusionPipeline, config: TrainConfig, log: Log) -> list[float]:
+    """The CLIP tower and a linear read-out of its embedding regress `scene_targets` (MSE) of the first
+    frames of fresh clips; the read-out is dropped afterwards."""
+    encoder = pipe.image_encoder
+    width = encoder.config.projection_dim
+    head = torch.nn.Linear(width, len(scene_targets(clip_spec(0))))
+    both = torch.nn.ModuleDict({"encoder": encoder, "head": head})
+    stepper = Stepper("encoder", both, config.encoder_lr, config.encoder_steps, log)
+    encoder.train()
+    base = 9_000_000 + config.seed * 1_000_003
+    for step in range(config.encoder_steps):
+        specs = [clip_spec(base + step * config.encoder_batch + k) for k in range(config.encoder_batch)]
+        firsts = np.stack([render(replace(spec, num_frames=1))[0] for spec in specs])
+        frames = torch.from_numpy(firsts).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        targets = torch.stack([scene_targets(spec) for spec in specs])
+        embeddings = encoder(clip_input(pipe, frames)).image_embeds
+        stepper(step, F.mse_loss(head(embeddings), targets))
+    encoder.eval()
+    return stepper.losses
 
 
 @dataclass
@@ -227,11 +324,16 @@ def train_unet(pipe: StableVideoDiffusionPipeline, pool: Pool, config: TrainConf
         index = torch.randint(len(pool.latents), (config.unet_batch,), generator=generator)
         x0 = pool.latents[index]  # (B, F, C, h, w), scaled
         batch = len(index)
-        # The conditioning frame, noise-augmented as the pipeline does before encoding it.
+        # The conditioning frame, noise-augmented as the pipeline does before encoding it; for some, with
+        # its colour channels shuffled (the CLIP token keeps the true colours, so colour is read from it).
+        firsts = pool.first_frames[index]
+        if config.colour_swap:
+            swap = torch.rand(batch, generator=generator) < config.colour_swap
+            orders = torch.stack([torch.randperm(3, generator=generator) for _ in range(batch)])
+            shuffled = torch.stack([frame[order] for frame, order in zip(firsts, orders, strict=True)])
+            firsts = torch.where(swap[:, None, None, None], shuffled, firsts)
         aug = torch.exp(torch.empty(batch).uniform_(math.log(0.005), math.log(0.2), generator=generator))
-        pixels = pool.first_frames[index] + aug[:, None, None, None] * torch.randn(
-            pool.first_frames[index].shape, generator=generator
-        )
+        pixels = firsts + aug[:, None, None, None] * torch.randn(firsts.shape, generator=generator)
         with torch.no_grad():
             cond_latent = vae.encode(pixels).latent_dist.mode()  # (B, C, h, w), unscaled
         embedding = pool.embeddings[index][:, None, :]  # (B, 1, D)
@@ -264,11 +366,19 @@ def train_toy(out: Path, config: TrainConfig | None = None, log: Log = print) ->
     torch.use_deterministic_algorithms(True)
     seconds: dict[str, float] = {}
     pipe = build_toy_pipeline(config.seed)
-    pipe.image_encoder.requires_grad_(False)
 
     started = time.perf_counter()
+    pipe.image_encoder.requires_grad_(False)
     vae_losses = train_vae(pipe.vae, config, log)
     seconds["vae"] = time.perf_counter() - started
+
+    encoder_losses: list[float] = []
+    if config.encoder_steps:
+        started = time.perf_counter()
+        pipe.image_encoder.requires_grad_(True)
+        encoder_losses = train_image_encoder(pipe, config, log)
+        pipe.image_encoder.requires_grad_(False)
+        seconds["image_encoder"] = time.perf_counter() - started
 
     started = time.perf_counter()
     pipe.vae.requires_grad_(False)
@@ -284,7 +394,7 @@ def train_toy(out: Path, config: TrainConfig | None = None, log: Log = print) ->
     # weights then fit the size a repository can carry.
     pipe.to(dtype=torch.float16).save_pretrained(out)
     save_tiny_text(out)  # the tiny text tower beside it (its width is the image encoder's), for `text` directions
-    losses = {"vae": vae_losses, "unet": unet_losses}
+    losses = {"vae": vae_losses, **({"image_encoder": encoder_losses} if encoder_losses else {}), "unet": unet_losses}
     record = {"config": asdict(config), "seconds": seconds, "losses": losses}
     (out / "training.json").write_text(json.dumps(record) + "\n")
     log(f"saved to {out} ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())})")

@@ -1,5 +1,7 @@
 """Training the toy model is deterministic for a seed, and what it saves loads as a pipeline."""
 
+import pytest
+import torch
 from diffusers import StableVideoDiffusionPipeline
 
 from workers.models import ModelRegistry, weight_hash
@@ -23,3 +25,18 @@ def test_a_trained_folder_runs_at_the_size_and_frames_it_was_trained_for(tmp_pat
     registry = ModelRegistry.from_settings(engine_defaults())
     spec = registry.spec(registry.register(str(folder)))
     assert (spec.width, spec.height, spec.num_frames) == (64, 64, 8)
+
+
+def test_the_colour_tokens_variant_trains_the_image_encoder_and_is_deterministic_too(tmp_path):
+    folders = [
+        train_toy(tmp_path / name, TrainConfig.short(2, variant="colour_tokens"), log=lambda line: None).folder
+        for name in ("a", "b")
+    ]
+    assert weight_hash(folders[0]) == weight_hash(folders[1])
+    shipped = train_toy(tmp_path / "shipped", TrainConfig.short(2), log=lambda line: None).folder
+    towers = [StableVideoDiffusionPipeline.from_pretrained(f).image_encoder.state_dict() for f in (shipped, folders[0])]
+    # the shipped configuration keeps the random tower it starts from; the variant trains it
+    moved = [name for name, value in towers[0].items() if not torch.equal(value, towers[1][name])]
+    assert "visual_projection.weight" in moved
+    with pytest.raises(ValueError, match="colour_tokens"):
+        TrainConfig.variant("nope")
