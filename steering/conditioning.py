@@ -19,8 +19,8 @@ from steering.interpolate import MIN_CORPUS, KnnPenalty, geodesic, lerp, slerp
 __all__ = ["corpus_penalty", "frame_positions", "interpolate_both", "interpolate_frames", "reference_tokens"]
 
 NO_CORPUS = (
-    f"geodesic needs a reference corpus of at least {MIN_CORPUS} embeddings of this model (`geodesic_corpus` in "
-    "its spec); without one the path is slerp and no energy gain is claimed"
+    f"geodesic needs a reference corpus of at least {MIN_CORPUS} embeddings of this model (the job's `corpus`, "
+    "or `geodesic_corpus` in the model's spec); without one the path is slerp and no energy gain is claimed"
 )
 
 

@@ -211,7 +211,23 @@ def run_job(
     files["manifest"] = write_manifest(manifest, out_dir / "manifest.json")
     report(Progress("video", 1, 1))
     metrics = {"timings": clock.seconds, "audit": manifest["metrics"]["audit"], "denoise_steps": total}
+    metrics.update(path_metrics([c.report for c in clips]))
     return JobOutputs(files=files, manifest=manifest, metrics=metrics)
+
+
+def path_metrics(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a job's embedding path was, for its result's metrics (the manifest has every clip's report):
+    `{"interpolation": {"interpolation_used", "corpus", "fallback"}}` when a clip interpolated the CLIP
+    embeddings (a keyframe morph, an image sweep), so a `geodesic` job that fell back to slerp says so
+    in the response too; nothing otherwise."""
+    for report in reports:
+        embedding = report.get("embedding") or {}
+        if "interpolation_used" in embedding:
+            found = {"interpolation_used": embedding["interpolation_used"], "corpus": report.get("corpus")}
+            if "fallback" in embedding:
+                found["fallback"] = embedding["fallback"]
+            return {"interpolation": found}
+    return {}
 
 
 def run_segments(
@@ -257,7 +273,8 @@ def run_segments(
     files = dict(chain.files)
     files["manifest"] = write_manifest(manifest, out_dir / "manifest.json")
     report(Progress("video", 1, 1))
-    return JobOutputs(files=files, manifest=manifest, metrics={"timings": clock.seconds, "audit": chain.audit})
+    metrics = {"timings": clock.seconds, "audit": chain.audit, **path_metrics([first.clips[0].report])}
+    return JobOutputs(files=files, manifest=manifest, metrics=metrics)
 
 
 def load_inputs(job: JobRequest, images: ImageResolver) -> tuple[dict[str, PIL.Image.Image], dict[str, Any]]:

@@ -263,6 +263,28 @@ def test_geodesic_keyframes_report_energy_at_most_slerp(registry, image_paths, t
     assert report["method"] == "geodesic" and report["interpolation_used"] == "geodesic"
     assert report["energy"] <= report["slerp_energy"] + 1e-9
     assert outputs.manifest["interpolation"]["image_latent"]["method"] == "slerp"
+    # the result's metrics (the job resource's) say which path it took too
+    assert outputs.metrics["interpolation"] == {
+        "interpolation_used": "geodesic",
+        "corpus": {"source": "model", "images": 64},
+    }
+
+
+def test_a_geodesic_without_a_corpus_says_slerp_in_its_metrics_too(registry, image_paths, tmp_path):
+    keys = [{"image": str(image_paths[i]), "at": at} for i, at in ((1, 0.0), (2, 1.0))]
+    outputs = run_job(
+        job(keyframes=keys, interpolation="geodesic"),
+        tmp_path,
+        registry=registry,
+        images=ImageResolver(allow_paths=True),
+    )
+    used = outputs.metrics["interpolation"]
+    assert used["interpolation_used"] == "slerp" and used["corpus"] == {"source": None, "images": 0}
+    assert "corpus" in used["fallback"]  # the reason
+    plain = run_job(
+        job(image=str(image_paths[0])), tmp_path / "p", registry=registry, images=ImageResolver(allow_paths=True)
+    )
+    assert "interpolation" not in plain.metrics
 
 
 def test_unreadable_image_fails_naming_the_field(registry, image_paths, tmp_path):
