@@ -650,10 +650,11 @@ class Client:
         return DirectionResource.model_validate(response.json())
 
     def upload_direction(
-        self, path: str | Path, model: str, space: str = "embedding", name: str | None = None
+        self, path: str | Path, model: str | None = None, space: str = "embedding", name: str | None = None
     ) -> DirectionResource:
-        """POST /v1/directions (multipart): store a safetensors file's direction."""
-        form = {"model": model, "space": space, **({"name": name} if name else {})}
+        """POST /v1/directions (multipart): store a safetensors file's direction (on the service's default
+        model when `model` is None)."""
+        form = {"space": space, **({"model": model} if model else {}), **({"name": name} if name else {})}
         files = {"file": (Path(path).name, Path(path).read_bytes(), "application/octet-stream")}
         response = self._request("POST", "v1/directions", data=form, files=files)
         return DirectionResource.model_validate(response.json())

@@ -148,12 +148,13 @@ def test_a_direction_uploaded_with_the_cli_steers_a_job_on_the_worker(service: S
 
     save_file({"direction": torch.tensor([1.0, 0.0, 0.0, -1.0])}, tmp_path / "warm.safetensors")
     made = vsteer(
-        "directions", "upload", str(tmp_path / "warm.safetensors"), "--model", "tiny", "--space", "latent",
+        "directions", "upload", str(tmp_path / "warm.safetensors"), "--space", "latent",
         "--name", "warm", "--json", server=service,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     direction = json.loads(made.stdout)
     assert direction["dimension"] == 4 and direction["name"] == "warm"
+    assert direction["model"] == "tiny"  # no --model: the server's default model
     assert direction["id"] in vsteer("directions", "list", server=service).stdout
 
     with service.client() as client:

@@ -178,5 +178,12 @@ async def test_a_fit_or_a_vector_without_a_model_is_the_default_models(client, s
     stored = await client.post("/v1/directions", json={"vector": [1.0] * 32}, headers=AUTH_A)
     assert stored.status_code == 201, stored.text
     assert stored.json()["model"] == "tiny"
+    # a safetensors upload without `model` too
+    import torch
+    from safetensors.torch import save
+
+    files = {"file": ("d.safetensors", save({"direction": torch.ones(32)}), "application/octet-stream")}
+    uploaded = await client.post("/v1/directions", files=files, headers=AUTH_A)
+    assert uploaded.status_code == 201 and uploaded.json()["model"] == "tiny", uploaded.text
     # and the default model's widths still hold
     assert_problem(await client.post("/v1/directions", json={"vector": [1.0] * 31}, headers=AUTH_A), 422, "vector")

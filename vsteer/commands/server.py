@@ -377,7 +377,9 @@ def fit_on_server(
 
 def upload_direction(
     file: Annotated[Path, typer.Argument(help="A safetensors file with a `direction` tensor.")],
-    model: Annotated[str, typer.Option(help="The model whose space it lives in.")],
+    model: Annotated[
+        str | None, typer.Option(help="The model whose space it lives in (the server's default when left out).")
+    ] = None,
     space: Annotated[str, typer.Option(help="`embedding` or `latent`.")] = "embedding",
     name: Annotated[str | None, typer.Option(help="A name to find it by.")] = None,
     server: Server = None,
