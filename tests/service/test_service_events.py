@@ -268,9 +268,14 @@ def test_live_previews_arrive_as_events_without_ids_and_the_running_job_shows_th
         job_id = submit(client)
         store.mark_running(job_id)
         shown: list[dict | None] = []
+        # The previews are published once the stream has sent the job's state: one published before the
+        # stream reads the record is rightly superseded by the record's own (the latest), which would
+        # make the two previews below one.
+        state_sent = threading.Event()
 
         def work() -> None:
             wait_subscribed(sync_redis, job_id)
+            assert state_sent.wait(10)
             for step in (2, 4):
                 store.preview(job_id, LivePreview(step=step, total=4, image=f"data:image/jpeg;base64,AAA{step}"))
                 store.progress(job_id, "denoise", step, 4)
@@ -281,7 +286,10 @@ def test_live_previews_arrive_as_events_without_ids_and_the_running_job_shows_th
         worker.start()
         lines: list[str] = []
         with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=AUTH_A) as response:
-            lines = list(response.iter_lines())
+            for line in response.iter_lines():
+                lines.append(line)
+                if line == "" and any(seen.startswith("data:") for seen in lines):
+                    state_sent.set()  # the first event (the running state) is complete
         worker.join()
         final = client.get(f"/v1/jobs/{job_id}", headers=AUTH_A).json()
 
