@@ -17,7 +17,7 @@ import math
 import secrets
 import struct
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -102,6 +102,9 @@ def _validation_error(exc: ValidationError) -> RequestValidationError:
     return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)])
 
 
+_Body = TypeVar("_Body", DirectionCreate, DirectionFitRequest)
+
+
 class DirectionHandler:
     """The direction routes' one collaborator."""
 
@@ -144,8 +147,7 @@ class DirectionHandler:
 
     async def fit(self, tenant: str, body: DirectionFitRequest) -> DirectionFitResource:
         """Record the fit and queue it on its model's GPU queue, in one step, as a job is."""
-        body = body.model_copy(update={"model": body.model or self.settings.default_model})
-        assert body.model is not None
+        body = self.on_default_model(body)
         await check_fit(body, tenant, self.store, self.settings)
         if model_dimensions(self.settings, body.model) is None:
             message = f"the widths of model {body.model!r} are not configured (VSTEER_MODEL_DIMENSIONS)"
@@ -192,13 +194,16 @@ class DirectionHandler:
         (fit,) = await self.current([to_fit_resource(record, self.presign)], tenant)
         return fit, status_code
 
+    def on_default_model(self, body: _Body) -> _Body:
+        """The body with the service's default model where it names none, as a job's is."""
+        return body if body.model else body.model_copy(update={"model": self.settings.default_model})
+
     @property
     def presign(self) -> Presigner:
         return presigner(self.storage, self.settings)
 
     async def create(self, tenant: str, body: DirectionCreate) -> DirectionResource:
-        body = body.model_copy(update={"model": body.model or self.settings.default_model})
-        assert body.model is not None
+        body = self.on_default_model(body)
         # 1. it must fit the model's space
         if body.model not in self.settings.models:
             known = ", ".join(self.settings.models)

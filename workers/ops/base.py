@@ -23,6 +23,8 @@ import PIL.Image
 import torch
 
 from api_schemas import JobRequest
+from steering.conditioning import corpus_penalty
+from steering.interpolate import KnnPenalty
 from workers.directions import DirectionResolver
 from workers.pipeline import Conditioning, EncodedImage, Noise, SteerableVideoPipeline
 from workers.plan import JobPlan
@@ -70,27 +72,28 @@ class JobContext:
     base_noise: Noise
     video: VideoClip | None = None
     """The frames of the job's `video`, read at its size (None without one)."""
-    _corpus: tuple[torch.Tensor | None, dict[str, Any]] | None = field(default=None, repr=False)
+    _geodesic: tuple[KnnPenalty | None, dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
     def job(self) -> JobRequest:
         return self.plan.job
 
-    def corpus(self) -> tuple[torch.Tensor | None, dict[str, Any]]:
-        """The reference corpus a geodesic path keeps to, (N, D) or None, and what it was: the job's own
-        `corpus` images (each encoded once per loaded model, `EmbeddingCache`), else the model's
-        configured corpus, else none. A sweep asks once per clip; the job's images are read once."""
-        if self._corpus is None:
+    def geodesic_penalty(self) -> tuple[KnnPenalty | None, dict[str, Any]]:
+        """The manifold penalty a geodesic path keeps to (None: it falls back to slerp) and what corpus
+        it came from: the job's own `corpus` images (each encoded once per loaded model,
+        `EmbeddingCache`), else the model's configured corpus, else none. Made once per job: a sweep
+        asks once per clip."""
+        if self._geodesic is None:
             refs = self.job.corpus
             if refs:
                 images = [self.images[f"corpus[{i}]"] for i in range(len(refs))]
                 rows, fresh = self.pipe.embedding_cache.embeddings(self.pipe, images)
-                self._corpus = (rows, {"source": "job", "images": len(refs), "encoded": fresh})
+                about: dict[str, Any] = {"source": "job", "images": len(refs), "encoded": fresh}
             else:
                 rows = self.pipe.corpus_embeddings()
                 about = {"source": "model" if rows is not None else None, "images": 0 if rows is None else len(rows)}
-                self._corpus = (rows, about)
-        return self._corpus
+            self._geodesic = (corpus_penalty(rows), about)
+        return self._geodesic
 
     def reference_embeddings(self) -> list[torch.Tensor]:
         """CLIP embeddings (D,) of the job's reference images, in order."""

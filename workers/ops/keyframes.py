@@ -13,7 +13,7 @@ latents, it is slerp, and the report says so (its `corpus` entry says which corp
 from typing import Any
 
 from api_schemas import KeyframeInterpolation
-from steering.conditioning import corpus_penalty, interpolate_both
+from steering.conditioning import interpolate_both
 from workers.ops.base import ClipState, JobContext, Operation
 
 
@@ -29,9 +29,7 @@ class KeyframesOp(Operation):
             return
         penalty = None
         if method is KeyframeInterpolation.geodesic:
-            corpus, about = ctx.corpus()
-            penalty = corpus_penalty(corpus)
-            clip.report["corpus"] = about
+            penalty, clip.report["corpus"] = ctx.geodesic_penalty()
         cond.embeddings, cond.latents, report = interpolate_both(
             cond.key_embeddings,
             cond.key_latents,

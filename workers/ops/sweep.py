@@ -18,7 +18,7 @@ from typing import Any, Self
 import torch
 
 from api_schemas import Interpolation, Sweep, SweepTarget
-from steering.conditioning import corpus_penalty, interpolate_both
+from steering.conditioning import interpolate_both
 from steering.interpolate import interpolate_noise
 from workers.errors import JobInputError
 from workers.ops.base import ClipState, JobContext, Operation
@@ -80,9 +80,7 @@ class SweepOp(Operation):
         end = ctx.encoder.image(ctx.images["sweep.to"])
         penalty = None
         if method is Interpolation.geodesic:
-            corpus, about = ctx.corpus()
-            penalty = corpus_penalty(corpus)
-            clip.report["corpus"] = about
+            penalty, clip.report["corpus"] = ctx.geodesic_penalty()
         embedding, latent, report = interpolate_both(
             torch.stack([start[0], end.embedding]),
             torch.stack([start[1], end.latent]),

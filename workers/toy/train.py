@@ -167,10 +167,15 @@ def build_toy_pipeline(seed: int = 0) -> StableVideoDiffusionPipeline:
     return small_pipeline(unet, vae, small_image_encoder())
 
 
+def to_pixels(frames: np.ndarray) -> torch.Tensor:
+    """Frames (N, H, W, 3) uint8 as (N, 3, H, W) float in [-1, 1], the VAE's and CLIP input's range."""
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
 def clip_tensor(seed: int, **fixed: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """Clip `seed` as (F, 3, H, W) in [-1, 1], with its fps and motion bucket (`fixed` as in `clip_spec`)."""
     spec = clip_spec(seed, **fixed)
-    frames = torch.from_numpy(render(spec)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    frames = to_pixels(render(spec))
     return frames, {"fps": spec.fps, "motion_bucket_id": spec.motion_bucket_id}
 
 
@@ -266,16 +271,18 @@ def train_image_encoder(pipe: StableVideoDiffusionPipeline, config: TrainConfig,
     head = torch.nn.Linear(width, len(scene_targets(clip_spec(0))))
     both = torch.nn.ModuleDict({"encoder": encoder, "head": head})
     stepper = Stepper("encoder", both, config.encoder_lr, config.encoder_steps, log)
+    encoder.requires_grad_(True)
     encoder.train()
     base = 9_000_000 + config.seed * 1_000_003
     for step in range(config.encoder_steps):
         specs = [clip_spec(base + step * config.encoder_batch + k) for k in range(config.encoder_batch)]
         firsts = np.stack([render(replace(spec, num_frames=1))[0] for spec in specs])
-        frames = torch.from_numpy(firsts).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        frames = to_pixels(firsts)
         targets = torch.stack([scene_targets(spec) for spec in specs])
         embeddings = encoder(clip_input(pipe, frames)).image_embeds
         stepper(step, F.mse_loss(head(embeddings), targets))
     encoder.eval()
+    encoder.requires_grad_(False)
     return stepper.losses
 
 
@@ -375,9 +382,7 @@ def train_toy(out: Path, config: TrainConfig | None = None, log: Log = print) ->
     encoder_losses: list[float] = []
     if config.encoder_steps:
         started = time.perf_counter()
-        pipe.image_encoder.requires_grad_(True)
         encoder_losses = train_image_encoder(pipe, config, log)
-        pipe.image_encoder.requires_grad_(False)
         seconds["image_encoder"] = time.perf_counter() - started
 
     started = time.perf_counter()
