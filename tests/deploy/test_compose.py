@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,30 @@ def test_api_image_installs_no_torch():
     assert installs == ['    && pip install ".[api]" \\']
     # The build itself fails if torch became importable through a transitive dependency.
     assert "find_spec('torch') is not None" in dockerfile
+
+
+@needs_compose
+def test_compose_serves_the_trained_toy_model_that_the_worker_image_carries():
+    yaml = pytest.importorskip("yaml")
+
+    result = compose_config()
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    worker = services["worker"]
+    assert worker["environment"]["VSTEER_WORKER_MODELS"] == "toy"
+    assert worker["command"][worker["command"].index("-Q") + 1] == "gpu.toy"
+    assert services["api"]["environment"]["VSTEER_DEFAULT_MODEL"] == "toy"
+    # the image holds the weights where the package is told to find them
+    dockerfile = (ROOT / "deploy" / "Dockerfile.worker").read_text()
+    assert "COPY models/toy ./models/toy" in dockerfile and "WORKDIR /app" in dockerfile
+    assert "VSTEER_TOY_FOLDER=/app/models/toy" in dockerfile
+    assert (ROOT / "models" / "toy" / "model_index.json").is_file()
+
+
+def test_an_installed_package_finds_the_toy_model_where_the_environment_says(tmp_path):
+    code = "import workers.toy as t; print(t.TOY_FOLDER, t.toy_available())"
+    env = {"PATH": "/usr/bin:/bin", "VSTEER_TOY_FOLDER": str(tmp_path)}
+    told = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+    assert told.stdout.split() == [str(tmp_path), "False"]
+    default = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert default.stdout.split() == [str(ROOT / "models" / "toy"), "True"]

@@ -6,10 +6,12 @@ clip shows (where the shape is, what colour it is). The trained weights are kept
 Importing this package loads nothing heavy.
 """
 
+import os
 from pathlib import Path
 
 TOY = "toy"
-TOY_FOLDER = Path(__file__).resolve().parents[2] / "models" / "toy"
+# The checkout's `models/toy`; an installed package (the worker image) is told where the folder is.
+TOY_FOLDER = Path(os.environ.get("VSTEER_TOY_FOLDER") or Path(__file__).resolve().parents[2] / "models" / "toy")
 TOY_DEFAULTS = {"width": 64, "height": 64, "num_frames": 8}
 
 
