@@ -280,7 +280,8 @@ def models_train_toy(
     seed: Annotated[int, typer.Option(help="Seed of the weights, the data and the training order.")] = 0,
     plot: Annotated[Path | None, typer.Option(help="Write the loss curves to this PNG.")] = None,
     variant: Annotated[
-        str, typer.Option(help="shipped (models/toy's configuration) or colour_tokens (docs/toy-model.md).")
+        str,
+        typer.Option(help="shipped (models/toy's configuration), colour_tokens or colour_finish (docs/toy-model.md)."),
     ] = "shipped",
 ) -> None:
     """Train the toy SVD (the real architecture at 64x64 on synthetic shapes) and save_pretrained it to PATH."""

@@ -27,16 +27,25 @@ def test_a_trained_folder_runs_at_the_size_and_frames_it_was_trained_for(tmp_pat
     assert (spec.width, spec.height, spec.num_frames) == (64, 64, 8)
 
 
-def test_the_colour_tokens_variant_trains_the_image_encoder_and_is_deterministic_too(tmp_path):
-    folders = [
-        train_toy(tmp_path / name, TrainConfig.short(2, variant="colour_tokens"), log=lambda line: None).folder
-        for name in ("a", "b")
+@pytest.mark.parametrize("variant", ["colour_tokens", "colour_finish"])
+def test_the_variants_train_the_image_encoder_and_are_deterministic_too(tmp_path, variant):
+    config = TrainConfig.short(4, variant=variant)
+    runs = [train_toy(tmp_path / name, config, log=lambda line: None) for name in ("a", "b")]
+    assert weight_hash(runs[0].folder) == weight_hash(runs[1].folder)
+    assert len(runs[0].losses["unet"]) == config.unet_steps  # a colour-swapping phase, if any, is among them
+    shipped = train_toy(tmp_path / "shipped", TrainConfig.short(4), log=lambda line: None).folder
+    towers = [
+        StableVideoDiffusionPipeline.from_pretrained(f).image_encoder.state_dict() for f in (shipped, runs[0].folder)
     ]
-    assert weight_hash(folders[0]) == weight_hash(folders[1])
-    shipped = train_toy(tmp_path / "shipped", TrainConfig.short(2), log=lambda line: None).folder
-    towers = [StableVideoDiffusionPipeline.from_pretrained(f).image_encoder.state_dict() for f in (shipped, folders[0])]
-    # the shipped configuration keeps the random tower it starts from; the variant trains it
+    # the shipped configuration keeps the random tower it starts from; the variants train it
     moved = [name for name, value in towers[0].items() if not torch.equal(value, towers[1][name])]
     assert "visual_projection.weight" in moved
-    with pytest.raises(ValueError, match="colour_tokens"):
+
+
+def test_a_colour_finish_splits_the_unet_steps_and_an_unknown_variant_is_refused():
+    config = TrainConfig.variant("colour_finish")
+    assert 0 < config.colour_swap_steps < config.unet_steps and config.colour_swap > 0
+    assert TrainConfig.short(4, variant="colour_finish").colour_swap_steps == 2
+    assert TrainConfig.short(4).colour_swap_steps == 0
+    with pytest.raises(ValueError, match="colour_finish"):
         TrainConfig.variant("nope")
