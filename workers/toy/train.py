@@ -80,7 +80,7 @@ class TrainConfig:
     whole_lr: float = 2e-4
     decoder_steps: int = 300  # the temporal decoder alone, on whole clips of NUM_FRAMES frames: ~0.7 s a step
     decoder_lr: float = 1e-4
-    # The `colour_tokens` variant's settings (off in the shipped configuration: `docs/toy-model.md`).
+    # The variants' settings (off in the shipped configuration: `docs/toy-model.md`).
     decoder_still: int = 0  # every `decoder_still`-th decoder step is on a still clip (motion bucket 0)
     temporal_weight: float = 0.0
     decoder_first_weight: float = 0.0  # an extra reconstruction term on each clip's first frame
@@ -370,6 +370,7 @@ def _unet_phase(
     generator: torch.Generator,
     colour_swap: float,
 ) -> list[float]:
+    """`stepper.steps` UNet steps, `colour_swap` of their conditioning frames with shuffled colours."""
     for step in range(stepper.steps):
         index = torch.randint(len(pool.latents), (config.unet_batch,), generator=generator)
         x0 = pool.latents[index]  # (B, F, C, h, w), scaled
