@@ -19,8 +19,8 @@ from jobstate import dispatch
 from jobstate.operations import decode_hash
 from jobstate.queues import COMPOSE_COMPARISON_TASK, CPU_QUEUE
 from jobstate.records import JobRecord, StoredArtifact, _time_ordered_id
-from jobstate.redis_keys import ACTIVE_COMPARISONS, DISPATCH, comparison_record_key
-from jobstate.steps import Flow, Op, raw
+from jobstate.redis_keys import SHARDS, active_comparisons_key, comparison_record_key, dispatch_key, tenant_shard
+from jobstate.steps import Flow, Op, raw, text
 from jobstate.store import AsyncJobStore
 from jobstate.task_message import TaskMessage, task_message
 
@@ -118,7 +118,7 @@ def compose_task(comparison_id: str, tenant: str) -> TaskMessage:
 
 def put_comparison_op(record: ComparisonRecord, retain_s: int = 0) -> Op[None]:
     """Write a new comparison (its children's ids included, before they are created) and list it as
-    under way (`ACTIVE_COMPARISONS`), in one step. With `retain_s` > 0 the record expires that many
+    under way (its shard's `comparisons:active`), in one step. With `retain_s` > 0 the record expires that many
     seconds after the comparison ends (its composition finished, or it settled without one)."""
     children = json.dumps([{"model": c.model, "job_id": c.job_id} for c in record.children])
     fields = {
@@ -136,7 +136,7 @@ def put_comparison_op(record: ComparisonRecord, retain_s: int = 0) -> Op[None]:
     return Op(
         lambda raw: None,
         script="comparison_put",
-        keys=(comparison_record_key(record.tenant, record.id), ACTIVE_COMPARISONS),
+        keys=(comparison_record_key(record.tenant, record.id), active_comparisons_key(tenant_shard(record.tenant))),
         args=(_member(record.tenant, record.id), *flat),
     )
 
@@ -145,14 +145,13 @@ def _member(tenant: str, comparison_id: str) -> str:
     return f"{tenant}/{comparison_id}"
 
 
-def active_comparisons_op() -> Op[list[tuple[str, str]]]:
-    """`(tenant, id)` of every comparison whose side-by-side may still have to be queued."""
-
-    def decode(raw: Any) -> list[tuple[str, str]]:
-        members = [m.decode() if isinstance(m, bytes) else str(m) for m in raw or []]
-        return [(tenant, ident) for tenant, _, ident in (m.rpartition("/") for m in members)]
-
-    return Op(decode, command=("SMEMBERS", ACTIVE_COMPARISONS))
+def active_comparisons_op() -> Flow[list[tuple[str, str]]]:
+    """`(tenant, id)` of every comparison whose side-by-side may still have to be queued, over every shard."""
+    out: list[tuple[str, str]] = []
+    for shard in range(SHARDS):
+        members = [text(m) for m in (yield Op(raw, command=("SMEMBERS", active_comparisons_key(shard)))) or []]
+        out += [(tenant, ident) for tenant, _, ident in (m.rpartition("/") for m in members)]
+    return out
 
 
 def settled_op(tenant: str, comparison_id: str) -> Op[None]:
@@ -161,7 +160,7 @@ def settled_op(tenant: str, comparison_id: str) -> Op[None]:
     return Op(
         lambda raw: None,
         script="comparison_settled",
-        keys=(comparison_record_key(tenant, comparison_id), ACTIVE_COMPARISONS),
+        keys=(comparison_record_key(tenant, comparison_id), active_comparisons_key(tenant_shard(tenant))),
         args=(_member(tenant, comparison_id),),
     )
 
@@ -213,7 +212,7 @@ def compose_comparison_op(tenant: str, comparison_id: str, now: float | None = N
     key = comparison_record_key(tenant, comparison_id)
     t = time.time() if now is None else now
     args = (task.payload, task.list_key, repr(t))
-    queued = yield Op(raw, script="comparison_compose", keys=(key, DISPATCH), args=args)
+    queued = yield Op(raw, script="comparison_compose", keys=(key, dispatch_key(tenant_shard(tenant))), args=args)
     if not int(queued):
         return False
     yield from dispatch.push_new(key, task.list_key, task.payload)

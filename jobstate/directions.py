@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from api_schemas.directions import DirectionResource
-from jobstate.redis_keys import PREFIX, direction_record_key
+from jobstate.redis_keys import direction_index_key, direction_record_key
 from jobstate.steps import text
 
 if TYPE_CHECKING:
@@ -21,10 +21,6 @@ if TYPE_CHECKING:
 
     SyncClient = redis.Redis | redis.cluster.RedisCluster
     AsyncClient = aioredis.Redis | aiocluster.RedisCluster
-
-
-def direction_index_key(tenant: str) -> str:
-    return f"{PREFIX}directions:{tenant}"
 
 
 def put_directions(client: "SyncClient", tenant: str, resources: Iterable[DirectionResource]) -> None:

@@ -28,7 +28,7 @@ step 2.
 import json
 import time
 
-from jobstate.redis_keys import DISPATCH, KOMBU_UNACKED, KOMBU_UNACKED_INDEX
+from jobstate.redis_keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX, dispatch_key, shard_of_key
 from jobstate.steps import Flow, Op, raw, text
 
 # How long a record may be listed in `dispatch` before the reaper pushes its task itself: the steps
@@ -55,7 +55,7 @@ def requeue(record_key: str, queue: str, task: str) -> Flow[None]:
     """Steps 2 and 3 for a task that was queued before (a lost run, a recovered dispatch): to be next."""
     keys = (queue, KOMBU_UNACKED, KOMBU_UNACKED_INDEX)
     yield Op(raw, script="requeue_task", keys=keys, args=(task, delivery_tag(task)), broker=True)
-    yield Op(raw, command=("ZREM", DISPATCH, record_key))
+    yield Op(raw, command=("ZREM", undispatch_key(record_key), record_key))
 
 
 def drop_unacked(task: str) -> Flow[None]:
@@ -66,17 +66,23 @@ def drop_unacked(task: str) -> Flow[None]:
         yield Op(raw, script="drop_unacked", keys=(KOMBU_UNACKED, KOMBU_UNACKED_INDEX), args=(tag,), broker=True)
 
 
-def redispatch(now: float | None = None, grace_s: float = GRACE_S) -> Flow[int]:
-    """Push the task of every record listed in `dispatch` for longer than `grace_s` that still waits
-    for it (see above); returns how many it looked at."""
+def undispatch_key(record_key: str) -> str:
+    """The `dispatch` that lists a record: its shard's."""
+    return dispatch_key(shard_of_key(record_key))
+
+
+def redispatch(shard: int, now: float | None = None, grace_s: float = GRACE_S) -> Flow[int]:
+    """Push the task of every record listed in the shard's `dispatch` for longer than `grace_s` that
+    still waits for it (see above); returns how many it looked at."""
     t = time.time() if now is None else now
-    members = yield Op(raw, command=("ZRANGEBYSCORE", DISPATCH, "-inf", repr(t - grace_s), "LIMIT", 0, 100))
+    listed = dispatch_key(shard)
+    members = yield Op(raw, command=("ZRANGEBYSCORE", listed, "-inf", repr(t - grace_s), "LIMIT", 0, 100))
     for member in members or []:
         key = text(member)
-        fields = yield Op(raw, script="dispatch_check", keys=(key, DISPATCH))
+        fields = yield Op(raw, script="dispatch_check", keys=(key, listed))
         if fields:
             yield from requeue(key, text(fields[1]), text(fields[0]))
     return len(members or [])
 
 
-__all__ = ["GRACE_S", "delivery_tag", "drop_unacked", "push_new", "redispatch", "requeue"]
+__all__ = ["GRACE_S", "delivery_tag", "drop_unacked", "push_new", "redispatch", "requeue", "undispatch_key"]

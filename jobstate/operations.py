@@ -20,25 +20,28 @@ from jobstate import dispatch
 from jobstate.errors import IdempotencyConflict, RateLimited, TooManyActiveJobs
 from jobstate.records import AnchorRecord, AnchorVersion, AssetRecord, JobRecord, StoredResult
 from jobstate.redis_keys import (
-    DISPATCH,
-    NO_KEY,
-    RUNNING_JOBS,
-    STATUS_STATS,
+    SHARDS,
     STEP_BUCKETS,
     anchor_index,
     anchor_record_key,
     asset_index,
     asset_record_key,
     bucket_name,
+    dispatch_key,
     duration_stats,
     gpu_memory_key,
     idempotency_key,
     job_record_key,
+    job_shard,
     lease_key,
     model_running_key,
+    no_key,
     rate_limit_key,
+    running_jobs_key,
+    status_stats_key,
     step_stats,
     tenant_index,
+    tenant_shard,
     warm_key,
 )
 from jobstate.steps import Flow, Op, raw, text
@@ -148,17 +151,25 @@ class Reaped:
 T = TypeVar("T")
 
 
+def _tenant_index(job_id: str, tenant: str, status: JobStatus | None = None) -> str:
+    """The tenant's index; for a job that does not exist (tenant '') a stand-in in the job's shard, so that
+    the script's keys still share a slot: it answers 'missing' (or 'retry') before touching an index."""
+    return tenant_index(tenant, status) if tenant else no_key(job_shard(job_id))
+
+
 def job_keys(job_id: str, tenant: str, model: str) -> tuple[str, ...]:
-    """The keys a script that moves a job is given first (`jobstate.scripts.MOVE_KEYS`, in order)."""
+    """The keys a script that moves a job is given first (`jobstate.scripts.MOVE_KEYS`, in order): all
+    in the job's shard, which is its tenant's (`records.new_job_id`)."""
+    shard = job_shard(job_id)
     return (
         job_record_key(job_id),
         lease_key(job_id),
-        RUNNING_JOBS,
-        model_running_key(model),
-        STATUS_STATS,
-        *(tenant_index(tenant, s) for s in JobStatus),
-        *(duration_stats(s.value) for s in JobStatus if s.is_terminal()),
-        DISPATCH,
+        running_jobs_key(shard),
+        model_running_key(model, shard),
+        status_stats_key(shard),
+        *(_tenant_index(job_id, tenant, s) for s in JobStatus),
+        *(duration_stats(s.value, shard) for s in JobStatus if s.is_terminal()),
+        dispatch_key(shard),
     )
 
 
@@ -209,13 +220,19 @@ def create_op(
     then pushed onto the broker (`jobstate.dispatch`); a queue key of another type takes the job back
     and raises. With `rate`, the request first takes a token from that bucket, or raises
     `RateLimited`. With `retain_s` > 0 the record (and so its events) expires that many seconds after
-    the job reaches a terminal status."""
-    ikey, ivalue = NO_KEY, ""
+    the job reaches a terminal status. The job's id must name its tenant's shard (`records.new_job_id`):
+    the script writes the record and the tenant's indexes in one step, so they share a hash tag."""
+    shard = job_shard(job_id)
+    if shard != tenant_shard(tenant):
+        message = f"job id {job_id} names shard {shard}, not tenant {tenant!r}'s: make it with new_job_id(tenant)"
+        raise ValueError(message)
+    none = no_key(shard)
+    ikey, ivalue = none, ""
     if idempotency is not None:
         ikey = idempotency_key(tenant, idempotency[0])
         ivalue = json.dumps({"job_id": job_id, "body_hash": idempotency[1]})
     t = time.time() if now is None else now
-    bucket = rate_limit_key(rate.subject) if rate else NO_KEY
+    bucket = rate_limit_key(rate.subject, tenant) if rate else none
     keys = (*job_keys(job_id, tenant, model), ikey, bucket, tenant_index(tenant))
     args = (
         tenant,
@@ -238,7 +255,7 @@ def create_op(
         if idempotency is not None:
             held = yield Op(raw, command=("GET", ikey))
             prior = "" if held is None else json.loads(_str(held))["job_id"]
-        prior_key = job_record_key(prior) if prior else NO_KEY
+        prior_key = job_record_key(prior) if prior else none
         reply = yield Op(raw, script="create", keys=(*keys, prior_key), args=(*args, prior))
         outcome = _str(reply[0])
         if outcome != "retry":
@@ -262,7 +279,7 @@ def create_op(
             yield from dispatch.push_new(job_record_key(job_id), task.list_key, task.payload)
         except Exception:
             # the broker refused the task (its queue key holds another type): no job without its task
-            yield Op(raw, script="uncreate", keys=(*keys, NO_KEY), args=(tenant, job_id))
+            yield Op(raw, script="uncreate", keys=(*keys, none), args=(tenant, job_id))
             raise
     # What the script wrote, without reading the job (and its document) back.
     return Created(JobRecord.new(job_id, tenant, model, dict(request), created_at=t), created=True)
@@ -328,17 +345,26 @@ def reap_op(max_deliveries: int, now: float | None = None) -> Flow[list[Reaped]]
     """Queue again every running job whose worker was lost (see `jobstate.scripts._REAP_JOB`), after
     pushing the tasks a crashed process left in `dispatch` (`jobstate.dispatch.redispatch`).
 
-    1. read the running set; 2. one script finds the jobs whose lease expired; 3. per such job, one
-    script moves it and lists its task in `dispatch`; 4. the task goes back on its queue (the broker)."""
+    Per shard: 1. read its running set; 2. one script finds the jobs whose lease expired; 3. per such
+    job, one script moves it and lists its task in `dispatch`; 4. the task goes back on its queue (the
+    broker)."""
     if max_deliveries < 1:
         raise ValueError(f"max_deliveries must be at least 1, got {max_deliveries!r}")
     t = time.time() if now is None else now
-    yield from dispatch.redispatch(t)
-    ids = [_str(i) for i in (yield Op(raw, command=("SMEMBERS", RUNNING_JOBS))) or []]
+    out: list[Reaped] = []
+    for shard in range(SHARDS):
+        yield from dispatch.redispatch(shard, t)
+        out += yield from _reap_shard(shard, max_deliveries, t)
+    return out
+
+
+def _reap_shard(shard: int, max_deliveries: int, t: float) -> Flow[list[Reaped]]:
+    running = running_jobs_key(shard)
+    ids = [_str(i) for i in (yield Op(raw, command=("SMEMBERS", running))) or []]
     if not ids:
         return []
     pairs = [k for i in ids for k in (job_record_key(i), lease_key(i))]
-    found = yield Op(raw, script="reap_scan", keys=(RUNNING_JOBS, *pairs), args=ids)
+    found = yield Op(raw, script="reap_scan", keys=(running, *pairs), args=ids)
     out: list[Reaped] = []
     for row in found or []:
         job_id, tenant, model = _str(row[0]), _str(row[1]), _str(row[2])
@@ -379,14 +405,15 @@ def requeue_op(job_id: str, owner: str | None = None) -> Flow[Transition]:
     return transition_op(job_id, JobStatus.queued, (JobStatus.running.value,), owner=owner)
 
 
-def rate_limit_op(subject: str, rate_per_s: float, burst: int, cost: int = 1) -> Op[RateDecision]:
-    """Take `cost` tokens from `subject`'s bucket (refilled at `rate_per_s`, holding at most `burst`)."""
+def rate_limit_op(subject: str, tenant: str, rate_per_s: float, burst: int, cost: int = 1) -> Op[RateDecision]:
+    """Take `cost` tokens from `subject`'s bucket (refilled at `rate_per_s`, holding at most `burst`);
+    the bucket is in `tenant`'s shard, where a submission's create script takes its token."""
 
     def decode(raw: Any) -> RateDecision:
         allowed = int(raw[0]) == 1
         return RateDecision(allowed, 0.0 if allowed else int(raw[1]) / 1000)
 
-    return Op(decode, script="rate_limit", keys=(rate_limit_key(subject),), args=(rate_per_s, burst, cost))
+    return Op(decode, script="rate_limit", keys=(rate_limit_key(subject, tenant),), args=(rate_per_s, burst, cost))
 
 
 def request_cancel_op(job_id: str, now: float | None = None) -> Flow[tuple[str, JobRecord | None]]:
@@ -575,29 +602,40 @@ def warm_workers_op(model: str) -> Op[list[str]]:
     )
 
 
-def status_counts_op() -> Op[dict[str, int]]:
-    def decode(raw: Any) -> dict[str, int]:
-        h = decode_hash(raw)
-        return {s.value: int(h.get(s.value, "0")) for s in JobStatus}
+def _summed(keys: Sequence[str]) -> Flow[dict[str, float]]:
+    """Field-by-field sums of the hashes at `keys` (one per shard)."""
+    total: dict[str, float] = {}
+    for key in keys:
+        for field, value in decode_hash((yield Op(raw, command=("HGETALL", key)))).items():
+            total[field] = total.get(field, 0.0) + float(value)
+    return total
 
-    return Op(decode, command=("HGETALL", STATUS_STATS))
+
+def status_counts_op() -> Flow[dict[str, int]]:
+    """Jobs per status, over every shard."""
+    counts = yield from _summed([status_stats_key(shard) for shard in range(SHARDS)])
+    return {s.value: int(counts.get(s.value, 0)) for s in JobStatus}
 
 
-def duration_stats_op(status: str) -> Op[dict[str, float]]:
-    """`{"sum", "count", "le:<bound>"...}` of run times of jobs that ended in `status`."""
-    return Op(
-        lambda raw: {k: float(v) for k, v in decode_hash(raw).items()},
-        command=("HGETALL", duration_stats(status)),
-    )
+def duration_stats_op(status: str) -> Flow[dict[str, float]]:
+    """`{"sum", "count", "le:<bound>"...}` of run times of jobs that ended in `status`, over every shard."""
+    return (yield from _summed([duration_stats(status, shard) for shard in range(SHARDS)]))
 
 
 def queue_positions_op(job_ids: Sequence[str]) -> Flow[list[int | None]]:
     """Each job's place in its model's queue (0 = the next delivered); None where it is not waiting there:
     the jobs' fields from job state, then each queue's positions from the broker."""
-    fields = yield Op(raw, script="queue_fields", keys=tuple(job_record_key(j) for j in job_ids))
+    rows: list[Any] = [None] * len(job_ids)
+    by_shard: dict[int, list[int]] = {}
+    for i, job_id in enumerate(job_ids):
+        by_shard.setdefault(job_shard(job_id), []).append(i)
+    for places in by_shard.values():  # one script per shard: its keys share a slot
+        fields = yield Op(raw, script="queue_fields", keys=tuple(job_record_key(job_ids[i]) for i in places))
+        for i, row in zip(places, fields, strict=True):
+            rows[i] = row
     out: list[int | None] = [None] * len(job_ids)
     waiting: dict[str, list[tuple[int, str, str]]] = {}
-    for i, row in enumerate(fields):
+    for i, row in enumerate(rows):
         status, queue, task, ident = (_str(v) for v in row)
         if status == JobStatus.queued.value and queue and task:
             waiting.setdefault(queue, []).append((i, task, ident))
@@ -612,7 +650,7 @@ def queue_positions_op(job_ids: Sequence[str]) -> Flow[list[int | None]]:
 def delete_op(job_id: str) -> Flow[tuple[str, JobStatus | None]]:
     """Remove a finished job's record: `("deleted", status)`, `("active", status)` for a job still queued or
     running (left alone), or `("missing", None)`."""
-    reply = yield from _moving(job_id, "delete", (job_id,), extra=lambda tenant: (tenant_index(tenant),))
+    reply = yield from _moving(job_id, "delete", (job_id,), extra=lambda tenant: (_tenant_index(job_id, tenant),))
     outcome, status = _str(reply[0]), _str(reply[1])
     return outcome, JobStatus(status) if status else None
 
@@ -644,9 +682,12 @@ def gpu_memory_op(model: str, newer_than: float) -> Op[dict[str, int]]:
     return Op(decode, command=("HGETALL", gpu_memory_key(model)))
 
 
-def running_count_op(model: str) -> Op[int]:
-    """How many of the model's jobs are running (`model:<name>:running`)."""
-    return Op(lambda raw: int(raw or 0), command=("SCARD", model_running_key(model)))
+def running_count_op(model: str) -> Flow[int]:
+    """How many of the model's jobs are running (`model:<name>:running`, over every shard)."""
+    count = 0
+    for shard in range(SHARDS):
+        count += int((yield Op(raw, command=("SCARD", model_running_key(model, shard)))) or 0)
+    return count
 
 
 def queue_depth_op(queue: str) -> Op[int]:
@@ -654,10 +695,13 @@ def queue_depth_op(queue: str) -> Op[int]:
     return Op(lambda raw: int(raw or 0), command=("LLEN", queue))
 
 
-def running_jobs_op(model: str) -> Op[list[str]]:
-    """The ids of the model's running jobs (`model:<name>:running`, kept by every move into and out of
-    `running`); its size plus the model's queue length is what its workers have to do."""
-    return Op(lambda raw: sorted(_str(j) for j in raw or []), command=("SMEMBERS", model_running_key(model)))
+def running_jobs_op(model: str) -> Flow[list[str]]:
+    """The ids of the model's running jobs (`model:<name>:running` in every shard, kept by every move
+    into and out of `running`); their number plus the model's queue length is what its workers have to do."""
+    ids: list[str] = []
+    for shard in range(SHARDS):
+        ids += [_str(j) for j in (yield Op(raw, command=("SMEMBERS", model_running_key(model, shard)))) or []]
+    return sorted(ids)
 
 
 def ping_op() -> Op[bool]:

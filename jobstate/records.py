@@ -19,6 +19,7 @@ from api_schemas import Artifact, JobRequest, JobResource, JobResult, JobStatus,
 from api_schemas.artifacts import ARTIFACTS, LISTED_ARTIFACTS, SINGLE_ARTIFACTS, split_artifact_name
 from api_schemas.directions import FIT_KIND, DirectionFitRequest, DirectionFitResource, DirectionResource, FitUrls
 from api_schemas.resources import JobUrls
+from jobstate.redis_keys import SHARDS, tenant_shard
 
 JOB_ID_PATTERN = r"^job_[0-9a-f]{28}$"
 ASSET_ID_PATTERN = r"^ast_[0-9a-f]{28}$"
@@ -31,8 +32,12 @@ def _time_ordered_id(prefix: str, now: float | None = None) -> str:
     return f"{prefix}_{ms:012x}{secrets.token_hex(8)}"
 
 
-def new_job_id(now: float | None = None) -> str:
-    return _time_ordered_id("job", now)
+def new_job_id(tenant: str, now: float | None = None) -> str:
+    """A new id for one of `tenant`'s jobs: its last hex digit names the tenant's shard of job state
+    (`redis_keys.job_shard`), so the job's keys and the tenant's share a hash tag."""
+    ident = _time_ordered_id("job", now)
+    digit = tenant_shard(tenant) + SHARDS * secrets.randbelow(16 // SHARDS)
+    return f"{ident[:-1]}{digit:x}"
 
 
 def new_asset_id(now: float | None = None) -> str:

@@ -4,7 +4,8 @@
 A script checks the current status and writes in one step, so a redelivered task and a concurrent
 cancel cannot race. Every key a script touches comes in `KEYS` (none is built inside from a prefix or
 read from a record), and a script's keys share one Redis Cluster hash slot (`jobstate.redis_keys`):
-job state under `{vsteer}`, a tenant's library under its own tag. A script that needs a key named
+a job's keys and its tenant's under their shard's tag (`{vsteer:<n>}`), with that shard's running
+sets, counters and `dispatch`; a tenant's library under its own tag. A script that needs a key named
 after something in the record (the tenant's indexes, the model's running set) is given the keys the
 caller built from a read of the record before (`operations.job_keys`: a job's tenant and model never
 change), and checks that the record still names that tenant.
@@ -14,7 +15,7 @@ Scripts that move a job get the same first `KEYS` (`MOVE_KEYS`, below); the othe
 The broker's scripts touch kombu's keys only, on the broker (`jobstate.dispatch`).
 """
 
-from jobstate.redis_keys import DURATION_BUCKETS, NO_KEY, bucket_name
+from jobstate.redis_keys import DURATION_BUCKETS, bucket_name
 
 # The first KEYS of every script that moves a job (`operations.job_keys` builds them in this order).
 MOVE_KEYS = (
@@ -38,6 +39,10 @@ _LUA_COMMON = """
 local K = {job = KEYS[1], lease = KEYS[2], running = KEYS[3], model_running = KEYS[4], stats = KEYS[5],
   index = {queued = KEYS[6], running = KEYS[7], succeeded = KEYS[8], failed = KEYS[9], canceled = KEYS[10]},
   duration = {succeeded = KEYS[11], failed = KEYS[12], canceled = KEYS[13]}, dispatch = KEYS[14]}
+-- A key the caller gave in place of none (`redis_keys.no_key`: its shard's tag, then `none`).
+local function given(k)
+  return string.sub(k, -6) ~= '}:none'
+end
 local function is_terminal(s)
   return s == 'succeeded' or s == 'failed' or s == 'canceled'
 end
@@ -130,9 +135,9 @@ local function take_token(bucket, rate, burst, cost)
 end
 """
 
-# KEYS: MOVE_KEYS, then the idempotency key, the rate-limit bucket (`NO_KEY` for none of either), the
+# KEYS: MOVE_KEYS, then the idempotency key, the rate-limit bucket (`redis_keys.no_key` for none of either), the
 #       tenant's index of all its jobs, and the record of the job the idempotency key named when the
-#       caller read it (`NO_KEY` when it named none).
+#       caller read it (`no_key` when it named none).
 # ARGV: tenant, id, model, request, now, idem value, idem ttl, most active jobs per tenant (0: no cap),
 #       task message ('' for none), its queue, bucket's rate, bucket's burst, seconds the record is kept
 #       after the job ends (0: kept), the job id the caller read from the idempotency key ('' for none)
@@ -153,12 +158,12 @@ if redis.call('EXISTS', jk) == 1 then
   end
   return {'exists', '', {}, 0}
 end
-if bk ~= '__NO_KEY__' then
+if given(bk) then
   -- the request's rate-limit token, taken first as for any request of the key
   local allowed, wait = take_token(bk, tonumber(ARGV[11]), tonumber(ARGV[12]), 1)
   if allowed == 0 then return {'rate_limited', wait, {}, 0} end
 end
-if ik ~= '__NO_KEY__' then
+if given(ik) then
   local existing = redis.call('GET', ik)
   if existing then
     local prior = cjson.decode(existing)
@@ -186,9 +191,9 @@ if tonumber(ARGV[13]) > 0 then redis.call('HSET', jk, 'retain_s', ARGV[13]) end
 redis.call('ZADD', all, 0, id)
 redis.call('ZADD', K.index.queued, 0, id)
 redis.call('HINCRBY', K.stats, 'queued', 1)
-if ik ~= '__NO_KEY__' then redis.call('SET', ik, ARGV[6], 'EX', tonumber(ARGV[7])) end
+if given(ik) then redis.call('SET', ik, ARGV[6], 'EX', tonumber(ARGV[7])) end
 return {'created', '', {}, pending}
-""".replace("__NO_KEY__", NO_KEY)
+"""
 )
 
 # KEYS: as _CREATE. ARGV: tenant, id. Takes back a job just created whose task the broker refused
@@ -203,13 +208,13 @@ redis.call('ZREM', all, id)
 redis.call('ZREM', K.index.queued, id)
 redis.call('HINCRBY', K.stats, 'queued', -1)
 redis.call('ZREM', K.dispatch, jk)
-if ik ~= '__NO_KEY__' then
+if given(ik) then
   local value = redis.call('GET', ik)
   if value and cjson.decode(value)['job_id'] == id then redis.call('DEL', ik) end
 end
 redis.call('DEL', jk)
 return 1
-""".replace("__NO_KEY__", NO_KEY)
+"""
 )
 
 # KEYS: MOVE_KEYS

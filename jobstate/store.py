@@ -40,9 +40,10 @@ import redis.asyncio as aioredis
 from api_schemas import JobStatus, LivePreview, Problem, Progress
 from jobstate import operations
 from jobstate.connections import async_client, sync_client
+from jobstate.dispatch import undispatch_key
 from jobstate.operations import AnchorPage, Created, Page, ProgressAck, RateDecision, Transition
 from jobstate.records import AnchorRecord, AnchorVersion, AssetRecord, JobRecord, StoredResult
-from jobstate.redis_keys import DISPATCH, events_channel
+from jobstate.redis_keys import events_channel
 from jobstate.scripts import BROKER_SCRIPTS, SAME_SERVER_SCRIPTS, SCRIPTS
 from jobstate.steps import Flow, Op
 
@@ -75,14 +76,14 @@ class JobStore:
 
     def _once(self, op: Op[T]) -> T:
         if op.undispatch is not None and op.script in self._same_server:
-            keys, args = [*op.keys, DISPATCH], [*op.args, op.undispatch]
+            keys, args = [*op.keys, undispatch_key(op.undispatch)], [*op.args, op.undispatch]
             return op.decode(self._same_server[op.script](keys=keys, args=args))
         if op.script is not None:
             raw = self._scripts[op.script](keys=list(op.keys), args=list(op.args))
         else:
             raw = (self.broker if op.broker else self.redis).execute_command(*op.command)
         if op.undispatch is not None:
-            self.redis.execute_command("ZREM", DISPATCH, op.undispatch)
+            self.redis.execute_command("ZREM", undispatch_key(op.undispatch), op.undispatch)
         return op.decode(raw)
 
     def run(self, op: Op[T] | Flow[T]) -> T:
@@ -241,14 +242,14 @@ class AsyncJobStore:
 
     async def _once(self, op: Op[T]) -> T:
         if op.undispatch is not None and op.script in self._same_server:
-            keys, args = [*op.keys, DISPATCH], [*op.args, op.undispatch]
+            keys, args = [*op.keys, undispatch_key(op.undispatch)], [*op.args, op.undispatch]
             return op.decode(await self._same_server[op.script](keys=keys, args=args))
         if op.script is not None:
             raw = await self._scripts[op.script](keys=list(op.keys), args=list(op.args))
         else:
             raw = await (self.broker if op.broker else self.redis).execute_command(*op.command)
         if op.undispatch is not None:
-            await self.redis.execute_command("ZREM", DISPATCH, op.undispatch)
+            await self.redis.execute_command("ZREM", undispatch_key(op.undispatch), op.undispatch)
         return op.decode(raw)
 
     async def run(self, op: Op[T] | Flow[T]) -> T:
@@ -323,9 +324,9 @@ class AsyncJobStore:
     async def fail_lost(self, job_id: str, error: Problem, worker: str) -> Transition:
         return await self.run(operations.fail_lost_op(job_id, error, worker))
 
-    async def take_token(self, subject: str, rate_per_s: float, burst: int) -> RateDecision:
-        """One request's token from `subject`'s bucket (see `operations.rate_limit_op`)."""
-        return await self.run(operations.rate_limit_op(subject, rate_per_s, burst))
+    async def take_token(self, subject: str, rate_per_s: float, burst: int, *, tenant: str) -> RateDecision:
+        """One request's token from `subject`'s bucket, in `tenant`'s shard (`operations.rate_limit_op`)."""
+        return await self.run(operations.rate_limit_op(subject, tenant, rate_per_s, burst))
 
     # assets, workers, stats
     async def put_asset(self, asset: AssetRecord) -> None:

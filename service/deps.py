@@ -119,7 +119,9 @@ async def check_rate(request: Request, key_digest: str) -> None:
     if bucket is None:
         return
     store: AsyncJobStore = request.app.state.store
-    decision = await store.take_token(bucket.subject, bucket.rate_per_s, bucket.burst)
+    # the bucket lives in the key's tenant's shard, where the create script also takes from it
+    tenant = request.app.state.tenants.get(key_digest, "")
+    decision = await store.take_token(bucket.subject, bucket.rate_per_s, bucket.burst, tenant=tenant)
     if not decision.allowed:
         remember_empty(request, key_digest, decision.retry_after_s)
         raise rate_limited(settings, decision.retry_after_s)

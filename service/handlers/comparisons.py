@@ -92,7 +92,7 @@ class ComparisonHandler:
             tenant=tenant,
             request={"models": body.models, "job": job.dump()},
             seed=seed,
-            children=[Child(model, new_job_id()) for model in body.models],
+            children=[Child(model, new_job_id(tenant)) for model in body.models],
             created_at=datetime.now(UTC),
         )
         await self.store.run(put_comparison_op(record, retain_s=self.settings.retention_days * 86400))

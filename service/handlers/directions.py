@@ -152,7 +152,7 @@ class DirectionHandler:
         if model_dimensions(self.settings, body.model) is None:
             message = f"the widths of model {body.model!r} are not configured (VSTEER_MODEL_DIMENSIONS)"
             raise invalid([FieldError(field="model", rule="known_dimensions", message=message)], TITLE)
-        job_id = new_job_id()
+        job_id = new_job_id(tenant)
         created = await self.store.create(
             job_id,
             tenant,

@@ -109,7 +109,7 @@ class JobHandler:
         does not queue again)."""
         idempotency = (idempotency_key, body_hash(document.dump())) if idempotency_key else None
         model = accepted.model or self.settings.default_model
-        job_id = new_job_id()
+        job_id = new_job_id(caller.tenant)
         try:
             return await self.store.create(
                 job_id,

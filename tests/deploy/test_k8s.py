@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from jobstate.queues import CPU_QUEUE, WEBHOOK_QUEUE, queue_for
-from jobstate.redis_keys import model_running_key
+from jobstate.redis_keys import SHARDS, model_running_key
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -213,9 +213,14 @@ def test_each_models_workers_consume_its_queue_and_keda_counts_its_queue_and_run
     triggers = {t["name"]: t for t in scaled["spec"]["triggers"]}
     assert {t["type"] for t in triggers.values()} == {"redis"}
     assert triggers["queued"]["metadata"]["listName"] == queue_for(model)
-    assert triggers["running"]["metadata"]["listName"] == model_running_key(model)
+    # the model's running jobs are counted in every shard of job state, each set once
+    running = [f"running{shard}" for shard in range(SHARDS)]
+    assert sorted(triggers) == sorted(["queued", *running])
+    for shard, name in enumerate(running):
+        assert triggers[name]["metadata"]["listName"] == model_running_key(model, shard)
     modifiers = scaled["spec"]["advanced"]["scalingModifiers"]
-    assert sorted(re.findall(r"\w+", modifiers["formula"])) == ["queued", "running"] and "+" in modifiers["formula"]
+    terms = [t.strip() for t in modifiers["formula"].split("+")]
+    assert sorted(terms) == sorted(["queued", *running])
     assert modifiers["target"] == "1" and scaled["spec"]["minReplicaCount"] == 0
     # 3. one GPU, the model cache, and probes on the heartbeat file the worker is told to touch
     spec = deployment["spec"]["template"]["spec"]

@@ -57,7 +57,7 @@ def deps_with(store, storage, run) -> WorkerDeps:
 
 
 def create(store: JobStore, request=REQUEST) -> str:
-    job_id = new_job_id()
+    job_id = new_job_id(TENANT)
     store.create(job_id, TENANT, "tiny", request)
     return job_id
 
@@ -304,6 +304,6 @@ def test_started_webhook_once_per_run_when_asked(store, storage):
 def test_unknown_or_foreign_jobs_are_dropped(store, storage):
     job_id = create(store)
     deps = deps_with(store, storage, fake_engine())
-    assert execute(new_job_id(), TENANT, deps) is None
+    assert execute(new_job_id(TENANT), TENANT, deps) is None
     assert execute(job_id, "someone-else", deps) is None
     assert store.get(TENANT, job_id).status is JobStatus.queued

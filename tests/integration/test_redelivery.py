@@ -46,7 +46,7 @@ def test_a_job_survives_its_worker_being_killed(tmp_path: Path, tiny_model_dir: 
             "VSTEER_WORKER_LOST_AFTER_S": "3",
         }
         store = JobStore.from_url(redis.url)
-        job_id = new_job_id()
+        job_id = new_job_id("acme")
         store.create(
             job_id,
             "acme",

@@ -42,7 +42,7 @@ from jobstate.directions import (
 from jobstate.errors import RateLimited, TooManyActiveJobs
 from jobstate.operations import RateLimit, create_op, running_jobs_op
 from jobstate.records import AnchorVersion, AssetRecord, StoredArtifact, StoredResult, new_asset_id, new_job_id
-from jobstate.redis_keys import KOMBU_UNACKED, asset_index, job_record_key
+from jobstate.redis_keys import KOMBU_UNACKED, SHARDS, asset_index, job_record_key, tenant_shard
 from jobstate.scripts import BROKER_SCRIPTS, SCRIPTS
 from jobstate.store import AsyncJobStore, JobStore, failure
 from jobstate.task_message import task_message
@@ -60,18 +60,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def count_scripts(store: JobStore | AsyncJobStore, seen: dict[str, set[int]]) -> None:
-    """Note each script the store runs and the slots of its keys."""
+    """Note each script the store runs and how many slots the keys of each of its calls hash to."""
     for name, script in list(store._scripts.items()):
 
         def counted(*, keys: list[str], args: list[Any], _name: str = name, _script: Any = script) -> Any:
-            seen.setdefault(_name, set()).update(key_slot(k.encode()) for k in keys)
+            seen.setdefault(_name, set()).add(len({key_slot(k.encode()) for k in keys}))
             return _script(keys=keys, args=args)
 
         store._scripts[name] = counted  # type: ignore[assignment]
 
 
 def submit(store: JobStore, tenant: str = "t1", **options: Any) -> str:
-    job_id = new_job_id()
+    job_id = new_job_id(tenant)
     task = task_message("vsteer.run_job.v1", {"job_id": job_id, "tenant": tenant}, QUEUE, task_id=job_id)
     assert store.create(job_id, tenant, "svd-xt", REQUEST, task=task, **options).created
     return job_id
@@ -98,22 +98,22 @@ def test_every_script_runs_on_a_three_node_cluster(cluster: Cluster, redis_url: 
     store.redis.flushall()
 
     # create: idempotency, the per-tenant cap and a rate limit, its task on the broker's queue
-    first = new_job_id()
+    first = new_job_id("t1")
     task = task_message("vsteer.run_job.v1", {"job_id": first, "tenant": "t1"}, QUEUE, task_id=first)
     rate = RateLimit("key-hash", rate_per_s=100, burst=100)
     made = store.create(first, "t1", "svd-xt", REQUEST, task=task, idempotency=("k1", "h1"), rate=rate, max_active=5)
     assert made.created
-    replay = store.create(new_job_id(), "t1", "svd-xt", REQUEST, task=task, idempotency=("k1", "h1"))
+    replay = store.create(new_job_id("t1"), "t1", "svd-xt", REQUEST, task=task, idempotency=("k1", "h1"))
     assert not replay.created and replay.record.id == first
     assert broker.llen(QUEUE) == 1
     with pytest.raises(RateLimited):
-        store.create(new_job_id(), "t1", "svd-xt", REQUEST, rate=RateLimit("slow", 1e-9, 1))
-        store.create(new_job_id(), "t1", "svd-xt", REQUEST, rate=RateLimit("slow", 1e-9, 1))
+        store.create(new_job_id("t1"), "t1", "svd-xt", REQUEST, rate=RateLimit("slow", 1e-9, 1))
+        store.create(new_job_id("t1"), "t1", "svd-xt", REQUEST, rate=RateLimit("slow", 1e-9, 1))
     with pytest.raises(TooManyActiveJobs):
-        store.create(new_job_id(), "t1", "svd-xt", REQUEST, max_active=1)
+        store.create(new_job_id("t1"), "t1", "svd-xt", REQUEST, max_active=1)
     # a queue key of another type on the broker takes the new job back
     broker.set("gpu.wrong", "x")
-    refused = new_job_id()
+    refused = new_job_id("t1")
     with pytest.raises(redis.ResponseError, match="holds a string"):
         store.create(refused, "t1", "m", {}, task=task_message("x", {}, "gpu.wrong", task_id=refused))
     assert store.get("t1", refused) is None
@@ -162,18 +162,24 @@ def test_every_script_runs_on_a_three_node_cluster(cluster: Cluster, redis_url: 
     assert store.mark_running(gone, "w6:6:ff", 0.05).applied
     time.sleep(0.1)
     assert store.request_cancel(gone)[0] == "canceled"
+    # a job that does not exist (no tenant to read): answered, not CROSSSLOT
+    missing = new_job_id("t1")
+    assert tenant_shard("t1") != tenant_shard("")
+    assert store.request_cancel(missing) == ("missing", None)
+    assert not store.mark_running(missing, "w7:7:aa").applied
+    assert not store.succeed(missing, StoredResult()).applied
 
     # a create whose process died before it pushed the task: the next reap pushes it
-    orphan = new_job_id()
+    orphan = new_job_id("t3")
     flow = create_op(orphan, "t3", "svd-xt", REQUEST, task=task_message("x", {"job_id": orphan}, "gpu.orphan"))
     step = next(flow)
     assert step.script == "create"
     store.run(step)  # step 1 only, then the process "dies"
     flow.close()
     assert broker.llen("gpu.orphan") == 0
-    store.run(dispatch.redispatch(now=time.time() + dispatch.GRACE_S + 1))
+    store.run(dispatch.redispatch(tenant_shard("t3"), now=time.time() + dispatch.GRACE_S + 1))
     assert broker.llen("gpu.orphan") == 1
-    assert store.run(dispatch.redispatch(now=time.time() + dispatch.GRACE_S + 1)) == 0
+    assert store.run(dispatch.redispatch(tenant_shard("t3"), now=time.time() + dispatch.GRACE_S + 1)) == 0
 
     broker.delete(QUEUE)
     waiting = submit(store)
@@ -182,7 +188,7 @@ def test_every_script_runs_on_a_three_node_cluster(cluster: Cluster, redis_url: 
     ours = set(SCRIPTS) | set(BROKER_SCRIPTS)
     assert set(seen) == ours, f"not run on the cluster: {sorted(ours - set(seen))}"
     for name in SCRIPTS:
-        assert len(seen[name]) == 1, f"{name}'s keys hash to several slots: {seen[name]}"
+        assert seen[name] == {1}, f"a call of {name} had keys in several slots: {seen[name]}"
 
 
 async def api_side(cluster: Cluster, redis_url: str, seen: dict[str, set[int]], done: str, waiting: str) -> None:
@@ -195,7 +201,8 @@ async def api_side(cluster: Cluster, redis_url: str, seen: dict[str, set[int]], 
         assert (await store.list_jobs("t1", status=JobStatus.failed)).records[0].id == done
         assert await store.queue_positions([waiting, done]) == [0, None]
         assert await store.delete(done) == ("deleted", JobStatus.failed)
-        assert (await store.take_token("api-key", rate_per_s=10, burst=2)).allowed
+        assert await store.delete(new_job_id("t1")) == ("missing", None)  # no tenant to read: still one slot
+        assert (await store.take_token("api-key", rate_per_s=10, burst=2, tenant="t1")).allowed
 
         # events go through the cluster's pub/sub
         with anyio.fail_after(10):
@@ -227,7 +234,7 @@ async def api_side(cluster: Cluster, redis_url: str, seen: dict[str, set[int]], 
         assert await store.delete_anchor("t1", "anc_1")
 
         # a comparison: written, its composition queued once on the CPU queue, finished; another canceled
-        children = [Child("svd-xt", new_job_id())]
+        children = [Child("svd-xt", new_job_id("t1"))]
         record = ComparisonRecord(new_comparison_id(), "t1", {"a": 1}, 7, children, now)
         await store.run(put_comparison_op(record, retain_s=60))
         assert await store.run(active_comparisons_op()) == [("t1", record.id)]
@@ -256,7 +263,20 @@ async def api_side(cluster: Cluster, redis_url: str, seen: dict[str, set[int]], 
         await store.aclose()
 
 
-def test_job_keys_stay_on_one_slot_and_tenants_spread() -> None:
-    slots = {key_slot(job_record_key(new_job_id()).encode()) for _ in range(20)}
-    assert len(slots) == 1
-    assert len({key_slot(asset_index(f"tenant-{i}").encode()) for i in range(20)}) > 10
+def test_tenants_spread_over_the_clusters_primaries(cluster: Cluster) -> None:
+    """Job state is not one slot: the tenants' jobs land in every shard, and the shards' slots are on
+    every primary of the cluster, as each tenant's library is."""
+    client = JobStore.from_url(cluster.url).redis
+    assert isinstance(client, redis.RedisCluster)
+    try:
+        owners = {}
+        for i in range(40):
+            tenant = f"tenant-{i}"
+            job_id = new_job_id(tenant)
+            slot = key_slot(job_record_key(job_id).encode())
+            owners[slot] = client.nodes_manager.get_node_from_slot(slot).name
+        assert len(owners) == SHARDS and len(set(owners.values())) == 3
+        libraries = {key_slot(asset_index(f"tenant-{i}").encode()) for i in range(20)}
+        assert len({client.nodes_manager.get_node_from_slot(s).name for s in libraries}) == 3
+    finally:
+        client.close()

@@ -10,11 +10,12 @@ from api_schemas import JobStatus
 from jobstate import dispatch
 from jobstate.operations import create_op, reap_op
 from jobstate.records import new_job_id
-from jobstate.redis_keys import DISPATCH, KOMBU_UNACKED, KOMBU_UNACKED_INDEX, job_record_key
+from jobstate.redis_keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX, dispatch_key, job_record_key, tenant_shard
 from jobstate.store import JobStore
 from jobstate.task_message import task_message
 
 QUEUE = "gpu.svd-xt"
+SHARD = tenant_shard("t1")  # the tests' jobs are t1's
 
 
 def later() -> float:
@@ -30,30 +31,30 @@ def first_step_only(store: JobStore, flow) -> None:  # type: ignore[no-untyped-d
 
 def test_a_create_that_died_before_its_push_is_pushed_by_the_next_scan(store: JobStore, redis_url: str) -> None:
     r = redis.Redis.from_url(redis_url)
-    job_id = new_job_id()
+    job_id = new_job_id("t1")
     task = task_message("vsteer.run_job.v1", {"job_id": job_id, "tenant": "t1"}, QUEUE, task_id=job_id)
     first_step_only(store, create_op(job_id, "t1", "svd-xt", {}, task=task))
     assert store.get("t1", job_id).status is JobStatus.queued and r.llen(QUEUE) == 0
-    assert store.run(dispatch.redispatch()) == 0  # not before the grace: a live create is still pushing
-    assert store.run(dispatch.redispatch(now=later())) == 1
+    assert store.run(dispatch.redispatch(SHARD)) == 0  # not before the grace: a live create is still pushing
+    assert store.run(dispatch.redispatch(SHARD, now=later())) == 1
     assert [m.decode() for m in r.lrange(QUEUE, 0, -1)] == [task.payload]
-    assert r.zcard(DISPATCH) == 0
-    assert store.run(dispatch.redispatch(now=later())) == 0
+    assert r.zcard(dispatch_key(SHARD)) == 0
+    assert store.run(dispatch.redispatch(SHARD, now=later())) == 0
 
 
 def test_a_push_whose_last_step_was_lost_is_not_pushed_again(store: JobStore, redis_url: str) -> None:
     r = redis.Redis.from_url(redis_url)
-    job_id = new_job_id()
+    job_id = new_job_id("t1")
     task = task_message("vsteer.run_job.v1", {"job_id": job_id, "tenant": "t1"}, QUEUE, task_id=job_id)
     assert store.create(job_id, "t1", "svd-xt", {}, task=task).created
-    r.zadd(DISPATCH, {job_record_key(job_id): time.time()})  # as if step 3 never ran
-    store.run(dispatch.redispatch(now=later()))
-    assert r.llen(QUEUE) == 1 and r.zcard(DISPATCH) == 0
+    r.zadd(dispatch_key(SHARD), {job_record_key(job_id): time.time()})  # as if step 3 never ran
+    store.run(dispatch.redispatch(SHARD, now=later()))
+    assert r.llen(QUEUE) == 1 and r.zcard(dispatch_key(SHARD)) == 0
 
 
 def test_a_requeue_that_died_before_its_push_comes_back_from_unacked(store: JobStore, redis_url: str) -> None:
     r = redis.Redis.from_url(redis_url)
-    job_id = new_job_id()
+    job_id = new_job_id("t1")
     task = task_message("vsteer.run_job.v1", {"job_id": job_id, "tenant": "t1"}, QUEUE, task_id=job_id)
     assert store.create(job_id, "t1", "svd-xt", {}, task=task).created
     message = r.rpop(QUEUE).decode()
@@ -65,13 +66,12 @@ def test_a_requeue_that_died_before_its_push_comes_back_from_unacked(store: JobS
     # the reaper's process dies after the job-state step (the job is queued again) and before the push
     flow = reap_op(3)
     step = next(flow)
-    for _ in range(3):  # redispatch's read, the running set, the scan
+    while step.script != "reap_job":  # per shard: redispatch's read, the running set, the scan
         step = flow.send(store.run(step))
-    assert step.script == "reap_job"
     store.run(step)
     flow.close()
     assert store.get("t1", job_id).status is JobStatus.queued and r.llen(QUEUE) == 0
-    store.run(dispatch.redispatch(now=later()))
+    store.run(dispatch.redispatch(SHARD, now=later()))
     assert [m.decode() for m in r.lrange(QUEUE, 0, -1)] == [message]
     assert r.hlen(KOMBU_UNACKED) == 0 and r.zcard(KOMBU_UNACKED_INDEX) == 0
 
@@ -90,11 +90,11 @@ def submissions(store: JobStore, r: redis.Redis) -> int:
     """Commands of a second create (the first loads the scripts), after which its task is queued and
     nothing is left in `dispatch`."""
     for _ in range(2):
-        job_id = new_job_id()
+        job_id = new_job_id("t1")
         task = task_message("vsteer.run_job.v1", {"job_id": job_id, "tenant": "t1"}, QUEUE, task_id=job_id)
         CountingRedis.sent = 0
         store.create(job_id, "t1", "svd-xt", {}, task=task)
-        assert r.lindex(QUEUE, 0).decode() == task.payload and r.zcard(DISPATCH) == 0
+        assert r.lindex(QUEUE, 0).decode() == task.payload and r.zcard(dispatch_key(SHARD)) == 0
     return CountingRedis.sent
 
 
@@ -111,7 +111,7 @@ def test_a_push_refused_on_one_redis_takes_the_job_back_and_leaves_nothing_liste
     r = redis.Redis.from_url(redis_url)
     r.set(QUEUE, "not a list")
     store = JobStore.from_url(redis_url)
-    job_id = new_job_id()
+    job_id = new_job_id("t1")
     task = task_message("vsteer.run_job.v1", {"job_id": job_id, "tenant": "t1"}, QUEUE, task_id=job_id)
     try:
         store.create(job_id, "t1", "svd-xt", {}, task=task)
@@ -119,4 +119,4 @@ def test_a_push_refused_on_one_redis_takes_the_job_back_and_leaves_nothing_liste
         assert "holds a string" in str(exc)
     else:
         raise AssertionError("the push onto a key of another type was not refused")
-    assert store.get("t1", job_id) is None and r.zcard(DISPATCH) == 0
+    assert store.get("t1", job_id) is None and r.zcard(dispatch_key(SHARD)) == 0

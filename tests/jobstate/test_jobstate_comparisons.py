@@ -18,11 +18,13 @@ from jobstate.comparisons import (
     settled_op,
 )
 from jobstate.queues import COMPOSE_COMPARISON_TASK, CPU_QUEUE
-from jobstate.records import StoredResult
-from jobstate.redis_keys import ACTIVE_COMPARISONS, comparison_record_key
+from jobstate.records import StoredResult, new_job_id
+from jobstate.redis_keys import active_comparisons_key, comparison_record_key, tenant_shard
 from jobstate.store import JobStore, failure
 
 TENANT = "acme"
+# the children's ids, in the tenant's shard as the API makes them
+JOB_A, JOB_B = new_job_id(TENANT), new_job_id(TENANT)
 
 
 def comparison(store: JobStore, ident: str = "cmp_0000000000000000000000000001", retain_s: int = 0) -> ComparisonRecord:
@@ -31,7 +33,7 @@ def comparison(store: JobStore, ident: str = "cmp_0000000000000000000000000001",
         tenant=TENANT,
         request={"models": ["a", "b"], "job": {"seed": 4}},
         seed=4,
-        children=[Child("a", "job_a"), Child("b", "job_b")],
+        children=[Child("a", JOB_A), Child("b", JOB_B)],
         created_at=datetime.now(UTC),
     )
     store.run(put_comparison_op(record, retain_s=retain_s))
@@ -80,18 +82,18 @@ def test_a_canceled_comparison_is_never_composed(store: JobStore):
 
 def test_the_status_follows_the_children(store: JobStore):
     record = comparison(store)
-    for job_id, model in (("job_a", "a"), ("job_b", "b")):
+    for job_id, model in ((JOB_A, "a"), (JOB_B, "b")):
         store.create(job_id, TENANT, model, {"seed": 4})
-    children = [store.get_any("job_a"), store.get_any("job_b")]
+    children = [store.get_any(JOB_A), store.get_any(JOB_B)]
     assert comparison_status(record, children) is JobStatus.queued
-    store.mark_running("job_a")
-    store.fail("job_a", failure("Out of memory", "too big"))
-    children = [store.get_any("job_a"), store.get_any("job_b")]
+    store.mark_running(JOB_A)
+    store.fail(JOB_A, failure("Out of memory", "too big"))
+    children = [store.get_any(JOB_A), store.get_any(JOB_B)]
     assert comparison_status(record, children) is JobStatus.running
     assert not composition_ready(record, children)
-    store.mark_running("job_b")
-    store.succeed("job_b", StoredResult())
-    children = [store.get_any("job_a"), store.get_any("job_b")]
+    store.mark_running(JOB_B)
+    store.succeed(JOB_B, StoredResult())
+    children = [store.get_any(JOB_A), store.get_any(JOB_B)]
     assert composition_ready(record, children)  # one succeeded: the side-by-side is made of it
     assert comparison_status(record, children) is JobStatus.running
     # every child failed: nothing to compose, the comparison failed
@@ -104,7 +106,9 @@ def test_a_finished_comparison_expires_after_the_retention(store: JobStore):
     key = comparison_record_key(TENANT, record.id)
     store.run(compose_comparison_op(TENANT, record.id))
     store.run(settled_op(TENANT, record.id))  # settled because its composition is queued: it still runs
-    assert store.redis.ttl(key) == -1 and not store.redis.sismember(ACTIVE_COMPARISONS, f"{TENANT}/{record.id}")
+    assert store.redis.ttl(key) == -1 and not store.redis.sismember(
+        active_comparisons_key(tenant_shard(TENANT)), f"{TENANT}/{record.id}"
+    )
     store.run(finish_comparison_op(TENANT, record.id, result={"table": []}))
     assert 3590 <= store.redis.ttl(key) <= 3600
 

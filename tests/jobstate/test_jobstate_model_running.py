@@ -15,7 +15,7 @@ from api_schemas import JobStatus, Problem
 from jobstate.operations import running_jobs_op
 from jobstate.reaper import reap_once
 from jobstate.records import StoredResult, new_job_id
-from jobstate.redis_keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX, model_running_key
+from jobstate.redis_keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX, lease_key, model_running_key, tenant_shard
 from jobstate.store import AsyncJobStore, JobStore
 from jobstate.task_message import task_message
 
@@ -28,7 +28,7 @@ def r(redis_url: str) -> redis.Redis:
 
 
 def submit(store: JobStore, model: str = "svd-xt") -> str:
-    job_id = new_job_id()
+    job_id = new_job_id("t1")
     task = task_message("vsteer.run_job.v1", {"job_id": job_id, "tenant": "t1"}, f"gpu.{model}", task_id=job_id)
     store.create(job_id, "t1", model, {"model": model, "image": "asset:abc", "seed": 1}, task=task)
     return job_id
@@ -45,7 +45,7 @@ def deliver(r: redis.Redis, model: str = "svd-xt") -> None:
 
 def expire(job_id: str, r: redis.Redis) -> None:
     deadline = time.monotonic() + 5
-    while r.exists(f"{{vsteer}}:job:{job_id}:lease"):
+    while r.exists(lease_key(job_id)):
         assert time.monotonic() < deadline
         time.sleep(0.02)
 
@@ -61,9 +61,10 @@ def problem() -> Problem:
 def test_the_key_is_a_set_that_the_autoscalers_redis_scaler_can_count(store: JobStore, r: redis.Redis):
     job_id = submit(store)
     store.mark_running(job_id, "w1:1:aa", 30)
-    key = model_running_key("svd-xt")
-    # KEDA's redis trigger counts a set with SCARD (and a list with LLEN): the key is read as is.
-    assert key == "{vsteer}:model:svd-xt:running"
+    key = model_running_key("svd-xt", tenant_shard("t1"))
+    # KEDA's redis trigger counts a set with SCARD (and a list with LLEN): the key is read as is, one
+    # trigger per shard (`deploy/k8s`), and the job is in its tenant's shard's set.
+    assert key == f"{{vsteer:{tenant_shard('t1')}}}:model:svd-xt:running"
     assert r.type(key) == b"set" and r.scard(key) == 1
 
 

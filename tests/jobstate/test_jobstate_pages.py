@@ -24,7 +24,7 @@ def test_pages_are_complete_ordered_and_stable(
     store = JobStore.from_url(redis_url)
     ids = []
     for i in range(initial):
-        ids.append(new_job_id(now=1_700_000_000 + i))
+        ids.append(new_job_id("t", now=1_700_000_000 + i))
         store.create(ids[-1], "t", "m", {})
     done = [ids[i] for i in sorted(finished) if i < len(ids)]
     for job_id in done:
@@ -39,7 +39,7 @@ def test_pages_are_complete_ordered_and_stable(
         seen += [r.id for r in page.records]
         # Newer jobs arriving between pages do not shift what the cursor points at.
         for _ in range(inserts[page_number] if page_number < len(inserts) else 0):
-            store.create(new_job_id(), "t", "m", {})
+            store.create(new_job_id("t"), "t", "m", {})
         cursor = page.next_cursor
         if cursor is None:
             break
@@ -64,7 +64,7 @@ def test_pages_are_full_past_expired_and_left_out_records(
     r = redis.Redis.from_url(redis_url)
     r.flushall()
     store = JobStore.from_url(redis_url)
-    ids = [new_job_id(now=1_700_000_000 + i) for i in range(total)]
+    ids = [new_job_id("t", now=1_700_000_000 + i) for i in range(total)]
     for i, job_id in enumerate(ids):
         store.create(job_id, "t", "m", {"hidden": i in left_out})
     for i in gone & set(range(total)):

@@ -10,7 +10,7 @@ REQUEST = {"model": "svd-xt", "image": "asset:abc", "seed": 1}
 
 
 def make_job(store: JobStore) -> str:
-    job_id = new_job_id()
+    job_id = new_job_id("t1")
     store.create(job_id, "t1", "svd-xt", REQUEST)
     return job_id
 

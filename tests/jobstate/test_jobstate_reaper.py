@@ -14,7 +14,7 @@ from api_schemas import JobStatus
 from jobstate.config import JobStateSettings
 from jobstate.reaper import reap_once
 from jobstate.records import StoredResult, new_job_id
-from jobstate.redis_keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX, RUNNING_JOBS
+from jobstate.redis_keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX, lease_key, running_jobs_key, tenant_shard
 from jobstate.store import AsyncJobStore, JobStore
 from jobstate.task_message import task_message
 
@@ -24,7 +24,7 @@ LEASE_S = 0.3
 
 
 def submit(store: JobStore) -> str:
-    job_id = new_job_id()
+    job_id = new_job_id("t1")
     task = task_message("vsteer.run_job.v1", {"job_id": job_id, "tenant": "t1"}, QUEUE, task_id=job_id)
     store.create(job_id, "t1", "svd-xt", REQUEST, task=task)
     return job_id
@@ -43,7 +43,7 @@ def deliver(r: redis.Redis) -> str:
 def expire(job_id: str, r: redis.Redis) -> None:
     """Wait until the job's lease is gone, as when its worker stopped renewing it."""
     deadline = time.monotonic() + 5
-    while r.exists(f"{{vsteer}}:job:{job_id}:lease"):
+    while r.exists(lease_key(job_id)):
         assert time.monotonic() < deadline
         time.sleep(0.02)
 
@@ -66,7 +66,7 @@ def test_a_lost_workers_job_goes_back_to_its_queue_once_with_its_own_message(sto
     assert record.status is JobStatus.queued and record.attempts == 1  # the lost run still counts
     assert [m.decode() for m in r.lrange(QUEUE, 0, -1)] == [message]
     assert r.hlen(KOMBU_UNACKED) == 0 and r.zcard(KOMBU_UNACKED_INDEX) == 0
-    assert r.scard(RUNNING_JOBS) == 0
+    assert r.scard(running_jobs_key(tenant_shard("t1"))) == 0
     assert store.list_jobs("t1", status=JobStatus.queued).records[0].id == job_id
     # a second scan, or a second reaper, finds nothing more to do
     assert store.reap(3) == []

@@ -10,7 +10,7 @@ DAY = 86400
 
 
 def make_job(store: JobStore, retain_s: int) -> str:
-    job_id = new_job_id()
+    job_id = new_job_id("t1")
     store.create(job_id, "t1", "svd-xt", REQUEST, retain_s=retain_s)
     return job_id
 

@@ -20,7 +20,7 @@ REQUEST = {"model": "svd-xt", "image": "asset:abc", "seed": 1}
 
 
 def make_job(store: JobStore, tenant: str = "t1", **kw) -> str:
-    job_id = new_job_id()
+    job_id = new_job_id(tenant)
     store.create(job_id, tenant, "svd-xt", REQUEST, **kw)
     return job_id
 
@@ -33,15 +33,15 @@ def test_create_and_get_is_tenant_scoped(store: JobStore) -> None:
     assert record.request == REQUEST
     assert record.started_at is None and record.progress is None
     assert store.get("t2", job_id) is None
-    assert store.get("t1", new_job_id()) is None
+    assert store.get("t1", new_job_id("t1")) is None
 
 
 def test_create_returns_the_record_it_wrote(store: JobStore) -> None:
-    job_id = new_job_id()
+    job_id = new_job_id("t1")
     created = store.create(job_id, "t1", "svd-xt", REQUEST, idempotency=("k", body_hash(REQUEST)))
     assert created.created
     assert created.record == store.get("t1", job_id)
-    replay = store.create(new_job_id(), "t1", "svd-xt", REQUEST, idempotency=("k", body_hash(REQUEST)))
+    replay = store.create(new_job_id("t1"), "t1", "svd-xt", REQUEST, idempotency=("k", body_hash(REQUEST)))
     assert replay.record == created.record and not replay.created
 
 
@@ -118,19 +118,21 @@ def test_cancel_queued_is_immediate_running_is_a_flag(store: JobStore) -> None:
     assert store.progress(running, "denoising", 1, 2).cancel_requested
     assert store.mark_canceled(running).applied
     assert store.request_cancel(running)[0] == "terminal"
-    assert store.request_cancel(new_job_id())[0] == "missing"
+    assert store.request_cancel(new_job_id("t1"))[0] == "missing"
 
 
 def test_idempotency_same_body_same_job_other_body_conflict(store: JobStore) -> None:
     h = body_hash(REQUEST)
-    first = store.create(new_job_id(), "t1", "svd-xt", REQUEST, idempotency=("key-1", h))
-    again = store.create(new_job_id(), "t1", "svd-xt", REQUEST, idempotency=("key-1", h))
+    first = store.create(new_job_id("t1"), "t1", "svd-xt", REQUEST, idempotency=("key-1", h))
+    again = store.create(new_job_id("t1"), "t1", "svd-xt", REQUEST, idempotency=("key-1", h))
     assert first.created and not again.created
     assert again.record.id == first.record.id
     with pytest.raises(IdempotencyConflict):
-        store.create(new_job_id(), "t1", "svd-xt", {**REQUEST, "seed": 2}, idempotency=("key-1", body_hash({"x": 1})))
+        store.create(
+            new_job_id("t1"), "t1", "svd-xt", {**REQUEST, "seed": 2}, idempotency=("key-1", body_hash({"x": 1}))
+        )
     # Keys are per tenant.
-    other = store.create(new_job_id(), "t2", "svd-xt", REQUEST, idempotency=("key-1", h))
+    other = store.create(new_job_id("t2"), "t2", "svd-xt", REQUEST, idempotency=("key-1", h))
     assert other.created and other.record.id != first.record.id
 
 
@@ -140,7 +142,7 @@ def test_idempotency_race_creates_one_job(store: JobStore) -> None:
 
     def submit(_: int) -> str:
         barrier.wait()
-        return store.create(new_job_id(), "t1", "svd-xt", REQUEST, idempotency=("race", h)).record.id
+        return store.create(new_job_id("t1"), "t1", "svd-xt", REQUEST, idempotency=("race", h)).record.id
 
     with ThreadPoolExecutor(8) as pool:
         ids = set(pool.map(submit, range(8)))
@@ -150,9 +152,9 @@ def test_idempotency_race_creates_one_job(store: JobStore) -> None:
 def test_list_newest_first_cursor_stable_under_inserts_and_status_filter(store: JobStore) -> None:
     ids = []
     for i in range(7):
-        ids.append(new_job_id(now=1_700_000_000 + i))
+        ids.append(new_job_id("t1", now=1_700_000_000 + i))
         store.create(ids[-1], "t1", "svd-xt", REQUEST)
-    store.create(new_job_id(), "t2", "svd-xt", REQUEST)
+    store.create(new_job_id("t2"), "t2", "svd-xt", REQUEST)
     page = store.list_jobs("t1", limit=3)
     assert [r.id for r in page.records] == ids[::-1][:3]
     assert page.next_cursor is not None

@@ -5,6 +5,7 @@ key builders of what one script touches hash to one slot (`redis.crc.key_slot`).
 """
 
 import re
+import zlib
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from redis.crc import key_slot
 
 from api_schemas import JobStatus
 from jobstate import redis_keys as k
-from jobstate.operations import job_keys
+from jobstate.operations import create_op, job_keys
+from jobstate.records import JOB_ID_PATTERN, new_job_id
 from jobstate.scripts import BROKER_SCRIPTS, MOVE_KEYS, SCRIPTS
 
 ALL = {**SCRIPTS, **BROKER_SCRIPTS}
@@ -68,16 +70,20 @@ def test_the_move_table_matches_the_keys_the_callers_build() -> None:
     source = SCRIPTS["transition"]
     table = re.search(r"local K = \{(.*?)dispatch = KEYS\[14\]\}", source, re.S)
     assert table is not None
-    assert len(job_keys("job_x", "t1", "m")) == len(MOVE_KEYS) == 14
-    keys = job_keys("job_x", "t1", "m")
-    assert keys[MOVE_KEYS.index("job")] == k.job_record_key("job_x")
-    assert keys[MOVE_KEYS.index("lease")] == k.lease_key("job_x")
-    assert keys[MOVE_KEYS.index("model_running")] == k.model_running_key("m")
+    job_id = new_job_id("t1")
+    shard = k.tenant_shard("t1")
+    assert len(job_keys(job_id, "t1", "m")) == len(MOVE_KEYS) == 14
+    keys = job_keys(job_id, "t1", "m")
+    assert keys[MOVE_KEYS.index("job")] == k.job_record_key(job_id)
+    assert keys[MOVE_KEYS.index("lease")] == k.lease_key(job_id)
+    assert keys[MOVE_KEYS.index("running")] == k.running_jobs_key(shard)
+    assert keys[MOVE_KEYS.index("model_running")] == k.model_running_key("m", shard)
+    assert keys[MOVE_KEYS.index("stats")] == k.status_stats_key(shard)
     for status in JobStatus:
         assert keys[MOVE_KEYS.index(f"index_{status.value}")] == k.tenant_index("t1", status)
     for status in ("succeeded", "failed", "canceled"):
-        assert keys[MOVE_KEYS.index(f"duration_{status}")] == k.duration_stats(status)
-    assert keys[MOVE_KEYS.index("dispatch")] == k.DISPATCH
+        assert keys[MOVE_KEYS.index(f"duration_{status}")] == k.duration_stats(status, shard)
+    assert keys[MOVE_KEYS.index("dispatch")] == k.dispatch_key(shard)
 
 
 def slots(*keys: str) -> set[int]:
@@ -85,23 +91,50 @@ def slots(*keys: str) -> set[int]:
 
 
 @pytest.mark.parametrize("tenant", ["t1", "acme-prod", "x}y", ""])
-def test_job_state_keys_share_one_slot(tenant: str) -> None:
+def test_what_one_step_of_a_tenants_jobs_touches_shares_one_slot(tenant: str) -> None:
+    shard = k.tenant_shard(tenant)
+    first, second = new_job_id(tenant), new_job_id(tenant)
     together = [
-        *job_keys("job_a", tenant, "svd-xt"),
-        *job_keys("job_b", "another", "svd"),
+        *job_keys(first, tenant, "svd-xt"),
+        *job_keys(second, tenant, "svd"),
         k.idempotency_key(tenant, "key"),
-        k.rate_limit_key("sha"),
+        k.rate_limit_key("sha", tenant),
         k.tenant_index(tenant),
-        k.NO_KEY,
-        k.RUNNING_JOBS,
-        k.ACTIVE_COMPARISONS,
+        k.no_key(shard),
+        k.active_comparisons_key(shard),
         k.comparison_record_key(tenant, "cmp_1"),
-        k.step_stats("svd-xt"),
-        k.warm_key("svd-xt"),
-        k.gpu_memory_key("svd-xt"),
         k.direction_record_key(tenant, "dir_1"),
+        k.direction_index_key(tenant),
     ]
     assert len(slots(*together)) == 1
+    assert k.job_shard(first) == k.shard_of_key(k.job_record_key(first)) == shard
+
+
+def test_tenants_jobs_spread_over_the_shards_and_each_shard_has_its_own_slot() -> None:
+    # every shard's keys hash to a slot of their own: a cluster spreads the shards over its primaries
+    assert len(slots(*(k.dispatch_key(shard) for shard in range(k.SHARDS)))) == k.SHARDS
+    # tenants are spread over all of them, as their jobs are (the id names its tenant's shard)
+    tenants = [f"tenant-{i}" for i in range(200)]
+    assert {k.tenant_shard(t) for t in tenants} == set(range(k.SHARDS))
+    assert len(slots(*(k.job_record_key(new_job_id(t)) for t in tenants))) == k.SHARDS
+    # what belongs to no tenant (one key per command) keeps the unsharded tag
+    assert len(slots(k.step_stats("svd-xt"), k.warm_key("svd-xt"), k.gpu_memory_key("svd-xt"))) == 1
+
+
+def test_a_job_whose_id_names_another_shard_is_refused_before_any_write() -> None:
+    other = next(t for t in (f"t{i}" for i in range(100)) if k.tenant_shard(t) != k.tenant_shard("t1"))
+    with pytest.raises(ValueError, match="new_job_id"):
+        next(create_op(new_job_id(other), "t1", "svd-xt", {}))
+
+
+def test_a_job_id_made_for_a_tenant_names_its_shard_whatever_its_random_part() -> None:
+    for tenant in ("t1", "acme-prod", ""):
+        ids = {new_job_id(tenant) for _ in range(64)}
+        assert len(ids) == 64 and {k.job_shard(i) for i in ids} == {k.tenant_shard(tenant)}
+        assert all(re.fullmatch(JOB_ID_PATTERN, i) for i in ids)
+    # the shard is read from the id alone, so it is the same in every process
+    assert k.job_shard("job_0000000000000000000000000009") == 9 % k.SHARDS
+    assert k.tenant_shard("t1") == zlib.crc32(b"t1") % k.SHARDS
 
 
 @pytest.mark.parametrize("tenant", ["t1", "acme-prod", "x}y"])

@@ -61,7 +61,7 @@ def test_jobs_queued_and_running_survive_a_primary_failover(group: SentinelGroup
     assert store.redis.connection_pool.get_master_address()[1] == group.primary_port
     jobs = []
     for _ in range(10):
-        job_id = new_job_id()
+        job_id = new_job_id("t1")
         task = task_message("vsteer.run_job.v1", {"job_id": job_id, "tenant": "t1"}, QUEUE, task_id=job_id)
         assert store.create(job_id, "t1", "svd-xt", {"seed": 1}, task=task).created
         jobs.append(job_id)

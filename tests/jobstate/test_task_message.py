@@ -75,19 +75,19 @@ def queued(redis_url: str, queue: str) -> list[dict]:
 
 
 def test_create_queues_the_task_once(store: JobStore, redis_url: str) -> None:
-    job_id = new_job_id()
+    job_id = new_job_id("t1")
     task = task_message("vsteer.example.v1", {"job_id": job_id, "tenant": "t1"}, "gpu.m", task_id=job_id)
     assert store.create(job_id, "t1", "m", {}, idempotency=("k", "h"), task=task).created
     # a replay of the same request returns the job and queues nothing more
-    again = store.create(new_job_id(), "t1", "m", {}, idempotency=("k", "h"), task=task)
+    again = store.create(new_job_id("t1"), "t1", "m", {}, idempotency=("k", "h"), task=task)
     assert not again.created and again.record.id == job_id
     (message,) = queued(redis_url, "gpu.m")
     assert message["headers"]["id"] == job_id
 
 
 def test_a_refused_job_queues_nothing(store: JobStore, redis_url: str) -> None:
-    store.create(new_job_id(), "t1", "m", {}, max_active=1)
-    refused = new_job_id()
+    store.create(new_job_id("t1"), "t1", "m", {}, max_active=1)
+    refused = new_job_id("t1")
     with pytest.raises(TooManyActiveJobs):
         store.create(refused, "t1", "m", {}, max_active=1, task=task_message("x", {}, "gpu.m", task_id=refused))
     assert queued(redis_url, "gpu.m") == []
@@ -96,7 +96,7 @@ def test_a_refused_job_queues_nothing(store: JobStore, redis_url: str) -> None:
 def test_a_retried_create_script_is_its_own_earlier_run(store: JobStore, redis_url: str) -> None:
     # A client that lost the reply and sent the same call again gets the job, not an error, and
     # neither a second task nor a second token is taken.
-    job_id = new_job_id()
+    job_id = new_job_id("t1")
     task = task_message("vsteer.example.v1", {"job_id": job_id, "tenant": "t1"}, "gpu.m", task_id=job_id)
     now = time.time()
 
@@ -106,24 +106,26 @@ def test_a_retried_create_script_is_its_own_earlier_run(store: JobStore, redis_u
     first, again = store.run(call()), store.run(call())
     assert first.created and again.created and again.record == first.record
     assert len(queued(redis_url, "gpu.m")) == 1
-    assert float(redis.Redis.from_url(redis_url).hget(rate_limit_key("key"), "tokens")) == pytest.approx(4, abs=0.01)
+    assert float(redis.Redis.from_url(redis_url).hget(rate_limit_key("key", "t1"), "tokens")) == pytest.approx(
+        4, abs=0.01
+    )
     # the same id from another call is still an error
     with pytest.raises(RuntimeError, match="already exists"):
-        store.create(job_id, "t2", "m", {})
+        store.create(job_id, "t1", "m", {})
 
 
 def test_a_queue_key_of_another_type_records_nothing(store: JobStore, redis_url: str) -> None:
     redis.Redis.from_url(redis_url).set("gpu.m", "not a list")
-    job_id = new_job_id()
+    job_id = new_job_id("t1")
     with pytest.raises(redis.ResponseError, match="holds a string"):
         store.create(job_id, "t1", "m", {}, task=task_message("x", {}, "gpu.m", task_id=job_id))
     assert store.get("t1", job_id) is None
 
 
 def test_a_wait_of_any_length_is_read(store: JobStore) -> None:
-    store.create(new_job_id(), "t1", "m", {}, rate=RateLimit("slow", rate_per_s=1e-12, burst=1))
+    store.create(new_job_id("t1"), "t1", "m", {}, rate=RateLimit("slow", rate_per_s=1e-12, burst=1))
     with pytest.raises(RateLimited) as caught:
-        store.create(new_job_id(), "t1", "m", {}, rate=RateLimit("slow", rate_per_s=1e-12, burst=1))
+        store.create(new_job_id("t1"), "t1", "m", {}, rate=RateLimit("slow", rate_per_s=1e-12, burst=1))
     assert caught.value.retry_after_s > 1e9
 
 

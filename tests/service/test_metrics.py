@@ -61,7 +61,7 @@ def test_two_api_processes_add_up_in_one_scrape(tmp_path: Path, redis_url: str) 
 @pytest.mark.anyio
 async def test_per_model_jobs_step_times_and_gpu_memory(client: httpx.AsyncClient, store: JobStore) -> None:
     def queued_job() -> str:
-        job_id = new_job_id()
+        job_id = new_job_id("tenant-a")
         task = task_message("vsteer.run_job.v1", {"job_id": job_id, "tenant": "tenant-a"}, "gpu.svd-xt", task_id=job_id)
         store.create(job_id, "tenant-a", "svd-xt", {"model": "svd-xt"}, task=task)
         return job_id

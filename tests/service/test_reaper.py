@@ -10,6 +10,7 @@ import redis
 
 from api_schemas import JobStatus
 from jobstate.records import JobRecord, Presign, new_job_id
+from jobstate.redis_keys import lease_key
 from jobstate.store import AsyncJobStore, JobStore
 from jobstate.task_message import task_message
 from service.reaper import Reaper
@@ -33,12 +34,12 @@ class Webhooks:
 
 def lost_job(store: JobStore, r: redis.Redis) -> str:
     """A running job whose worker died: its lease is gone."""
-    job_id = new_job_id()
+    job_id = new_job_id("tenant-a")
     task = task_message("vsteer.run_job.v1", {"job_id": job_id, "tenant": "tenant-a"}, "gpu.svd-xt", task_id=job_id)
     store.create(job_id, "tenant-a", "svd-xt", {"model": "svd-xt"}, task=task)
     r.rpop("gpu.svd-xt")  # taken by the worker
     store.mark_running(job_id, "gpu0@host:1:aa", 0.05)
-    while r.exists(f"{{vsteer}}:job:{job_id}:lease"):
+    while r.exists(lease_key(job_id)):
         time.sleep(0.01)
     return job_id
 

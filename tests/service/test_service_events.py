@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from jobstate.records import StoredArtifact, StoredResult, new_job_id
+from jobstate.redis_keys import events_channel
 from jobstate.store import JobStore
 from service.app import create_app
 from service.settings import Settings
@@ -46,7 +47,7 @@ def submit(client: httpx.Client) -> str:
 
 
 def wait_subscribed(r: redis.Redis, job_id: str) -> None:
-    channel = f"{{vsteer}}:job:{job_id}:events"
+    channel = events_channel(job_id)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         if dict(r.pubsub_numsub(channel)).get(channel.encode(), 0) > 0:
@@ -101,7 +102,7 @@ def test_late_subscriber_sees_the_final_state_and_others_get_404(api: ThreadedUv
         assert [(e, d["status"]) for e, d in events] == [("job", "canceled")]
         other = client.get(f"/v1/jobs/{job_id}/events", headers=AUTH_B)
         assert other.status_code == 404 and other.headers["content-type"] == "application/problem+json"
-        missing = client.get(f"/v1/jobs/{new_job_id()}/events", headers=AUTH_A)
+        missing = client.get(f"/v1/jobs/{new_job_id('tenant-a')}/events", headers=AUTH_A)
         assert missing.status_code == 404
 
 

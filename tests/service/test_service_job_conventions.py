@@ -13,6 +13,7 @@ import redis
 
 from api_schemas.resources import STAGE_SPANS, Progress
 from jobstate.records import StoredArtifact, StoredResult
+from jobstate.redis_keys import status_stats_key, tenant_shard
 from jobstate.store import JobStore, failure
 from service.app import create_app
 from service.openapi import openapi_document
@@ -123,7 +124,7 @@ async def test_delete_removes_a_finished_job_and_its_files(
     assert_problem(await client.get(f"/v1/jobs/{job['id']}", headers=AUTH_A), 404)
     assert_problem(await client.delete(f"/v1/jobs/{job['id']}", headers=AUTH_A), 404)
     assert (await client.get("/v1/jobs", headers=AUTH_A)).json()["items"] == []
-    assert sync_redis.hget("{vsteer}:stats:status", "succeeded") == b"0"  # the job counts no longer
+    assert sync_redis.hget(status_stats_key(tenant_shard("tenant-a")), "succeeded") == b"0"  # the job counts no longer
 
 
 async def test_delete_refuses_an_active_job_until_it_is_canceled(client: httpx.AsyncClient, store: JobStore) -> None:

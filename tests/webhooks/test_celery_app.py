@@ -39,7 +39,7 @@ def test_worker_retries_a_failing_receiver_with_the_same_webhook_id(
     worker = start_celery_worker("webhooks.celery_app", ["webhooks"], tmp_path / "worker.log", env=env)
     try:
         # As the GPU worker will do: finish the job, then enqueue its webhook by task name.
-        job_id = new_job_id()
+        job_id = new_job_id("t1")
         store.create(job_id, "t1", "svd-xt", {"image": "asset:a", "webhook": {"url": receiver.url}})
         store.mark_running(job_id)
         key = f"jobs/t1/{job_id}/video.mp4"

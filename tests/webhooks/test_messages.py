@@ -8,7 +8,7 @@ from webhooks.messages import job_webhook_message, progress_worth_sending
 
 
 def test_message_is_built_only_for_requested_terminal_events(store: JobStore) -> None:
-    job_id = new_job_id()
+    job_id = new_job_id("t1")
     request = {"image": "asset:a", "webhook": {"url": "https://example.com/h", "events": ["failed"]}}
     store.create(job_id, "t1", "svd-xt", request)
     store.mark_running(job_id)
@@ -34,28 +34,28 @@ def test_progress_messages_only_for_jobs_that_asked(store: JobStore) -> None:
 
     from api_schemas import Progress
 
-    job_id = new_job_id()
     for events, expected in [(["progress"], True), (["completed"], False)]:
+        job_id = new_job_id("t1")
         store.create(
-            job_id + str(expected),
+            job_id,
             "t1",
             "svd-xt",
             {"image": "a", "webhook": {"url": "https://e.com/h", "events": events}},
         )
-        record = store.mark_running(job_id + str(expected)).record
+        record = store.mark_running(job_id).record
         assert record is not None and job_webhook_message(record, str) is None  # no progress yet
         at = dataclasses.replace(record, progress=Progress(stage="denoise", step=3, total=10, fraction=0.3))
         message = job_webhook_message(at, str)
         assert (message is not None) is expected
         if message is not None:
-            assert message.msg_id == f"msg_{job_id}True_progress_denoise_3"
+            assert message.msg_id == f"msg_{job_id}_progress_denoise_3"
             body = json.loads(message.body)
             assert body["type"] == "job.progress" and body["data"]["progress"]["step"] == 3
 
 
 def test_succeeded_and_its_older_name_completed_ask_for_the_same_message(store: JobStore) -> None:
     for events, sent in [(["succeeded"], True), (["completed"], True), (["failed", "canceled"], False)]:
-        job_id = new_job_id()
+        job_id = new_job_id("t1")
         store.create(job_id, "t1", "svd-xt", {"image": "a", "webhook": {"url": "https://e.com/h", "events": events}})
         store.mark_running(job_id)
         record = store.succeed(job_id, StoredResult()).record
@@ -68,7 +68,7 @@ def test_succeeded_and_its_older_name_completed_ask_for_the_same_message(store: 
 
 def test_started_is_sent_for_a_run_that_has_just_started_when_asked(store: JobStore) -> None:
     for events, sent in [(["started"], True), (["progress", "completed"], False)]:
-        job_id = new_job_id()
+        job_id = new_job_id("t1")
         store.create(job_id, "t1", "svd-xt", {"image": "a", "webhook": {"url": "https://e.com/h", "events": events}})
         queued = store.get_any(job_id)
         assert queued is not None and job_webhook_message(queued, str) is None  # not while queued
