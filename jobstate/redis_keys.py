@@ -3,7 +3,8 @@
 Redis Cluster: a Lua script (`jobstate.scripts`) may only touch keys that hash to one slot, and it
 names every one of them in `KEYS`. A job's state change is one script over its record, its lease,
 its tenant's indexes, the running sets and the counters. So job state is split into `SHARDS` shards,
-each with its own hash tag, `{vsteer:<n>}:` (`shard_prefix`): a tenant's jobs, idempotency keys,
+each with its own hash tag, `{vsteer:<n><letters>}:` (`SHARD_TAGS`, `shard_prefix`; `{vsteer:<n>…}`
+below): a tenant's jobs, idempotency keys,
 comparisons, directions and rate-limit buckets are in the tenant's shard (`tenant_shard`, a CRC-32 of
 the tenant), and each shard keeps its own running sets, counters, histograms and `dispatch`. A job's
 id names its shard in its last hex digit (`records.new_job_id`, `job_shard`), so a worker or a reaper
@@ -16,7 +17,7 @@ kombu's keys (queue lists, `unacked`) are not ours and are not tagged: they live
 kombu needs to be one Redis (a primary, or a Sentinel-managed one), never a cluster; a step that
 writes to them is a second step after the job-state script (`jobstate.dispatch`).
 
-In each shard (prefix `{vsteer:<n>}:`):
+In each shard (prefix `{vsteer:<n>…}:`):
 
 - `job:<id>` hash: id, tenant, status, model, request (JSON), created_at / started_at / finished_at
   (epoch seconds), stage / step / total / updated_at (progress), result (JSON), error (JSON),
@@ -68,7 +69,7 @@ Not ours but read here: kombu's Redis transport keeps each delivered, not yet ac
 the hash `unacked` (delivery tag → `[message, exchange, routing key]`) and the sorted set
 `unacked_index` (delivery tag → when delivered); the reaper takes a dead worker's message from them.
 
-Key names changed when the shards came in (`{vsteer}:job:<id>` became `{vsteer:<n>}:job:<id>`);
+Key names changed when the shards came in (`{vsteer}:job:<id>` became `{vsteer:<n>…}:job:<id>`);
 records kept under the old names are not read, so a deployment drains its jobs before it upgrades.
 These are job-state records; the objects in storage have their own keys (`storage.keys`).
 """
@@ -79,11 +80,23 @@ import zlib
 
 from api_schemas import JobStatus
 
-# How many hash tags job state is spread over: `{vsteer:0}:` … `{vsteer:7}:`. A tenant's jobs and
-# everything they touch in one step share its shard's tag; a Redis Cluster places the shards' slots on
-# its primaries. Changing the number moves every tenant to another shard (records kept under the old
-# tags are not read), so it is fixed here, not a setting.
-SHARDS = 8
+# The hash tags job state is spread over, one per shard. A tenant's jobs and everything they touch in
+# one step share its shard's tag. The letters after each number put shard n's slot in the middle of
+# the n-th eighth of the 16,384 slots (CRC-16, `redis.crc.key_slot`), so a cluster whose slots are split
+# evenly among up to eight primaries (as `redis-cli --cluster create` splits them) holds job state on
+# every one of them. Changing a tag moves its tenants' records (those under the old tag are not read),
+# so the tags are fixed here, not a setting.
+SHARD_TAGS = (
+    "vsteer:0dr",
+    "vsteer:1a",
+    "vsteer:2ar",
+    "vsteer:3b",
+    "vsteer:4d",
+    "vsteer:5dc",
+    "vsteer:6c",
+    "vsteer:7ac",
+)
+SHARDS = len(SHARD_TAGS)
 # What belongs to no tenant and is written one key at a time (warm workers, GPU memory, step times).
 PREFIX = "{vsteer}:"
 # Upper bounds (seconds) of the job-duration histogram; `+Inf` is implied.
@@ -91,7 +104,7 @@ DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 360
 # Seconds per denoising step (a whole batch of clips through the UNet, guided or not).
 STEP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _HEX = "0123456789abcdef"
-_SHARD_TAG = re.compile(r"^\{vsteer:(\d+)\}:")
+_SHARD_TAG = re.compile(r"^\{(vsteer:\d[a-z]*)\}:")
 
 
 def bucket_name(le: float) -> str:
@@ -103,7 +116,7 @@ def shard_prefix(shard: int) -> str:
     """The prefix of one shard of job state, with its own hash tag."""
     if not 0 <= shard < SHARDS:
         raise ValueError(f"shard must be in 0..{SHARDS - 1}, got {shard!r}")
-    return f"{{vsteer:{shard}}}:"
+    return f"{{{SHARD_TAGS[shard]}}}:"
 
 
 def tenant_shard(tenant: str) -> int:
@@ -125,9 +138,9 @@ def job_shard(job_id: str) -> int:
 def shard_of_key(key: str) -> int:
     """The shard of a key made here (a record listed in `dispatch`)."""
     match = _SHARD_TAG.match(key)
-    if match is None:
+    if match is None or match.group(1) not in SHARD_TAGS:
         raise ValueError(f"{key!r} is not a key of a job-state shard")
-    return int(match.group(1))
+    return SHARD_TAGS.index(match.group(1))
 
 
 def job_record_key(job_id: str) -> str:

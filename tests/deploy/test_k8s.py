@@ -4,6 +4,7 @@ schemas (kubernetes-validate, unknown fields refused), KEDA's objects against KE
 workers consume the queue its jobs go to and KEDA counts that queue plus that model's running jobs,
 the probes read what the processes provide, every name a pod refers to exists."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from jobstate.config import JobStateSettings
 from jobstate.queues import CPU_QUEUE, WEBHOOK_QUEUE, queue_for
 from jobstate.redis_keys import SHARDS, model_running_key
 
@@ -132,7 +134,7 @@ def test_every_kustomization_renders_and_validates(folder: Path):
 
 
 def test_the_overlays_are_complete_installs():
-    assert {p.name for p in overlays()} >= {"example", "external-redis"}
+    assert {p.name for p in overlays()} >= {"example", "external-redis", "redis-cluster"}
     for overlay in overlays():
         kinds = {d["kind"] for d in render(overlay)}
         assert kinds >= {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ScaledObject"}
@@ -285,15 +287,40 @@ def test_an_install_refers_only_to_what_it_contains(overlay: Path):
     for workload in deployments:
         labels = workload["spec"]["template"]["metadata"]["labels"]
         assert any(b.items() <= labels.items() for b in budgets), workload["metadata"]["name"]
-    # every ScaledObject scales a Deployment of the install; KEDA reads the Redis the processes use
+    # every ScaledObject scales a Deployment of the install; KEDA reads the Redis the processes use: each
+    # model's queue where the broker is, its running jobs where job state is (a Redis Cluster's nodes for
+    # a cluster, trigger `redis-cluster`)
+    redis_url = data.get("VSTEER_REDIS_URL")
+    cluster = redis_url is not None and redis_url.startswith("redis+cluster://")
     for scaled in by_kind(docs, "ScaledObject"):
         assert ("Deployment", scaled["spec"]["scaleTargetRef"]["name"]) in names
+        queued, *running = scaled["spec"]["triggers"]
+        assert queued["name"] == "queued" and queued["type"] == "redis"
+        assert queued["metadata"]["addressFromEnv"] == "KEDA_REDIS_ADDRESS" and "KEDA_REDIS_ADDRESS" in data
+        for trigger in running:
+            if cluster:
+                assert trigger["type"] == "redis-cluster" and "addressFromEnv" not in trigger["metadata"]
+                assert trigger["metadata"]["addressesFromEnv"] in data
+            else:
+                assert trigger["type"] == "redis" and trigger["metadata"]["addressFromEnv"] == "KEDA_REDIS_ADDRESS"
         for trigger in scaled["spec"]["triggers"]:
-            assert trigger["metadata"]["addressFromEnv"] in data
             if "authenticationRef" in trigger:
                 assert ("TriggerAuthentication", trigger["authenticationRef"]["name"]) in names
-    redis_url = data.get("VSTEER_REDIS_URL")
-    if redis_url is not None:  # in the ConfigMap (in-cluster Redis), not in the Secret
+        # every trigger reaches Redis the same way (a password or TLS given to the queue's trigger and not
+        # to a shard's would leave that shard's running jobs uncounted)
+        ways = {(json.dumps(t.get("authenticationRef")), t["metadata"].get("enableTLS")) for t in (queued, *running)}
+        assert len(ways) == 1, ways
+        assert len({(t["type"], json.dumps(t["metadata"].get("addressesFromEnv"))) for t in running}) == 1
+    if cluster:
+        # job state on the cluster, the broker beside it; the settings accept the pair, and KEDA reads the
+        # same nodes and the same broker
+        assert redis_url is not None
+        settings = JobStateSettings(redis_url=redis_url, broker_url=data["VSTEER_BROKER_URL"])
+        nodes = urlsplit(settings.redis_url).netloc.split(",")
+        assert data[running[0]["metadata"]["addressesFromEnv"]].split(",") == nodes
+        broker = urlsplit(data["VSTEER_BROKER_URL"])
+        assert f"{broker.hostname}:{broker.port or 6379}" == data["KEDA_REDIS_ADDRESS"]
+    elif redis_url is not None:  # in the ConfigMap (in-cluster Redis), not in the Secret
         url = urlsplit(redis_url)
         assert f"{url.hostname}:{url.port or 6379}" == data["KEDA_REDIS_ADDRESS"]
         assert ("Service", url.hostname) in names

@@ -248,7 +248,7 @@ async def api_side(cluster: Cluster, redis_url: str, seen: dict[str, set[int]], 
         other = ComparisonRecord(new_comparison_id(), "t1", {"a": 2}, 7, children, now)
         await store.run(put_comparison_op(other))
         assert await store.run(cancel_comparison_op("t1", other.id))
-        # stored directions (a transaction, not a script): record and index share the `{vsteer}` slot
+        # stored directions (a transaction, not a script): record and index share the tenant's shard's slot
         direction = DirectionResource(
             id="dir_1", model="svd-xt", space="latent", dimension=4, method="upload", sha256="2" * 64, created_at=now
         )

@@ -15,7 +15,14 @@ from api_schemas import JobStatus, Problem
 from jobstate.operations import running_jobs_op
 from jobstate.reaper import reap_once
 from jobstate.records import StoredResult, new_job_id
-from jobstate.redis_keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX, lease_key, model_running_key, tenant_shard
+from jobstate.redis_keys import (
+    KOMBU_UNACKED,
+    KOMBU_UNACKED_INDEX,
+    SHARD_TAGS,
+    lease_key,
+    model_running_key,
+    tenant_shard,
+)
 from jobstate.store import AsyncJobStore, JobStore
 from jobstate.task_message import task_message
 
@@ -64,7 +71,7 @@ def test_the_key_is_a_set_that_the_autoscalers_redis_scaler_can_count(store: Job
     key = model_running_key("svd-xt", tenant_shard("t1"))
     # KEDA's redis trigger counts a set with SCARD (and a list with LLEN): the key is read as is, one
     # trigger per shard (`deploy/k8s`), and the job is in its tenant's shard's set.
-    assert key == f"{{vsteer:{tenant_shard('t1')}}}:model:svd-xt:running"
+    assert key == f"{{{SHARD_TAGS[tenant_shard('t1')]}}}:model:svd-xt:running"
     assert r.type(key) == b"set" and r.scard(key) == 1
 
 

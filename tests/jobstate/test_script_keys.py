@@ -111,8 +111,14 @@ def test_what_one_step_of_a_tenants_jobs_touches_shares_one_slot(tenant: str) ->
 
 
 def test_tenants_jobs_spread_over_the_shards_and_each_shard_has_its_own_slot() -> None:
-    # every shard's keys hash to a slot of their own: a cluster spreads the shards over its primaries
-    assert len(slots(*(k.dispatch_key(shard) for shard in range(k.SHARDS)))) == k.SHARDS
+    # every shard's keys hash to a slot of their own, shard n's in the n-th eighth of the slots: a cluster
+    # whose slots are split evenly among up to eight primaries holds job state on every one of them
+    shard_slots = [key_slot(k.dispatch_key(shard).encode()) for shard in range(k.SHARDS)]
+    assert [slot * k.SHARDS // 16384 for slot in shard_slots] == list(range(k.SHARDS))
+    for primaries in range(1, k.SHARDS + 1):
+        # `redis-cli --cluster create` gives primary i the slots from i * 16384 / primaries on
+        owners = {slot * primaries // 16384 for slot in shard_slots}
+        assert owners == set(range(primaries)), primaries
     # tenants are spread over all of them, as their jobs are (the id names its tenant's shard)
     tenants = [f"tenant-{i}" for i in range(200)]
     assert {k.tenant_shard(t) for t in tenants} == set(range(k.SHARDS))
