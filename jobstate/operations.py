@@ -222,6 +222,8 @@ def create_op(
     `RateLimited`. With `retain_s` > 0 the record (and so its events) expires that many seconds after
     the job reaches a terminal status. The job's id must name its tenant's shard (`records.new_job_id`):
     the script writes the record and the tenant's indexes in one step, so they share a hash tag."""
+    if not tenant:  # '' stands for "no record" in the keys of a move (`_tenant_index`)
+        raise ValueError(f"job {job_id} needs a tenant")
     shard = job_shard(job_id)
     if shard != tenant_shard(tenant):
         message = f"job id {job_id} names shard {shard}, not tenant {tenant!r}'s: make it with new_job_id(tenant)"

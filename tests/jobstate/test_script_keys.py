@@ -131,6 +131,8 @@ def test_a_job_whose_id_names_another_shard_is_refused_before_any_write() -> Non
     other = next(t for t in (f"t{i}" for i in range(100)) if k.tenant_shard(t) != k.tenant_shard("t1"))
     with pytest.raises(ValueError, match="new_job_id"):
         next(create_op(new_job_id(other), "t1", "svd-xt", {}))
+    with pytest.raises(ValueError, match="needs a tenant"):
+        next(create_op(new_job_id(""), "", "svd-xt", {}))
 
 
 def test_a_job_id_made_for_a_tenant_names_its_shard_whatever_its_random_part() -> None:
