@@ -16,10 +16,10 @@ from typing import Any
 
 from api_schemas import JobStatus, Problem
 from jobstate import dispatch
-from jobstate.operations import decode_hash
+from jobstate.operations import decode_hash, each_shard
 from jobstate.queues import COMPOSE_COMPARISON_TASK, CPU_QUEUE
 from jobstate.records import JobRecord, StoredArtifact, _time_ordered_id
-from jobstate.redis_keys import SHARDS, active_comparisons_key, comparison_record_key, dispatch_key, tenant_shard
+from jobstate.redis_keys import active_comparisons_key, comparison_record_key, dispatch_key, tenant_shard
 from jobstate.steps import Flow, Op, raw, text
 from jobstate.store import AsyncJobStore
 from jobstate.task_message import TaskMessage, task_message
@@ -147,11 +147,9 @@ def _member(tenant: str, comparison_id: str) -> str:
 
 def active_comparisons_op() -> Flow[list[tuple[str, str]]]:
     """`(tenant, id)` of every comparison whose side-by-side may still have to be queued, over every shard."""
-    out: list[tuple[str, str]] = []
-    for shard in range(SHARDS):
-        members = [text(m) for m in (yield Op(raw, command=("SMEMBERS", active_comparisons_key(shard)))) or []]
-        out += [(tenant, ident) for tenant, _, ident in (m.rpartition("/") for m in members)]
-    return out
+    replies = yield from each_shard("SMEMBERS", active_comparisons_key)
+    members = [text(m) for reply in replies for m in reply or []]
+    return [(tenant, ident) for tenant, _, ident in (m.rpartition("/") for m in members)]
 
 
 def settled_op(tenant: str, comparison_id: str) -> Op[None]:

@@ -604,24 +604,32 @@ def warm_workers_op(model: str) -> Op[list[str]]:
     )
 
 
-def _summed(keys: Sequence[str]) -> Flow[dict[str, float]]:
-    """Field-by-field sums of the hashes at `keys` (one per shard)."""
+def each_shard(command: str, key_of: Callable[[int], str]) -> Flow[list[Any]]:
+    """`command` on each shard's key (`key_of(shard)`): the raw replies, in shard order."""
+    replies = []
+    for shard in range(SHARDS):
+        replies.append((yield Op(raw, command=(command, key_of(shard)))))
+    return replies
+
+
+def _summed(key_of: Callable[[int], str]) -> Flow[dict[str, float]]:
+    """Field-by-field sums of each shard's hash at `key_of(shard)`."""
     total: dict[str, float] = {}
-    for key in keys:
-        for field, value in decode_hash((yield Op(raw, command=("HGETALL", key)))).items():
+    for reply in (yield from each_shard("HGETALL", key_of)):
+        for field, value in decode_hash(reply).items():
             total[field] = total.get(field, 0.0) + float(value)
     return total
 
 
 def status_counts_op() -> Flow[dict[str, int]]:
     """Jobs per status, over every shard."""
-    counts = yield from _summed([status_stats_key(shard) for shard in range(SHARDS)])
+    counts = yield from _summed(status_stats_key)
     return {s.value: int(counts.get(s.value, 0)) for s in JobStatus}
 
 
 def duration_stats_op(status: str) -> Flow[dict[str, float]]:
     """`{"sum", "count", "le:<bound>"...}` of run times of jobs that ended in `status`, over every shard."""
-    return (yield from _summed([duration_stats(status, shard) for shard in range(SHARDS)]))
+    return (yield from _summed(lambda shard: duration_stats(status, shard)))
 
 
 def queue_positions_op(job_ids: Sequence[str]) -> Flow[list[int | None]]:
@@ -686,10 +694,8 @@ def gpu_memory_op(model: str, newer_than: float) -> Op[dict[str, int]]:
 
 def running_count_op(model: str) -> Flow[int]:
     """How many of the model's jobs are running (`model:<name>:running`, over every shard)."""
-    count = 0
-    for shard in range(SHARDS):
-        count += int((yield Op(raw, command=("SCARD", model_running_key(model, shard)))) or 0)
-    return count
+    replies = yield from each_shard("SCARD", lambda shard: model_running_key(model, shard))
+    return sum(int(r or 0) for r in replies)
 
 
 def queue_depth_op(queue: str) -> Op[int]:
@@ -700,10 +706,8 @@ def queue_depth_op(queue: str) -> Op[int]:
 def running_jobs_op(model: str) -> Flow[list[str]]:
     """The ids of the model's running jobs (`model:<name>:running` in every shard, kept by every move
     into and out of `running`); their number plus the model's queue length is what its workers have to do."""
-    ids: list[str] = []
-    for shard in range(SHARDS):
-        ids += [_str(j) for j in (yield Op(raw, command=("SMEMBERS", model_running_key(model, shard)))) or []]
-    return sorted(ids)
+    replies = yield from each_shard("SMEMBERS", lambda shard: model_running_key(model, shard))
+    return sorted(_str(j) for members in replies for j in members or [])
 
 
 def ping_op() -> Op[bool]:

@@ -155,17 +155,17 @@ def events_channel(job_id: str) -> str:
     return f"{job_record_key(job_id)}:events"
 
 
-def _tenants(tenant: str) -> str:
+def _tenant_shard_prefix(tenant: str) -> str:
     return shard_prefix(tenant_shard(tenant))
 
 
 def tenant_index(tenant: str, status: JobStatus | None = None) -> str:
-    base = f"{_tenants(tenant)}tenant:{tenant}:jobs"
+    base = f"{_tenant_shard_prefix(tenant)}tenant:{tenant}:jobs"
     return base if status is None else f"{base}:{status.value}"
 
 
 def idempotency_key(tenant: str, key: str) -> str:
-    return f"{_tenants(tenant)}idem:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
+    return f"{_tenant_shard_prefix(tenant)}idem:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 def tenant_prefix(tenant: str) -> str:
@@ -186,11 +186,11 @@ def asset_index(tenant: str) -> str:
 
 
 def direction_record_key(tenant: str, direction_id: str) -> str:
-    return f"{_tenants(tenant)}direction:{tenant}:{direction_id}"
+    return f"{_tenant_shard_prefix(tenant)}direction:{tenant}:{direction_id}"
 
 
 def direction_index_key(tenant: str) -> str:
-    return f"{_tenants(tenant)}directions:{tenant}"
+    return f"{_tenant_shard_prefix(tenant)}directions:{tenant}"
 
 
 def anchor_index(tenant: str) -> str:
@@ -198,12 +198,12 @@ def anchor_index(tenant: str) -> str:
 
 
 def comparison_record_key(tenant: str, comparison_id: str) -> str:
-    return f"{_tenants(tenant)}comparison:{tenant}:{comparison_id}"
+    return f"{_tenant_shard_prefix(tenant)}comparison:{tenant}:{comparison_id}"
 
 
 def rate_limit_key(subject: str, tenant: str) -> str:
     """An API key's bucket, in its tenant's shard: the create script takes a submission's token from it."""
-    return f"{_tenants(tenant)}ratelimit:{subject}"
+    return f"{_tenant_shard_prefix(tenant)}ratelimit:{subject}"
 
 
 def warm_key(model: str) -> str:
