@@ -60,14 +60,14 @@ class Cluster:
 
 def start_cluster(tmp_path: Path, nodes: int = 3) -> Cluster:
     ports = [_free_pair() for _ in range(nodes)]
-    processes = []
-    for port in ports:
-        directory = tmp_path / f"node-{port}"
-        conf = str(directory / "nodes.conf")
-        extra = ["--cluster-enabled", "yes", "--cluster-config-file", conf, "--cluster-node-timeout", "2000"]
-        processes.append(_redis_server(port, directory, *extra))
-    cluster = Cluster(ports, processes)
+    processes: list[Process] = []
+    cluster = Cluster(ports, processes)  # stops the nodes started so far when a later one fails
     try:
+        for port in ports:
+            directory = tmp_path / f"node-{port}"
+            conf = str(directory / "nodes.conf")
+            extra = ["--cluster-enabled", "yes", "--cluster-config-file", conf, "--cluster-node-timeout", "2000"]
+            processes.append(_redis_server(port, directory, *extra))
         create = [_binary("redis-cli"), "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
         create += ["--cluster-replicas", "0", "--cluster-yes"]
         subprocess.run(create, check=True, capture_output=True, timeout=30)
