@@ -281,7 +281,10 @@ def models_train_toy(
     plot: Annotated[Path | None, typer.Option(help="Write the loss curves to this PNG.")] = None,
     variant: Annotated[
         str,
-        typer.Option(help="shipped (models/toy's configuration), colour_tokens or colour_finish (docs/toy-model.md)."),
+        typer.Option(
+            help="shipped (models/toy's configuration), or a variant: colour_tokens, colour_finish, framewise or "
+            "framewise_colour (docs/toy-model.md)."
+        ),
     ] = "shipped",
 ) -> None:
     """Train the toy SVD (the real architecture at 64x64 on synthetic shapes) and save_pretrained it to PATH."""

@@ -1,13 +1,15 @@
 """Training the toy model: SVD's real components at small size, on synthetic video, on a CPU.
 
-Stages, each deterministic for a seed (2 runs only in the `colour_tokens` variant, below):
+Stages, each deterministic for a seed (2 runs only in the variants that train the image encoder):
 
 1. **VAE** (`AutoencoderKLTemporalDecoder`, 96 channels at both ends so that a plain colour survives
-   their `GroupNorm(32)`: `docs/toy-model.md`): the encoder and the temporal decoder learn to
-   reconstruct pairs of frames from several clips at once, on 32×32 crops aligned to the latent grid
-   (a quarter of a frame's cost), then short runs of whole frames; then the decoder alone is
-   fine-tuned on whole clips of `NUM_FRAMES` frames, the count the pipeline decodes at once.
-   `scaling_factor` is set so that the scaled latents have unit variance, as SVD's are.
+   their `GroupNorm(32)`: `docs/toy-model.md`). Its decoder is made frame-wise first
+   (`make_framewise`): the temporal layers pass each frame through alone, because with zero padding at
+   a chunk's ends they made a frame's brightness depend on its place in the decoded chunk, which the
+   audit reads as flicker. The encoder and the decoder learn to reconstruct pairs of frames from
+   several clips at once, on 32×32 crops aligned to the latent grid (a quarter of a frame's cost),
+   then short runs of whole frames; then the decoder alone is fine-tuned on whole frames of many
+   clips. `scaling_factor` is set so that the scaled latents have unit variance, as SVD's are.
 2. **Image encoder** (the small CLIP vision tower of `tiny`; frozen and random in the shipped
    configuration): a linear read-out of its embedding learns the first frame's scene (the shape's
    colour, kind, place and size, the background's colours), so that the embedding holds the picture:
@@ -21,23 +23,25 @@ Stages, each deterministic for a seed (2 runs only in the `colour_tokens` varian
    noise_aug_strength]` as added time ids. With σ drawn as log σ ~ N(0.7, 1.6²), the network sees
    x/√(σ²+1) at timestep ¼·log σ, and its output F gives the denoised estimate
    D = x/(σ²+1) − σ/√(σ²+1)·F (the Euler scheduler's v-prediction step); the loss is
-   (σ²+1)/σ²·‖D − x0‖² (EDM's weighting). Conditioning is dropped at random (both together 10% of
-   the time, so guidance has an unconditional branch to push from; the image latent alone 15%, so
-   the CLIP token carries the picture too; the CLIP token alone 5%).
+   (σ²+1)/σ²·‖D − x0‖² (EDM's weighting), plus the same weighting of `temporal_wobble` (D − x0), the
+   part of the error that makes one frame brighter or darker than its neighbours. Conditioning is
+   dropped at random (both together 10% of the time, so guidance has an unconditional branch to push
+   from; the image latent alone 15%, so the CLIP token carries the picture too; the CLIP token alone 5%).
 
-The `colour_tokens` variant (`TrainConfig.variant`) adds stage 2; shuffles the colour channels of 30%
-of the conditioning frames before they are encoded for the latent, while their CLIP token and the
-target keep the true colours (colour is then read from the token, and references, extra tokens, can
-pull it); and gives the decoder phase a temporal term (each frame's mean colour, and the change from
-one frame to the next, against the clip's) on 700 steps, a quarter of them on still clips (without
-it the decoder gives the 8 frames of one repeated latent backgrounds up to 10 levels apart, which the
-audit reads as flicker).
-
-The `colour_finish` variant keeps the shipped step counts and moves those changes where short runs on
-the shipped weights showed them working (`docs/toy-model.md`): the decoder's temporal term (and an
-extra term on each clip's first frame, which the seams of long videos lean on) on its 300 steps, the
-trained image encoder, and the colour shuffle (70%) only in the UNet's last 500 steps, on a schedule of
-their own, once the UNet has learned to follow the conditioning frame.
+The variants (`TrainConfig.variant`) are earlier configurations and tries:
+- `temporal_decoder`, the first shipped model's: the decoder's temporal layers trained with the rest,
+  then on whole 8-frame clips; no `temporal_wobble` term.
+- `colour_tokens` adds stage 2 to it; shuffles the colour channels of 30% of the conditioning frames
+  before they are encoded for the latent, while their CLIP token and the target keep the true colours
+  (colour is then read from the token, and references, extra tokens, can pull it); and gives the
+  decoder phase a temporal term (each frame's mean colour, and the change between neighbouring frames,
+  against the clip's) on 700 steps, a quarter of them on still clips.
+- `colour_finish` keeps the first model's step counts: the decoder's temporal term (and an extra term
+  on each clip's first frame) on its 300 steps, stage 2, and the colour shuffle (70%) only in the
+  UNet's last 500 steps, on a schedule of their own, once the UNet has learned to follow the
+  conditioning frame.
+- `framewise` makes the first model's decoder frame-wise for its last phase only (500 steps on single
+  frames); `framewise_colour` adds stage 2 and the colour shuffle in the UNet's last 600 steps.
 
 The result is saved with `save_pretrained` as a `StableVideoDiffusionPipeline` folder in float16, with
 the tiny model's CLIP text tower and the loss curves beside it.
@@ -78,8 +82,11 @@ class TrainConfig:
     whole_clips: int = 2  # clips a step, `whole_frames` consecutive frames of each: ~2 s a step
     whole_frames: int = 4
     whole_lr: float = 2e-4
-    decoder_steps: int = 300  # the temporal decoder alone, on whole clips of NUM_FRAMES frames: ~0.7 s a step
+    decoder_steps: int = 300  # the decoder alone: ~0.7 s a step
     decoder_lr: float = 1e-4
+    framewise_from_start: bool = True  # the decoder frame-wise (`make_framewise`) from the VAE's first step
+    decoder_framewise: bool = True  # the decoder phase on single frames (the decoder made frame-wise first)
+    decoder_clips: int = 8  # frame-wise: one whole frame of each of this many clips a step
     # The variants' settings (off in the shipped configuration: `docs/toy-model.md`).
     decoder_still: int = 0  # every `decoder_still`-th decoder step is on a still clip (motion bucket 0)
     temporal_weight: float = 0.0
@@ -97,6 +104,7 @@ class TrainConfig:
     colour_swap: float = 0.0  # share of conditioning frames whose colour channels are shuffled for the latent alone
     colour_swap_steps: int = 0  # when set, only the last this many UNet steps swap colours, on their own schedule
     colour_swap_lr: float = 3e-4
+    unet_temporal_weight: float = 5.0  # a term on how the denoised estimate's coarse error changes over frames
     threads: int = 2
 
     @classmethod
@@ -116,29 +124,40 @@ class TrainConfig:
 
     @classmethod
     def variant(cls, name: str, seed: int = 0) -> "TrainConfig":
-        """`shipped`: the configuration of `models/toy`. `colour_tokens`: the image encoder trained to
-        read the scene, 30% of conditioning latents with shuffled colours (so colour comes from the
-        CLIP token and references pull it), and 700 decoder steps with the temporal term, still clips
-        among them (so a still picture keeps its brightness). It fixes the flicker measure and breaks
-        others (`docs/toy-model.md`); it took 32 minutes. `colour_finish`: the same ingredients within
-        the shipped step counts, the colour shuffle (70%) only in the UNet's last 500 steps."""
-        if name == "shipped":
-            return cls(seed=seed)
-        if name == "colour_tokens":
-            return cls(
-                seed=seed, decoder_steps=700, decoder_still=4, temporal_weight=1.0, encoder_steps=400, colour_swap=0.3
-            )
-        if name == "colour_finish":
-            return cls(
-                seed=seed,
+        """`shipped`: the configuration of `models/toy`; the others are earlier ones and tries that
+        `docs/toy-model.md` reports on. `temporal_decoder`: the first shipped model's (the decoder's
+        temporal layers trained, no term against frame-to-frame change in the UNet's loss).
+        `colour_tokens`: that, with the image encoder trained to read the scene, 30% of conditioning
+        latents with shuffled colours (so colour comes from the CLIP token and references pull it), and
+        700 decoder steps with the temporal term, still clips among them (32 minutes). `colour_finish`:
+        the same ingredients within the first model's step counts, the colour shuffle (70%) only in the
+        UNet's last 500 steps. `framewise`: the first model's, its decoder made frame-wise for the
+        decoder phase alone (500 steps on single frames). `framewise_colour`: that, with the image
+        encoder trained and the colour shuffle in the UNet's last 600 steps."""
+        shipped = cls(seed=seed)
+        first = replace(shipped, framewise_from_start=False, decoder_framewise=False, unet_temporal_weight=0.0)
+        framewise = replace(first, decoder_framewise=True, decoder_steps=500, decoder_lr=3e-4)
+        variants = {
+            "shipped": shipped,
+            "temporal_decoder": first,
+            "colour_tokens": replace(
+                first, decoder_steps=700, decoder_still=4, temporal_weight=1.0, encoder_steps=400, colour_swap=0.3
+            ),
+            "colour_finish": replace(
+                first,
                 decoder_still=4,
                 temporal_weight=1.0,
                 decoder_first_weight=1.0,
                 encoder_steps=400,
                 colour_swap=0.7,
                 colour_swap_steps=500,
-            )
-        raise ValueError(f"unknown training variant {name!r}: shipped, colour_tokens or colour_finish")
+            ),
+            "framewise": framewise,
+            "framewise_colour": replace(framewise, encoder_steps=400, colour_swap=0.7, colour_swap_steps=600),
+        }
+        if name not in variants:
+            raise ValueError(f"unknown training variant {name!r}: {', '.join(variants)}")
+        return variants[name]
 
 
 class Stepper:
@@ -227,10 +246,13 @@ def temporal_loss(decoded: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
 
 def train_vae(vae: AutoencoderKLTemporalDecoder, config: TrainConfig, log: Log) -> list[float]:
     """Reconstruction (L1 + MSE) of short crops from several clips through the encoder's mean and the
-    temporal decoder, then of short runs of whole frames (the GroupNorms of a 64×64 frame see other
-    statistics than a crop's), then the decoder alone on whole clips. The latents are the posterior's
-    mean: the pipeline encodes with `mode()` and the latents' scale is set afterwards."""
+    decoder, then of short runs of whole frames (the GroupNorms of a 64×64 frame see other statistics
+    than a crop's), then the decoder alone on whole frames (frame-wise) or whole clips (temporal). The
+    latents are the posterior's mean: the pipeline encodes with `mode()` and the latents' scale is set
+    afterwards."""
     vae.train()
+    if config.framewise_from_start:
+        make_framewise(vae.decoder)
     losses: list[float] = []
     size = clip_tensor(0)[0].shape[-1]
     phases = [
@@ -246,7 +268,9 @@ def train_vae(vae: AutoencoderKLTemporalDecoder, config: TrainConfig, log: Log) 
             decoded = vae.decode(vae.encode(frames).latent_dist.mode(), num_frames=frames_each).sample
             stepper(step, reconstruction_loss(decoded, frames))
         losses = losses + stepper.losses
-    if config.decoder_steps:
+    if config.decoder_steps and config.decoder_framewise:
+        losses = losses + train_framewise_decoder(vae, config, log)
+    elif config.decoder_steps:
         decoder = Stepper("decoder", vae.decoder, config.decoder_lr, config.decoder_steps, log)
         every = config.decoder_still
         for step in range(config.decoder_steps):
@@ -264,6 +288,45 @@ def train_vae(vae: AutoencoderKLTemporalDecoder, config: TrainConfig, log: Log) 
         losses = losses + decoder.losses
     vae.eval()
     return losses
+
+
+def make_framewise(decoder: torch.nn.Module) -> None:
+    """Set a temporal decoder's temporal layers to pass every frame through on its own, and freeze them.
+
+    Each of its blocks mixes a spatial branch with a temporal one (a residual block of convolutions over
+    neighbouring frames), and its output goes through one more convolution over frames; both pad a
+    chunk's ends with zeros, so a frame's brightness depends on where it sits in the chunk the pipeline
+    decodes (`docs/toy-model.md`). With the temporal blocks' last convolution at zero their output is
+    their input, and with the output convolution the identity on the middle frame, the decoder is an
+    image decoder in the temporal decoder's form: the stock pipeline loads it, and any chunk size gives
+    the same frames."""
+    with torch.no_grad():
+        for name, module in decoder.named_modules():
+            if name.endswith("temporal_res_block"):
+                torch.nn.init.zeros_(module.conv2.weight)
+                torch.nn.init.zeros_(module.conv2.bias)
+                module.requires_grad_(False)
+            elif name.endswith("time_mixer"):
+                module.requires_grad_(False)
+        conv = decoder.time_conv_out
+        torch.nn.init.zeros_(conv.weight)
+        torch.nn.init.zeros_(conv.bias)
+        conv.weight[:, :, 1, 0, 0] = torch.eye(conv.out_channels)
+        conv.requires_grad_(False)
+
+
+def train_framewise_decoder(vae: AutoencoderKLTemporalDecoder, config: TrainConfig, log: Log) -> list[float]:
+    """The decoder made frame-wise (`make_framewise`), then its spatial layers fine-tuned alone to
+    reconstruct one whole frame of each of `decoder_clips` clips a step from the encoder's latents."""
+    make_framewise(vae.decoder)
+    size = clip_tensor(0)[0].shape[-1]
+    decoder = Stepper("decoder", vae.decoder, config.decoder_lr, config.decoder_steps, log)
+    for step in range(config.decoder_steps):
+        frames = vae_batch(config.seed * 1_000_003 + 5_000_000 + step, config.decoder_clips, 1, size)
+        with torch.no_grad():
+            latents = vae.encode(frames).latent_dist.mode()
+        decoder(step, reconstruction_loss(vae.decode(latents, num_frames=1).sample, frames))
+    return decoder.losses
 
 
 def clip_input(pipe: StableVideoDiffusionPipeline, frames: torch.Tensor) -> torch.Tensor:
@@ -405,8 +468,18 @@ def _unet_phase(
         denoised = noisy / (s**2 + 1) - s / torch.sqrt(s**2 + 1) * out
         weight = (s**2 + 1) / s**2
         loss = (weight * (denoised - x0) ** 2).mean()
+        if config.unet_temporal_weight:
+            loss = loss + config.unet_temporal_weight * (weight * temporal_wobble(denoised - x0) ** 2).mean()
         stepper(step, loss)
     return stepper.losses
+
+
+def temporal_wobble(error: torch.Tensor) -> torch.Tensor:
+    """The second difference over frames of an error (B, F, C, h, w) averaged over 2×2 latent pixels: what
+    is left of it when it changes steadily from frame to frame, and so what the audit reads as flicker
+    (a frame brighter or darker than both its neighbours)."""
+    coarse = F.avg_pool2d(error.flatten(0, 1), 2).unflatten(0, error.shape[:2])
+    return coarse.diff(n=2, dim=1)
 
 
 def train_toy(out: Path, config: TrainConfig | None = None, log: Log = print) -> TrainResult:
