@@ -43,7 +43,7 @@ demo: install
 run: install
 	$(BIN)/vsteer run examples/morph.json --out out/morph
 
-# Retrain the toy SVD (about 21 minutes on 2 CPU cores) into models/toy, replacing the committed
+# Retrain the toy SVD (about 23 minutes on 2 CPU cores) into models/toy, replacing the committed
 # weights; run a job on it with `vsteer run JOB --model toy`.
 toy-model: install
 	$(BIN)/vsteer models train-toy models/toy --plot models/toy-loss.png
