@@ -475,9 +475,9 @@ def _unet_phase(
 
 
 def temporal_wobble(error: torch.Tensor) -> torch.Tensor:
-    """The second difference over frames of an error (B, F, C, h, w) averaged over 2×2 latent pixels: what
-    is left of it when it changes steadily from frame to frame, and so what the audit reads as flicker
-    (a frame brighter or darker than both its neighbours)."""
+    """The second difference over frames of an error (B, F, C, h, w) averaged over 2×2 latent pixels:
+    zero where the error changes steadily from frame to frame, large where one frame departs from both
+    its neighbours (brighter or darker than both), which is what the audit reads as flicker."""
     coarse = F.avg_pool2d(error.flatten(0, 1), 2).unflatten(0, error.shape[:2])
     return coarse.diff(n=2, dim=1)
 
