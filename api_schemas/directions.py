@@ -6,13 +6,12 @@ accepts is `ModelDimensions`: the service knows it for the built-in models and f
 others, and checks an upload against it.
 """
 
-import math
 from datetime import datetime
 from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 
-from api_schemas.job import Strict, Webhook, rule_error
+from api_schemas.job import Strict, Webhook, check_values, rule_error
 from api_schemas.refs import ASSET_ID
 from api_schemas.resources import Artifact, JobStatus, ModelDimensions, Problem, Progress, Resource
 
@@ -48,14 +47,6 @@ class DirectionCreate(Strict):
     def _usable(self) -> Self:
         check_values(self.vector)
         return self
-
-
-def check_values(values: list[float]) -> None:
-    """Finite, and not all zero (a zero direction moves nothing and cannot be normalised)."""
-    if not all(math.isfinite(v) for v in values):
-        raise rule_error("vector", "finite", "every value of a direction must be finite (no NaN or infinity)")
-    if not any(values):
-        raise rule_error("vector", "not_zero", "a direction of all zeros moves nothing")
 
 
 def check_width(values: int, space: str, dims: ModelDimensions, model: str) -> str | None:

@@ -5,6 +5,7 @@ Every field carries bounds and a description; unknown fields are rejected. Field
 the manifest records.
 """
 
+import math
 import re
 from collections.abc import Callable
 from enum import StrEnum
@@ -234,6 +235,22 @@ Strength = Annotated[
 ]
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # a direction is stored and applied in 32-bit floats
+FLOAT32_TINY = 2.0**-149  # the smallest positive 32-bit float: anything smaller rounds to zero
+
+
+def check_values(values: list[float], *, zero: bool = True) -> None:
+    """Finite and within 32-bit floats' range, and (`zero`) not all zero once rounded to them: a zero
+    direction moves nothing and cannot be normalised (a job's inline vector leaves that to the worker,
+    which checks every source alike)."""
+    if not all(math.isfinite(v) for v in values):
+        raise rule_error("vector", "finite", "every value of a direction must be finite (no NaN or infinity)")
+    if not all(abs(v) <= FLOAT32_MAX for v in values):
+        raise rule_error("vector", "float32", "every value of a direction must fit a 32-bit float (at most 3.4e38)")
+    if zero and not any(abs(v) >= FLOAT32_TINY for v in values):
+        raise rule_error("vector", "not_zero", "a direction of all zeros (in 32-bit floats) moves nothing")
+
+
 class DirectionSource(Strict):
     """Where a direction comes from: exactly one of `id`, `path`, `vector`, `text`.
 
@@ -264,6 +281,8 @@ class DirectionSource(Strict):
             raise ValueError(f"a direction `source` needs exactly one of id, path, vector, text; got {given or 'none'}")
         if self.from_text is not None and self.text is None:
             raise rule_error("from_text", "from_text_needs_text", "`from_text` is the other end of a `text` direction")
+        if self.vector is not None:
+            check_values(self.vector, zero=False)
         return self
 
 

@@ -40,6 +40,7 @@ def errors_of(doc: dict) -> list[tuple[str, str]]:
         ),
         ({"seed": 2**64}, "seed", "less than or equal to"),
         ({"generation": {"noise_aug_strength": float("nan")}}, "generation.noise_aug_strength", "finite"),
+        ({"directions": [{"source": {"vector": [1e39, 0.0]}}]}, "directions.0.source", "fit a 32-bit float"),
         ({"colour": "red"}, "colour", "Extra inputs are not permitted"),
         ({"generation": {"frames": 8}}, "generation.frames", "Extra inputs are not permitted"),
         ({"image": "asset:../../etc"}, "image", "asset:<id>"),

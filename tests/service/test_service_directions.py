@@ -92,6 +92,8 @@ async def test_another_tenants_direction_is_404(client):
         ({"vector": [1.0] * 8, "model": "svd-xt"}, "vector", "model_width"),  # another model's width
         ({"vector": [1.0] * 6, "model": "tiny", "space": "latent"}, "vector", "model_width"),  # not per channel
         ({"vector": [0.0] * 32, "model": "tiny"}, "vector", "not_zero"),
+        ({"vector": [1e-300] * 32, "model": "tiny"}, "vector", "not_zero"),  # zero once stored in 32 bits
+        ({"vector": [1.0] * 31 + [1e39], "model": "tiny"}, "vector", "float32"),  # finite, past 32 bits' range
         ({"vector": [1.0, "x"], "model": "tiny"}, "vector", "float_type"),
         ({"vector": [], "model": "tiny"}, "vector", "too_short"),
         ({"vector": [1.0] * 32, "model": "nope"}, "model", "known_model"),
