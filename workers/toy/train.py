@@ -63,7 +63,7 @@ from diffusers import AutoencoderKLTemporalDecoder, StableVideoDiffusionPipeline
 from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
 
 from workers.tiny import save_tiny_text, small_image_encoder, small_pipeline, small_unet, small_vae
-from workers.toy.data import COLOURS, NUM_FRAMES, RADIUS_RANGE, SHAPES, ClipSpec, clip_spec, render
+from workers.toy.data import COLOURS, NUM_FRAMES, RADIUS_RANGE, SHAPES, SIZE, ClipSpec, clip_spec, render
 
 Log = Callable[[str], None]
 
@@ -254,10 +254,9 @@ def train_vae(vae: AutoencoderKLTemporalDecoder, config: TrainConfig, log: Log) 
     if config.framewise_from_start:
         make_framewise(vae.decoder)
     losses: list[float] = []
-    size = clip_tensor(0)[0].shape[-1]
     phases = [
         ("vae", config.vae_steps, config.vae_lr, config.vae_clips, config.vae_frames, config.vae_crop, 0),
-        ("whole", config.whole_steps, config.whole_lr, config.whole_clips, config.whole_frames, size, 3_000_000),
+        ("whole", config.whole_steps, config.whole_lr, config.whole_clips, config.whole_frames, SIZE, 3_000_000),
     ]
     for name, steps, lr, clips, frames_each, crop, offset in phases:
         if not steps:
@@ -319,10 +318,9 @@ def train_framewise_decoder(vae: AutoencoderKLTemporalDecoder, config: TrainConf
     """The decoder made frame-wise (`make_framewise`), then its spatial layers fine-tuned alone to
     reconstruct one whole frame of each of `decoder_clips` clips a step from the encoder's latents."""
     make_framewise(vae.decoder)
-    size = clip_tensor(0)[0].shape[-1]
     decoder = Stepper("decoder", vae.decoder, config.decoder_lr, config.decoder_steps, log)
     for step in range(config.decoder_steps):
-        frames = vae_batch(config.seed * 1_000_003 + 5_000_000 + step, config.decoder_clips, 1, size)
+        frames = vae_batch(config.seed * 1_000_003 + 5_000_000 + step, config.decoder_clips, 1, SIZE)
         with torch.no_grad():
             latents = vae.encode(frames).latent_dist.mode()
         decoder(step, reconstruction_loss(vae.decode(latents, num_frames=1).sample, frames))
