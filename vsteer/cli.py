@@ -282,8 +282,8 @@ def models_train_toy(
     variant: Annotated[
         str,
         typer.Option(
-            help="shipped (models/toy's configuration), or a variant: colour_tokens, colour_finish, framewise or "
-            "framewise_colour (docs/toy-model.md)."
+            help="shipped (models/toy's configuration), or a variant: temporal_decoder, colour_tokens, "
+            "colour_finish, framewise, framewise_colour or references (docs/toy-model.md)."
         ),
     ] = "shipped",
 ) -> None:

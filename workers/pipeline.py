@@ -85,12 +85,22 @@ class TimeReversal:
 
 
 @dataclass
-class _Slot:
+class Slot:
     """What the attention processors read during one UNet call sequence (set by `__call__`)."""
 
     spatial_context: torch.Tensor | None = None  # (rows * F, T, D), rows = 2B under guidance
     spatial_bias: torch.Tensor | None = None  # (rows * F, 1, T)
     temporal_bias: torch.Tensor | None = None  # (rows, 1, T)
+
+    def fill(self, context: torch.Tensor | None, bias: torch.Tensor | None) -> None:
+        """Per-frame context (rows, F, T, D) and token bias (rows, F, T) for the next UNet calls;
+        None empties the slot (the processors are then the stock ones)."""
+        if context is None:
+            self.spatial_context = self.spatial_bias = self.temporal_bias = None
+            return
+        self.spatial_context = context.flatten(0, 1)  # (R * F, T, D), frame-major within each row
+        self.spatial_bias = None if bias is None else bias.flatten(0, 1)[:, None, :]
+        self.temporal_bias = None if bias is None else bias[:, 0, None, :]
 
 
 # CUDA caps a kernel grid's y and z dimensions at 65,535, and the flash and memory-efficient
@@ -190,7 +200,7 @@ class _SlotProcessor(LaunchSafeProcessor):
     """A cross-attention processor that reads the slot and adjusts the context and mask. With an
     empty slot it is the stock processor."""
 
-    def __init__(self, slot: _Slot) -> None:
+    def __init__(self, slot: Slot) -> None:
         super().__init__()
         self.slot = slot
 
@@ -228,7 +238,7 @@ class TemporalBiasProcessor(_SlotProcessor):
         return context, bias.repeat_interleave(per_clip, dim=0).to(hidden.dtype)
 
 
-def _install_processors(unet: torch.nn.Module, slot: _Slot) -> None:
+def install_processors(unet: torch.nn.Module, slot: Slot) -> None:
     processors: dict[str, Any] = {}
     for name in unet.attn_processors:  # type: ignore[attr-defined]
         if not name.endswith("attn2.processor"):
@@ -269,8 +279,8 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         feature_extractor: CLIPImageProcessor,
     ) -> None:
         super().__init__(vae, image_encoder, unet, scheduler, feature_extractor)
-        self._slot = _Slot()
-        _install_processors(self.unet, self._slot)
+        self._slot = Slot()
+        install_processors(self.unet, self._slot)
 
     # -- encoders (the stock pipeline's, one image at a time) --------------------------------------
 
@@ -495,13 +505,7 @@ class SteerableVideoPipeline(StableVideoDiffusionPipeline):
         return image_latents.to(device), context.to(device), None if bias is None else bias.to(device)
 
     def _fill_slot(self, context: torch.Tensor | None, bias: torch.Tensor | None, num_frames: int) -> None:
-        slot = self._slot
-        if context is None:
-            slot.spatial_context = slot.spatial_bias = slot.temporal_bias = None
-            return
-        slot.spatial_context = context.flatten(0, 1)  # (R * F, T, D), frame-major within each row
-        slot.spatial_bias = None if bias is None else bias.flatten(0, 1)[:, None, :]
-        slot.temporal_bias = None if bias is None else bias[:, 0, None, :]
+        self._slot.fill(context, bias)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, decode_chunk_size: int | None) -> np.ndarray:

@@ -45,6 +45,15 @@ class ClipSpec:
     fps: int
     num_frames: int = NUM_FRAMES
     size: int = SIZE
+    tint: tuple[str, float] | None = None  # (colour, share): the shape's colour mixed toward another
+
+    def rgb(self) -> np.ndarray:
+        """The shape's colour (3,) float32 in [0, 255]: its own, or mixed toward `tint`'s."""
+        own = np.array(COLOURS[self.colour], dtype=np.float32)
+        if self.tint is None:
+            return own
+        other, share = self.tint
+        return own * (1 - share) + np.array(COLOURS[other], dtype=np.float32) * share
 
     @property
     def step_px(self) -> float:
@@ -116,7 +125,7 @@ def background(spec: ClipSpec) -> np.ndarray:
 def render(spec: ClipSpec) -> np.ndarray:
     """The clip's frames (F, H, W, 3) uint8."""
     base = background(spec)
-    colour = np.array(COLOURS[spec.colour], dtype=np.float32)
+    colour = spec.rgb()
     frames = np.empty((spec.num_frames, spec.size, spec.size, 3), dtype=np.uint8)
     for f, (x, y) in enumerate(spec.centres()):
         alpha = coverage(spec.shape, (float(x), float(y)), spec.radius, spec.size)[..., None]

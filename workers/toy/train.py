@@ -42,6 +42,14 @@ The variants (`TrainConfig.variant`) are earlier configurations and tries:
   conditioning frame.
 - `framewise` makes the first model's decoder frame-wise for its last phase only (500 steps on single
   frames); `framewise_colour` adds stage 2 and the colour shuffle in the UNet's last 600 steps.
+- `references` teaches the UNet what a reference token means. Half the VAE's clips have their shape's
+  colour mixed toward another palette colour (`vae_tint`: a VAE trained on the palette alone cannot
+  draw the mixes). Stage 2 runs. A reference pool is encoded (`encode_reference_pool`): a clip's own
+  conditioning frame and token, a reference token (a still of another shape in another colour) with a
+  weight w, and as target the clip with its shape's colour mixed toward the reference's by w / (1 + w),
+  the reference's attention share when its logit ties the image token's. 30% of every UNet batch comes
+  from it, with the reference token beside the image's in cross-attention, weighted through the
+  pipeline's own attention processors (logit bias log w).
 
 The result is saved with `save_pretrained` as a `StableVideoDiffusionPipeline` folder in float16, with
 the tiny model's CLIP text tower and the loss curves beside it.
@@ -62,8 +70,9 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKLTemporalDecoder, StableVideoDiffusionPipeline
 from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
 
+from workers.pipeline import Slot, install_processors
 from workers.tiny import save_tiny_text, small_image_encoder, small_pipeline, small_unet, small_vae
-from workers.toy.data import COLOURS, NUM_FRAMES, RADIUS_RANGE, SHAPES, SIZE, ClipSpec, clip_spec, render
+from workers.toy.data import COLOURS, NUM_FRAMES, RADIUS_RANGE, SHAPES, SIZE, ClipSpec, clip_spec, random_spec, render
 
 Log = Callable[[str], None]
 
@@ -78,6 +87,7 @@ class TrainConfig:
     vae_frames: int = 2
     vae_crop: int = 32
     vae_lr: float = 5e-4
+    vae_tint: float = 0.0  # share of the VAE's clips whose shape has a colour between two of the palette's
     whole_steps: int = 250  # encoder and decoder on whole frames, so their norms see a frame's statistics
     whole_clips: int = 2  # clips a step, `whole_frames` consecutive frames of each: ~2 s a step
     whole_frames: int = 4
@@ -104,6 +114,15 @@ class TrainConfig:
     colour_swap: float = 0.0  # share of conditioning frames whose colour channels are shuffled for the latent alone
     colour_swap_steps: int = 0  # when set, only the last this many UNet steps swap colours, on their own schedule
     colour_swap_lr: float = 3e-4
+    # References: in the UNet's last `reference_steps` steps, `reference_share` of a batch's clips come
+    # from a pool of `reference_pool` clips whose shape's colour is mixed toward a reference's by the
+    # reference token's attention share (its weight w drawn log-uniform in `reference_weights`).
+    reference_pool: int = 0
+    reference_steps: int = 0
+    reference_share: float = 0.3
+    reference_weights: tuple[float, float] = (0.125, 8.0)
+    reference_lr: float = 8e-4
+    reference_ramp: int = 0  # when set, the share rises from none at frame 0 to full at this frame
     unet_temporal_weight: float = 5.0  # a term on how the denoised estimate's coarse error changes over frames
     threads: int = 2
 
@@ -118,6 +137,8 @@ class TrainConfig:
             decoder_steps=steps,
             encoder_steps=steps if base.encoder_steps else 0,
             colour_swap_steps=steps // 2 if base.colour_swap_steps else 0,
+            reference_pool=min(base.reference_pool, max(4, steps)),
+            reference_steps=steps // 2 if base.reference_steps else 0,
             unet_steps=steps,
             pool=max(8, steps),
         )
@@ -133,7 +154,10 @@ class TrainConfig:
         the same ingredients within the first model's step counts, the colour shuffle (70%) only in the
         UNet's last 500 steps. `framewise`: the first model's, its decoder made frame-wise for the
         decoder phase alone (500 steps on single frames). `framewise_colour`: that, with the image
-        encoder trained and the colour shuffle in the UNet's last 600 steps."""
+        encoder trained and the colour shuffle in the UNet's last 600 steps. `references`: the shipped
+        one, with half the VAE's clips in colours between the palette's, the image encoder trained, and
+        30% of every UNet batch from the reference pool (references then pull colour strongly, while
+        style stops working: `docs/toy-model.md`)."""
         shipped = cls(seed=seed)
         first = replace(shipped, framewise_from_start=False, decoder_framewise=False, unet_temporal_weight=0.0)
         framewise = replace(first, decoder_framewise=True, decoder_steps=500, decoder_lr=3e-4)
@@ -154,6 +178,9 @@ class TrainConfig:
             ),
             "framewise": framewise,
             "framewise_colour": replace(framewise, encoder_steps=400, colour_swap=0.7, colour_swap_steps=600),
+            "references": replace(
+                shipped, vae_tint=0.5, encoder_steps=400, reference_pool=400, reference_steps=shipped.unet_steps
+            ),
         }
         if name not in variants:
             raise ValueError(f"unknown training variant {name!r}: {', '.join(variants)}")
@@ -219,14 +246,19 @@ def clip_tensor(seed: int, **fixed: int) -> tuple[torch.Tensor, dict[str, Any]]:
     return frames, {"fps": spec.fps, "motion_bucket_id": spec.motion_bucket_id}
 
 
-def vae_batch(seed: int, clips: int, frames_each: int, crop: int) -> torch.Tensor:
+def vae_batch(seed: int, clips: int, frames_each: int, crop: int, tint: float = 0.0) -> torch.Tensor:
     """(clips × frames_each, 3, crop, crop): `frames_each` consecutive frames of each of `clips` clips
     drawn from `seed`, each clip cropped at its own place on the 8-pixel latent grid (whole frames when
-    `crop` is the frame's size)."""
-    rng = np.random.default_rng(seed)
+    `crop` is the frame's size). A `tint` share of the clips have their shape's colour mixed toward
+    another palette colour by a uniform share, so the VAE also learns the colours between the palette's."""
+    rng, tints = np.random.default_rng(seed), np.random.default_rng((seed, 1))
     parts = []
     for k in range(clips):
-        frames, _ = clip_tensor(seed * clips + k)
+        spec = clip_spec(seed * clips + k)
+        if tint and tints.random() < tint:
+            other = [c for c in COLOURS if c != spec.colour][tints.integers(len(COLOURS) - 1)]
+            spec = replace(spec, tint=(other, float(tints.random())))
+        frames = to_pixels(render(spec))
         first = int(rng.integers(0, NUM_FRAMES - frames_each + 1))
         y, x = (int(v) * 8 for v in rng.integers(0, (frames.shape[-1] - crop) // 8 + 1, 2))
         parts.append(frames[first : first + frames_each, :, y : y + crop, x : x + crop])
@@ -263,7 +295,7 @@ def train_vae(vae: AutoencoderKLTemporalDecoder, config: TrainConfig, log: Log) 
             continue
         stepper = Stepper(name, vae, lr, steps, log)
         for step in range(steps):
-            frames = vae_batch(config.seed * 1_000_003 + offset + step, clips, frames_each, crop)
+            frames = vae_batch(config.seed * 1_000_003 + offset + step, clips, frames_each, crop, config.vae_tint)
             decoded = vae.decode(vae.encode(frames).latent_dist.mode(), num_frames=frames_each).sample
             stepper(step, reconstruction_loss(decoded, frames))
         losses = losses + stepper.losses
@@ -320,7 +352,8 @@ def train_framewise_decoder(vae: AutoencoderKLTemporalDecoder, config: TrainConf
     make_framewise(vae.decoder)
     decoder = Stepper("decoder", vae.decoder, config.decoder_lr, config.decoder_steps, log)
     for step in range(config.decoder_steps):
-        frames = vae_batch(config.seed * 1_000_003 + 5_000_000 + step, config.decoder_clips, 1, SIZE)
+        seed = config.seed * 1_000_003 + 5_000_000 + step
+        frames = vae_batch(seed, config.decoder_clips, 1, SIZE, config.vae_tint)
         with torch.no_grad():
             latents = vae.encode(frames).latent_dist.mode()
         decoder(step, reconstruction_loss(vae.decode(latents, num_frames=1).sample, frames))
@@ -380,6 +413,68 @@ class Pool:
     embeddings: torch.Tensor
     fps: torch.Tensor
     motion: torch.Tensor
+    # A reference pool's: each clip's reference token (N, D) and its weight (N,).
+    references: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+
+
+def embed(pipe: StableVideoDiffusionPipeline, frame: torch.Tensor) -> torch.Tensor:
+    """The CLIP image embedding (D,) of one frame (3, H, W) in [-1, 1], as the pipeline makes it."""
+    picture = PIL.Image.fromarray(((frame.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy())
+    return pipe._encode_image(picture, "cpu", 1, False)[0, 0]
+
+
+def reference_example(config: TrainConfig, n: int) -> tuple[ClipSpec, ClipSpec, float]:
+    """The reference pool's clip `n`: the clip as its target shows it (its shape's colour mixed toward
+    the reference's by w / (1 + w), the reference token's share of the attention at weight w when its
+    logit ties the image token's), the reference (a still of another shape, place and background in
+    another colour) and its weight w, drawn log-uniform in `config.reference_weights`."""
+    rng = np.random.default_rng(8_000_000 + config.seed * 1_000_003 + n)
+    spec = random_spec(rng)
+    other = [c for c in COLOURS if c != spec.colour][rng.integers(len(COLOURS) - 1)]
+    low, high = (math.log(w) for w in config.reference_weights)
+    weight = math.exp(rng.uniform(low, high))
+    anchor = replace(random_spec(rng), colour=other, num_frames=1)
+    return replace(spec, tint=(other, weight / (1 + weight))), anchor, weight
+
+
+def reference_target(target: ClipSpec, config: TrainConfig) -> np.ndarray:
+    """The frames (F, H, W, 3) a reference example trains toward: frame 0 the conditioning frame itself
+    (SVD's first frame is its image), the reference's share rising linearly to its full `target.tint`
+    by frame `config.reference_ramp`."""
+    assert target.tint is not None
+    other, share = target.tint
+    ramp = [min(1.0, f / config.reference_ramp) if config.reference_ramp else 1.0 for f in range(target.num_frames)]
+    return np.stack([render(replace(target, tint=(other, share * r)))[f] for f, r in enumerate(ramp)])
+
+
+@torch.no_grad()
+def encode_reference_pool(pipe: StableVideoDiffusionPipeline, config: TrainConfig, log: Log) -> Pool:
+    """Clips that show what a reference does (`reference_example`): each with its own conditioning
+    frame and CLIP token, a reference token and its weight, and the target clip's scaled latents."""
+    latents, firsts, embeddings, fps, motion, references, weights = [], [], [], [], [], [], []
+    scaling = pipe.vae.config.scaling_factor
+    for n in range(config.reference_pool):
+        target, anchor, weight = reference_example(config, n)
+        latents.append(pipe.vae.encode(to_pixels(reference_target(target, config))).latent_dist.mode() * scaling)
+        first = to_pixels(render(replace(target, tint=None, num_frames=1)))[0]
+        firsts.append(first)
+        embeddings.append(embed(pipe, first))
+        references.append(embed(pipe, to_pixels(render(anchor))[0]))
+        weights.append(weight)
+        fps.append(target.fps)
+        motion.append(target.motion_bucket_id)
+        if n % 250 == 0:
+            log(f"references {n}/{config.reference_pool}")
+    return Pool(
+        torch.stack(latents),
+        torch.stack(firsts),
+        torch.stack(embeddings),
+        torch.tensor(fps),
+        torch.tensor(motion),
+        torch.stack(references),
+        torch.tensor(weights, dtype=torch.float32),
+    )
 
 
 @torch.no_grad()
@@ -390,8 +485,7 @@ def encode_pool(pipe: StableVideoDiffusionPipeline, config: TrainConfig, log: Lo
         frames, meta = clip_tensor(base + n)
         latents.append(pipe.vae.encode(frames).latent_dist.mode())
         firsts.append(frames[0])
-        picture = PIL.Image.fromarray(((frames[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy())
-        embeddings.append(pipe._encode_image(picture, "cpu", 1, False)[0, 0])
+        embeddings.append(embed(pipe, frames[0]))
         fps.append(meta["fps"])
         motion.append(meta["motion_bucket_id"])
         if n % 250 == 0:
@@ -405,19 +499,26 @@ def encode_pool(pipe: StableVideoDiffusionPipeline, config: TrainConfig, log: Lo
     )
 
 
-def train_unet(pipe: StableVideoDiffusionPipeline, pool: Pool, config: TrainConfig, log: Log) -> list[float]:
-    """EDM-preconditioned v-prediction on the pool, conditioned as the pipeline conditions."""
+def train_unet(
+    pipe: StableVideoDiffusionPipeline, pool: Pool, config: TrainConfig, log: Log, references: Pool | None = None
+) -> list[float]:
+    """EDM-preconditioned v-prediction on the pool, conditioned as the pipeline conditions. The
+    colour-swapped steps, then the steps with references, come last, each phase on its own schedule."""
     unet, vae = pipe.unet, pipe.vae
     generator = torch.Generator().manual_seed(config.seed + 1)
     unet.train()
-    # The colour-swapped steps come last, on their own schedule, when `colour_swap_steps` says so.
-    first = config.unet_steps - config.colour_swap_steps
-    phases = [("unet", first, config.unet_lr, 0.0 if config.colour_swap_steps else config.colour_swap)]
+    first = config.unet_steps - config.colour_swap_steps - config.reference_steps
+    phases = [("unet", first, config.unet_lr, 0.0 if config.colour_swap_steps else config.colour_swap, None)]
     if config.colour_swap_steps:
-        phases.append(("unet-colour", config.colour_swap_steps, config.colour_swap_lr, config.colour_swap))
+        phases.append(("unet-colour", config.colour_swap_steps, config.colour_swap_lr, config.colour_swap, None))
+    if config.reference_steps and references is not None:
+        phases.append(("unet-references", config.reference_steps, config.reference_lr, 0.0, references))
     losses: list[float] = []
-    for name, steps, lr, colour_swap in phases:
-        losses += _unet_phase(unet, vae, pool, config, Stepper(name, unet, lr, steps, log), generator, colour_swap)
+    for name, steps, lr, colour_swap, refs in phases:
+        if not steps:
+            continue
+        stepper = Stepper(name, unet, lr, steps, log)
+        losses += _unet_phase(unet, vae, pool, config, stepper, generator, colour_swap, refs)
     unet.eval()
     return losses
 
@@ -430,15 +531,36 @@ def _unet_phase(
     stepper: Stepper,
     generator: torch.Generator,
     colour_swap: float,
+    references: Pool | None = None,
 ) -> list[float]:
-    """`stepper.steps` UNet steps, `colour_swap` of their conditioning frames with shuffled colours."""
+    """`stepper.steps` UNet steps, `colour_swap` of their conditioning frames with shuffled colours;
+    with `references`, `reference_share` of each batch's clips come from that pool, with their reference
+    token beside the image's in cross-attention, weighted as the pipeline weights it (logit bias log w)."""
+    slot, processors = Slot(), dict(unet.attn_processors)
+    if references is not None:
+        install_processors(unet, slot)
     for step in range(stepper.steps):
         index = torch.randint(len(pool.latents), (config.unet_batch,), generator=generator)
         x0 = pool.latents[index]  # (B, F, C, h, w), scaled
+        firsts = pool.first_frames[index]
+        embedding = pool.embeddings[index][:, None, :]  # (B, 1, D)
+        fps, motion = pool.fps[index], pool.motion[index]
         batch = len(index)
+        chosen = torch.zeros(batch, dtype=torch.bool)
+        if references is not None:
+            assert references.references is not None and references.weights is not None
+            chosen = torch.rand(batch, generator=generator) < config.reference_share
+            other = torch.randint(len(references.latents), (batch,), generator=generator)
+            x0 = _pick(chosen, x0, references.latents[other])
+            firsts = _pick(chosen, firsts, references.first_frames[other])
+            embedding = _pick(chosen, embedding, references.embeddings[other][:, None, :])
+            fps, motion = _pick(chosen, fps, references.fps[other]), _pick(chosen, motion, references.motion[other])
+            reference = references.references[other][:, None, :] * chosen[:, None, None]
+            embedding = torch.cat([embedding, reference], dim=1)  # (B, 2, D)
+            bias = torch.where(chosen, torch.log(references.weights[other]), torch.tensor(-math.inf))
+            bias = torch.stack([torch.zeros(batch), bias], dim=1)  # (B, 2)
         # The conditioning frame, noise-augmented as the pipeline does before encoding it; for some, with
         # its colour channels shuffled (the CLIP token keeps the true colours, so colour is read from it).
-        firsts = pool.first_frames[index]
         if colour_swap:
             swap = torch.rand(batch, generator=generator) < colour_swap
             orders = torch.stack([torch.randperm(3, generator=generator) for _ in range(batch)])
@@ -448,18 +570,21 @@ def _unet_phase(
         pixels = firsts + aug[:, None, None, None] * torch.randn(firsts.shape, generator=generator)
         with torch.no_grad():
             cond_latent = vae.encode(pixels).latent_dist.mode()  # (B, C, h, w), unscaled
-        embedding = pool.embeddings[index][:, None, :]  # (B, 1, D)
+        # Conditioning is dropped at random, except for a clip with a reference (its target needs both).
         drop = torch.rand(batch, generator=generator)
-        drop_latent = (drop < config.drop_both + config.drop_latent).float()
-        drop_embedding = ((drop < config.drop_both) | (drop > 1 - config.drop_embedding)).float()
+        drop_latent = ((drop < config.drop_both + config.drop_latent) & ~chosen).float()
+        drop_embedding = (((drop < config.drop_both) | (drop > 1 - config.drop_embedding)) & ~chosen).float()
         cond_latent = cond_latent * (1 - drop_latent)[:, None, None, None]
         embedding = embedding * (1 - drop_embedding)[:, None, None]
+        if references is not None:
+            frames = x0.shape[1]
+            slot.fill(embedding[:, None].expand(-1, frames, -1, -1), bias[:, None].expand(-1, frames, -1))
 
         sigma = torch.exp(0.7 + 1.6 * torch.randn(batch, generator=generator))
         s = sigma[:, None, None, None, None]
         noisy = x0 + s * torch.randn(x0.shape, generator=generator)
         model_input = torch.cat([noisy / torch.sqrt(s**2 + 1), cond_latent[:, None].expand_as(x0)], dim=2)
-        time_ids = torch.stack([pool.fps[index].float() - 1, pool.motion[index].float(), aug], dim=1)
+        time_ids = torch.stack([fps.float() - 1, motion.float(), aug], dim=1)
         out = unet(
             model_input, 0.25 * torch.log(sigma), encoder_hidden_states=embedding, added_time_ids=time_ids
         ).sample
@@ -469,7 +594,13 @@ def _unet_phase(
         if config.unet_temporal_weight:
             loss = loss + config.unet_temporal_weight * (weight * temporal_wobble(denoised - x0) ** 2).mean()
         stepper(step, loss)
+    unet.set_attn_processor(processors)
     return stepper.losses
+
+
+def _pick(chosen: torch.Tensor, mine: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
+    """Per batch row, `theirs` where `chosen` (B,) is set, else `mine`."""
+    return torch.where(chosen.view(-1, *[1] * (mine.dim() - 1)), theirs, mine)
 
 
 def temporal_wobble(error: torch.Tensor) -> torch.Tensor:
@@ -504,8 +635,14 @@ def train_toy(out: Path, config: TrainConfig | None = None, log: Log = print) ->
     pool = encode_pool(pipe, config, log)
     seconds["encode"] = time.perf_counter() - started
 
+    references = None
+    if config.reference_steps:
+        started = time.perf_counter()
+        references = encode_reference_pool(pipe, config, log)
+        seconds["references"] = time.perf_counter() - started
+
     started = time.perf_counter()
-    unet_losses = train_unet(pipe, pool, config, log)
+    unet_losses = train_unet(pipe, pool, config, log, references)
     seconds["unet"] = time.perf_counter() - started
 
     out.mkdir(parents=True, exist_ok=True)
