@@ -246,6 +246,11 @@ def clip_tensor(seed: int, **fixed: int) -> tuple[torch.Tensor, dict[str, Any]]:
     return frames, {"fps": spec.fps, "motion_bucket_id": spec.motion_bucket_id}
 
 
+def other_colour(colour: str, rng: np.random.Generator) -> str:
+    """A palette colour other than `colour`, drawn uniformly."""
+    return [c for c in COLOURS if c != colour][rng.integers(len(COLOURS) - 1)]
+
+
 def vae_batch(seed: int, clips: int, frames_each: int, crop: int, tint: float = 0.0) -> torch.Tensor:
     """(clips × frames_each, 3, crop, crop): `frames_each` consecutive frames of each of `clips` clips
     drawn from `seed`, each clip cropped at its own place on the 8-pixel latent grid (whole frames when
@@ -256,8 +261,7 @@ def vae_batch(seed: int, clips: int, frames_each: int, crop: int, tint: float = 
     for k in range(clips):
         spec = clip_spec(seed * clips + k)
         if tint and tints.random() < tint:
-            other = [c for c in COLOURS if c != spec.colour][tints.integers(len(COLOURS) - 1)]
-            spec = replace(spec, tint=(other, float(tints.random())))
+            spec = replace(spec, tint=(other_colour(spec.colour, tints), float(tints.random())))
         frames = to_pixels(render(spec))
         first = int(rng.integers(0, NUM_FRAMES - frames_each + 1))
         y, x = (int(v) * 8 for v in rng.integers(0, (frames.shape[-1] - crop) // 8 + 1, 2))
@@ -431,7 +435,7 @@ def reference_example(config: TrainConfig, n: int) -> tuple[ClipSpec, ClipSpec, 
     another colour) and its weight w, drawn log-uniform in `config.reference_weights`."""
     rng = np.random.default_rng(8_000_000 + config.seed * 1_000_003 + n)
     spec = random_spec(rng)
-    other = [c for c in COLOURS if c != spec.colour][rng.integers(len(COLOURS) - 1)]
+    other = other_colour(spec.colour, rng)
     low, high = (math.log(w) for w in config.reference_weights)
     weight = math.exp(rng.uniform(low, high))
     anchor = replace(random_spec(rng), colour=other, num_frames=1)
@@ -444,8 +448,10 @@ def reference_target(target: ClipSpec, config: TrainConfig) -> np.ndarray:
     by frame `config.reference_ramp`."""
     assert target.tint is not None
     other, share = target.tint
-    ramp = [min(1.0, f / config.reference_ramp) if config.reference_ramp else 1.0 for f in range(target.num_frames)]
-    return np.stack([render(replace(target, tint=(other, share * r)))[f] for f, r in enumerate(ramp)])
+    frames = render(target)
+    for f in range(min(config.reference_ramp, target.num_frames)):
+        frames[f] = render(replace(target, tint=(other, share * f / config.reference_ramp)))[f]
+    return frames
 
 
 @torch.no_grad()
@@ -537,7 +543,7 @@ def _unet_phase(
     with `references`, `reference_share` of each batch's clips come from that pool, with their reference
     token beside the image's in cross-attention, weighted as the pipeline weights it (logit bias log w)."""
     slot, processors = Slot(), dict(unet.attn_processors)
-    if references is not None:
+    if references is not None:  # the stock processors are put back at the end
         install_processors(unet, slot)
     for step in range(stepper.steps):
         index = torch.randint(len(pool.latents), (config.unet_batch,), generator=generator)
@@ -594,7 +600,8 @@ def _unet_phase(
         if config.unet_temporal_weight:
             loss = loss + config.unet_temporal_weight * (weight * temporal_wobble(denoised - x0) ** 2).mean()
         stepper(step, loss)
-    unet.set_attn_processor(processors)
+    if references is not None:
+        unet.set_attn_processor(processors)
     return stepper.losses
 
 
